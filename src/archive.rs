@@ -1,0 +1,253 @@
+//! The package archive: validated names, package-versions, the descpkg change
+//! key, aliases and the writable-grace rule (SPEC §1).
+//!
+//! Every name that reaches a path or a command, whatever its source (config,
+//! tag file, database row, target listing), goes through [`Name::new`].
+
+use std::fmt;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+/// A package, version or alias name: `^[A-Za-z0-9_][A-Za-z0-9._+~-]{0,254}$`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Name(String);
+
+impl Name {
+    /// Validates `text` as a package, version or alias name.
+    pub fn new(text: &str) -> Result<Name, String> {
+        let bytes = text.as_bytes();
+        let valid = !bytes.is_empty()
+            && bytes.len() <= 255
+            && (bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_')
+            && bytes
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b"._+~-".contains(&b));
+        if valid {
+            Ok(Name(text.to_string()))
+        } else {
+            Err(format!(
+                "invalid name '{}': expected letters, digits and ._+~- (not starting with . + ~ -), at most 255 characters",
+                text.escape_default()
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One package-version: the unit that is sent, listed, aged and deleted.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct PackageVersion {
+    pub package: Name,
+    pub version: Name,
+}
+
+impl PackageVersion {
+    pub fn new(package: &str, version: &str) -> Result<PackageVersion, String> {
+        Ok(PackageVersion {
+            package: Name::new(package)?,
+            version: Name::new(version)?,
+        })
+    }
+
+    /// Parses `package/version` (config pins) or `package::version` (tags).
+    pub fn parse(text: &str, separator: &str) -> Result<PackageVersion, String> {
+        let (p, v) = text.split_once(separator).ok_or_else(|| {
+            format!(
+                "invalid package-version '{}': expected package{separator}version",
+                text.escape_default()
+            )
+        })?;
+        PackageVersion::new(p, v).map_err(|e| format!("'{}': {e}", text.escape_default()))
+    }
+}
+
+impl fmt::Display for PackageVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.package, self.version)
+    }
+}
+
+/// An alias: `<package>/<alias>` is a symlink to the sibling `<version>`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Alias {
+    pub package: Name,
+    pub alias: Name,
+    pub version: Name,
+}
+
+impl fmt::Display for Alias {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{} -> {}", self.package, self.alias, self.version)
+    }
+}
+
+/// What the source archive holds under `<archive>/<package>/<version>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceEntry {
+    /// No such directory, or no descpkg in it.
+    Missing,
+    /// A symlink to a sibling version.
+    Alias(Name),
+    /// A package-version; `writable_since` is set while it is still being
+    /// built (the newest mtime of its directory and descpkg).
+    Version {
+        descpkg_mtime: i64,
+        writable_since: Option<i64>,
+    },
+}
+
+/// The master's package archive, read directly from the file system.
+#[derive(Clone, Debug)]
+pub struct SourceArchive {
+    pub root: PathBuf,
+}
+
+impl SourceArchive {
+    pub fn new(root: impl Into<PathBuf>) -> SourceArchive {
+        SourceArchive { root: root.into() }
+    }
+
+    pub fn version_dir(&self, pv: &PackageVersion) -> PathBuf {
+        self.root
+            .join(pv.package.as_str())
+            .join(pv.version.as_str())
+    }
+
+    /// Looks at one package-version without walking its files.
+    pub fn inspect(&self, pv: &PackageVersion) -> Result<SourceEntry> {
+        let dir = self.version_dir(pv);
+        let meta = match fs::symlink_metadata(&dir) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SourceEntry::Missing),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+        };
+        if meta.file_type().is_symlink() {
+            let link = fs::read_link(&dir)
+                .with_context(|| format!("cannot read alias {}", dir.display()))?;
+            let target = alias_target(&link).with_context(|| {
+                format!(
+                    "alias {} points to '{}', not to a sibling version",
+                    dir.display(),
+                    link.display()
+                )
+            })?;
+            return Ok(SourceEntry::Alias(target));
+        }
+        if !meta.is_dir() {
+            return Ok(SourceEntry::Missing);
+        }
+        let descpkg = dir.join("descpkg");
+        let dmeta = match fs::symlink_metadata(&descpkg) {
+            Ok(m) if m.is_file() => m,
+            Ok(_) => return Ok(SourceEntry::Missing),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SourceEntry::Missing),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", descpkg.display())),
+        };
+        let writable = meta.permissions().mode() & 0o222 != 0;
+        Ok(SourceEntry::Version {
+            descpkg_mtime: dmeta.mtime(),
+            writable_since: writable.then(|| meta.mtime().max(dmeta.mtime())),
+        })
+    }
+
+    /// Lists the versions and aliases of one package (names that fail
+    /// validation are skipped: they can never be packages).
+    pub fn package_entries(&self, package: &Name) -> Result<Vec<(Name, SourceEntry)>> {
+        let dir = self.root.join(package.as_str());
+        let mut out = Vec::new();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+        };
+        for entry in rd {
+            let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+            let Some(name) = entry.file_name().to_str().and_then(|s| Name::new(s).ok()) else {
+                continue;
+            };
+            let pv = PackageVersion {
+                package: package.clone(),
+                version: name.clone(),
+            };
+            out.push((name, self.inspect(&pv)?));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+}
+
+/// The version an alias symlink points to: a bare sibling name (`1.2.3` or
+/// `./1.2.3`); anything else is not an alias blat will follow.
+pub fn alias_target(link: &Path) -> Result<Name> {
+    let text = link.to_str().context("link target is not UTF-8")?;
+    let text = text.strip_prefix("./").unwrap_or(text);
+    Name::new(text).map_err(anyhow::Error::msg)
+}
+
+/// True when a package that is still writable may be sent: it has been
+/// writable for longer than `grace`.
+pub fn past_grace(writable_since: i64, now: i64, grace: Duration) -> bool {
+    now - writable_since > grace.as_secs() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_accepted() {
+        for n in ["a", "A0", "_x", "jats2_current", "1.0.0", "v1+build~rc-2", &"x".repeat(255)] {
+            assert!(Name::new(n).is_ok(), "{n}");
+        }
+    }
+
+    #[test]
+    fn names_rejected() {
+        for n in [
+            "", ".", "..", ".hidden", "-x", "+x", "~x", "a/b", "../x", "a b", "a\nb", "a:b",
+            "é", &"x".repeat(256),
+        ] {
+            let err = Name::new(n).unwrap_err();
+            assert!(err.contains("invalid name"), "{err}");
+        }
+    }
+
+    #[test]
+    fn package_version_parsing() {
+        let pv = PackageVersion::parse("jats::2.1", "::").unwrap();
+        assert_eq!(pv.to_string(), "jats/2.1");
+        assert!(PackageVersion::parse("../../etc::x", "::").is_err());
+        assert!(PackageVersion::parse("noseparator", "::").is_err());
+        assert!(PackageVersion::parse("a/b/c", "/").is_err());
+    }
+
+    #[test]
+    fn alias_targets() {
+        assert_eq!(alias_target(Path::new("1.2")).unwrap().as_str(), "1.2");
+        assert_eq!(alias_target(Path::new("./1.2")).unwrap().as_str(), "1.2");
+        assert!(alias_target(Path::new("../other/1.2")).is_err());
+        assert!(alias_target(Path::new("/abs")).is_err());
+    }
+
+    #[test]
+    fn grace() {
+        let g = Duration::from_secs(3600);
+        assert!(!past_grace(1000, 1000 + 3600, g));
+        assert!(past_grace(1000, 1000 + 3601, g));
+    }
+}

@@ -1,0 +1,24 @@
+//! `blat sync` arguments.
+
+use clap::Args;
+
+use super::GlobalArgs;
+use crate::ops::sync::SyncOptions;
+
+/// Bring targets in line with their current set from the Release Manager:
+/// send what is missing or differs, link aliases, write the PackageList.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Only targets whose last successful sync is older than their sync_interval
+    #[arg(long)]
+    pub due: bool,
+    /// Allow more deletions than the target's max_delete in this pass
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl SyncArgs {
+    pub fn options(&self, global: &GlobalArgs) -> SyncOptions {
+        SyncOptions { selection: global.selection(), due: self.due, force: self.force }
+    }
+}

@@ -1,0 +1,795 @@
+//! Configuration: `blat.toml` plus one `targets/<name>.conf` per target
+//! (SPEC §3), parsed into a validated [`Config`] that the rest of blat uses.
+//!
+//! Every error names the file, line and column and says what was expected.
+//! Relative paths in a config file are taken relative to the directory that
+//! holds that file, so a configuration can be moved around as a whole.
+
+pub mod units;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::archive::PackageVersion;
+use crate::error::UsageError;
+
+/// The whole, validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The configuration directory it was read from.
+    pub dir: PathBuf,
+    pub archive: PathBuf,
+    pub state_dir: PathBuf,
+    pub tag_dir: PathBuf,
+    pub verbose: u8,
+    pub log_file: Option<PathBuf>,
+    pub fast_poll: Duration,
+    pub release_manager: ReleaseManagerConfig,
+    /// All targets, sorted by name.
+    pub targets: Vec<TargetConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub enum ReleaseManagerConfig {
+    /// The reference schema in a SQLite file (a `.sql` file is loaded into
+    /// memory at each run: handy for demos and fixtures).
+    Sqlite { path: PathBuf },
+    /// Any database with an ODBC driver.
+    Odbc(OdbcConfig),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct OdbcConfig {
+    pub connection_string: Option<String>,
+    pub dsn: Option<String>,
+    pub user: Option<String>,
+    /// Name of an environment variable holding the password.
+    pub password_env: Option<String>,
+    /// A file whose first line is the password.
+    pub password_file: Option<PathBuf>,
+    pub login_timeout: Duration,
+    pub query_timeout: Duration,
+    pub queries: Queries,
+}
+
+/// SQL overrides for the ODBC source; `None` means the reference-schema default.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Queries {
+    pub release_exists: Option<String>,
+    pub release_content: Option<String>,
+    pub project_exists: Option<String>,
+    pub open_releases: Option<String>,
+    pub s3_releases: Option<String>,
+}
+
+/// A `PROJECT/RELEASE` name as used in config and output.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct ReleaseName {
+    pub project: String,
+    pub release: String,
+}
+
+impl ReleaseName {
+    pub fn parse(text: &str) -> Result<ReleaseName, String> {
+        match text.split_once('/') {
+            Some((p, r)) if !p.is_empty() && !r.is_empty() && !r.contains('/') => Ok(ReleaseName {
+                project: p.to_string(),
+                release: r.to_string(),
+            }),
+            _ => Err(format!(
+                "invalid release '{}': expected PROJECT/RELEASE",
+                text.escape_default()
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for ReleaseName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.project, self.release)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TargetConfig {
+    pub name: String,
+    pub file: PathBuf,
+    pub kind: TargetKind,
+    pub releases: Vec<ReleaseName>,
+    pub projects: Vec<String>,
+    /// `package/version` pins, always kept; an alias brings its version.
+    pub packages: Vec<PackageVersion>,
+    pub writable_grace: Duration,
+    pub sync_interval: Duration,
+    pub tag_retries: u32,
+    pub aging: Aging,
+}
+
+impl TargetConfig {
+    pub fn archive(&self) -> Option<&ArchiveTarget> {
+        match &self.kind {
+            TargetKind::Archive(a) => Some(a),
+            TargetKind::S3(_) => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum TargetKind {
+    Archive(ArchiveTarget),
+    S3(S3Target),
+}
+
+#[derive(Clone, Debug)]
+pub struct ArchiveTarget {
+    pub transport: Transport,
+    pub parallel: usize,
+    pub compression: Compression,
+    pub min_free: u64,
+}
+
+#[derive(Clone, Debug)]
+pub enum Transport {
+    Local {
+        path: PathBuf,
+    },
+    Ssh(SshConfig),
+}
+
+#[derive(Clone, Debug)]
+pub struct SshConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub identity: PathBuf,
+    pub known_hosts: PathBuf,
+    pub remote_archive: String,
+    pub connect_timeout: Duration,
+    pub io_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct S3Target {
+    pub bucket: String,
+    pub prefix: String,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub parallel: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Compression {
+    None,
+    Gzip(u32),
+    Zstd(i32),
+}
+
+impl Compression {
+    pub fn parse(text: &str) -> Result<Compression, String> {
+        let bad = || {
+            format!("invalid compression '{text}': expected none, gzip, gzip:1-9, zstd or zstd:1-19")
+        };
+        let (name, level) = match text.split_once(':') {
+            Some((n, l)) => (n, Some(l.parse::<i64>().map_err(|_| bad())?)),
+            None => (text, None),
+        };
+        match (name, level) {
+            ("none", None) => Ok(Compression::None),
+            ("gzip", None) => Ok(Compression::Gzip(6)),
+            ("gzip", Some(l @ 1..=9)) => Ok(Compression::Gzip(l as u32)),
+            ("zstd", None) => Ok(Compression::Zstd(3)),
+            ("zstd", Some(l @ 1..=19)) => Ok(Compression::Zstd(l as i32)),
+            _ => Err(bad()),
+        }
+    }
+
+    /// The word the receiver protocol uses.
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip(_) => "gzip",
+            Compression::Zstd(_) => "zstd",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgingMethod {
+    None,
+    Immediate,
+    Master,
+    Target,
+}
+
+#[derive(Clone, Debug)]
+pub struct Aging {
+    pub method: AgingMethod,
+    pub after: Duration,
+    pub max_delete: usize,
+}
+
+// ---- raw TOML schema -------------------------------------------------------
+
+/// A duration as written in config: integer seconds or a string like `1h10m`.
+#[derive(Clone, Copy, Debug)]
+struct DurationValue(Duration);
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Text(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            de::Error::custom("expected a duration: seconds or a string like \"1h10m\"")
+        })? {
+            Raw::Int(n) if n >= 0 => Ok(DurationValue(Duration::from_secs(n as u64))),
+            Raw::Int(n) => Err(de::Error::custom(format!("invalid duration {n}: must not be negative"))),
+            Raw::Text(t) => units::parse_duration(&t).map(DurationValue).map_err(de::Error::custom),
+        }
+    }
+}
+
+/// A size as written in config: integer KiB or a string like `2g`.
+#[derive(Clone, Copy, Debug)]
+struct SizeValue(u64);
+
+impl<'de> Deserialize<'de> for SizeValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Text(String),
+        }
+        match Raw::deserialize(d)
+            .map_err(|_| de::Error::custom("expected a size: a number or a string like \"2g\""))?
+        {
+            Raw::Int(n) if n >= 0 => units::parse_size(&n.to_string()).map(SizeValue).map_err(de::Error::custom),
+            Raw::Int(n) => Err(de::Error::custom(format!("invalid size {n}: must not be negative"))),
+            Raw::Text(t) => units::parse_size(&t).map(SizeValue).map_err(de::Error::custom),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGlobal {
+    archive: Spanned<String>,
+    state_dir: Spanned<String>,
+    tag_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    verbose: u8,
+    log_file: Option<Spanned<String>>,
+    fast_poll: Option<DurationValue>,
+    release_manager: RawReleaseManager,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReleaseManager {
+    kind: Spanned<String>,
+    path: Option<Spanned<String>>,
+    connection_string: Option<String>,
+    dsn: Option<String>,
+    user: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<Spanned<String>>,
+    login_timeout: Option<DurationValue>,
+    query_timeout: Option<DurationValue>,
+    #[serde(default)]
+    queries: Queries,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    kind: Spanned<String>,
+    // archive targets
+    transport: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    host: Option<Spanned<String>>,
+    port: Option<u16>,
+    user: Option<Spanned<String>>,
+    identity: Option<Spanned<String>>,
+    known_hosts: Option<Spanned<String>>,
+    remote_archive: Option<Spanned<String>>,
+    connect_timeout: Option<DurationValue>,
+    io_timeout: Option<DurationValue>,
+    compression: Option<Spanned<String>>,
+    min_free: Option<SizeValue>,
+    // s3 targets
+    bucket: Option<Spanned<String>>,
+    prefix: Option<Spanned<String>>,
+    region: Option<String>,
+    endpoint: Option<String>,
+    // both
+    parallel: Option<Spanned<i64>>,
+    #[serde(default)]
+    releases: Vec<Spanned<String>>,
+    #[serde(default)]
+    projects: Vec<Spanned<String>>,
+    #[serde(default)]
+    packages: Vec<Spanned<String>>,
+    writable_grace: Option<DurationValue>,
+    sync_interval: Option<DurationValue>,
+    tag_retries: Option<u32>,
+    aging: Option<RawAging>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAging {
+    method: Spanned<String>,
+    after: Option<DurationValue>,
+    max_delete: Option<usize>,
+}
+
+// ---- loading ---------------------------------------------------------------
+
+/// One config file's text, for turning byte spans into `file:line:col`.
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn at(&self, offset: usize) -> String {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!("{}:{line}:{col}", self.path.display())
+    }
+
+    fn error(&self, span: std::ops::Range<usize>, message: impl std::fmt::Display) -> anyhow::Error {
+        UsageError(format!("{}: {message}", self.at(span.start))).into()
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        toml::from_str(self.text).map_err(|e| {
+            let place = match e.span() {
+                Some(span) => self.at(span.start),
+                None => format!("{}", self.path.display()),
+            };
+            UsageError(format!("{place}: {}", e.message().trim().replace('\n', " "))).into()
+        })
+    }
+
+    fn resolve(&self, value: &Spanned<String>) -> Result<PathBuf> {
+        if value.get_ref().is_empty() {
+            return Err(self.error(value.span(), "expected a path, found an empty string"));
+        }
+        let base = self.path.parent().unwrap_or(Path::new("."));
+        Ok(base.join(value.get_ref()))
+    }
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| UsageError(format!("{}: cannot read: {e}", path.display())).into())
+}
+
+impl Config {
+    /// Reads `DIR/blat.toml` and every `DIR/targets/*.conf`, afresh.
+    pub fn load(dir: &Path) -> Result<Config> {
+        // Absolute, so that paths handed to the receiver mean the same thing
+        // wherever it runs.
+        let dir = &std::path::absolute(dir)
+            .map_err(|e| UsageError(format!("{}: bad configuration directory: {e}", dir.display())))?;
+        let global_path = dir.join("blat.toml");
+        let text = read(&global_path)?;
+        let src = Source { path: &global_path, text: &text };
+        let raw: RawGlobal = src.parse()?;
+        let archive = src.resolve(&raw.archive)?;
+        let state_dir = src.resolve(&raw.state_dir)?;
+        let tag_dir = match &raw.tag_dir {
+            Some(t) => src.resolve(t)?,
+            None => state_dir.join("tags"),
+        };
+        let log_file = raw.log_file.as_ref().map(|l| src.resolve(l)).transpose()?;
+        let release_manager = release_manager(&src, raw.release_manager)?;
+
+        let mut targets = Vec::new();
+        let targets_dir = dir.join("targets");
+        if targets_dir.is_dir() {
+            let entries = std::fs::read_dir(&targets_dir)
+                .with_context(|| format!("cannot list {}", targets_dir.display()))?;
+            for entry in entries {
+                let path = entry?.path();
+                let Some(name) = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".conf"))
+                else {
+                    continue; // other suffixes (x.conf.new) are ignored on purpose
+                };
+                if name.starts_with('.') {
+                    continue;
+                }
+                if crate::archive::Name::new(name).is_err() {
+                    bail!(UsageError(format!(
+                        "{}: invalid target name '{name}': expected letters, digits and ._+~-",
+                        path.display()
+                    )));
+                }
+                let text = read(&path)?;
+                let src = Source { path: &path, text: &text };
+                targets.push(target(&src, name)?);
+            }
+        }
+        targets.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Config {
+            dir: dir.to_path_buf(),
+            archive,
+            state_dir,
+            tag_dir,
+            verbose: raw.verbose,
+            log_file,
+            fast_poll: raw.fast_poll.map_or(Duration::from_secs(5), |d| d.0),
+            release_manager,
+            targets,
+        })
+    }
+
+    pub fn target(&self, name: &str) -> Option<&TargetConfig> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+}
+
+fn release_manager(src: &Source, raw: RawReleaseManager) -> Result<ReleaseManagerConfig> {
+    match raw.kind.get_ref().as_str() {
+        "sqlite" => {
+            let path = raw.path.as_ref().ok_or_else(|| {
+                src.error(raw.kind.span(), "kind = \"sqlite\" needs `path` (the database file)")
+            })?;
+            for (key, set) in [
+                ("connection_string", raw.connection_string.is_some()),
+                ("dsn", raw.dsn.is_some()),
+            ] {
+                if set {
+                    return Err(src.error(raw.kind.span(), format!("`{key}` is for kind = \"odbc\"")));
+                }
+            }
+            Ok(ReleaseManagerConfig::Sqlite { path: src.resolve(path)? })
+        }
+        "odbc" => {
+            if raw.connection_string.is_none() == raw.dsn.is_none() {
+                return Err(src.error(
+                    raw.kind.span(),
+                    "kind = \"odbc\" needs exactly one of `connection_string` or `dsn`",
+                ));
+            }
+            if let Some(p) = &raw.path {
+                return Err(src.error(p.span(), "`path` is for kind = \"sqlite\""));
+            }
+            Ok(ReleaseManagerConfig::Odbc(OdbcConfig {
+                connection_string: raw.connection_string,
+                dsn: raw.dsn,
+                user: raw.user,
+                password_env: raw.password_env,
+                password_file: raw.password_file.as_ref().map(|p| src.resolve(p)).transpose()?,
+                login_timeout: raw.login_timeout.map_or(Duration::from_secs(15), |d| d.0),
+                query_timeout: raw.query_timeout.map_or(Duration::from_secs(120), |d| d.0),
+                queries: raw.queries,
+            }))
+        }
+        other => Err(src.error(
+            raw.kind.span(),
+            format!("unknown release_manager kind '{other}': expected \"sqlite\" or \"odbc\""),
+        )),
+    }
+}
+
+fn target(src: &Source, name: &str) -> Result<TargetConfig> {
+    let raw: RawTarget = src.parse()?;
+    let parallel = match &raw.parallel {
+        None => 4,
+        Some(p) if (1..=64).contains(p.get_ref()) => *p.get_ref() as usize,
+        Some(p) => return Err(src.error(p.span(), "invalid parallel: expected 1 to 64")),
+    };
+    // Keys that belong to the other kind are errors, not silently ignored.
+    let archive_keys: [(&str, Option<std::ops::Range<usize>>); 7] = [
+        ("transport", raw.transport.as_ref().map(|v| v.span())),
+        ("path", raw.path.as_ref().map(|v| v.span())),
+        ("host", raw.host.as_ref().map(|v| v.span())),
+        ("user", raw.user.as_ref().map(|v| v.span())),
+        ("identity", raw.identity.as_ref().map(|v| v.span())),
+        ("remote_archive", raw.remote_archive.as_ref().map(|v| v.span())),
+        ("compression", raw.compression.as_ref().map(|v| v.span())),
+    ];
+    let s3_keys = [
+        ("bucket", raw.bucket.as_ref().map(|v| v.span())),
+        ("prefix", raw.prefix.as_ref().map(|v| v.span())),
+    ];
+    let kind = match raw.kind.get_ref().as_str() {
+        "archive" => {
+            if let Some((key, Some(span))) = s3_keys.iter().find(|(_, s)| s.is_some()) {
+                return Err(src.error(span.clone(), format!("`{key}` is for kind = \"s3\" targets")));
+            }
+            TargetKind::Archive(archive_target(src, &raw, parallel)?)
+        }
+        "s3" => {
+            if let Some((key, Some(span))) = archive_keys.iter().find(|(_, s)| s.is_some()) {
+                return Err(src.error(span.clone(), format!("`{key}` is for kind = \"archive\" targets")));
+            }
+            let bucket = raw
+                .bucket
+                .as_ref()
+                .ok_or_else(|| src.error(raw.kind.span(), "kind = \"s3\" needs `bucket`"))?;
+            TargetKind::S3(S3Target {
+                bucket: bucket.get_ref().clone(),
+                prefix: raw.prefix.as_ref().map(|p| p.get_ref().clone()).unwrap_or_default(),
+                region: raw.region.clone(),
+                endpoint: raw.endpoint.clone(),
+                parallel,
+            })
+        }
+        other => {
+            return Err(src.error(
+                raw.kind.span(),
+                format!("unknown target kind '{other}': expected \"archive\" or \"s3\""),
+            ))
+        }
+    };
+
+    let mut releases = Vec::new();
+    for r in &raw.releases {
+        releases.push(ReleaseName::parse(r.get_ref()).map_err(|e| src.error(r.span(), e))?);
+    }
+    let mut projects = Vec::new();
+    for p in &raw.projects {
+        if p.get_ref().is_empty() || p.get_ref().contains('/') {
+            return Err(src.error(p.span(), format!("invalid project '{}': expected a project name", p.get_ref())));
+        }
+        projects.push(p.get_ref().clone());
+    }
+    let mut packages = Vec::new();
+    for p in &raw.packages {
+        packages.push(PackageVersion::parse(p.get_ref(), "/").map_err(|e| src.error(p.span(), e))?);
+    }
+    let aging = match &raw.aging {
+        None => Aging { method: AgingMethod::None, after: Duration::from_secs(14 * 86400), max_delete: 50 },
+        Some(a) => {
+            let method = match a.method.get_ref().as_str() {
+                "none" => AgingMethod::None,
+                "immediate" => AgingMethod::Immediate,
+                "master" => AgingMethod::Master,
+                "target" => AgingMethod::Target,
+                other => {
+                    return Err(src.error(
+                        a.method.span(),
+                        format!("unknown aging method '{other}': expected none, immediate, master or target"),
+                    ))
+                }
+            };
+            if method == AgingMethod::Target && matches!(kind, TargetKind::S3(_)) {
+                return Err(src.error(a.method.span(), "aging method \"target\" is for archive targets"));
+            }
+            Aging {
+                method,
+                after: a.after.map_or(Duration::from_secs(14 * 86400), |d| d.0),
+                max_delete: a.max_delete.unwrap_or(50),
+            }
+        }
+    };
+    Ok(TargetConfig {
+        name: name.to_string(),
+        file: src.path.to_path_buf(),
+        kind,
+        releases,
+        projects,
+        packages,
+        writable_grace: raw.writable_grace.map_or(Duration::from_secs(3600), |d| d.0),
+        sync_interval: raw.sync_interval.map_or(Duration::from_secs(4 * 3600), |d| d.0),
+        tag_retries: raw.tag_retries.unwrap_or(10),
+        aging,
+    })
+}
+
+fn archive_target(src: &Source, raw: &RawTarget, parallel: usize) -> Result<ArchiveTarget> {
+    let transport_name = raw.transport.as_ref().map_or("ssh", |t| t.get_ref().as_str());
+    let transport = match transport_name {
+        "local" => {
+            for (key, span) in [
+                ("host", raw.host.as_ref().map(|v| v.span())),
+                ("user", raw.user.as_ref().map(|v| v.span())),
+                ("identity", raw.identity.as_ref().map(|v| v.span())),
+                ("remote_archive", raw.remote_archive.as_ref().map(|v| v.span())),
+            ] {
+                if let Some(span) = span {
+                    return Err(src.error(span, format!("`{key}` is for transport = \"ssh\"")));
+                }
+            }
+            let path = raw.path.as_ref().ok_or_else(|| {
+                let span = raw.transport.as_ref().map_or(raw.kind.span(), |t| t.span());
+                src.error(span, "transport = \"local\" needs `path` (the target archive directory)")
+            })?;
+            Transport::Local { path: src.resolve(path)? }
+        }
+        "ssh" => {
+            if let Some(p) = &raw.path {
+                return Err(src.error(p.span(), "`path` is for transport = \"local\"; use `remote_archive`"));
+            }
+            let need = |v: &Option<Spanned<String>>, key: &str| -> Result<Spanned<String>> {
+                v.clone().ok_or_else(|| {
+                    src.error(
+                        raw.transport.as_ref().map_or(raw.kind.span(), |t| t.span()),
+                        format!("transport = \"ssh\" needs `{key}`"),
+                    )
+                })
+            };
+            let host = need(&raw.host, "host")?;
+            let user = need(&raw.user, "user")?;
+            let identity = need(&raw.identity, "identity")?;
+            let known_hosts = need(&raw.known_hosts, "known_hosts")?;
+            Transport::Ssh(SshConfig {
+                host: host.into_inner(),
+                port: raw.port.unwrap_or(22),
+                user: user.into_inner(),
+                identity: src.resolve(&identity)?,
+                known_hosts: src.resolve(&known_hosts)?,
+                remote_archive: raw
+                    .remote_archive
+                    .as_ref()
+                    .map_or("dpkg_archive".to_string(), |r| r.get_ref().clone()),
+                connect_timeout: raw.connect_timeout.map_or(Duration::from_secs(15), |d| d.0),
+                io_timeout: raw.io_timeout.map_or(Duration::from_secs(60), |d| d.0),
+            })
+        }
+        other => {
+            let span = raw.transport.as_ref().map(|t| t.span()).unwrap_or(0..0);
+            return Err(src.error(span, format!("unknown transport '{other}': expected \"ssh\" or \"local\"")));
+        }
+    };
+    let compression = match &raw.compression {
+        None => Compression::Gzip(6),
+        Some(c) => Compression::parse(c.get_ref()).map_err(|e| src.error(c.span(), e))?,
+    };
+    Ok(ArchiveTarget {
+        transport,
+        parallel,
+        compression,
+        min_free: raw.min_free.map_or(0, |s| s.0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_config(global: &str, targets: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("blat.toml"), global).unwrap();
+        std::fs::create_dir(dir.path().join("targets")).unwrap();
+        for (name, text) in targets {
+            std::fs::write(dir.path().join("targets").join(name), text).unwrap();
+        }
+        dir
+    }
+
+    const GLOBAL: &str = "archive = \"/srv/a\"\nstate_dir = \"state\"\n[release_manager]\nkind = \"sqlite\"\npath = \"rm.db\"\n";
+
+    fn load_err(global: &str, targets: &[(&str, &str)]) -> String {
+        let dir = write_config(global, targets);
+        format!("{:#}", Config::load(dir.path()).unwrap_err())
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let site = r#"
+kind      = "archive"
+transport = "ssh"
+host = "site-a.example.com"
+port = 2222
+user = "pkgadmin"
+identity    = "/etc/blat/ssh/id_ed25519"
+known_hosts = "/etc/blat/ssh/known_hosts"
+remote_archive = "dpkg_archive"
+releases = ["PROJ/R1.0"]
+projects = ["PROJ"]
+packages = ["jats/jats2_current"]
+writable_grace = "1h"
+sync_interval  = "4h"
+parallel       = 4
+compression    = "zstd:7"
+min_free       = "2g"
+tag_retries    = 10
+[aging]
+method     = "master"
+after      = "14d"
+max_delete = 50
+"#;
+        let bucket = "kind = \"s3\"\nbucket = \"b\"\nprefix = \"packages/\"\nregion = \"us-east-1\"\nendpoint = \"http://127.0.0.1:9000\"\n[aging]\nmethod = \"none\"\n";
+        let dir = write_config(
+            GLOBAL,
+            &[("site-a.conf", site), ("ci-bucket.conf", bucket), ("new.conf.new", "garbage =")],
+        );
+        let c = Config::load(dir.path()).unwrap();
+        assert_eq!(c.state_dir, dir.path().join("state"));
+        assert_eq!(c.tag_dir, dir.path().join("state/tags"));
+        assert_eq!(c.targets.len(), 2);
+        let t = c.target("site-a").unwrap();
+        let a = t.archive().unwrap();
+        assert_eq!(a.compression, Compression::Zstd(7));
+        assert_eq!(a.min_free, 2 << 30);
+        assert_eq!(t.writable_grace, Duration::from_secs(3600));
+        assert_eq!(t.aging.method, AgingMethod::Master);
+        assert_eq!(t.aging.after, Duration::from_secs(14 * 86400));
+        assert_eq!(t.packages[0].to_string(), "jats/jats2_current");
+        assert_eq!(t.releases[0].to_string(), "PROJ/R1.0");
+        match &a.transport {
+            Transport::Ssh(s) => assert_eq!((s.port, s.user.as_str()), (2222, "pkgadmin")),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(c.target("ci-bucket").unwrap().kind, TargetKind::S3(_)));
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_column() {
+        let err = load_err(GLOBAL, &[("x.conf", "kind = \"archive\"\ntransport = \"local\"\npath = \"/t\"\n  colour = 3\n")]);
+        assert!(err.contains("targets/x.conf:4:3:"), "{err}");
+        assert!(err.contains("unknown field `colour`"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_place() {
+        let cases = [
+            ("writable_grace = \"5x\"\n", "x.conf:4:18:", "invalid duration '5x'"),
+            ("min_free = \"2t\"\n", "x.conf:4:12:", "invalid size '2t'"),
+            ("compression = \"lz4\"\n", "x.conf:4:15:", "invalid compression 'lz4'"),
+            ("packages = [\"nopin\"]\n", "x.conf:4:13:", "expected package/version"),
+            ("releases = [\"R1\"]\n", "x.conf:4:13:", "expected PROJECT/RELEASE"),
+            ("parallel = 0\n", "x.conf:4:12:", "expected 1 to 64"),
+            ("bucket = \"b\"\n", "x.conf:4:10:", "is for kind = \"s3\""),
+            ("[aging]\nmethod = \"sometimes\"\n", "x.conf:5:10:", "unknown aging method"),
+        ];
+        for (extra, place, msg) in cases {
+            let text = format!("kind = \"archive\"\ntransport = \"local\"\npath = \"/t\"\n{extra}");
+            let err = load_err(GLOBAL, &[("x.conf", &text)]);
+            assert!(err.contains(place) && err.contains(msg), "{extra:?} gave: {err}");
+        }
+    }
+
+    #[test]
+    fn global_errors() {
+        let err = load_err("archive = \"/a\"\n", &[]);
+        assert!(err.contains("blat.toml") && err.contains("missing field"), "{err}");
+        let err = load_err(
+            "archive = \"/a\"\nstate_dir = \"/s\"\n[release_manager]\nkind = \"oracle\"\n",
+            &[],
+        );
+        assert!(err.contains("blat.toml:4:8:") && err.contains("unknown release_manager kind"), "{err}");
+        let err = load_err(&format!("{GLOBAL}fast_poll = \"soon\"\n"), &[]);
+        assert!(err.contains("invalid duration 'soon'"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let err = format!("{:#}", Config::load(dir.path()).unwrap_err());
+        assert!(err.contains("blat.toml: cannot read"), "{err}");
+    }
+
+    #[test]
+    fn ssh_needs_its_keys() {
+        let err = load_err(GLOBAL, &[("s.conf", "kind = \"archive\"\ntransport = \"ssh\"\nhost = \"h\"\n")]);
+        assert!(err.contains("s.conf:2:13:") && err.contains("needs `user`"), "{err}");
+    }
+
+    #[test]
+    fn compression_forms() {
+        assert_eq!(Compression::parse("gzip"), Ok(Compression::Gzip(6)));
+        assert_eq!(Compression::parse("gzip:1"), Ok(Compression::Gzip(1)));
+        assert_eq!(Compression::parse("zstd:19"), Ok(Compression::Zstd(19)));
+        assert_eq!(Compression::parse("none"), Ok(Compression::None));
+        for bad in ["gzip:0", "gzip:10", "zstd:20", "zstd:x", "none:1", "lz4", ""] {
+            assert!(Compression::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! A target's current set: the package-versions it should hold (its releases
+//! from the Release Manager plus its `packages` pins), resolved against the
+//! source archive so that aliases bring their versions and links.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::Result;
+
+use crate::archive::{Alias, PackageVersion, SourceArchive, SourceEntry};
+use crate::config::{ReleaseName, TargetConfig, TargetKind};
+use crate::release::{self, ReleaseSource};
+
+#[derive(Clone, Debug, Default)]
+pub struct CurrentSet {
+    /// The releases the set was built from.
+    pub releases: Vec<ReleaseName>,
+    /// Every wanted package-version (alias targets included) with what the
+    /// source archive holds for it (`Version` or `Missing`).
+    pub versions: BTreeMap<PackageVersion, SourceEntry>,
+    /// Aliases to create or repoint on the target.
+    pub aliases: BTreeSet<Alias>,
+    /// Pins and alias targets: never excess, whatever the releases say.
+    pub protected: BTreeSet<PackageVersion>,
+}
+
+impl CurrentSet {
+    pub fn is_empty(&self) -> bool {
+        self.versions.is_empty()
+    }
+
+    /// `package version` lines, sorted: the body of the PackageList.
+    pub fn package_list(&self) -> Vec<String> {
+        self.versions
+            .keys()
+            .map(|pv| format!("{} {}", pv.package, pv.version))
+            .collect()
+    }
+}
+
+/// Builds the current set of `target`: asks the release source, then looks
+/// each package-version up in the source archive (no walking of contents).
+pub fn load(
+    target: &TargetConfig,
+    source: &mut dyn ReleaseSource,
+    archive: &SourceArchive,
+) -> Result<CurrentSet> {
+    let s3 = matches!(target.kind, TargetKind::S3(_));
+    let releases = release::selected_releases(source, &target.releases, &target.projects, s3)?;
+    let mut set = CurrentSet {
+        releases: releases.clone(),
+        ..CurrentSet::default()
+    };
+    for rel in &releases {
+        for pv in release::release_content(source, rel)? {
+            add(&mut set, archive, pv, false)?;
+        }
+    }
+    for pin in &target.packages {
+        add(&mut set, archive, pin.clone(), true)?;
+    }
+    Ok(set)
+}
+
+/// Adds one package-version, following an alias to its version.
+pub fn add(set: &mut CurrentSet, archive: &SourceArchive, pv: PackageVersion, pinned: bool) -> Result<()> {
+    if set.versions.contains_key(&pv) {
+        if pinned {
+            set.protected.insert(pv);
+        }
+        return Ok(());
+    }
+    match archive.inspect(&pv)? {
+        SourceEntry::Alias(version) => {
+            let target = PackageVersion {
+                package: pv.package.clone(),
+                version: version.clone(),
+            };
+            let entry = match archive.inspect(&target)? {
+                // An alias of an alias is not followed further: treat as missing.
+                SourceEntry::Alias(_) => SourceEntry::Missing,
+                other => other,
+            };
+            set.aliases.insert(Alias {
+                package: pv.package.clone(),
+                alias: pv.version.clone(),
+                version,
+            });
+            set.protected.insert(target.clone());
+            set.versions.entry(target).or_insert(entry);
+        }
+        entry => {
+            if pinned {
+                set.protected.insert(pv.clone());
+            }
+            set.versions.insert(pv, entry);
+        }
+    }
+    Ok(())
+}

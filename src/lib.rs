@@ -1,0 +1,28 @@
+//! blat pushes released build packages from a central package archive to
+//! remote sites (over SSH, or a local directory) and to an S3 bucket, driven
+//! by a Release Manager database, and keeps those sites tidy.
+//!
+//! Architecture map:
+//! - [`cli`]: clap types → plain options structs (the core never sees clap).
+//! - [`config`]: `blat.toml` + `targets/*.conf` → validated [`config::Config`].
+//! - [`archive`]: names, package-versions, descpkg mtimes, aliases, grace.
+//! - [`release`]: `ReleaseSource` trait (SQLite; ODBC behind a feature).
+//! - [`current`]: a target's current set, resolved against the archive.
+//! - [`plan`]: pure diff of current set × target listing.
+//! - [`target`]: `Target` trait, the receiver protocol, transports, packing.
+//! - [`ops`]: one pass of each command; [`state`], [`lock`], [`report`].
+//! - `receiver/blat-receiver`: the target-side sh program, embedded.
+
+pub mod archive;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod current;
+pub mod error;
+pub mod lock;
+pub mod ops;
+pub mod plan;
+pub mod release;
+pub mod report;
+pub mod state;
+pub mod target;

@@ -1,0 +1,54 @@
+//! Per-target locks (`<state_dir>/locks/<target>.lock`), so that overlapping
+//! runs from cron, timers and people never work on one target at once.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::error::LockHeld;
+
+/// Held for as long as it lives; the OS releases it when the process dies.
+#[derive(Debug)]
+pub struct TargetLock {
+    _file: File,
+}
+
+impl TargetLock {
+    /// Takes the lock of `target` without waiting; [`LockHeld`] when busy.
+    pub fn acquire(state_dir: &Path, target: &str) -> Result<TargetLock> {
+        let dir = state_dir.join("locks");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create lock directory {}", dir.display()))?;
+        let path = dir.join(format!("{target}.lock"));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(TargetLock { _file: file }),
+            Err(TryLockError::WouldBlock) => Err(LockHeld(target.to_string()).into()),
+            Err(TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_holder_is_refused_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = TargetLock::acquire(dir.path(), "a").unwrap();
+        let err = TargetLock::acquire(dir.path(), "a").unwrap_err();
+        assert!(err.downcast_ref::<LockHeld>().is_some());
+        assert!(TargetLock::acquire(dir.path(), "b").is_ok());
+        drop(first);
+        assert!(TargetLock::acquire(dir.path(), "a").is_ok());
+    }
+}

@@ -1,0 +1,192 @@
+//! One pass of each job. Each `ops::<command>::run` takes validated options
+//! and a [`Context`]; the per-target frame (selection, lock, state record,
+//! error capture, summary, exit code) is shared here in [`for_each_target`].
+
+pub mod plist;
+pub mod sync;
+
+use std::cell::RefCell;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::config::{Config, TargetConfig};
+use crate::error::{outcome_of, Outcome, UsageError};
+use crate::lock::TargetLock;
+use crate::release::{self, ReleaseSource};
+use crate::report::Reporter;
+use crate::state::State;
+
+/// Which targets a command works on.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    pub targets: Vec<String>,
+    pub all: bool,
+}
+
+/// Everything a pass needs besides its own options.
+pub struct Context {
+    pub config: Config,
+    pub reporter: Reporter,
+    pub dry_run: bool,
+    source: RefCell<Option<Box<dyn ReleaseSource>>>,
+}
+
+impl Context {
+    pub fn new(config: Config, reporter: Reporter, dry_run: bool) -> Context {
+        Context { config, reporter, dry_run, source: RefCell::new(None) }
+    }
+
+    /// The release source, opened on first use and shared by all targets.
+    pub fn with_source<T>(&self, f: impl FnOnce(&mut dyn ReleaseSource) -> Result<T>) -> Result<T> {
+        let mut slot = self.source.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(release::open(&self.config)?);
+        }
+        f(slot.as_mut().expect("opened above").as_mut())
+    }
+
+    /// The targets a selection names, checked against the configuration.
+    pub fn select(&self, selection: &Selection, accept: impl Fn(&TargetConfig) -> bool, what: &str) -> Result<Vec<TargetConfig>> {
+        if selection.all && !selection.targets.is_empty() {
+            return Err(UsageError("use either --target or --all, not both".into()).into());
+        }
+        if selection.all {
+            return Ok(self.config.targets.iter().filter(|t| accept(t)).cloned().collect());
+        }
+        if selection.targets.is_empty() {
+            let names: Vec<&str> = self.config.targets.iter().filter(|t| accept(t)).map(|t| t.name.as_str()).collect();
+            return Err(UsageError(format!(
+                "name the {what} targets with --target NAME or use --all (configured: {})",
+                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            ))
+            .into());
+        }
+        let mut out = Vec::new();
+        for name in &selection.targets {
+            let t = self.config.target(name).ok_or_else(|| {
+                UsageError(format!(
+                    "unknown target '{name}': no {}/targets/{name}.conf",
+                    self.config.dir.display()
+                ))
+            })?;
+            if !accept(t) {
+                return Err(UsageError(format!("target '{name}' is not an {what} target")).into());
+            }
+            out.push(t.clone());
+        }
+        Ok(out)
+    }
+}
+
+/// What one target's pass reports.
+pub trait TargetReport: Serialize {
+    fn outcome(&self) -> Outcome;
+    /// The one-line summary, without the target name.
+    fn summary(&self) -> String;
+}
+
+/// The frame of every per-target pass: lock, run, record, summarise.
+#[derive(Serialize)]
+pub struct Frame<R: Serialize> {
+    pub target: String,
+    pub outcome: Outcome,
+    pub exit_code: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<R>,
+}
+
+/// The whole command's report (`--json`).
+#[derive(Serialize)]
+pub struct CommandReport<R: Serialize> {
+    pub command: String,
+    pub dry_run: bool,
+    pub outcome: Outcome,
+    pub exit_code: u8,
+    pub targets: Vec<Frame<R>>,
+}
+
+/// Runs `pass` on each target in turn, under its lock; one failing target
+/// never stops the others. Returns the command's outcome (the worst one).
+pub fn for_each_target<R: TargetReport>(
+    ctx: &Context,
+    command: &str,
+    targets: &[TargetConfig],
+    mut pass: impl FnMut(&Context, &TargetConfig) -> Result<Option<R>>,
+) -> Result<Outcome> {
+    let state = State::open(&ctx.config.state_dir)?;
+    let mut frames = Vec::new();
+    for target in targets {
+        let frame = run_one(ctx, &state, command, target, &mut pass);
+        let line = match (&frame.report, &frame.error) {
+            (_, Some(e)) => format!("{}: {command} {}: {e}", target.name, frame.outcome.word()),
+            (Some(r), None) => format!("{}: {command} {}: {}", target.name, frame.outcome.word(), r.summary()),
+            (None, None) => format!("{}: {command} skipped: not due", target.name),
+        };
+        if frame.error.is_some() {
+            ctx.reporter.error("", &line);
+        } else {
+            ctx.reporter.summary(&line);
+        }
+        frames.push(frame);
+    }
+    let outcome = frames.iter().map(|f| f.outcome).max().unwrap_or(Outcome::Done);
+    if ctx.reporter.json() {
+        let report = CommandReport {
+            command: command.to_string(),
+            dry_run: ctx.dry_run,
+            outcome,
+            exit_code: outcome.code(),
+            targets: frames,
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(outcome)
+}
+
+fn run_one<R: TargetReport>(
+    ctx: &Context,
+    state: &State,
+    command: &str,
+    target: &TargetConfig,
+    pass: &mut impl FnMut(&Context, &TargetConfig) -> Result<Option<R>>,
+) -> Frame<R> {
+    let frame = |outcome: Outcome, error: Option<String>, report: Option<R>| Frame {
+        target: target.name.clone(),
+        outcome,
+        exit_code: outcome.code(),
+        error,
+        report,
+    };
+    let _lock = match TargetLock::acquire(&ctx.config.state_dir, &target.name) {
+        Ok(lock) => lock,
+        Err(e) => return frame(outcome_of(&e), Some(format!("{e:#}")), None),
+    };
+    let record = !ctx.dry_run;
+    let run_id = if record { state.start_run(&target.name, command, crate::clock::now()).ok() } else { None };
+    let result = pass(ctx, target);
+    let (outcome, error, report) = match result {
+        Ok(Some(r)) => (r.outcome(), None, Some(r)),
+        Ok(None) => (Outcome::Done, None, None),
+        Err(e) => (outcome_of(&e), Some(format!("{e:#}")), None),
+    };
+    if let (Some(id), Ok(None)) = (run_id, &result_kind(&report, &error)) {
+        let _ = state.discard_run(id);
+    } else if let Some(id) = run_id {
+        let summary = report.as_ref().map(|r| r.summary()).unwrap_or_default();
+        if let Err(e) = state.finish_run(id, crate::clock::now(), outcome, &summary, error.as_deref()) {
+            ctx.reporter.warn(&target.name, &format!("cannot record the run in the state file: {e:#}"));
+        }
+    }
+    frame(outcome, error, report)
+}
+
+/// `Ok(None)` when the pass decided not to run (not due): no run is recorded.
+fn result_kind<R>(report: &Option<R>, error: &Option<String>) -> Result<Option<()>, ()> {
+    match (report, error) {
+        (None, None) => Ok(None),
+        _ => Ok(Some(())),
+    }
+}

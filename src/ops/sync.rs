@@ -1,0 +1,335 @@
+//! `blat sync`: bring a target in line with its current set: send what is
+//! missing or differs, create or repoint aliases once their version is there,
+//! write the PackageList, then age as configured.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::{Context, Selection, TargetReport};
+use crate::archive::{Alias, PackageVersion, SourceArchive};
+use crate::config::units::human_bytes;
+use crate::config::{ArchiveTarget, TargetConfig};
+use crate::current::{self, CurrentSet};
+use crate::error::Outcome;
+use crate::plan::{self, Plan};
+use crate::report::TransferProgress;
+use crate::state::State;
+use crate::target::{self, dryrun::DryRun, pack, Outgoing, Target};
+
+#[derive(Clone, Debug, Default)]
+pub struct SyncOptions {
+    pub selection: Selection,
+    /// Only targets whose last successful sync is older than `sync_interval`.
+    pub due: bool,
+    /// Allow more deletions than `max_delete` in one pass.
+    pub force: bool,
+}
+
+/// A batch closes at this many packages or bytes, whichever comes first:
+/// small packages share one receiver run, big ones stream alone.
+const BATCH_PACKAGES: usize = 64;
+const BATCH_BYTES: u64 = 64 << 20;
+
+#[derive(Debug, Default, Serialize)]
+pub struct SyncReport {
+    pub releases: Vec<String>,
+    pub wanted: usize,
+    pub up_to_date: usize,
+    pub sent: Vec<PackageVersion>,
+    pub bytes_sent: u64,
+    pub failed: Vec<Failure>,
+    pub skipped: Vec<plan::Skipped>,
+    pub linked: Vec<Alias>,
+    pub excess: usize,
+    pub leftovers_removed: usize,
+    pub packagelist: bool,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Failure {
+    pub item: String,
+    pub error: String,
+}
+
+impl TargetReport for SyncReport {
+    fn outcome(&self) -> Outcome {
+        if self.failed.is_empty() {
+            Outcome::Done
+        } else if self.sent.is_empty() && self.linked.is_empty() {
+            Outcome::Failed
+        } else {
+            Outcome::Partial
+        }
+    }
+
+    fn summary(&self) -> String {
+        let mut parts = vec![format!("{} sent ({})", self.sent.len(), human_bytes(self.bytes_sent))];
+        if !self.failed.is_empty() {
+            parts.push(format!("{} failed", self.failed.len()));
+        }
+        parts.push(format!("{} up to date", self.up_to_date));
+        if !self.skipped.is_empty() {
+            parts.push(format!("{} skipped", self.skipped.len()));
+        }
+        if !self.linked.is_empty() {
+            parts.push(format!("{} aliases linked", self.linked.len()));
+        }
+        if self.excess > 0 {
+            parts.push(format!("{} excess left alone", self.excess));
+        }
+        parts.push(if self.packagelist { "packagelist written".into() } else { "packagelist not written".into() });
+        format!("{} in {:.1}s", parts.join(", "), self.seconds)
+    }
+}
+
+pub fn run(ctx: &Context, options: &SyncOptions) -> Result<Outcome> {
+    let targets = ctx.select(&options.selection, |t| t.archive().is_some(), "archive")?;
+    let state = State::open(&ctx.config.state_dir)?;
+    super::for_each_target(ctx, "sync", &targets, |ctx, target| {
+        if options.due && !is_due(&state, target)? {
+            return Ok(None);
+        }
+        sync_target(ctx, target).map(Some)
+    })
+}
+
+fn is_due(state: &State, target: &TargetConfig) -> Result<bool> {
+    Ok(match state.last_success(&target.name, "sync")? {
+        None => true,
+        Some(last) => crate::clock::now() - last >= target.sync_interval.as_secs() as i64,
+    })
+}
+
+/// Opens a target for a pass; under `--dry-run` its changes only print.
+pub fn open_target<'a>(ctx: &'a Context, target: &TargetConfig) -> Result<Box<dyn Target + 'a>> {
+    let inner = target::open(&ctx.config, target)?;
+    Ok(if ctx.dry_run { Box::new(DryRun::new(inner, &target.name, &ctx.reporter)) } else { inner })
+}
+
+fn sync_target(ctx: &Context, target: &TargetConfig) -> Result<SyncReport> {
+    let started = Instant::now();
+    let archive_cfg = target.archive().expect("selected archive targets only");
+    let source = SourceArchive::new(&ctx.config.archive);
+    let set = ctx.with_source(|s| current::load(target, s, &source))?;
+    let dest = open_target(ctx, target)?;
+    let mut report = SyncReport {
+        releases: set.releases.iter().map(|r| r.to_string()).collect(),
+        wanted: set.versions.len(),
+        ..SyncReport::default()
+    };
+    let leftovers = dest.gc()?;
+    report.leftovers_removed = leftovers.len();
+    for l in &leftovers {
+        ctx.reporter.detail(&target.name, &format!("removed leftover {l}"));
+    }
+    let listing = dest.list()?;
+    for bad in &listing.rejected {
+        ctx.reporter.warn(&target.name, &format!("target listing line ignored (invalid name): {bad}"));
+    }
+    let now = crate::clock::now();
+    let plan = plan::plan(&set, &listing, now, target.writable_grace);
+    report.up_to_date = plan.up_to_date;
+    report.excess = plan.excess.len();
+    for s in &plan.skipped {
+        let line = format!("skip {}: {}", s.pv, s.reason);
+        if ctx.dry_run { ctx.reporter.plan_line(&target.name, &line) } else { ctx.reporter.info(&target.name, &line) }
+    }
+    report.skipped = plan.skipped.clone();
+
+    let mut present: BTreeSet<PackageVersion> = listing.versions.keys().cloned().collect();
+    send_all(ctx, target, archive_cfg, &source, dest.as_ref(), &plan, &mut report, &mut present);
+    link_aliases(ctx, target, dest.as_ref(), &plan, &present, &mut report);
+    match write_packagelist(dest.as_ref(), &set, now) {
+        Ok(()) => report.packagelist = true,
+        Err(e) => report.failed.push(Failure { item: "packagelist".into(), error: format!("{e:#}") }),
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Sends the plan's packages with `parallel` workers, in batches; a failed
+/// package is recorded and the others go on.
+#[allow(clippy::too_many_arguments)]
+fn send_all(
+    ctx: &Context,
+    target: &TargetConfig,
+    archive_cfg: &ArchiveTarget,
+    source: &SourceArchive,
+    dest: &dyn Target,
+    plan: &Plan,
+    report: &mut SyncReport,
+    present: &mut BTreeSet<PackageVersion>,
+) {
+    if plan.send.is_empty() {
+        return;
+    }
+    for s in &plan.send {
+        let why = match &s.reason {
+            plan::SendReason::Missing => "missing".to_string(),
+            plan::SendReason::Changed { target_mtime, source_mtime } => {
+                format!("descpkg mtime {target_mtime} on target, {source_mtime} here")
+            }
+        };
+        if !ctx.dry_run {
+            ctx.reporter.detail(&target.name, &format!("send {} ({why})", s.pv));
+        }
+    }
+    // Free space: the target's figure once, then our own running estimate.
+    let free = if archive_cfg.min_free > 0 && !ctx.dry_run {
+        match dest.df() {
+            Ok(avail) => Some(avail),
+            Err(e) => {
+                ctx.reporter.warn(&target.name, &format!("cannot read free space, min_free not checked: {e:#}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let queue: Mutex<VecDeque<PackageVersion>> = Mutex::new(plan.send.iter().map(|s| s.pv.clone()).collect());
+    let free = Mutex::new(free);
+    let results: Mutex<Vec<(PackageVersion, u64, Result<(), String>)>> = Mutex::new(Vec::new());
+    let progress = ctx.reporter.transfer(&target.name, plan.send.len(), 0);
+    let workers = archive_cfg.parallel.min(plan.send.len()).max(1);
+    let reporter = &ctx.reporter;
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                worker(reporter, target, archive_cfg, source, dest, &queue, &free, &results, &progress)
+            });
+        }
+    });
+    progress.finish();
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    for (pv, bytes, result) in results {
+        match result {
+            Ok(()) => {
+                report.bytes_sent += bytes;
+                present.insert(pv.clone());
+                report.sent.push(pv);
+            }
+            Err(error) => {
+                ctx.reporter.error(&target.name, &format!("{pv}: {error}"));
+                report.failed.push(Failure { item: pv.to_string(), error });
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn worker(
+    reporter: &crate::report::Reporter,
+    target: &TargetConfig,
+    archive_cfg: &ArchiveTarget,
+    source: &SourceArchive,
+    dest: &dyn Target,
+    queue: &Mutex<VecDeque<PackageVersion>>,
+    free: &Mutex<Option<u64>>,
+    results: &Mutex<Vec<(PackageVersion, u64, Result<(), String>)>>,
+    progress: &TransferProgress,
+) {
+    let record = |pv: PackageVersion, bytes: u64, r: Result<(), String>| {
+        results.lock().unwrap_or_else(|e| e.into_inner()).push((pv, bytes, r));
+    };
+    loop {
+        // Fill a batch: scan each package (one walk) as it is taken.
+        let mut batch: Vec<Outgoing> = Vec::new();
+        let mut batch_bytes = 0;
+        while batch.len() < BATCH_PACKAGES && batch_bytes < BATCH_BYTES {
+            let Some(pv) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else { break };
+            let outgoing = match pack::scan(source, &pv) {
+                Ok(o) => o,
+                Err(e) => {
+                    record(pv, 0, Err(format!("{e:#}")));
+                    continue;
+                }
+            };
+            if let Some(avail) = free.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                if avail.saturating_sub(outgoing.bytes) < archive_cfg.min_free {
+                    let msg = format!(
+                        "not sent: {} would leave less than min_free {} free on the target ({} free)",
+                        human_bytes(outgoing.bytes),
+                        human_bytes(archive_cfg.min_free),
+                        human_bytes(*avail)
+                    );
+                    record(pv, 0, Err(msg));
+                    continue;
+                }
+                *avail -= outgoing.bytes;
+            }
+            batch_bytes += outgoing.bytes;
+            batch.push(outgoing);
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let sizes: Vec<(PackageVersion, u64)> = batch.iter().map(|o| (o.pv.clone(), o.bytes)).collect();
+        let add = |n: u64| progress.add_bytes(n);
+        match dest.receive(source, &batch, archive_cfg.compression, &add) {
+            Ok(received) => {
+                for r in received {
+                    let bytes = sizes.iter().find(|(pv, _)| *pv == r.pv).map_or(0, |(_, b)| *b);
+                    if r.result.is_ok() {
+                        reporter.detail(&target.name, &format!("sent {} ({})", r.pv, human_bytes(bytes)));
+                    }
+                    progress.package_done();
+                    record(r.pv, bytes, r.result);
+                }
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                for (pv, _) in sizes {
+                    record(pv, 0, Err(msg.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Creates or repoints the plan's aliases whose version is on the target.
+fn link_aliases(
+    ctx: &Context,
+    target: &TargetConfig,
+    dest: &dyn Target,
+    plan: &Plan,
+    present: &BTreeSet<PackageVersion>,
+    report: &mut SyncReport,
+) {
+    for alias in &plan.links {
+        let version = PackageVersion { package: alias.package.clone(), version: alias.version.clone() };
+        if !present.contains(&version) && !ctx.dry_run {
+            ctx.reporter.warn(&target.name, &format!("alias {alias} not linked: {version} is not on the target"));
+            continue;
+        }
+        match dest.link(alias) {
+            Ok(()) => {
+                ctx.reporter.detail(&target.name, &format!("linked {alias}"));
+                report.linked.push(alias.clone());
+            }
+            Err(e) => report.failed.push(Failure { item: alias.to_string(), error: format!("{e:#}") }),
+        }
+    }
+}
+
+/// The PackageList: a `#` header with the time and releases, then one
+/// `package version` a line, sorted.
+pub fn packagelist_text(set: &CurrentSet, now: i64) -> String {
+    let mut text = format!("# blat packagelist written {}\n", crate::clock::rfc3339(now));
+    let releases: Vec<String> = set.releases.iter().map(|r| r.to_string()).collect();
+    text.push_str(&format!("# releases: {}\n", releases.join(" ")));
+    for line in set.package_list() {
+        text.push_str(&line);
+        text.push('\n');
+    }
+    text
+}
+
+pub fn write_packagelist(dest: &dyn Target, set: &CurrentSet, now: i64) -> Result<()> {
+    dest.put("packagelist.txt", packagelist_text(set, now).as_bytes())
+}

@@ -1,0 +1,225 @@
+//! The plan of a sync: current set × target listing → what to send, link,
+//! skip, and what is excess. A pure function, no I/O, unit-tested here.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::archive::{past_grace, Alias, PackageVersion, SourceEntry};
+use crate::current::CurrentSet;
+use crate::target::Listing;
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Plan {
+    /// Package-versions to send, sorted.
+    pub send: Vec<Send>,
+    /// Aliases to create or repoint once their version is on the target.
+    pub links: Vec<Alias>,
+    /// Wanted but not sent this time, with the reason.
+    pub skipped: Vec<Skipped>,
+    /// Wanted and already on the target with the same descpkg mtime.
+    pub up_to_date: usize,
+    /// On the target but not wanted, not protected, not young: for aging.
+    pub excess: Vec<PackageVersion>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Send {
+    pub pv: PackageVersion,
+    #[serde(flatten)]
+    pub reason: SendReason,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "lowercase")]
+pub enum SendReason {
+    /// Not on the target.
+    Missing,
+    /// On the target with another descpkg mtime.
+    Changed { target_mtime: i64, source_mtime: i64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    pub pv: PackageVersion,
+    #[serde(flatten)]
+    pub reason: SkipReason,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum SkipReason {
+    /// Still being built: writable, and not yet for longer than the grace.
+    Writable { since: i64 },
+    /// The release lists it but the source archive has no such package.
+    NotInArchive,
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SkipReason::Writable { since } => {
+                write!(f, "still writable (since {})", crate::clock::rfc3339(*since))
+            }
+            SkipReason::NotInArchive => f.write_str("not in the source archive"),
+        }
+    }
+}
+
+/// Decides what a sync does. `now` and `grace` judge writable packages on the
+/// master and young packages on the target (never excess: `fast` may have sent
+/// them before the Release Manager lists them).
+pub fn plan(set: &CurrentSet, listing: &Listing, now: i64, grace: Duration) -> Plan {
+    let mut plan = Plan::default();
+    for (pv, entry) in &set.versions {
+        let on_target = listing.versions.get(pv).copied();
+        match entry {
+            SourceEntry::Missing | SourceEntry::Alias(_) => {
+                plan.skipped.push(Skipped { pv: pv.clone(), reason: SkipReason::NotInArchive });
+            }
+            SourceEntry::Version { descpkg_mtime, writable_since } => {
+                if on_target == Some(*descpkg_mtime) {
+                    plan.up_to_date += 1;
+                    continue;
+                }
+                if let Some(since) = writable_since {
+                    if !past_grace(*since, now, grace) {
+                        plan.skipped.push(Skipped { pv: pv.clone(), reason: SkipReason::Writable { since: *since } });
+                        continue;
+                    }
+                }
+                let reason = match on_target {
+                    None => SendReason::Missing,
+                    Some(t) => SendReason::Changed { target_mtime: t, source_mtime: *descpkg_mtime },
+                };
+                plan.send.push(Send { pv: pv.clone(), reason });
+            }
+        }
+    }
+    for alias in &set.aliases {
+        let current = listing.aliases.iter().find(|a| a.package == alias.package && a.alias == alias.alias);
+        if current.map(|a| &a.version) != Some(&alias.version) {
+            plan.links.push(alias.clone());
+        }
+    }
+    plan.excess = excess(set, listing, now, grace);
+    plan
+}
+
+/// Package-versions on the target that aging may remove. Empty when the
+/// current set is empty: an empty answer never deletes anything.
+pub fn excess(set: &CurrentSet, listing: &Listing, now: i64, grace: Duration) -> Vec<PackageVersion> {
+    if set.is_empty() {
+        return Vec::new();
+    }
+    // Versions that any alias on the target, or any wanted alias, points to.
+    let aliased: BTreeSet<(&str, &str)> = listing
+        .aliases
+        .iter()
+        .chain(set.aliases.iter())
+        .map(|a| (a.package.as_str(), a.version.as_str()))
+        .collect();
+    listing
+        .versions
+        .iter()
+        .filter(|(pv, mtime)| {
+            !set.versions.contains_key(*pv)
+                && !set.protected.contains(*pv)
+                && !aliased.contains(&(pv.package.as_str(), pv.version.as_str()))
+                && now - **mtime > grace.as_secs() as i64
+        })
+        .map(|(pv, _)| pv.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::Name;
+
+    fn pv(p: &str, v: &str) -> PackageVersion {
+        PackageVersion::new(p, v).unwrap()
+    }
+
+    fn released(mtime: i64) -> SourceEntry {
+        SourceEntry::Version { descpkg_mtime: mtime, writable_since: None }
+    }
+
+    const NOW: i64 = 1_000_000;
+    const GRACE: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn missing_changed_and_up_to_date() {
+        let mut set = CurrentSet::default();
+        set.versions.insert(pv("a", "1"), released(100));
+        set.versions.insert(pv("b", "1"), released(200));
+        set.versions.insert(pv("c", "1"), released(300));
+        let mut listing = Listing::default();
+        listing.versions.insert(pv("b", "1"), 200);
+        listing.versions.insert(pv("c", "1"), 299);
+        let p = plan(&set, &listing, NOW, GRACE);
+        assert_eq!(
+            p.send,
+            vec![
+                Send { pv: pv("a", "1"), reason: SendReason::Missing },
+                Send { pv: pv("c", "1"), reason: SendReason::Changed { target_mtime: 299, source_mtime: 300 } },
+            ]
+        );
+        assert_eq!(p.up_to_date, 1);
+        assert!(p.skipped.is_empty());
+    }
+
+    #[test]
+    fn writable_waits_for_the_grace() {
+        let mut set = CurrentSet::default();
+        set.versions.insert(pv("w", "1"), SourceEntry::Version { descpkg_mtime: 5, writable_since: Some(NOW - 10) });
+        set.versions.insert(pv("old", "1"), SourceEntry::Version { descpkg_mtime: 5, writable_since: Some(NOW - 7200) });
+        set.versions.insert(pv("gone", "1"), SourceEntry::Missing);
+        let p = plan(&set, &Listing::default(), NOW, GRACE);
+        assert_eq!(p.send.len(), 1);
+        assert_eq!(p.send[0].pv, pv("old", "1"));
+        assert_eq!(
+            p.skipped,
+            vec![
+                Skipped { pv: pv("gone", "1"), reason: SkipReason::NotInArchive },
+                Skipped { pv: pv("w", "1"), reason: SkipReason::Writable { since: NOW - 10 } },
+            ]
+        );
+        // A writable package already on the target with the same mtime is up to date.
+        let mut listing = Listing::default();
+        listing.versions.insert(pv("w", "1"), 5);
+        assert_eq!(plan(&set, &listing, NOW, GRACE).up_to_date, 1);
+    }
+
+    #[test]
+    fn aliases_link_only_when_they_differ() {
+        let alias = |v: &str| Alias { package: Name::new("j").unwrap(), alias: Name::new("cur").unwrap(), version: Name::new(v).unwrap() };
+        let mut set = CurrentSet::default();
+        set.versions.insert(pv("j", "2"), released(1));
+        set.aliases.insert(alias("2"));
+        let mut listing = Listing::default();
+        listing.versions.insert(pv("j", "2"), 1);
+        listing.aliases.push(alias("1"));
+        assert_eq!(plan(&set, &listing, NOW, GRACE).links, vec![alias("2")]);
+        listing.aliases = vec![alias("2")];
+        assert!(plan(&set, &listing, NOW, GRACE).links.is_empty());
+    }
+
+    #[test]
+    fn excess_guards() {
+        let mut set = CurrentSet::default();
+        let mut listing = Listing::default();
+        listing.versions.insert(pv("old", "1"), 10);
+        // Empty current set: nothing is excess.
+        assert!(plan(&set, &listing, NOW, GRACE).excess.is_empty());
+        set.versions.insert(pv("keep", "1"), released(1));
+        listing.versions.insert(pv("keep", "1"), 1);
+        listing.versions.insert(pv("young", "1"), NOW - 60);
+        listing.versions.insert(pv("pinned", "1"), 10);
+        set.protected.insert(pv("pinned", "1"));
+        listing.versions.insert(pv("j", "1"), 10);
+        listing.aliases.push(Alias { package: Name::new("j").unwrap(), alias: Name::new("cur").unwrap(), version: Name::new("1").unwrap() });
+        assert_eq!(plan(&set, &listing, NOW, GRACE).excess, vec![pv("old", "1")]);
+    }
+}

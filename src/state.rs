@@ -1,0 +1,198 @@
+//! blat's own state, one SQLite file in `state_dir`: the runs of each command
+//! per target (for `sync --due` and `status`), tag retry counts, aging marks.
+//!
+//! The schema evolves by `user_version` migrations that are only ever
+//! appended, never edited or removed, so any older state file upgrades.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::Outcome;
+
+/// Schema steps; entry `i` upgrades `user_version` i to i+1.
+const MIGRATIONS: &[&str] = &[
+    // 1: runs, tags, aging marks
+    "CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        target TEXT NOT NULL,
+        command TEXT NOT NULL,
+        started INTEGER NOT NULL,
+        finished INTEGER,
+        outcome TEXT,
+        summary TEXT,
+        error TEXT
+    );
+    CREATE INDEX runs_by_target ON runs (target, command, id);
+    CREATE TABLE tags (
+        target TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        PRIMARY KEY (target, tag)
+    );
+    CREATE TABLE marks (
+        target TEXT NOT NULL,
+        package TEXT NOT NULL,
+        version TEXT NOT NULL,
+        first_seen INTEGER NOT NULL,
+        PRIMARY KEY (target, package, version)
+    );",
+];
+
+/// An open state file.
+pub struct State {
+    conn: Connection,
+}
+
+/// One finished (or still running) command run on a target.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Run {
+    pub target: String,
+    pub command: String,
+    pub started: i64,
+    pub finished: Option<i64>,
+    pub outcome: Option<String>,
+    pub summary: Option<String>,
+    pub error: Option<String>,
+}
+
+impl State {
+    /// Opens (creating and migrating as needed) `<state_dir>/blat.db`.
+    pub fn open(state_dir: &Path) -> Result<State> {
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+        let path = state_dir.join("blat.db");
+        let conn = Connection::open(&path)
+            .with_context(|| format!("cannot open state file {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .with_context(|| format!("cannot use state file {}", path.display()))?;
+        let mut state = State { conn };
+        state
+            .migrate()
+            .with_context(|| format!("cannot migrate state file {}", path.display()))?;
+        Ok(state)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let version: i64 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let version = version as usize;
+        if version > MIGRATIONS.len() {
+            anyhow::bail!(
+                "state file has schema version {version}, newer than this blat knows ({})",
+                MIGRATIONS.len()
+            );
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Records the start of a run; returns its id for [`State::finish_run`].
+    pub fn start_run(&self, target: &str, command: &str, now: i64) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO runs (target, command, started) VALUES (?1, ?2, ?3)",
+            params![target, command, now],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn finish_run(
+        &self,
+        id: i64,
+        now: i64,
+        outcome: Outcome,
+        summary: &str,
+        error: Option<&str>,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET finished = ?2, outcome = ?3, summary = ?4, error = ?5 WHERE id = ?1",
+            params![id, now, outcome.word(), summary, error],
+        )?;
+        // Keep the table small: the last 200 runs per target and command.
+        self.conn.execute(
+            "DELETE FROM runs WHERE id IN (SELECT id FROM runs r
+               WHERE r.target = (SELECT target FROM runs WHERE id = ?1)
+                 AND r.command = (SELECT command FROM runs WHERE id = ?1)
+               ORDER BY id DESC LIMIT -1 OFFSET 200)",
+            params![id],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a run that turned out not to happen (a target not yet due).
+    pub fn discard_run(&self, id: i64) -> Result<()> {
+        self.conn.execute("DELETE FROM runs WHERE id = ?1", params![id])?;
+        Ok(())
+    }
+
+    /// When `command` last finished with outcome `done` on `target`.
+    pub fn last_success(&self, target: &str, command: &str) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT max(finished) FROM runs WHERE target = ?1 AND command = ?2 AND outcome = 'done'",
+                params![target, command],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    /// The most recent run of each command on `target`.
+    pub fn last_runs(&self, target: &str) -> Result<Vec<Run>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT target, command, started, finished, outcome, summary, error FROM runs
+             WHERE id IN (SELECT max(id) FROM runs WHERE target = ?1 GROUP BY command)
+             ORDER BY command",
+        )?;
+        let rows = stmt.query_map(params![target], |r| {
+            Ok(Run {
+                target: r.get(0)?,
+                command: r.get(1)?,
+                started: r.get(2)?,
+                finished: r.get(3)?,
+                outcome: r.get(4)?,
+                summary: r.get(5)?,
+                error: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_and_records_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        let v: i64 = state.conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v as usize, MIGRATIONS.len());
+        let id = state.start_run("a", "sync", 100).unwrap();
+        assert_eq!(state.last_success("a", "sync").unwrap(), None);
+        state.finish_run(id, 110, Outcome::Done, "ok", None).unwrap();
+        let id = state.start_run("a", "sync", 200).unwrap();
+        state.finish_run(id, 210, Outcome::Failed, "", Some("boom")).unwrap();
+        assert_eq!(state.last_success("a", "sync").unwrap(), Some(110));
+        let runs = state.last_runs("a").unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].error.as_deref(), Some("boom"));
+        drop(state);
+        // Reopening an up-to-date file runs no migration again.
+        let state = State::open(dir.path()).unwrap();
+        assert_eq!(state.last_success("a", "sync").unwrap(), Some(110));
+    }
+}

@@ -1,0 +1,160 @@
+//! Archive targets: remote (SSH) or local copies of the archive, all driven
+//! through the same receiver protocol (`receiver/PROTOCOL.md`).
+//!
+//! [`Target`] is the contract every transport meets; the shared suite in
+//! `tests/target_suite.rs` runs it against each one. Transports only know how
+//! to run the receiver program ([`Transport`]); everything about the protocol
+//! lives once, in [`receiver::ReceiverTarget`].
+
+pub mod dryrun;
+pub mod local;
+pub mod pack;
+pub mod receiver;
+pub mod ssh;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use anyhow::Result;
+
+use crate::archive::{Alias, Name, PackageVersion};
+use crate::config::{Compression, Config, TargetConfig, Transport as TransportConfig};
+
+/// What a target holds: one cheap listing, never a walk of package files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Package-version → descpkg mtime (whole seconds).
+    pub versions: BTreeMap<PackageVersion, i64>,
+    /// Aliases as found (their version may be missing on the target).
+    pub aliases: Vec<Alias>,
+    /// Lines with names that fail validation: reported, never used.
+    pub rejected: Vec<String>,
+}
+
+/// One package-version to send, walked once ([`pack::scan`]): its entries go
+/// into the stream, its counts into the receiver's arguments for checking.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub pv: PackageVersion,
+    /// Non-directory entries below the version directory.
+    pub files: u64,
+    /// Sum of regular file sizes.
+    pub bytes: u64,
+    pub entries: Vec<pack::PackEntry>,
+}
+
+/// The outcome of one package-version of a `receive` batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Received {
+    pub pv: PackageVersion,
+    /// `Err(reason)` when this package did not arrive.
+    pub result: Result<(), String>,
+}
+
+/// What a `delete` removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Deleted {
+    pub aliases: Vec<Name>,
+    pub bytes: u64,
+}
+
+/// Calls back with the number of (uncompressed) bytes streamed so far.
+pub type ProgressFn<'a> = &'a (dyn Fn(u64) + Sync);
+
+/// The operations blat needs on an archive target. Each is atomic on the
+/// target: a reader of the target archive never sees a partial package.
+pub trait Target: Send + Sync {
+    /// `name (where)`, for messages.
+    fn describe(&self) -> String;
+
+    /// The receiver's version line and the decompressors the target has.
+    fn version(&self) -> Result<ReceiverInfo>;
+
+    /// Every package-version (with descpkg mtime) and alias on the target.
+    fn list(&self) -> Result<Listing>;
+
+    /// Like [`Target::list`], for one package only.
+    fn stat(&self, package: &Name) -> Result<Listing>;
+
+    /// Sends a batch of package-versions from `archive` in one stream. A
+    /// failure of the whole stream is `Err`; per-package verification
+    /// failures are reported in the returned list.
+    fn receive(
+        &self,
+        archive: &crate::archive::SourceArchive,
+        batch: &[Outgoing],
+        compression: Compression,
+        progress: ProgressFn,
+    ) -> Result<Vec<Received>>;
+
+    /// Creates or atomically repoints an alias; its version must be present.
+    fn link(&self, alias: &Alias) -> Result<()>;
+
+    /// Removes an alias, or a package-version (renamed aside first) with the
+    /// aliases that point to it.
+    fn delete(&self, pv: &PackageVersion) -> Result<Deleted>;
+
+    /// Writes `<archive>/.dpkg_archive/<name>` atomically.
+    fn put(&self, name: &str, data: &[u8]) -> Result<()>;
+
+    /// Bytes free to the target user on the archive's file system.
+    fn df(&self) -> Result<u64>;
+
+    /// Removes leftover temporaries; returns their paths.
+    fn gc(&self) -> Result<Vec<String>>;
+}
+
+/// What `blat-receiver version` says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReceiverInfo {
+    pub protocol: String,
+    pub sha256: String,
+    pub decompressors: Vec<String>,
+}
+
+/// The output of one receiver run.
+#[derive(Debug)]
+pub struct RunOutput {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Feeds a receiver's stdin.
+pub type InputFn<'a> = &'a mut (dyn FnMut(&mut dyn Write) -> Result<()> + Send);
+
+/// Runs the receiver program somewhere.
+pub trait Transport: Send + Sync {
+    /// `user@host:port:archive` or the local path, for messages.
+    fn describe(&self) -> String;
+
+    /// Runs `blat-receiver <args>` with stdin fed by `input` (empty when
+    /// `None`); returns its exit status and output. An `Err` means the
+    /// program could not be run or the connection failed.
+    fn run(&self, args: &[String], input: Option<InputFn>) -> Result<RunOutput>;
+}
+
+/// The embedded receiver program (the very file in `receiver/`).
+pub const RECEIVER: &str = include_str!("../../receiver/blat-receiver");
+
+/// Opens the archive target `target` as its config says.
+pub fn open(config: &Config, target: &TargetConfig) -> Result<Box<dyn Target>> {
+    let archive = target
+        .archive()
+        .ok_or_else(|| anyhow::anyhow!("target {} is not an archive target", target.name))?;
+    match &archive.transport {
+        TransportConfig::Local { path } => Ok(Box::new(receiver::ReceiverTarget::new(
+            &target.name,
+            local::LocalTransport::new(path.clone()),
+            archive.parallel,
+        ))),
+        TransportConfig::Ssh(ssh) => {
+            let _ = config;
+            Ok(Box::new(receiver::ReceiverTarget::new(
+                &target.name,
+                ssh::SshTransport::new(ssh.clone())?,
+                archive.parallel,
+            )))
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The receiver protocol (`receiver/PROTOCOL.md`) spoken over any
+//! [`Transport`]: arguments out, tab-separated records back, every name in
+//! them validated before use.
+
+use anyhow::{bail, Context, Result};
+
+use super::pack;
+use super::{Deleted, Listing, Outgoing, ProgressFn, ReceiverInfo, Received, RunOutput, Target, Transport};
+use crate::archive::{alias_target, Alias, Name, PackageVersion, SourceArchive};
+use crate::config::Compression;
+
+pub struct ReceiverTarget<T: Transport> {
+    name: String,
+    transport: T,
+}
+
+impl<T: Transport> ReceiverTarget<T> {
+    pub fn new(name: &str, transport: T, _parallel: usize) -> ReceiverTarget<T> {
+        ReceiverTarget { name: name.to_string(), transport }
+    }
+
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// Runs a command that must succeed; its stderr becomes the error.
+    fn call(&self, args: &[&str]) -> Result<String> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let out = self.transport.run(&args, None)?;
+        check(&out, &args[0])?;
+        Ok(out.stdout)
+    }
+}
+
+fn check(out: &RunOutput, command: &str) -> Result<()> {
+    if out.status != 0 {
+        let msg = out.stderr.trim();
+        let msg = msg.strip_prefix("blat-receiver: ").unwrap_or(msg);
+        if msg.is_empty() {
+            bail!("receiver {command} failed with exit code {}", out.status);
+        }
+        bail!("receiver {command} failed: {}", msg.replace('\n', "; "));
+    }
+    Ok(())
+}
+
+/// A random token for this transfer's temporary names.
+fn token() -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..12).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
+}
+
+/// Parses `list`/`stat` output; lines with invalid names are kept aside.
+pub fn parse_listing(text: &str) -> Listing {
+    let mut listing = Listing::default();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let fields: Vec<&str> = line.split('\t').collect();
+        let parsed = match fields.as_slice() {
+            ["V", package, version, mtime] => PackageVersion::new(package, version)
+                .ok()
+                .zip(mtime.parse::<i64>().ok())
+                .map(|(pv, m)| {
+                    listing.versions.insert(pv, m);
+                }),
+            ["A", package, alias, target] => Name::new(package)
+                .ok()
+                .zip(Name::new(alias).ok())
+                .zip(alias_target(std::path::Path::new(target)).ok())
+                .map(|((package, alias), version)| listing.aliases.push(Alias { package, alias, version })),
+            _ => None,
+        };
+        if parsed.is_none() {
+            listing.rejected.push(line.escape_default().to_string());
+        }
+    }
+    listing.aliases.sort();
+    listing
+}
+
+impl<T: Transport> Target for ReceiverTarget<T> {
+    fn describe(&self) -> String {
+        format!("{} ({})", self.name, self.transport.describe())
+    }
+
+    fn version(&self) -> Result<ReceiverInfo> {
+        let out = self.call(&["version"])?;
+        let mut info = ReceiverInfo::default();
+        for line in out.lines() {
+            let mut words = line.split_whitespace();
+            match words.next() {
+                Some("blat-receiver") => info.protocol = words.collect::<Vec<_>>().join(" "),
+                Some("sha256") => info.sha256 = words.next().unwrap_or("-").to_string(),
+                Some("decompressors") => info.decompressors = words.map(String::from).collect(),
+                _ => {}
+            }
+        }
+        Ok(info)
+    }
+
+    fn list(&self) -> Result<Listing> {
+        Ok(parse_listing(&self.call(&["list"])?))
+    }
+
+    fn stat(&self, package: &Name) -> Result<Listing> {
+        Ok(parse_listing(&self.call(&["stat", package.as_str()])?))
+    }
+
+    fn receive(
+        &self,
+        archive: &SourceArchive,
+        batch: &[Outgoing],
+        compression: Compression,
+        progress: ProgressFn,
+    ) -> Result<Vec<Received>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let scanned = batch;
+        let token = token();
+        let mut args = vec!["receive".to_string(), compression.wire_name().into(), token.clone()];
+        for o in scanned {
+            args.extend([
+                o.pv.package.to_string(),
+                o.pv.version.to_string(),
+                o.files.to_string(),
+                o.bytes.to_string(),
+            ]);
+        }
+        let mut feed = |w: &mut dyn std::io::Write| pack::stream(archive, scanned, &token, compression, w, progress);
+        let out = self.transport.run(&args, Some(&mut feed))?;
+        if out.status != 0 && out.status != 3 {
+            check(&out, "receive")?;
+        }
+        let mut results = Vec::new();
+        for line in out.stdout.lines() {
+            let fields: Vec<&str> = line.split('\t').collect();
+            let (result, package, version) = match fields.as_slice() {
+                ["ok", p, v] => (Ok(()), *p, *v),
+                ["fail", p, v, reason @ ..] => (Err(reason.join(" ")), *p, *v),
+                _ => continue,
+            };
+            if let Ok(pv) = PackageVersion::new(package, version) {
+                results.push(Received { pv, result });
+            }
+        }
+        // Anything the receiver did not report on did not arrive.
+        for o in scanned {
+            if !results.iter().any(|r| r.pv == o.pv) {
+                let why = out.stderr.trim();
+                results.push(Received {
+                    pv: o.pv.clone(),
+                    result: Err(if why.is_empty() { "not confirmed by the receiver".into() } else { why.into() }),
+                });
+            }
+        }
+        Ok(results)
+    }
+
+    fn link(&self, alias: &Alias) -> Result<()> {
+        self.call(&["link", alias.package.as_str(), alias.alias.as_str(), alias.version.as_str()])
+            .with_context(|| format!("cannot link {alias}"))?;
+        Ok(())
+    }
+
+    fn delete(&self, pv: &PackageVersion) -> Result<Deleted> {
+        let out = self
+            .call(&["delete", pv.package.as_str(), pv.version.as_str()])
+            .with_context(|| format!("cannot delete {pv}"))?;
+        let mut deleted = Deleted::default();
+        for line in out.lines() {
+            let fields: Vec<&str> = line.split('\t').collect();
+            match fields.as_slice() {
+                ["alias", _, alias] => {
+                    if let Ok(a) = Name::new(alias) {
+                        deleted.aliases.push(a);
+                    }
+                }
+                ["deleted", _, _, bytes] => deleted.bytes = bytes.parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        Ok(deleted)
+    }
+
+    fn put(&self, name: &str, data: &[u8]) -> Result<()> {
+        let args = vec!["put".to_string(), name.to_string()];
+        let mut feed = |w: &mut dyn std::io::Write| -> Result<()> {
+            w.write_all(data)?;
+            Ok(())
+        };
+        let out = self.transport.run(&args, Some(&mut feed))?;
+        check(&out, "put").with_context(|| format!("cannot write .dpkg_archive/{name}"))
+    }
+
+    fn df(&self) -> Result<u64> {
+        let out = self.call(&["df"])?;
+        out.lines()
+            .find_map(|l| l.strip_prefix("avail\t"))
+            .and_then(|n| n.trim().parse().ok())
+            .context("receiver df gave no free space figure")
+    }
+
+    fn gc(&self) -> Result<Vec<String>> {
+        let out = self.call(&["gc"])?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.strip_prefix("removed\t"))
+            .map(String::from)
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_parses_and_rejects_bad_names() {
+        let l = parse_listing("V\tp\t1.0\t1700000000\nA\tp\tcur\t1.0\nV\t..\tx\t1\nV\tp\t2.0\tnotanumber\nA\tp\tup\t../q/1\n");
+        assert_eq!(l.versions.len(), 1);
+        assert_eq!(l.versions[&PackageVersion::new("p", "1.0").unwrap()], 1_700_000_000);
+        assert_eq!(l.aliases.len(), 1);
+        assert_eq!(l.aliases[0].version.as_str(), "1.0");
+        assert_eq!(l.rejected.len(), 3);
+    }
+}

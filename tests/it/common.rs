@@ -1,0 +1,310 @@
+//! Shared fixtures: temporary archives, configurations, running the built
+//! binary, and the rule for tests that need a server.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A package-version's files: (relative path, content); a content starting
+/// with "->" makes a symlink to the rest.
+pub type Files<'a> = &'a [(&'a str, &'a str)];
+
+/// Default content of a package: a descpkg, a binary, a library and a link.
+pub const DEFAULT_FILES: Files<'static> = &[
+    ("bin/tool", "#!/bin/sh\necho tool\n"),
+    ("lib/libx.so.1", "library bytes"),
+    ("lib/libx.so", "->libx.so.1"),
+    ("include/x.h", "/* header */\n"),
+];
+
+/// A scratch world: source archive, config dir, state dir, targets.
+pub struct World {
+    pub dir: tempfile::TempDir,
+}
+
+impl World {
+    pub fn new() -> World {
+        let dir = tempfile::Builder::new().prefix("blat-test-").tempdir().unwrap();
+        // Let an unprivileged target user (SSH tests) reach into the world.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let w = World { dir };
+        fs::create_dir_all(w.archive()).unwrap();
+        fs::create_dir_all(w.config().join("targets")).unwrap();
+        w
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn archive(&self) -> PathBuf {
+        self.path().join("archive")
+    }
+    pub fn config(&self) -> PathBuf {
+        self.path().join("config")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.path().join("state")
+    }
+    pub fn target_dir(&self, name: &str) -> PathBuf {
+        self.path().join("targets").join(name)
+    }
+
+    /// Adds a released (read-only) package-version with the given descpkg mtime.
+    pub fn release(&self, package: &str, version: &str, mtime: i64) -> PathBuf {
+        self.release_with(package, version, mtime, DEFAULT_FILES)
+    }
+
+    pub fn release_with(&self, package: &str, version: &str, mtime: i64, files: Files) -> PathBuf {
+        let dir = self.build(package, version, mtime, files);
+        make_read_only(&dir);
+        dir
+    }
+
+    /// Adds a package-version that is still being built (writable).
+    pub fn build(&self, package: &str, version: &str, mtime: i64, files: Files) -> PathBuf {
+        let dir = self.archive().join(package).join(version);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("descpkg"), format!("Package: {package}\nVersion: {version}\n")).unwrap();
+        for (rel, content) in files {
+            let path = dir.join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            if let Some(target) = content.strip_prefix("->") {
+                std::os::unix::fs::symlink(target, &path).unwrap();
+            } else {
+                fs::write(&path, content).unwrap();
+                if rel.starts_with("bin/") {
+                    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+                }
+            }
+        }
+        set_mtime(&dir.join("descpkg"), mtime);
+        set_mtime(&dir, mtime);
+        dir
+    }
+
+    /// `<archive>/<package>/<alias> -> <version>`.
+    pub fn alias(&self, package: &str, alias: &str, version: &str) {
+        let link = self.archive().join(package).join(alias);
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(version, link).unwrap();
+    }
+
+    /// Writes blat.toml with a SQLite (`.sql`) release manager.
+    pub fn write_global(&self, extra: &str) {
+        let text = format!(
+            "archive = \"{}\"\nstate_dir = \"{}\"\ntag_dir = \"{}\"\n{extra}\n[release_manager]\nkind = \"sqlite\"\npath = \"{}\"\n",
+            self.archive().display(),
+            self.state().display(),
+            self.path().join("tags").display(),
+            self.path().join("rm.sql").display()
+        );
+        fs::write(self.config().join("blat.toml"), text).unwrap();
+    }
+
+    /// Writes the release database: `releases` as (PROJECT/RELEASE, state,
+    /// s3sync, [package/version...]).
+    pub fn write_rm(&self, releases: &[(&str, &str, i32, &[&str])]) {
+        fs::write(self.path().join("rm.sql"), rm_sql(releases)).unwrap();
+    }
+
+    /// Writes `targets/<name>.conf`.
+    pub fn write_target(&self, name: &str, text: &str) {
+        fs::write(self.config().join("targets").join(format!("{name}.conf")), text).unwrap();
+    }
+
+    /// A local target conf with the given extra lines.
+    pub fn local_target(&self, name: &str, extra: &str) {
+        self.write_target(
+            name,
+            &format!(
+                "kind = \"archive\"\ntransport = \"local\"\npath = \"{}\"\n{extra}\n",
+                self.target_dir(name).display()
+            ),
+        );
+    }
+
+    /// Runs the built blat with `-c <config>` and `args`.
+    pub fn blat(&self, args: &[&str]) -> Output {
+        self.blat_env(args, &[])
+    }
+
+    pub fn blat_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_blat"));
+        cmd.arg("-c").arg(self.config()).args(args);
+        cmd.env_remove("BLAT_CONFIG").env_remove("BLAT_NOW");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+}
+
+/// The reference schema (SPEC §1) with the given releases, as SQL.
+pub fn rm_sql(releases: &[(&str, &str, i32, &[&str])]) -> String {
+    let mut sql = String::from(
+        "CREATE TABLE projects (project_id INTEGER PRIMARY KEY, name TEXT UNIQUE);
+CREATE TABLE releases (release_id INTEGER PRIMARY KEY, project_id INTEGER, name TEXT, state TEXT, s3sync INTEGER);
+CREATE TABLE packages (package_id INTEGER PRIMARY KEY, name TEXT UNIQUE);
+CREATE TABLE package_versions (pv_id INTEGER PRIMARY KEY, package_id INTEGER, version TEXT);
+CREATE TABLE release_content (release_id INTEGER, pv_id INTEGER);
+",
+    );
+    let mut projects: Vec<String> = Vec::new();
+    let mut packages: Vec<String> = Vec::new();
+    let mut pvs: Vec<(String, String)> = Vec::new();
+    for (rid, (name, state, s3, content)) in releases.iter().enumerate() {
+        let (project, release) = name.split_once('/').unwrap();
+        if !projects.iter().any(|p| p == project) {
+            projects.push(project.to_string());
+            sql.push_str(&format!("INSERT INTO projects VALUES ({}, '{project}');\n", projects.len()));
+        }
+        let pid = projects.iter().position(|p| p == project).unwrap() + 1;
+        sql.push_str(&format!(
+            "INSERT INTO releases VALUES ({}, {pid}, '{release}', '{state}', {s3});\n",
+            rid + 1
+        ));
+        for pv in content.iter() {
+            let (p, v) = pv.split_once('/').unwrap();
+            if !packages.iter().any(|x| x == p) {
+                packages.push(p.to_string());
+                sql.push_str(&format!("INSERT INTO packages VALUES ({}, '{}');\n", packages.len(), p.replace('\'', "''")));
+            }
+            let key = (p.to_string(), v.to_string());
+            let pvid = match pvs.iter().position(|x| *x == key) {
+                Some(i) => i + 1,
+                None => {
+                    pvs.push(key);
+                    let pkid = packages.iter().position(|x| x == p).unwrap() + 1;
+                    sql.push_str(&format!(
+                        "INSERT INTO package_versions VALUES ({}, {pkid}, '{}');\n",
+                        pvs.len(),
+                        v.replace('\'', "''")
+                    ));
+                    pvs.len()
+                }
+            };
+            sql.push_str(&format!("INSERT INTO release_content VALUES ({}, {pvid});\n", rid + 1));
+        }
+    }
+    sql
+}
+
+pub fn set_mtime(path: &Path, secs: i64) {
+    filetime::set_symlink_file_times(
+        path,
+        filetime::FileTime::from_unix_time(secs, 0),
+        filetime::FileTime::from_unix_time(secs, 0),
+    )
+    .unwrap();
+}
+
+/// Released packages are read-only: every directory 555, files without w.
+pub fn make_read_only(dir: &Path) {
+    for entry in walk(dir) {
+        let meta = fs::symlink_metadata(&entry).unwrap();
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        let mode = meta.permissions().mode() & !0o222;
+        let mtime = filetime::FileTime::from_last_modification_time(&meta);
+        fs::set_permissions(&entry, fs::Permissions::from_mode(mode)).unwrap();
+        filetime::set_file_mtime(&entry, mtime).unwrap();
+    }
+}
+
+/// Makes a tree writable again (so a test can change or remove it).
+pub fn make_writable(dir: &Path) {
+    for entry in walk(dir) {
+        let meta = fs::symlink_metadata(&entry).unwrap();
+        if !meta.file_type().is_symlink() {
+            fs::set_permissions(&entry, fs::Permissions::from_mode(meta.permissions().mode() | 0o200)).unwrap();
+        }
+    }
+}
+
+/// Every path below and including `dir`, parents first.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i].clone();
+        if fs::symlink_metadata(&p).map(|m| m.is_dir()).unwrap_or(false) {
+            let mut children: Vec<PathBuf> = fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()).collect();
+            children.sort();
+            out.extend(children);
+        }
+        i += 1;
+    }
+    out
+}
+
+/// A comparable picture of a tree: relative path, kind, mode, mtime (for
+/// files and directories), size, link target.
+pub fn snapshot(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for p in walk(root) {
+        let rel = p.strip_prefix(root).unwrap().display().to_string();
+        let m = fs::symlink_metadata(&p).unwrap();
+        let line = if m.file_type().is_symlink() {
+            format!("{rel} -> {}", fs::read_link(&p).unwrap().display())
+        } else if m.is_dir() {
+            format!("{rel}/ {:o} {}", m.mode() & 0o7777, m.mtime())
+        } else {
+            format!("{rel} {:o} {} {}", m.mode() & 0o7777, m.mtime(), m.len())
+        };
+        out.push(line);
+    }
+    out
+}
+
+/// Entries of a directory whose names start with `prefix` (leftover checks).
+pub fn leftovers(root: &Path) -> Vec<String> {
+    walk(root)
+        .into_iter()
+        .filter(|p| {
+            let n = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            n.starts_with(".blat-tmp-") || n.starts_with(".blat-del-")
+        })
+        .map(|p| p.display().to_string())
+        .collect()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// Asserts an exit code, showing the output when it differs.
+#[track_caller]
+pub fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "exit code\n--- stdout\n{}\n--- stderr\n{}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// For tests that need a server: `Some(value)` of the environment variable
+/// naming it; when it is missing, panics under `CI=true` (a missing server
+/// in CI is a failure, never a skip) and otherwise skips with a note.
+pub fn require(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{what} is required under CI=true but ${var} is not set (run scripts/test)");
+            }
+            eprintln!("skipped: {what} not available (${var} unset; scripts/test sets it)");
+            None
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! blat's integration tests: one binary, one module per area. Tests that
+//! need a server (sshd, PostgreSQL, S3) fail instead of skipping when
+//! `CI=true` and the server is missing (see `common::require`).
+
+mod common;
+mod sync;
+mod target_suite;
