@@ -1,30 +1,479 @@
-//! The `ssh` transport (issue 3): not built yet.
+//! The `ssh` transport: runs `~/.blat/blat-receiver` on the target over SSH
+//! exec channels (libssh2, through the ssh2 crate), with key authentication
+//! and host keys always checked against `known_hosts`.
+//!
+//! - Sessions: a libssh2 session must not serve channels from several
+//!   threads at once in blocking mode, so each concurrent run takes a session
+//!   of its own from a pool; sessions are opened lazily, so `parallel` senders
+//!   open at most `parallel` connections and a listing opens one.
+//! - Streams: the receiver's stdin is written on the calling thread while
+//!   `target::pack::stream` tars and compresses on its own threads behind
+//!   bounded queues, so compression and network writes overlap.
+//! - The receiver: the first connection of a run asks `version` and installs
+//!   or replaces `~/.blat/blat-receiver` when its sha256 differs from the
+//!   embedded copy, so a target never runs a stale one. With a forced-command
+//!   key only the receiver's own `install` can do that.
+//! - Timeouts: `connect_timeout` bounds connecting and the handshake;
+//!   `io_timeout` bounds every wait for the target afterwards (0: no limit).
 
-use anyhow::Result;
+mod known_hosts;
 
-use super::{InputFn, RunOutput, Transport};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest, Sha256};
+use ssh2::{Channel, MethodType, Session};
+
+use super::{InputFn, RunOutput, Transport, RECEIVER};
 use crate::config::SshConfig;
+use known_hosts::KnownHosts;
+
+/// Where the receiver lives on a target, for the login shell (`~`) and for
+/// the receiver's forced-command check (`*/blat-receiver`) alike.
+pub const RECEIVER_PATH: &str = "~/.blat/blat-receiver";
+
+/// libssh2 error codes that get their own message.
+const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
+const LIBSSH2_ERROR_AUTHENTICATION_FAILED: i32 = -18;
+const LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED: i32 = -19;
+
+/// Ciphers, best first: AES-GCM runs on AES-NI inside OpenSSL and needs no
+/// separate MAC; libssh2's own chacha20-poly1305 is much slower. Only those
+/// the linked libssh2 supports are offered.
+const CIPHERS: &[&str] =
+    &["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr", "chacha20-poly1305@openssh.com"];
+
+/// After a failed write, how long to wait for the receiver's last words.
+const LAST_WORDS: Duration = Duration::from_secs(5);
 
 pub struct SshTransport {
     config: SshConfig,
+    /// Connected, authenticated sessions not in use by a run.
+    idle: Mutex<Vec<Session>>,
+    /// The receiver on the target was checked (and installed) in this run.
+    receiver_ready: Mutex<bool>,
 }
 
 impl SshTransport {
     pub fn new(config: SshConfig) -> Result<SshTransport> {
-        Err(crate::error::UsageError(format!(
-            "transport \"ssh\" (host {}) is not supported by this build yet",
-            config.host
-        ))
-        .into())
+        Ok(SshTransport { config, idle: Mutex::new(Vec::new()), receiver_ready: Mutex::new(false) })
+    }
+
+    fn endpoint(&self) -> String {
+        format!("{}@{}:{}", self.config.user, self.config.host, self.config.port)
+    }
+
+    /// The login shell's command line for `blat-receiver -a ARCHIVE ARGS`.
+    /// Words are quoted only when they need it: a forced command sees the
+    /// line split on blanks, without shell unquoting.
+    fn command_line(&self, args: &[&str]) -> String {
+        let archive = self.config.remote_archive.as_str();
+        // `~/x` is the receiver's relative `x`, which needs no shell.
+        let archive = archive.strip_prefix("~/").unwrap_or(archive);
+        let mut line = format!("{RECEIVER_PATH} -a {}", shell_word(archive));
+        for a in args {
+            line.push(' ');
+            line.push_str(&shell_word(a));
+        }
+        line
+    }
+
+    /// A session for one run: an idle one, or a new connection.
+    fn take_session(&self) -> Result<Session> {
+        if let Some(session) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(session);
+        }
+        let session = self.connect()?;
+        // Held while checking, so that parallel senders wait for one install.
+        let mut ready = self.receiver_ready.lock().unwrap_or_else(|e| e.into_inner());
+        if !*ready {
+            self.ensure_receiver(&session)?;
+            *ready = true;
+        }
+        Ok(session)
+    }
+
+    fn give_back(&self, session: Session) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(session);
+    }
+
+    /// Connects, checks the host key, authenticates. Local problems (the
+    /// identity, known_hosts) are found before any connection is made.
+    fn connect(&self) -> Result<Session> {
+        let c = &self.config;
+        check_identity(&c.identity)?;
+        let known = KnownHosts::load(&c.known_hosts)?;
+
+        let tcp = tcp_connect(&c.host, c.port, c.connect_timeout)?;
+        // Small commands are one packet each way: don't let Nagle hold them.
+        let _ = tcp.set_nodelay(true);
+        let mut session = Session::new().context("cannot start an SSH session")?;
+        session.set_tcp_stream(tcp);
+        session.set_timeout(millis(c.connect_timeout));
+
+        let host_keys = known.for_host(&session, &c.host, c.port)?;
+        let supported = session.supported_algs(MethodType::HostKey).unwrap_or_default();
+        if let Some(prefs) = host_keys.algorithm_preference(&supported) {
+            session
+                .method_pref(MethodType::HostKey, &prefs)
+                .with_context(|| format!("cannot ask for host key types {prefs}"))?;
+        }
+        let ciphers = session.supported_algs(MethodType::CryptCs).unwrap_or_default();
+        let ciphers: Vec<&str> = CIPHERS.iter().copied().filter(|c| ciphers.contains(c)).collect();
+        if !ciphers.is_empty() {
+            let ciphers = ciphers.join(",");
+            // Best effort: the defaults work too, only slower.
+            let _ = session.method_pref(MethodType::CryptCs, &ciphers);
+            let _ = session.method_pref(MethodType::CryptSc, &ciphers);
+        }
+
+        session.handshake().map_err(|e| {
+            if e.code() == ssh2::ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) {
+                anyhow!(
+                    "SSH handshake with {}:{} timed out (connect_timeout {}s)",
+                    c.host,
+                    c.port,
+                    c.connect_timeout.as_secs()
+                )
+            } else {
+                anyhow!("SSH handshake with {}:{} failed: {}", c.host, c.port, e.message())
+            }
+        })?;
+        let (offered, _) = session.host_key().context("the server sent no host key")?;
+        host_keys.verify(offered)?;
+
+        if let Err(e) = session.userauth_pubkey_file(&c.user, None, &c.identity, None) {
+            let code = e.code();
+            if code == ssh2::ErrorCode::Session(LIBSSH2_ERROR_AUTHENTICATION_FAILED)
+                || code == ssh2::ErrorCode::Session(LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED)
+            {
+                bail!(
+                    "{} refused the key {} for user {} (is its public key in ~{}/.ssh/authorized_keys there?)",
+                    c.host,
+                    c.identity.display(),
+                    c.user,
+                    c.user
+                );
+            }
+            bail!("cannot log in as {} with the key {}: {}", self.endpoint(), c.identity.display(), e.message());
+        }
+        if !session.authenticated() {
+            bail!("{} did not accept the key {} for user {}", c.host, c.identity.display(), c.user);
+        }
+        session.set_timeout(millis(c.io_timeout));
+        Ok(session)
+    }
+
+    /// Makes sure the target runs exactly the embedded receiver.
+    fn ensure_receiver(&self, session: &Session) -> Result<()> {
+        let want = receiver_sha256();
+        let installed =
+            |out: &RunOutput| -> Option<String> { (out.status == 0).then(|| version_sha(&out.stdout)).flatten() };
+        let probe = self.exec(session, &self.command_line(&["version"]), None)?;
+        let found = installed(&probe);
+        if found.as_deref() == Some(want.as_str()) {
+            return Ok(());
+        }
+        let mut why = Vec::new();
+        let mut feed = |w: &mut dyn Write| -> Result<()> { Ok(w.write_all(RECEIVER.as_bytes())?) };
+        if found.is_some() {
+            // A receiver answers (perhaps as the key's forced command): it
+            // can replace itself, wherever it lives.
+            let out = self.exec(session, &self.command_line(&["install", &want]), Some(&mut feed))?;
+            if out.status != 0 {
+                why.push(first_line(&out.stderr, out.status));
+            }
+        }
+        if found.is_none() || !why.is_empty() {
+            let tmp = "~/.blat/.blat-tmp-receiver-$$";
+            let script = format!(
+                "umask 022 && mkdir -p ~/.blat && cat > {tmp} && chmod 755 {tmp} && mv -f {tmp} {RECEIVER_PATH} || \
+                 {{ rm -f {tmp}; exit 1; }}"
+            );
+            let out = self.exec(session, &script, Some(&mut feed))?;
+            if out.status != 0 {
+                why.push(first_line(&out.stderr, out.status));
+            }
+        }
+        let check = self.exec(session, &self.command_line(&["version"]), None)?;
+        match installed(&check) {
+            Some(sha) if sha == want => Ok(()),
+            Some(sha) => bail!(
+                "the receiver on {} could not be updated (it has sha256 {sha}, blat needs {want}){}",
+                self.endpoint(),
+                reasons(&why)
+            ),
+            None => bail!(
+                "cannot install the receiver as {RECEIVER_PATH} on {}: {}{}",
+                self.endpoint(),
+                first_line(&check.stderr, check.status),
+                reasons(&why)
+            ),
+        }
+    }
+
+    /// Runs one command on an exec channel. `Err` means the session is no
+    /// longer usable (or the input could not be produced).
+    fn exec(&self, session: &Session, command: &str, input: Option<InputFn>) -> Result<RunOutput> {
+        let mut channel = session.channel_session().map_err(|e| self.lost(e.into(), "opening a channel"))?;
+        channel.exec(command).map_err(|e| self.lost(e.into(), "starting the receiver"))?;
+        if let Some(input) = input {
+            let mut writer = ChannelWriter { channel: &mut channel, broken: None };
+            let fed = input(&mut writer);
+            let broken = writer.broken.take();
+            if let Err(e) = fed {
+                return Err(self.failed_feed(session, &mut channel, e, broken));
+            }
+        }
+        let (stdout, stderr, status) = collect(&mut channel).map_err(|e| self.lost(e, "reading the reply"))?;
+        Ok(RunOutput { status, stdout, stderr })
+    }
+
+    /// The error for input that could not be fed: the receiver's own words
+    /// when it is still there to say them (it may have exited early, or the
+    /// source side failed), else the broken connection.
+    fn failed_feed(
+        &self,
+        session: &Session,
+        channel: &mut Channel,
+        e: anyhow::Error,
+        broken: Option<io::Error>,
+    ) -> anyhow::Error {
+        // Whatever the reason, the receiver sees the end of its input now, so
+        // a half stream is never installed (it checks counts and sizes).
+        session.set_timeout(millis(LAST_WORDS.min(self.config.io_timeout)));
+        let said = collect(channel);
+        session.set_timeout(millis(self.config.io_timeout));
+        match (said, broken) {
+            (Ok((_, stderr, _)), _) if !stderr.trim().is_empty() => {
+                let detail = stderr.trim().lines().last().unwrap_or_default().to_string();
+                let detail = detail.strip_prefix("blat-receiver: ").unwrap_or(&detail).to_string();
+                e.context(format!("sending to the receiver failed: {detail}"))
+            }
+            (_, Some(io)) => self.lost(io, "sending"),
+            _ => e.context("sending to the receiver failed"),
+        }
+    }
+
+    fn lost(&self, e: io::Error, doing: &str) -> anyhow::Error {
+        if e.kind() == io::ErrorKind::TimedOut {
+            anyhow!(
+                "{} stopped answering: no reply within io_timeout {}s while {doing}",
+                self.endpoint(),
+                self.config.io_timeout.as_secs()
+            )
+        } else {
+            anyhow!("connection to {} lost while {doing}: {e}", self.endpoint())
+        }
     }
 }
 
 impl Transport for SshTransport {
     fn describe(&self) -> String {
-        format!("{}@{}:{}", self.config.user, self.config.host, self.config.remote_archive)
+        format!("{}:{}", self.endpoint(), self.config.remote_archive)
     }
 
-    fn run(&self, _args: &[String], _input: Option<InputFn>) -> Result<RunOutput> {
-        unreachable!("SshTransport::new never succeeds yet")
+    fn run(&self, args: &[String], input: Option<InputFn>) -> Result<RunOutput> {
+        let session = self.take_session()?;
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.exec(&session, &self.command_line(&args), input)?;
+        // Only a session that finished its command cleanly is reused.
+        self.give_back(session);
+        Ok(out)
+    }
+}
+
+impl Drop for SshTransport {
+    fn drop(&mut self) {
+        for session in self.idle.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            let _ = session.disconnect(None, "blat done", None);
+        }
+    }
+}
+
+/// Forwards writes to the channel and remembers a transport failure, so a
+/// broken connection can be told from a failure of the input itself.
+struct ChannelWriter<'a> {
+    channel: &'a mut Channel,
+    broken: Option<io::Error>,
+}
+
+impl Write for ChannelWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.channel.write(buf).inspect_err(|e| {
+            self.broken = Some(io::Error::new(e.kind(), e.to_string()));
+        })
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Ends the input, then reads stdout, stderr and the exit status.
+fn collect(channel: &mut Channel) -> io::Result<(String, String, i32)> {
+    // Fails when the receiver has already closed its side: harmless.
+    let _ = channel.send_eof();
+    let mut stdout = Vec::new();
+    channel.read_to_end(&mut stdout)?;
+    let mut stderr = Vec::new();
+    channel.stderr().read_to_end(&mut stderr)?;
+    channel.wait_close()?;
+    let mut stderr = String::from_utf8_lossy(&stderr).into_owned();
+    let mut status = channel.exit_status()?;
+    if let Ok(signal) = channel.exit_signal() {
+        if let Some(sig) = signal.exit_signal {
+            stderr.push_str(&format!("blat-receiver: killed by signal {sig}\n"));
+            status = 128;
+        }
+    }
+    Ok((String::from_utf8_lossy(&stdout).into_owned(), stderr, status))
+}
+
+/// Refuses a private key that OpenSSH would refuse: one that belongs to the
+/// user blat runs as and that group or others may read or write.
+fn check_identity(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read identity {}", path.display()))?;
+    if meta.is_dir() {
+        bail!("cannot read identity {}: it is a directory", path.display());
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() == me && meta.mode() & 0o077 != 0 {
+        bail!(
+            "identity {} is accessible by group or others (mode {:04o}): ssh refuses such private keys; \
+             chmod 600 {}",
+            path.display(),
+            meta.mode() & 0o7777,
+            path.display()
+        );
+    }
+    File::open(path).with_context(|| format!("cannot read identity {}", path.display()))?;
+    Ok(())
+}
+
+fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
+    let addrs: Vec<_> =
+        (host, port).to_socket_addrs().with_context(|| format!("cannot resolve host {host}"))?.collect();
+    let mut last = None;
+    for addr in &addrs {
+        let attempt =
+            if timeout.is_zero() { TcpStream::connect(addr) } else { TcpStream::connect_timeout(addr, timeout) };
+        match attempt {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last = Some(e),
+        }
+    }
+    match last {
+        Some(e) if e.kind() == io::ErrorKind::TimedOut => {
+            bail!("cannot connect to {host} port {port}: no answer within connect_timeout {}s", timeout.as_secs())
+        }
+        Some(e) => bail!("cannot connect to {host} port {port}: {e}"),
+        None => bail!("cannot resolve host {host}: no addresses"),
+    }
+}
+
+/// libssh2 timeouts are milliseconds; 0 means none.
+fn millis(d: Duration) -> u32 {
+    d.as_millis().min(u32::MAX as u128) as u32
+}
+
+/// A word for the remote login shell: as is when it holds only characters
+/// no shell treats specially, else single-quoted.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./+,:=@%~".contains(&b))
+        && !word.starts_with('~');
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// The sha256 of the embedded receiver, as `version` prints it.
+pub fn receiver_sha256() -> String {
+    hex::encode(Sha256::digest(RECEIVER.as_bytes()))
+}
+
+fn version_sha(stdout: &str) -> Option<String> {
+    stdout.lines().find_map(|l| l.strip_prefix("sha256 ")).map(|s| s.trim().to_string())
+}
+
+fn first_line(stderr: &str, status: i32) -> String {
+    let line = stderr.trim().lines().next().unwrap_or_default();
+    let line = line.strip_prefix("blat-receiver: ").unwrap_or(line);
+    if line.is_empty() {
+        format!("exit code {status}")
+    } else {
+        line.to_string()
+    }
+}
+
+fn reasons(why: &[String]) -> String {
+    if why.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", why.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transport(archive: &str) -> SshTransport {
+        SshTransport::new(SshConfig {
+            host: "h".into(),
+            port: 22,
+            user: "u".into(),
+            identity: "/k".into(),
+            known_hosts: "/kh".into(),
+            remote_archive: archive.into(),
+            connect_timeout: Duration::from_secs(1),
+            io_timeout: Duration::from_secs(1),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn command_lines_survive_forced_command_splitting() {
+        let t = transport("dpkg_archive");
+        assert_eq!(t.command_line(&["stat", "pkg"]), "~/.blat/blat-receiver -a dpkg_archive stat pkg");
+        assert_eq!(transport("~/arch").command_line(&["list"]), "~/.blat/blat-receiver -a arch list");
+        assert_eq!(transport("/srv/a b").command_line(&["list"]), "~/.blat/blat-receiver -a '/srv/a b' list");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word("~root"), "'~root'");
+        assert_eq!(shell_word(""), "''");
+        assert_eq!(shell_word("1.0+b~rc"), "1.0+b~rc");
+    }
+
+    #[test]
+    fn receiver_hash_matches_version_output() {
+        let sha = receiver_sha256();
+        assert_eq!(sha.len(), 64);
+        assert_eq!(version_sha(&format!("blat-receiver 1\nsha256 {sha}\ndecompressors gzip\n")), Some(sha));
+        assert_eq!(version_sha("blat-receiver 1\n"), None);
+    }
+
+    #[test]
+    fn identity_checks_follow_openssh() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("id");
+        std::fs::write(&key, "key").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        check_identity(&key).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = check_identity(&key).unwrap_err().to_string();
+        assert!(err.contains("accessible by group or others (mode 0640)") && err.contains("chmod 600"), "{err}");
+        let err = check_identity(&dir.path().join("missing")).unwrap_err();
+        assert!(format!("{err:#}").starts_with("cannot read identity"), "{err:#}");
     }
 }
