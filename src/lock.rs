@@ -35,6 +35,28 @@ impl TargetLock {
             }
         }
     }
+
+    /// The watcher lock of `blat fast` (`locks/<target>.watch`, never a
+    /// `.lock` name, so no target's lock can collide with it): one tag
+    /// watcher per target for a whole `--watch`, while the target lock is
+    /// taken only around transfers, so `sync` is not shut out for minutes.
+    pub fn acquire_watch(state_dir: &Path, target: &str) -> Result<TargetLock> {
+        let dir = state_dir.join("locks");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create lock directory {}", dir.display()))?;
+        let path = dir.join(format!("{target}.watch"));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(TargetLock { _file: file }),
+            Err(TryLockError::WouldBlock) => Err(LockHeld(target.to_string()).into()),
+            Err(TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -50,5 +72,15 @@ mod tests {
         assert!(TargetLock::acquire(dir.path(), "b").is_ok());
         drop(first);
         assert!(TargetLock::acquire(dir.path(), "a").is_ok());
+    }
+
+    #[test]
+    fn watch_lock_is_apart_from_the_target_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let watch = TargetLock::acquire_watch(dir.path(), "a").unwrap();
+        assert!(TargetLock::acquire_watch(dir.path(), "a").unwrap_err().downcast_ref::<LockHeld>().is_some());
+        let target = TargetLock::acquire(dir.path(), "a").unwrap();
+        drop((watch, target));
+        assert!(TargetLock::acquire_watch(dir.path(), "a").is_ok());
     }
 }

@@ -39,6 +39,26 @@ const MIGRATIONS: &[&str] = &[
         first_seen INTEGER NOT NULL,
         PRIMARY KEY (target, package, version)
     );",
+    // 2: S3 uploads (what each object holds, so a pass needs no request per
+    // object) and open multipart uploads (aborted by the next pass).
+    "CREATE TABLE uploads (
+        target TEXT NOT NULL,
+        key TEXT NOT NULL,
+        package TEXT NOT NULL,
+        version TEXT NOT NULL,
+        descpkg_mtime INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        etag TEXT NOT NULL,
+        uploaded INTEGER NOT NULL,
+        PRIMARY KEY (target, key)
+    );
+    CREATE TABLE multipart_uploads (
+        target TEXT NOT NULL,
+        key TEXT NOT NULL,
+        upload_id TEXT NOT NULL,
+        started INTEGER NOT NULL,
+        PRIMARY KEY (target, upload_id)
+    );",
 ];
 
 /// An open state file.
@@ -169,6 +189,35 @@ impl State {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    /// Counts one failed attempt at `tag` on `target` (used by `fast`);
+    /// returns the attempts so far.
+    pub fn tag_failed(&self, target: &str, tag: &str, error: &str) -> Result<u32> {
+        self.conn.execute(
+            "INSERT INTO tags (target, tag, attempts, last_error) VALUES (?1, ?2, 1, ?3)
+             ON CONFLICT (target, tag) DO UPDATE SET attempts = attempts + 1, last_error = ?3",
+            params![target, tag, error],
+        )?;
+        Ok(self.conn.query_row(
+            "SELECT attempts FROM tags WHERE target = ?1 AND tag = ?2",
+            params![target, tag],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Forgets the attempts at a tag that was consumed or rejected.
+    pub fn forget_tag(&self, target: &str, tag: &str) -> Result<()> {
+        self.conn.execute("DELETE FROM tags WHERE target = ?1 AND tag = ?2", params![target, tag])?;
+        Ok(())
+    }
+
+    /// Tags of `target` that failed at least once: (tag, attempts, last error).
+    pub fn tag_attempts(&self, target: &str) -> Result<Vec<(String, u32, Option<String>)>> {
+        let mut stmt =
+            self.conn.prepare("SELECT tag, attempts, last_error FROM tags WHERE target = ?1 ORDER BY tag")?;
+        let rows = stmt.query_map(params![target], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
 }
 
 #[cfg(test)]
@@ -194,5 +243,18 @@ mod tests {
         // Reopening an up-to-date file runs no migration again.
         let state = State::open(dir.path()).unwrap();
         assert_eq!(state.last_success("a", "sync").unwrap(), Some(110));
+    }
+
+    #[test]
+    fn counts_tag_attempts_per_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        assert_eq!(state.tag_failed("a", "p::1", "first").unwrap(), 1);
+        assert_eq!(state.tag_failed("a", "p::1", "second").unwrap(), 2);
+        assert_eq!(state.tag_failed("b", "p::1", "other target").unwrap(), 1);
+        assert_eq!(state.tag_attempts("a").unwrap(), vec![("p::1".to_string(), 2, Some("second".to_string()))]);
+        state.forget_tag("a", "p::1").unwrap();
+        assert!(state.tag_attempts("a").unwrap().is_empty());
+        assert_eq!(state.tag_attempts("b").unwrap().len(), 1);
     }
 }

@@ -179,34 +179,8 @@ fn send_all(
             ctx.reporter.detail(&target.name, &format!("send {} ({why})", s.pv));
         }
     }
-    // Free space: the target's figure once, then our own running estimate.
-    let free = if archive_cfg.min_free > 0 && !ctx.dry_run {
-        match dest.df() {
-            Ok(avail) => Some(avail),
-            Err(e) => {
-                ctx.reporter.warn(&target.name, &format!("cannot read free space, min_free not checked: {e:#}"));
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let queue: Mutex<VecDeque<PackageVersion>> = Mutex::new(plan.send.iter().map(|s| s.pv.clone()).collect());
-    let free = Mutex::new(free);
-    let results: Mutex<Vec<(PackageVersion, u64, Result<(), String>)>> = Mutex::new(Vec::new());
-    let progress = ctx.reporter.transfer(&target.name, plan.send.len(), 0);
-    let workers = archive_cfg.parallel.min(plan.send.len()).max(1);
-    let reporter = &ctx.reporter;
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                worker(reporter, target, archive_cfg, source, dest, &queue, &free, &results, &progress)
-            });
-        }
-    });
-    progress.finish();
-    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    results.sort_by(|a, b| a.0.cmp(&b.0));
+    let pvs: Vec<PackageVersion> = plan.send.iter().map(|s| s.pv.clone()).collect();
+    let results = send_packages(&ctx.reporter, target, archive_cfg, source, dest, &pvs, ctx.dry_run);
     for (pv, bytes, result) in results {
         match result {
             Ok(()) => {
@@ -220,6 +194,55 @@ fn send_all(
             }
         }
     }
+}
+
+/// One package-version's transfer: bytes sent, and `Err(reason)` when it did
+/// not arrive.
+pub type Sent = (PackageVersion, u64, Result<(), String>);
+
+/// The send path `sync` and `fast` share: checks free space once (when
+/// `min_free` is set), then streams `pvs` with `parallel` workers in batches.
+/// One package's failure never stops the others; results come back sorted.
+pub fn send_packages(
+    reporter: &crate::report::Reporter,
+    target: &TargetConfig,
+    archive_cfg: &ArchiveTarget,
+    source: &SourceArchive,
+    dest: &dyn Target,
+    pvs: &[PackageVersion],
+    dry_run: bool,
+) -> Vec<Sent> {
+    if pvs.is_empty() {
+        return Vec::new();
+    }
+    // Free space: the target's figure once, then our own running estimate.
+    let free = if archive_cfg.min_free > 0 && !dry_run {
+        match dest.df() {
+            Ok(avail) => Some(avail),
+            Err(e) => {
+                reporter.warn(&target.name, &format!("cannot read free space, min_free not checked: {e:#}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let queue: Mutex<VecDeque<PackageVersion>> = Mutex::new(pvs.iter().cloned().collect());
+    let free = Mutex::new(free);
+    let results: Mutex<Vec<(PackageVersion, u64, Result<(), String>)>> = Mutex::new(Vec::new());
+    let progress = reporter.transfer(&target.name, pvs.len(), 0);
+    let workers = archive_cfg.parallel.min(pvs.len()).max(1);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                worker(reporter, target, archive_cfg, source, dest, &queue, &free, &results, &progress)
+            });
+        }
+    });
+    progress.finish();
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    results
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -1,0 +1,670 @@
+//! `blat fast`: consume tags, so a released package reaches its targets in
+//! seconds instead of at the next full sync (SPEC §1 Tags, §2).
+//!
+//! Each selected archive target gets its own thread for the whole run, so a
+//! slow or unreachable target never delays the others. A thread holds the
+//! target's watcher lock (`locks/<target>.watch`) for the run and takes the
+//! target lock only for a poll that found tags: a minute-long `--watch` thus
+//! keeps out a second watcher (exit code 4) without shutting `sync` out.
+//!
+//! A poll reads the tag directory (nothing else when it is empty), looks each
+//! tagged package-version up in the source archive, asks the target about
+//! those packages only (`Target::stat`), sends what is absent or differs by
+//! the path `sync` uses, links aliases, and removes a tag only once its
+//! package is in place. Between polls the thread sleeps `fast_poll`, or less:
+//! on Linux an inotify watch on the tag directory wakes it as soon as a tag
+//! is written there (polling still covers tag directories on NFS).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::tag;
+use super::{CommandReport, Context, Frame, Selection, TargetReport};
+use crate::archive::{past_grace, Alias, Name, PackageVersion, SourceArchive, SourceEntry};
+use crate::config::units::human_bytes;
+use crate::config::{ArchiveTarget, Config, TargetConfig};
+use crate::error::{outcome_of, LockHeld, Outcome, UsageError};
+use crate::lock::TargetLock;
+use crate::report::Reporter;
+use crate::state::State;
+use crate::target::{self, dryrun::DryRun, Target};
+
+#[derive(Clone, Debug, Default)]
+pub struct FastOptions {
+    pub selection: Selection,
+    /// Keep polling for this long, then exit; `None`: one pass.
+    pub watch: Option<Duration>,
+}
+
+/// How often a run whose target's watcher lock is held tries again (under
+/// `--watch`), so it takes over within a moment of the previous run's end.
+const LOCK_RETRY: Duration = Duration::from_millis(250);
+
+/// What one target's run did, summed over all its polls.
+#[derive(Debug, Default, Serialize)]
+pub struct FastReport {
+    /// Package-versions sent (an alias tag sends its version).
+    pub sent: Vec<PackageVersion>,
+    pub bytes_sent: u64,
+    pub linked: Vec<Alias>,
+    /// Tags consumed because the target already had their package.
+    pub up_to_date: Vec<String>,
+    /// Tags left in place because their source is still being written.
+    pub kept: Vec<TagNote>,
+    /// Tags moved to `.rejected/`.
+    pub rejected: Vec<TagNote>,
+    /// Tags that failed and stay for a retry.
+    pub failed: Vec<TagNote>,
+    /// The last poll that found tags could not take the target lock.
+    pub busy: bool,
+    pub polls: u32,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TagNote {
+    pub tag: String,
+    pub reason: String,
+}
+
+impl FastReport {
+    fn did_something(&self) -> bool {
+        !self.sent.is_empty() || !self.linked.is_empty() || !self.up_to_date.is_empty()
+    }
+}
+
+impl TargetReport for FastReport {
+    fn outcome(&self) -> Outcome {
+        if !self.rejected.is_empty() || !self.failed.is_empty() {
+            if self.did_something() {
+                Outcome::Partial
+            } else {
+                Outcome::Failed
+            }
+        } else if self.busy && !self.did_something() {
+            Outcome::Locked
+        } else {
+            Outcome::Done
+        }
+    }
+
+    fn summary(&self) -> String {
+        let mut parts = vec![format!("{} sent ({})", self.sent.len(), human_bytes(self.bytes_sent))];
+        if !self.linked.is_empty() {
+            parts.push(format!("{} aliases linked", self.linked.len()));
+        }
+        parts.push(format!("{} up to date", self.up_to_date.len()));
+        parts.push(format!("{} kept (writable)", self.kept.len()));
+        parts.push(format!("{} rejected", self.rejected.len()));
+        parts.push(format!("{} failed", self.failed.len()));
+        if self.busy {
+            parts.push("tags waiting: target busy with another run".into());
+        }
+        let polls = if self.polls == 1 { String::new() } else { format!(", {} polls", self.polls) };
+        format!("{} in {:.1}s{polls}", parts.join(", "), self.seconds)
+    }
+}
+
+pub fn run(ctx: &Context, options: &FastOptions) -> Result<Outcome> {
+    if options.watch.is_some() && ctx.dry_run {
+        return Err(UsageError("--watch and --dry-run do not go together: a dry run shows one pass".into()).into());
+    }
+    let targets = ctx.select(&options.selection, |t| t.archive().is_some(), "archive")?;
+    let deadline = Instant::now() + options.watch.unwrap_or_default();
+    let (config, reporter, dry_run) = (&ctx.config, &ctx.reporter, ctx.dry_run);
+    let frames: Vec<Frame<FastReport>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = targets
+            .iter()
+            .map(|target| {
+                scope.spawn(move || {
+                    let frame = run_target(config, reporter, dry_run, target, options.watch.is_some(), deadline);
+                    print_frame(reporter, &frame);
+                    frame
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(&targets)
+            .map(|(h, t)| {
+                h.join().unwrap_or_else(|_| {
+                    let outcome = Outcome::Failed;
+                    let error = Some("internal error: the target's thread panicked".to_string());
+                    Frame { target: t.name.clone(), outcome, exit_code: outcome.code(), error, report: None }
+                })
+            })
+            .collect()
+    });
+    let outcome = frames.iter().map(|f| f.outcome).max().unwrap_or(Outcome::Done);
+    if reporter.json() {
+        let report = CommandReport { command: "fast".into(), dry_run, outcome, exit_code: outcome.code(), targets: frames };
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(outcome)
+}
+
+/// The per-target summary line, as `ops::for_each_target` prints it.
+fn print_frame(reporter: &Reporter, frame: &Frame<FastReport>) {
+    match (&frame.report, &frame.error) {
+        (_, Some(e)) => reporter.error("", &format!("{}: fast {}: {e}", frame.target, frame.outcome.word())),
+        (Some(r), None) => {
+            reporter.summary(&format!("{}: fast {}: {}", frame.target, frame.outcome.word(), r.summary()))
+        }
+        (None, None) => {}
+    }
+}
+
+/// One target's whole run: watcher lock, polls until the deadline, record.
+fn run_target(
+    config: &Config,
+    reporter: &Reporter,
+    dry_run: bool,
+    target: &TargetConfig,
+    watching: bool,
+    deadline: Instant,
+) -> Frame<FastReport> {
+    let frame = |outcome: Outcome, error: Option<String>, report: Option<FastReport>| Frame {
+        target: target.name.clone(),
+        outcome,
+        exit_code: outcome.code(),
+        error,
+        report,
+    };
+    let _watch_lock = loop {
+        match TargetLock::acquire_watch(&config.state_dir, &target.name) {
+            Ok(lock) => break lock,
+            // Under --watch, wait for the previous run (cron's last minute)
+            // to finish instead of leaving the target unwatched.
+            Err(e) if watching && e.downcast_ref::<LockHeld>().is_some() && Instant::now() < deadline => {
+                std::thread::sleep(LOCK_RETRY.min(deadline - Instant::now()));
+            }
+            Err(e) => return frame(outcome_of(&e), Some(format!("{e:#}")), None),
+        }
+    };
+    let started = Instant::now();
+    let mut poller = match Poller::new(config, reporter, dry_run, target) {
+        Ok(p) => p,
+        Err(e) => return frame(outcome_of(&e), Some(format!("{e:#}")), None),
+    };
+    let run_id = poller.state.as_ref().and_then(|s| s.start_run(&target.name, "fast", crate::clock::now()).ok());
+    let wake = Wake::new(&poller.dir);
+    let result = loop {
+        if let Err(e) = poller.poll() {
+            break Err(e);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break Ok(());
+        }
+        wake.wait(config.fast_poll.min(deadline - now));
+    };
+    poller.report.seconds = started.elapsed().as_secs_f64();
+    let Poller { report, state, .. } = poller;
+    let (outcome, error, report) = match result {
+        Ok(()) => (report.outcome(), None, Some(report)),
+        Err(e) => (outcome_of(&e), Some(format!("{e:#}")), Some(report)),
+    };
+    if let (Some(state), Some(id)) = (&state, run_id) {
+        let summary = report.as_ref().map(|r| r.summary()).unwrap_or_default();
+        if let Err(e) = state.finish_run(id, crate::clock::now(), outcome, &summary, error.as_deref()) {
+            reporter.warn(&target.name, &format!("cannot record the run in the state file: {e:#}"));
+        }
+    }
+    frame(outcome, error, report)
+}
+
+/// A tag that names a valid package-version, with what it needs.
+struct Wanted {
+    tag: String,
+    /// The package-version to have on the target (an alias's version).
+    pv: PackageVersion,
+    descpkg_mtime: i64,
+    /// The alias to link once `pv` is there (alias tags only).
+    alias: Option<Alias>,
+}
+
+/// One target's polls and what they found.
+struct Poller<'a> {
+    config: &'a Config,
+    reporter: &'a Reporter,
+    dry_run: bool,
+    target: &'a TargetConfig,
+    archive_cfg: &'a ArchiveTarget,
+    source: SourceArchive,
+    dir: PathBuf,
+    /// `None` under `--dry-run`: nothing is counted or recorded.
+    state: Option<State>,
+    /// Opened on the first poll with work, kept while it works.
+    dest: Option<Box<dyn Target + 'a>>,
+    /// Tags whose failure this run already counted (once per run, so a
+    /// target down for a minute does not use up ten retries in a watch).
+    counted: HashMap<String, u32>,
+    /// Tags already reported as kept (said once per run, not every poll).
+    announced: HashSet<String>,
+    kept: BTreeMap<String, TagNote>,
+    report: FastReport,
+}
+
+impl<'a> Poller<'a> {
+    fn new(config: &'a Config, reporter: &'a Reporter, dry_run: bool, target: &'a TargetConfig) -> Result<Poller<'a>> {
+        let dir = tag::tag_dir(config, &target.name);
+        if !dry_run {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| anyhow::anyhow!("cannot create tag directory {}: {e}", dir.display()))?;
+        }
+        Ok(Poller {
+            config,
+            reporter,
+            dry_run,
+            target,
+            archive_cfg: target.archive().expect("selected archive targets only"),
+            source: SourceArchive::new(&config.archive),
+            dir,
+            state: if dry_run { None } else { Some(State::open(&config.state_dir)?) },
+            dest: None,
+            counted: HashMap::new(),
+            announced: HashSet::new(),
+            kept: BTreeMap::new(),
+            report: FastReport::default(),
+        })
+    }
+
+    fn name(&self) -> &str {
+        &self.target.name
+    }
+
+    /// One look at the tag directory, and the work it calls for.
+    fn poll(&mut self) -> Result<()> {
+        self.report.polls += 1;
+        let names = tag::pending(&self.dir)?;
+        if names.is_empty() {
+            self.report.busy = false;
+            self.kept.clear();
+            self.report.kept.clear();
+            return Ok(());
+        }
+        let _lock = match TargetLock::acquire(&self.config.state_dir, &self.target.name) {
+            Ok(lock) => lock,
+            Err(e) if e.downcast_ref::<LockHeld>().is_some() => {
+                if !self.report.busy {
+                    self.reporter.info(self.name(), "tags wait: another blat run holds the target lock");
+                }
+                self.report.busy = true;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        self.report.busy = false;
+        let present: BTreeSet<String> = names.iter().filter_map(|n| n.to_str().map(String::from)).collect();
+        self.kept.retain(|tag, _| present.contains(tag));
+        let wanted = self.classify(names);
+        if !wanted.is_empty() {
+            self.deliver(wanted);
+        }
+        self.report.kept = self.kept.values().cloned().collect();
+        Ok(())
+    }
+
+    /// Checks each tag's name and source; rejects, keeps or fails what cannot
+    /// go now and returns the rest.
+    fn classify(&mut self, names: Vec<OsString>) -> Vec<Wanted> {
+        let now = crate::clock::now();
+        let mut wanted = Vec::new();
+        for name in names {
+            let Some(text) = name.to_str() else {
+                let shown = name.to_string_lossy().escape_default().to_string();
+                self.reject(&name, &shown, "invalid tag name: not UTF-8");
+                continue;
+            };
+            let tag = text.to_string();
+            if std::fs::symlink_metadata(self.dir.join(&name)).is_ok_and(|m| m.is_dir()) {
+                self.reject(&name, &tag, "a directory, not a tag file");
+                continue;
+            }
+            let pv = match PackageVersion::parse(text, "::") {
+                Ok(pv) => pv,
+                Err(e) => {
+                    self.reject(&name, &tag, &format!("invalid tag: {e}"));
+                    continue;
+                }
+            };
+            // An alias tag wants its version and the link (one level only).
+            let (version, alias, entry) = match self.source.inspect(&pv) {
+                Ok(SourceEntry::Alias(version)) => {
+                    let alias = Alias { package: pv.package.clone(), alias: pv.version.clone(), version: version.clone() };
+                    let version = PackageVersion { package: pv.package.clone(), version };
+                    let entry = self.source.inspect(&version);
+                    (version, Some(alias), entry)
+                }
+                other => (pv.clone(), None, other),
+            };
+            match entry {
+                Ok(SourceEntry::Version { descpkg_mtime, writable_since }) => {
+                    if let Some(since) = writable_since.filter(|&s| !past_grace(s, now, self.target.writable_grace)) {
+                        self.keep(&tag, &version, since);
+                        continue;
+                    }
+                    self.kept.remove(&tag);
+                    wanted.push(Wanted { tag, pv: version, descpkg_mtime, alias });
+                }
+                Ok(_) => {
+                    let what = match &alias {
+                        Some(a) => format!("alias {a}: {version} is not a package-version in the source archive"),
+                        None => format!("{pv} does not exist in the source archive"),
+                    };
+                    self.fail(&tag, &what);
+                }
+                Err(e) => self.fail(&tag, &format!("{e:#}")),
+            }
+        }
+        wanted
+    }
+
+    /// Asks the target about the wanted packages, sends what it lacks, links
+    /// aliases, and consumes the tags whose package is in place.
+    fn deliver(&mut self, wanted: Vec<Wanted>) {
+        let dest = match self.dest.take() {
+            Some(d) => d,
+            None => match open_target(self.config, self.reporter, self.dry_run, self.target) {
+                Ok(d) => d,
+                Err(e) => {
+                    let e = format!("{e:#}");
+                    for w in &wanted {
+                        self.fail(&w.tag, &e);
+                    }
+                    return;
+                }
+            },
+        };
+        let mut healthy = true;
+        // One stat per package, whatever the number of its tags.
+        let packages: BTreeSet<&Name> = wanted.iter().map(|w| &w.pv.package).collect();
+        let mut listings = BTreeMap::new();
+        let mut stat_errors = BTreeMap::new();
+        for package in packages {
+            match dest.stat(package) {
+                Ok(l) => {
+                    for bad in &l.rejected {
+                        self.reporter.warn(self.name(), &format!("target listing line ignored (invalid name): {bad}"));
+                    }
+                    listings.insert(package.clone(), l);
+                }
+                Err(e) => {
+                    healthy = false;
+                    stat_errors.insert(package.clone(), format!("cannot ask the target about {package}: {e:#}"));
+                }
+            }
+        }
+        let mut to_send = BTreeSet::new();
+        for w in &wanted {
+            let Some(listing) = listings.get(&w.pv.package) else { continue };
+            match listing.versions.get(&w.pv) {
+                Some(&m) if m == w.descpkg_mtime => {}
+                Some(&m) => {
+                    self.detail(&format!("send {} (descpkg mtime {m} on target, {} here)", w.pv, w.descpkg_mtime));
+                    to_send.insert(w.pv.clone());
+                }
+                None => {
+                    self.detail(&format!("send {} (missing)", w.pv));
+                    to_send.insert(w.pv.clone());
+                }
+            }
+        }
+        let to_send: Vec<PackageVersion> = to_send.into_iter().collect();
+        let results = super::sync::send_packages(
+            self.reporter,
+            self.target,
+            self.archive_cfg,
+            &self.source,
+            dest.as_ref(),
+            &to_send,
+            self.dry_run,
+        );
+        let mut send_errors = BTreeMap::new();
+        for (pv, bytes, result) in results {
+            match result {
+                Ok(()) => {
+                    self.report.bytes_sent += bytes;
+                    self.report.sent.push(pv);
+                }
+                Err(e) => {
+                    send_errors.insert(pv, e);
+                }
+            }
+        }
+        let mut linked = BTreeSet::new();
+        for w in wanted {
+            if let Some(e) = stat_errors.get(&w.pv.package) {
+                self.fail(&w.tag, e);
+                continue;
+            }
+            if let Some(e) = send_errors.get(&w.pv) {
+                self.fail(&w.tag, &format!("{} not sent: {e}", w.pv));
+                continue;
+            }
+            if let Some(alias) = &w.alias {
+                let there = listings.get(&alias.package).is_some_and(|l| l.aliases.contains(alias));
+                if !there && !linked.contains(alias) {
+                    if let Err(e) = dest.link(alias) {
+                        healthy = false;
+                        self.fail(&w.tag, &format!("{e:#}"));
+                        continue;
+                    }
+                    self.detail(&format!("linked {alias}"));
+                    self.report.linked.push(alias.clone());
+                    linked.insert(alias.clone());
+                }
+            }
+            if !to_send.contains(&w.pv) && w.alias.as_ref().is_none_or(|a| !linked.contains(a)) {
+                self.report.up_to_date.push(w.tag.clone());
+            }
+            self.consume(&w.tag);
+        }
+        // A target that failed may have a broken connection: open it afresh.
+        if healthy && send_errors.is_empty() {
+            self.dest = Some(dest);
+        }
+    }
+
+    fn detail(&self, message: &str) {
+        if !self.dry_run {
+            self.reporter.detail(self.name(), message);
+        }
+    }
+
+    /// The tag's package is in place: remove the tag, forget its attempts.
+    fn consume(&mut self, tag: &str) {
+        self.report.failed.retain(|f| f.tag != tag);
+        self.counted.remove(tag);
+        if self.dry_run {
+            self.reporter.plan_line(self.name(), &format!("would remove tag {tag}"));
+            return;
+        }
+        if let Err(e) = std::fs::remove_file(self.dir.join(tag)) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                self.reporter.warn(self.name(), &format!("cannot remove tag {tag}: {e}"));
+            }
+        }
+        if let Some(state) = &self.state {
+            let _ = state.forget_tag(&self.target.name, tag);
+        }
+    }
+
+    /// Leaves a tag whose source is still being written for a later poll.
+    fn keep(&mut self, tag: &str, pv: &PackageVersion, since: i64) {
+        let until = since + self.target.writable_grace.as_secs() as i64;
+        let reason = format!(
+            "{pv} is still writable (since {}); sent once it is read-only or after {}",
+            crate::clock::rfc3339(since),
+            crate::clock::rfc3339(until)
+        );
+        if self.announced.insert(tag.to_string()) {
+            self.reporter.info(self.name(), &format!("tag {tag} kept: {reason}"));
+        }
+        self.kept.insert(tag.to_string(), TagNote { tag: tag.to_string(), reason });
+    }
+
+    /// A failed attempt: counted once per run; at `tag_retries` attempts the
+    /// tag is rejected, before that it stays for a retry.
+    fn fail(&mut self, tag: &str, reason: &str) {
+        self.kept.remove(tag);
+        let attempts = match (self.counted.get(tag), &self.state) {
+            (Some(&n), _) => n,
+            (None, Some(state)) => {
+                let n = state.tag_failed(&self.target.name, tag, reason).unwrap_or_else(|e| {
+                    self.reporter.warn(&self.target.name, &format!("cannot count the attempt in the state file: {e:#}"));
+                    1
+                });
+                self.counted.insert(tag.to_string(), n);
+                self.reporter.error(
+                    &self.target.name,
+                    &format!("tag {tag}: {reason} (attempt {n} of {})", self.target.tag_retries.max(1)),
+                );
+                n
+            }
+            (None, None) => {
+                self.reporter.plan_line(&self.target.name, &format!("tag {tag} fails: {reason}"));
+                self.counted.insert(tag.to_string(), 0);
+                0
+            }
+        };
+        if self.state.is_some() && attempts >= self.target.tag_retries.max(1) {
+            let why = format!("{reason} (gave up after {attempts} attempts)");
+            self.report.failed.retain(|f| f.tag != tag);
+            self.reject(&OsString::from(tag), tag, &why);
+            return;
+        }
+        self.report.failed.retain(|f| f.tag != tag);
+        self.report.failed.push(TagNote { tag: tag.to_string(), reason: reason.to_string() });
+    }
+
+    /// Moves a tag to `.rejected/` with its reason; `shown` is its name made
+    /// printable.
+    fn reject(&mut self, name: &OsString, shown: &str, reason: &str) {
+        self.kept.remove(shown);
+        self.counted.remove(shown);
+        self.report.rejected.push(TagNote { tag: shown.to_string(), reason: reason.to_string() });
+        if self.dry_run {
+            self.reporter.plan_line(self.name(), &format!("would reject tag {shown}: {reason}"));
+            return;
+        }
+        self.reporter.error(self.name(), &format!("tag {shown} rejected: {reason}"));
+        if let Err(e) = tag::reject(&self.dir, name, reason, crate::clock::now()) {
+            self.reporter.error(self.name(), &format!("cannot move tag {shown} aside: {e:#}"));
+        }
+        if let Some(state) = &self.state {
+            let _ = state.forget_tag(&self.target.name, shown);
+        }
+    }
+}
+
+/// Opens a target for a poll; under `--dry-run` its changes only print.
+fn open_target<'a>(
+    config: &Config,
+    reporter: &'a Reporter,
+    dry_run: bool,
+    target: &TargetConfig,
+) -> Result<Box<dyn Target + 'a>> {
+    let inner = target::open(config, target)?;
+    Ok(if dry_run { Box::new(DryRun::new(inner, &target.name, reporter)) } else { inner })
+}
+
+/// Sleeps until a tag may have arrived: an entry created, moved into or
+/// written in the tag directory, or the timeout. Without inotify (another
+/// OS, a directory that vanished) it is a plain sleep, so polling still
+/// finds every tag, only later.
+struct Wake {
+    #[cfg(target_os = "linux")]
+    fd: Option<std::os::fd::OwnedFd>,
+}
+
+impl Wake {
+    #[cfg(target_os = "linux")]
+    fn new(dir: &Path) -> Wake {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return Wake { fd: None } };
+        // SAFETY: inotify_init1 takes flags only; a non-negative result is a
+        // new descriptor that nothing else owns.
+        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if raw < 0 {
+            return Wake { fd: None };
+        }
+        // SAFETY: `raw` is a fresh descriptor owned by no one else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mask = libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_CLOSE_WRITE | libc::IN_ATTRIB;
+        // SAFETY: `fd` is a valid inotify descriptor, `path` a NUL-terminated string.
+        let watch = unsafe { libc::inotify_add_watch(std::os::fd::AsRawFd::as_raw_fd(&fd), path.as_ptr(), mask) };
+        Wake { fd: (watch >= 0).then_some(fd) }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn new(_dir: &Path) -> Wake {
+        Wake {}
+    }
+
+    #[cfg(target_os = "linux")]
+    fn wait(&self, timeout: Duration) {
+        use std::os::fd::AsRawFd;
+        let Some(fd) = &self.fd else { return std::thread::sleep(timeout) };
+        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd, count 1.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n < 0 {
+            // Interrupted or worse: do not spin, fall back to sleeping.
+            return std::thread::sleep(timeout);
+        }
+        let mut buf = [0u8; 4096];
+        // SAFETY: reads into a buffer we own, of the length we pass; the
+        // descriptor is non-blocking, so this ends when the queue is empty.
+        while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn wait(&self, timeout: Duration) {
+        std::thread::sleep(timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_follows_what_happened() {
+        let mut r = FastReport::default();
+        assert_eq!(r.outcome(), Outcome::Done);
+        r.kept.push(TagNote { tag: "p::1".into(), reason: "writable".into() });
+        assert_eq!(r.outcome(), Outcome::Done, "a kept tag is not a failure");
+        r.busy = true;
+        assert_eq!(r.outcome(), Outcome::Locked);
+        r.rejected.push(TagNote { tag: "a::b::c".into(), reason: "invalid".into() });
+        assert_eq!(r.outcome(), Outcome::Failed);
+        r.sent.push(PackageVersion::new("p", "2").unwrap());
+        assert_eq!(r.outcome(), Outcome::Partial);
+        assert!(r.summary().starts_with("1 sent (0 B), 0 up to date, 1 kept (writable), 1 rejected, 0 failed"), "{}", r.summary());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn wake_returns_when_a_tag_arrives() {
+        let dir = tempfile::tempdir().unwrap();
+        let wake = Wake::new(dir.path());
+        assert!(wake.fd.is_some());
+        let path = dir.path().join("p::1");
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            std::fs::write(path, "").unwrap();
+        });
+        let started = Instant::now();
+        wake.wait(Duration::from_secs(20));
+        assert!(started.elapsed() < Duration::from_secs(10), "woke after {:?}", started.elapsed());
+        writer.join().unwrap();
+    }
+}
