@@ -34,5 +34,7 @@ fn run(cli: &Cli) -> Result<Outcome> {
     match &cli.command {
         Command::Sync(args) => ops::sync::run(&ctx, &args.options(g)),
         Command::Plist(_) => ops::plist::run(&ctx, &g.selection()),
+        Command::Fast(args) => ops::fast::run(&ctx, &args.options(g)),
+        Command::Tag(args) => ops::tag::run(&ctx, &args.options(g)),
     }
 }

@@ -1,8 +1,10 @@
 //! The command line (clap types only). Each subcommand file turns its
 //! arguments into an `ops` options struct; the core never sees clap.
 
+pub mod fast;
 pub mod plist;
 pub mod sync;
+pub mod tag;
 
 use std::path::PathBuf;
 
@@ -64,4 +66,6 @@ impl GlobalArgs {
 pub enum Command {
     Sync(sync::SyncArgs),
     Plist(plist::PlistArgs),
+    Fast(fast::FastArgs),
+    Tag(tag::TagArgs),
 }

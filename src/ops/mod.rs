@@ -2,8 +2,10 @@
 //! and a [`Context`]; the per-target frame (selection, lock, state record,
 //! error capture, summary, exit code) is shared here in [`for_each_target`].
 
+pub mod fast;
 pub mod plist;
 pub mod sync;
+pub mod tag;
 
 use std::cell::RefCell;
 
