@@ -11,6 +11,7 @@
 //! - [`plan`]: pure diff of current set × target listing.
 //! - [`target`]: `Target` trait, the receiver protocol, transports, packing.
 //! - [`ops`]: one pass of each command; [`state`], [`lock`], [`report`].
+//! - `store` (feature `s3`): `ObjectStore` trait, S3, deterministic package ZIPs.
 //! - `receiver/blat-receiver`: the target-side sh program, embedded.
 
 pub mod archive;
@@ -25,4 +26,6 @@ pub mod plan;
 pub mod release;
 pub mod report;
 pub mod state;
+#[cfg(feature = "s3")]
+pub mod store;
 pub mod target;

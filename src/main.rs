@@ -34,6 +34,8 @@ fn run(cli: &Cli) -> Result<Outcome> {
     match &cli.command {
         Command::Sync(args) => ops::sync::run(&ctx, &args.options(g)),
         Command::Plist(_) => ops::plist::run(&ctx, &g.selection()),
+        #[cfg(feature = "s3")]
+        Command::S3sync(args) => ops::s3sync::run(&ctx, &args.options(g)),
         Command::Fast(args) => ops::fast::run(&ctx, &args.options(g)),
         Command::Tag(args) => ops::tag::run(&ctx, &args.options(g)),
     }

@@ -3,6 +3,8 @@
 
 pub mod fast;
 pub mod plist;
+#[cfg(feature = "s3")]
+pub mod s3sync;
 pub mod sync;
 pub mod tag;
 
@@ -66,6 +68,8 @@ impl GlobalArgs {
 pub enum Command {
     Sync(sync::SyncArgs),
     Plist(plist::PlistArgs),
+    #[cfg(feature = "s3")]
+    S3sync(s3sync::S3syncArgs),
     Fast(fast::FastArgs),
     Tag(tag::TagArgs),
 }

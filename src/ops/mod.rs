@@ -4,6 +4,8 @@
 
 pub mod fast;
 pub mod plist;
+#[cfg(feature = "s3")]
+pub mod s3sync;
 pub mod sync;
 pub mod tag;
 

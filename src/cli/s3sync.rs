@@ -1,0 +1,22 @@
+//! `blat s3sync` arguments.
+
+use clap::Args;
+
+use super::GlobalArgs;
+use crate::ops::s3sync::S3SyncOptions;
+
+/// Keep S3 targets' buckets holding one ZIP per package-version of their
+/// current set (releases flagged s3sync = 1, or the target's releases and
+/// projects), uploading what is missing or changed, then age the excess
+#[derive(Debug, Args)]
+pub struct S3syncArgs {
+    /// Allow more deletions than the target's max_delete in this pass
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl S3syncArgs {
+    pub fn options(&self, global: &GlobalArgs) -> S3SyncOptions {
+        S3SyncOptions { selection: global.selection(), force: self.force }
+    }
+}

@@ -1,0 +1,912 @@
+//! `blat s3sync`: keep an S3 target's bucket holding one deterministic ZIP
+//! per package-version of its current set, at
+//! `{prefix}{package}/{package}_{version}.zip`, plus `{prefix}{package}/{alias}.txt`
+//! (the version, one line) for each alias; excess ZIPs go as `[aging]` says.
+//!
+//! Change detection costs one paginated listing of the prefix per pass: the
+//! state file remembers what each upload left (descpkg mtime, size, ETag),
+//! and an object the listing shows as the state remembers it is current. An
+//! object the state does not know (a lost state file, another master) is
+//! asked about once with a HEAD: its `descpkg-mtime` metadata says whether it
+//! is current, and the answer is remembered. Nothing is ever re-uploaded
+//! just because the state file is gone.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use rusqlite::params;
+use serde::Serialize;
+
+use super::sync::Failure;
+use super::{Context, Selection, TargetReport};
+use crate::archive::{Alias, Name, PackageVersion, SourceArchive, SourceEntry};
+use crate::config::units::human_bytes;
+use crate::config::{AgingMethod, S3Target, TargetConfig, TargetKind};
+use crate::current::{self, CurrentSet};
+use crate::error::Outcome;
+use crate::plan::{SkipReason, Skipped};
+use crate::report::{Reporter, TransferProgress};
+use crate::state::State;
+use crate::store::s3::S3Store;
+use crate::store::{zip, Multipart, ObjectInfo, ObjectStore, Put, Requests, Stored};
+
+#[derive(Clone, Debug, Default)]
+pub struct S3SyncOptions {
+    pub selection: Selection,
+    /// Allow more deletions than `max_delete` in one pass.
+    pub force: bool,
+}
+
+/// The user metadata that carries the change key with each ZIP.
+pub const MTIME_META: &str = "descpkg-mtime";
+/// An alias object is one line; anything longer is not ours.
+const ALIAS_LIMIT: u64 = 1024;
+
+#[derive(Debug, Default, Serialize)]
+pub struct S3SyncReport {
+    pub store: String,
+    pub releases: Vec<String>,
+    pub wanted: usize,
+    pub up_to_date: usize,
+    /// Found in the bucket unknown to the state file, confirmed by one HEAD
+    /// (or GET for an alias) and remembered: not uploaded again.
+    pub adopted: usize,
+    pub uploaded: Vec<PackageVersion>,
+    pub bytes_uploaded: u64,
+    pub aliases_written: Vec<Alias>,
+    pub skipped: Vec<Skipped>,
+    pub failed: Vec<Failure>,
+    /// ZIPs in the bucket that are not in the current set (after the guards).
+    pub excess: usize,
+    pub marked: usize,
+    pub deleted: Vec<PackageVersion>,
+    /// Multipart uploads an interrupted pass left open, aborted now.
+    pub aborted_uploads: usize,
+    pub requests: Requests,
+    pub seconds: f64,
+}
+
+impl TargetReport for S3SyncReport {
+    fn outcome(&self) -> Outcome {
+        let progress = self.up_to_date + self.uploaded.len() + self.aliases_written.len() + self.deleted.len();
+        if self.failed.is_empty() {
+            Outcome::Done
+        } else if progress > 0 {
+            Outcome::Partial
+        } else {
+            Outcome::Failed
+        }
+    }
+
+    fn summary(&self) -> String {
+        let mut parts = vec![format!("{} uploaded ({})", self.uploaded.len(), human_bytes(self.bytes_uploaded))];
+        if !self.failed.is_empty() {
+            parts.push(format!("{} failed", self.failed.len()));
+        }
+        parts.push(format!("{} up to date", self.up_to_date));
+        if self.adopted > 0 {
+            parts.push(format!("{} found in the bucket", self.adopted));
+        }
+        if !self.skipped.is_empty() {
+            parts.push(format!("{} skipped", self.skipped.len()));
+        }
+        if !self.aliases_written.is_empty() {
+            parts.push(format!("{} aliases written", self.aliases_written.len()));
+        }
+        if !self.deleted.is_empty() {
+            parts.push(format!("{} deleted", self.deleted.len()));
+        }
+        if self.marked > 0 {
+            parts.push(format!("{} marked", self.marked));
+        }
+        let left = self.excess.saturating_sub(self.deleted.len());
+        if left > 0 {
+            parts.push(format!("{left} excess left"));
+        }
+        parts.push(format!("{} requests", self.requests.total()));
+        format!("{} in {:.1}s", parts.join(", "), self.seconds)
+    }
+}
+
+pub fn run(ctx: &Context, options: &S3SyncOptions) -> Result<Outcome> {
+    let targets = ctx.select(&options.selection, |t| matches!(t.kind, TargetKind::S3(_)), "s3")?;
+    super::for_each_target(ctx, "s3sync", &targets, |ctx, target| {
+        let TargetKind::S3(s3) = &target.kind else { unreachable!("selected s3 targets only") };
+        let store = S3Store::connect(s3)?;
+        let store: Box<dyn ObjectStore> =
+            if ctx.dry_run { Box::new(DryRun { inner: store, target: &target.name, reporter: &ctx.reporter }) } else { Box::new(store) };
+        s3sync_target(ctx, target, s3, store.as_ref(), options.force).map(Some)
+    })
+}
+
+// ---- keys ------------------------------------------------------------------
+
+/// `{prefix}{package}/{package}_{version}.zip`
+pub fn zip_key(prefix: &str, pv: &PackageVersion) -> String {
+    format!("{prefix}{}/{}_{}.zip", pv.package, pv.package, pv.version)
+}
+
+/// `{prefix}{package}/{alias}.txt`
+pub fn alias_key(prefix: &str, package: &Name, alias: &Name) -> String {
+    format!("{prefix}{package}/{alias}.txt")
+}
+
+/// What a key in the bucket is to blat; anything else is left alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    Zip(PackageVersion),
+    Alias { package: Name, alias: Name },
+}
+
+pub fn parse_key(prefix: &str, key: &str) -> Option<KeyKind> {
+    let (package, file) = key.strip_prefix(prefix)?.split_once('/')?;
+    let package = Name::new(package).ok()?;
+    if let Some(version) = file.strip_prefix(&format!("{package}_")).and_then(|f| f.strip_suffix(".zip")) {
+        return Some(KeyKind::Zip(PackageVersion { package, version: Name::new(version).ok()? }));
+    }
+    let alias = Name::new(file.strip_suffix(".txt")?).ok()?;
+    Some(KeyKind::Alias { package, alias })
+}
+
+// ---- what the state file remembers -----------------------------------------
+
+/// What one upload left in the bucket (a row of `uploads`). For an alias
+/// object, `version` is the version it names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upload {
+    pub key: String,
+    pub package: String,
+    pub version: String,
+    pub descpkg_mtime: i64,
+    pub size: u64,
+    pub etag: String,
+    pub uploaded: i64,
+}
+
+/// The state file as `s3sync` uses it, for one target. Without a state (a
+/// dry run) it remembers nothing new.
+struct Ledger<'a> {
+    state: Option<&'a State>,
+    target: &'a str,
+}
+
+impl Ledger<'_> {
+    fn uploads(&self, state: &State) -> Result<HashMap<String, Upload>> {
+        let mut stmt = state.connection().prepare(
+            "SELECT key, package, version, descpkg_mtime, size, etag, uploaded FROM uploads WHERE target = ?1",
+        )?;
+        let rows = stmt.query_map(params![self.target], |r| {
+            Ok(Upload {
+                key: r.get(0)?,
+                package: r.get(1)?,
+                version: r.get(2)?,
+                descpkg_mtime: r.get(3)?,
+                size: r.get::<_, i64>(4)? as u64,
+                etag: r.get(5)?,
+                uploaded: r.get(6)?,
+            })
+        })?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let row = row?;
+            out.insert(row.key.clone(), row);
+        }
+        Ok(out)
+    }
+
+    fn record(&self, u: &Upload) -> Result<()> {
+        let Some(state) = self.state else { return Ok(()) };
+        state.connection().execute(
+            "INSERT OR REPLACE INTO uploads (target, key, package, version, descpkg_mtime, size, etag, uploaded)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![self.target, u.key, u.package, u.version, u.descpkg_mtime, u.size as i64, u.etag, u.uploaded],
+        )?;
+        Ok(())
+    }
+
+    fn forget(&self, key: &str) -> Result<()> {
+        let Some(state) = self.state else { return Ok(()) };
+        state.connection().execute("DELETE FROM uploads WHERE target = ?1 AND key = ?2", params![self.target, key])?;
+        Ok(())
+    }
+
+    fn open_multiparts(&self, state: &State) -> Result<Vec<(String, String)>> {
+        let mut stmt = state
+            .connection()
+            .prepare("SELECT key, upload_id FROM multipart_uploads WHERE target = ?1 ORDER BY started")?;
+        let rows = stmt.query_map(params![self.target], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn multipart(&self, event: &Multipart) -> Result<()> {
+        let Some(state) = self.state else { return Ok(()) };
+        match event {
+            Multipart::Started { key, upload_id } => state.connection().execute(
+                "INSERT OR REPLACE INTO multipart_uploads (target, key, upload_id, started) VALUES (?1, ?2, ?3, ?4)",
+                params![self.target, key, upload_id, crate::clock::now()],
+            )?,
+            Multipart::Ended { upload_id, .. } => state.connection().execute(
+                "DELETE FROM multipart_uploads WHERE target = ?1 AND upload_id = ?2",
+                params![self.target, upload_id],
+            )?,
+        };
+        Ok(())
+    }
+
+    fn marks(&self, state: &State) -> Result<BTreeMap<PackageVersion, i64>> {
+        let mut stmt =
+            state.connection().prepare("SELECT package, version, first_seen FROM marks WHERE target = ?1")?;
+        let rows = stmt.query_map(params![self.target], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+        })?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (p, v, first) = row?;
+            // A mark with a bad name can only be stale; it is never acted on.
+            if let Ok(pv) = PackageVersion::new(&p, &v) {
+                out.insert(pv, first);
+            }
+        }
+        Ok(out)
+    }
+
+    fn mark(&self, pv: &PackageVersion, now: i64) -> Result<()> {
+        let Some(state) = self.state else { return Ok(()) };
+        state.connection().execute(
+            "INSERT OR IGNORE INTO marks (target, package, version, first_seen) VALUES (?1, ?2, ?3, ?4)",
+            params![self.target, pv.package.as_str(), pv.version.as_str(), now],
+        )?;
+        Ok(())
+    }
+
+    fn unmark(&self, pv: &PackageVersion) -> Result<()> {
+        let Some(state) = self.state else { return Ok(()) };
+        state.connection().execute(
+            "DELETE FROM marks WHERE target = ?1 AND package = ?2 AND version = ?3",
+            params![self.target, pv.package.as_str(), pv.version.as_str()],
+        )?;
+        Ok(())
+    }
+}
+
+// ---- decisions (pure) -------------------------------------------------------
+
+/// Why a ZIP goes up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum UploadReason {
+    /// No object at its key.
+    Missing,
+    /// The object holds another descpkg mtime.
+    Changed { stored_mtime: i64, source_mtime: i64 },
+    /// The object carries no descpkg mtime blat can trust.
+    Unknown,
+}
+
+impl std::fmt::Display for UploadReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UploadReason::Missing => f.write_str("missing"),
+            UploadReason::Changed { stored_mtime, source_mtime } => {
+                write!(f, "descpkg mtime {stored_mtime} in the bucket, {source_mtime} here")
+            }
+            UploadReason::Unknown => f.write_str("the object in the bucket has no descpkg mtime"),
+        }
+    }
+}
+
+/// What the listing and the state file say about one wanted ZIP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Judgement {
+    UpToDate,
+    /// The object is there but the state file does not vouch for it.
+    AskStore,
+    Upload(UploadReason),
+}
+
+/// Decides from the listing and the state file alone (no request).
+pub fn judge(listed: Option<&ObjectInfo>, remembered: Option<&Upload>, source_mtime: i64) -> Judgement {
+    let Some(listed) = listed else { return Judgement::Upload(UploadReason::Missing) };
+    match remembered {
+        Some(r) if r.etag == listed.etag && r.size == listed.size => {
+            if r.descpkg_mtime == source_mtime {
+                Judgement::UpToDate
+            } else {
+                Judgement::Upload(UploadReason::Changed { stored_mtime: r.descpkg_mtime, source_mtime })
+            }
+        }
+        // Unknown to the state, or replaced since: the object's metadata decides.
+        _ => Judgement::AskStore,
+    }
+}
+
+/// ZIPs in the bucket that aging may remove: not wanted, not pinned, not the
+/// version of any alias (wanted or in the bucket), not younger than the
+/// grace (by descpkg mtime, else upload time). Empty for an empty set.
+pub fn excess(
+    set: &CurrentSet,
+    zips: &BTreeMap<PackageVersion, i64>,
+    aliased: &BTreeSet<PackageVersion>,
+    now: i64,
+    grace: Duration,
+) -> Vec<PackageVersion> {
+    if set.is_empty() {
+        return Vec::new();
+    }
+    let wanted_alias: BTreeSet<PackageVersion> = set
+        .aliases
+        .iter()
+        .map(|a| PackageVersion { package: a.package.clone(), version: a.version.clone() })
+        .collect();
+    zips.iter()
+        .filter(|(pv, mtime)| {
+            !set.versions.contains_key(*pv)
+                && !set.protected.contains(*pv)
+                && !aliased.contains(*pv)
+                && !wanted_alias.contains(*pv)
+                && now - **mtime > grace.as_secs() as i64
+        })
+        .map(|(pv, _)| pv.clone())
+        .collect()
+}
+
+// ---- the pass ---------------------------------------------------------------
+
+fn s3sync_target(
+    ctx: &Context,
+    target: &TargetConfig,
+    s3: &S3Target,
+    store: &dyn ObjectStore,
+    force: bool,
+) -> Result<S3SyncReport> {
+    let started = Instant::now();
+    let name = target.name.as_str();
+    let source = SourceArchive::new(&ctx.config.archive);
+    // A release source that fails stops the pass here: nothing is deleted.
+    let set = ctx.with_source(|s| current::load(target, s, &source))?;
+    let state = State::open(&ctx.config.state_dir)?;
+    let ledger = Ledger { state: (!ctx.dry_run).then_some(&state), target: name };
+    let mut report = S3SyncReport {
+        store: store.describe(),
+        releases: set.releases.iter().map(|r| r.to_string()).collect(),
+        wanted: set.versions.len(),
+        ..S3SyncReport::default()
+    };
+
+    for (key, upload_id) in ledger.open_multiparts(&state)? {
+        match store.abort_multipart(&key, &upload_id) {
+            Ok(()) => {
+                ledger.multipart(&Multipart::Ended { key: &key, upload_id: &upload_id })?;
+                report.aborted_uploads += 1;
+                ctx.reporter.info(name, &format!("aborted the interrupted upload of {key}"));
+            }
+            Err(e) => ctx.reporter.warn(name, &format!("{e:#}")),
+        }
+    }
+
+    let listing: BTreeMap<String, ObjectInfo> =
+        store.list(&s3.prefix)?.into_iter().map(|o| (o.key.clone(), o)).collect();
+    let mut known = ledger.uploads(&state)?;
+    // Objects removed behind blat's back are forgotten, so they count as missing.
+    for key in known.keys().filter(|k| !listing.contains_key(*k)).cloned().collect::<Vec<_>>() {
+        ledger.forget(&key)?;
+        known.remove(&key);
+    }
+    let now = crate::clock::now();
+
+    // Decide each wanted ZIP.
+    let mut present: BTreeSet<PackageVersion> = BTreeSet::new();
+    let mut queue: Vec<(PackageVersion, i64)> = Vec::new();
+    for (pv, entry) in &set.versions {
+        let SourceEntry::Version { descpkg_mtime, writable_since } = entry else {
+            report.skipped.push(Skipped { pv: pv.clone(), reason: SkipReason::NotInArchive });
+            continue;
+        };
+        let key = zip_key(&s3.prefix, pv);
+        let listed = listing.get(&key);
+        let mut judgement = judge(listed, known.get(&key), *descpkg_mtime);
+        if judgement == Judgement::AskStore {
+            judgement = match ask_store(store, &key, pv, *descpkg_mtime) {
+                Ok((j, Some(upload))) => {
+                    ledger.record(&upload)?;
+                    report.adopted += 1;
+                    known.insert(key.clone(), upload);
+                    j
+                }
+                Ok((j, None)) => j,
+                Err(e) => {
+                    report.failed.push(Failure { item: pv.to_string(), error: format!("{e:#}") });
+                    continue;
+                }
+            };
+        }
+        match judgement {
+            Judgement::UpToDate => {
+                report.up_to_date += 1;
+                present.insert(pv.clone());
+            }
+            Judgement::Upload(reason) => {
+                if let Some(since) = writable_since {
+                    if !crate::archive::past_grace(*since, now, target.writable_grace) {
+                        report.skipped.push(Skipped { pv: pv.clone(), reason: SkipReason::Writable { since: *since } });
+                        continue;
+                    }
+                }
+                ctx.reporter.detail(name, &format!("upload {pv} ({reason})"));
+                queue.push((pv.clone(), *descpkg_mtime));
+            }
+            Judgement::AskStore => unreachable!("asked above"),
+        }
+    }
+    for s in &report.skipped {
+        let line = format!("skip {}: {}", s.pv, s.reason);
+        if ctx.dry_run { ctx.reporter.plan_line(name, &line) } else { ctx.reporter.info(name, &line) }
+    }
+
+    upload_all(ctx, target, s3, &source, store, &queue, &mut report, &mut present);
+    let aliased = aliases(ctx, target, s3, store, &ledger, &set, &listing, &mut known, &present, &mut report)?;
+    age(ctx, target, s3, store, &ledger, &state, &set, &listing, &known, &aliased, now, force, &mut report)?;
+
+    report.requests = store.requests();
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// One HEAD for an object the state file cannot vouch for; returns the
+/// judgement and, when the object is current, the row to remember.
+fn ask_store(store: &dyn ObjectStore, key: &str, pv: &PackageVersion, mtime: i64) -> Result<(Judgement, Option<Upload>)> {
+    let Some(head) = store.head(key)? else { return Ok((Judgement::Upload(UploadReason::Missing), None)) };
+    let stored: Option<i64> = head.metadata.get(MTIME_META).and_then(|m| m.trim().parse().ok());
+    Ok(match stored {
+        Some(m) if m == mtime => (
+            Judgement::UpToDate,
+            Some(Upload {
+                key: key.to_string(),
+                package: pv.package.to_string(),
+                version: pv.version.to_string(),
+                descpkg_mtime: m,
+                size: head.size,
+                etag: head.etag,
+                uploaded: crate::clock::now(),
+            }),
+        ),
+        Some(m) => (Judgement::Upload(UploadReason::Changed { stored_mtime: m, source_mtime: mtime }), None),
+        None => (Judgement::Upload(UploadReason::Unknown), None),
+    })
+}
+
+/// Zips and uploads the queue with `parallel` workers; a failed package is
+/// recorded and the others go on. Each upload is remembered as it ends, so
+/// an interrupted pass loses nothing it finished.
+#[allow(clippy::too_many_arguments)]
+fn upload_all(
+    ctx: &Context,
+    target: &TargetConfig,
+    s3: &S3Target,
+    source: &SourceArchive,
+    store: &dyn ObjectStore,
+    queue: &[(PackageVersion, i64)],
+    report: &mut S3SyncReport,
+    present: &mut BTreeSet<PackageVersion>,
+) {
+    if queue.is_empty() {
+        return;
+    }
+    let progress = ctx.reporter.transfer(&target.name, queue.len(), 0);
+    let uploader = Uploader {
+        reporter: &ctx.reporter,
+        state_dir: (!ctx.dry_run).then_some(ctx.config.state_dir.as_path()),
+        target: &target.name,
+        prefix: &s3.prefix,
+        source,
+        store,
+        progress: &progress,
+        work: Mutex::new(queue.iter().cloned().collect()),
+        results: Mutex::new(Vec::new()),
+    };
+    let workers = s3.parallel.min(queue.len()).max(1);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| uploader.work());
+        }
+    });
+    progress.finish();
+    let mut results = uploader.results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    for (pv, result) in results {
+        match result {
+            Ok(stored) => {
+                report.bytes_uploaded += stored.size;
+                present.insert(pv.clone());
+                report.uploaded.push(pv);
+            }
+            Err(error) => {
+                ctx.reporter.error(&target.name, &format!("{pv}: {error}"));
+                report.failed.push(Failure { item: pv.to_string(), error });
+            }
+        }
+    }
+}
+
+/// What the upload workers share.
+struct Uploader<'a> {
+    reporter: &'a Reporter,
+    /// `None` under `--dry-run`: nothing is remembered.
+    state_dir: Option<&'a std::path::Path>,
+    target: &'a str,
+    prefix: &'a str,
+    source: &'a SourceArchive,
+    store: &'a dyn ObjectStore,
+    progress: &'a TransferProgress<'a>,
+    work: Mutex<VecDeque<(PackageVersion, i64)>>,
+    results: Mutex<Vec<(PackageVersion, Result<Stored, String>)>>,
+}
+
+impl Uploader<'_> {
+    fn work(&self) {
+        // Each worker its own connection: SQLite connections are not shared
+        // across threads, and rows are written as uploads end.
+        let state = match self.state_dir.map(State::open).transpose() {
+            Ok(state) => state,
+            Err(e) => {
+                self.reporter.error(self.target, &format!("{e:#}"));
+                return;
+            }
+        };
+        let ledger = Ledger { state: state.as_ref(), target: self.target };
+        loop {
+            let Some((pv, mtime)) = self.work.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else { return };
+            let result = self.upload(&ledger, &pv, mtime);
+            self.progress.package_done();
+            if result.is_ok() {
+                self.reporter.detail(self.target, &format!("uploaded {pv}"));
+            }
+            self.results.lock().unwrap_or_else(|e| e.into_inner()).push((pv, result.map_err(|e| format!("{e:#}"))));
+        }
+    }
+
+    fn upload(&self, ledger: &Ledger, pv: &PackageVersion, mtime: i64) -> Result<Stored> {
+        let contents = zip::scan(self.source, pv)?;
+        if contents.mtime != mtime {
+            anyhow::bail!("the descpkg changed during the pass (mtime {mtime}, now {})", contents.mtime);
+        }
+        let key = zip_key(self.prefix, pv);
+        let journal = |event: Multipart| {
+            if let Err(e) = ledger.multipart(&event) {
+                self.reporter.warn(self.target, &format!("cannot journal the multipart upload of {key}: {e:#}"));
+            }
+        };
+        let stored = self.store.put(
+            &Put {
+                key: &key,
+                metadata: &[(MTIME_META, mtime.to_string())],
+                content_type: "application/zip",
+                size_hint: contents.bytes,
+                journal: &journal,
+                progress: &|n| self.progress.add_bytes(n),
+            },
+            &mut |out| zip::write(&contents, out).map(|_| ()),
+        )?;
+        ledger
+            .record(&Upload {
+                key: key.clone(),
+                package: pv.package.to_string(),
+                version: pv.version.to_string(),
+                descpkg_mtime: mtime,
+                size: stored.size,
+                etag: stored.etag.clone(),
+                uploaded: crate::clock::now(),
+            })
+            .context("uploaded, but cannot remember it in the state file")?;
+        Ok(stored)
+    }
+}
+
+/// Writes the alias objects of the set (once their version is in the
+/// bucket) and learns what every alias object in the bucket names; returns
+/// those versions, which aging never removes.
+#[allow(clippy::too_many_arguments)]
+fn aliases(
+    ctx: &Context,
+    target: &TargetConfig,
+    s3: &S3Target,
+    store: &dyn ObjectStore,
+    ledger: &Ledger,
+    set: &CurrentSet,
+    listing: &BTreeMap<String, ObjectInfo>,
+    known: &mut HashMap<String, Upload>,
+    present: &BTreeSet<PackageVersion>,
+    report: &mut S3SyncReport,
+) -> Result<BTreeSet<PackageVersion>> {
+    let name = target.name.as_str();
+    let mut aliased = BTreeSet::new();
+    // What each alias object in the bucket names: the state, else one GET.
+    let mut names: HashMap<String, Option<Name>> = HashMap::new();
+    for (key, listed) in listing {
+        let Some(KeyKind::Alias { package, .. }) = parse_key(&s3.prefix, key) else { continue };
+        let version = match known.get(key) {
+            Some(r) if r.etag == listed.etag && r.size == listed.size => Name::new(&r.version).ok(),
+            _ => match store.get(key, ALIAS_LIMIT) {
+                Ok(Some(body)) => {
+                    let v = String::from_utf8_lossy(&body).trim().to_string();
+                    match Name::new(&v) {
+                        Ok(v) => {
+                            let row = Upload {
+                                key: key.clone(),
+                                package: package.to_string(),
+                                version: v.to_string(),
+                                descpkg_mtime: 0,
+                                size: listed.size,
+                                etag: listed.etag.clone(),
+                                uploaded: listed.last_modified,
+                            };
+                            ledger.record(&row)?;
+                            known.insert(key.clone(), row);
+                            Some(v)
+                        }
+                        Err(_) => None,
+                    }
+                }
+                Ok(None) => continue,
+                Err(e) => {
+                    ctx.reporter.warn(name, &format!("{e:#}"));
+                    None
+                }
+            },
+        };
+        match &version {
+            Some(v) => {
+                aliased.insert(PackageVersion { package: package.clone(), version: v.clone() });
+            }
+            // An alias blat cannot read could name any version: keep them all.
+            None => {
+                ctx.reporter.warn(name, &format!("alias object {key} does not name a version: package {package} is not aged"));
+                aliased.extend(
+                    listing.keys().filter_map(|k| match parse_key(&s3.prefix, k) {
+                        Some(KeyKind::Zip(pv)) if pv.package == package => Some(pv),
+                        _ => None,
+                    }),
+                );
+            }
+        }
+        names.insert(key.clone(), version);
+    }
+
+    for alias in &set.aliases {
+        let version = PackageVersion { package: alias.package.clone(), version: alias.version.clone() };
+        let key = alias_key(&s3.prefix, &alias.package, &alias.alias);
+        if names.get(&key).is_some_and(|v| v.as_ref() == Some(&alias.version)) {
+            continue;
+        }
+        if !present.contains(&version) && !ctx.dry_run {
+            ctx.reporter.warn(name, &format!("alias {alias} not written: {version} is not in the bucket"));
+            continue;
+        }
+        let text = format!("{}\n", alias.version);
+        let result = store.put(
+            &Put {
+                key: &key,
+                metadata: &[],
+                content_type: "text/plain",
+                size_hint: text.len() as u64,
+                journal: &|_| {},
+                progress: &|_| {},
+            },
+            &mut |out| Ok(std::io::Write::write_all(out, text.as_bytes())?),
+        );
+        match result {
+            Ok(stored) => {
+                ledger.record(&Upload {
+                    key: key.clone(),
+                    package: alias.package.to_string(),
+                    version: alias.version.to_string(),
+                    descpkg_mtime: 0,
+                    size: stored.size,
+                    etag: stored.etag,
+                    uploaded: crate::clock::now(),
+                })?;
+                ctx.reporter.detail(name, &format!("wrote alias {alias}"));
+                report.aliases_written.push(alias.clone());
+            }
+            Err(e) => report.failed.push(Failure { item: alias.to_string(), error: format!("{e:#}") }),
+        }
+    }
+    Ok(aliased)
+}
+
+/// Applies the target's aging method to the excess ZIPs, with the guards
+/// of SPEC §5: an empty set deletes nothing; more than `max_delete`
+/// deletions are refused without `--force`.
+#[allow(clippy::too_many_arguments)]
+fn age(
+    ctx: &Context,
+    target: &TargetConfig,
+    s3: &S3Target,
+    store: &dyn ObjectStore,
+    ledger: &Ledger,
+    state: &State,
+    set: &CurrentSet,
+    listing: &BTreeMap<String, ObjectInfo>,
+    known: &HashMap<String, Upload>,
+    aliased: &BTreeSet<PackageVersion>,
+    now: i64,
+    force: bool,
+    report: &mut S3SyncReport,
+) -> Result<()> {
+    let name = target.name.as_str();
+    if set.is_empty() {
+        ctx.reporter.warn(name, "the current set is empty: nothing is aged");
+        return Ok(());
+    }
+    let zips: BTreeMap<PackageVersion, i64> = listing
+        .iter()
+        .filter_map(|(key, o)| match parse_key(&s3.prefix, key) {
+            Some(KeyKind::Zip(pv)) => Some((pv, known.get(key).map_or(o.last_modified, |r| r.descpkg_mtime))),
+            _ => None,
+        })
+        .collect();
+    let excess = excess(set, &zips, aliased, now, target.writable_grace);
+    report.excess = excess.len();
+    let doomed: Vec<PackageVersion> = match target.aging.method {
+        AgingMethod::None | AgingMethod::Target => return Ok(()),
+        AgingMethod::Immediate => excess,
+        AgingMethod::Master => {
+            let marks = ledger.marks(state)?;
+            let excess_set: BTreeSet<&PackageVersion> = excess.iter().collect();
+            for pv in marks.keys().filter(|pv| !excess_set.contains(pv)) {
+                ledger.unmark(pv)?;
+            }
+            let mut doomed = Vec::new();
+            for pv in &excess {
+                match marks.get(pv) {
+                    Some(first) if now - first > target.aging.after.as_secs() as i64 => doomed.push(pv.clone()),
+                    Some(_) => {}
+                    None => {
+                        ledger.mark(pv, now)?;
+                        report.marked += 1;
+                        let line = format!("mark {pv} for deletion after {}", crate::config::units::human_duration(target.aging.after));
+                        if ctx.dry_run { ctx.reporter.plan_line(name, &line) } else { ctx.reporter.detail(name, &line) }
+                    }
+                }
+            }
+            doomed
+        }
+    };
+    if doomed.len() > target.aging.max_delete && !force {
+        report.failed.push(Failure {
+            item: "aging".into(),
+            error: format!(
+                "{} deletions refused: more than max_delete = {} (check the releases, or run with --force)",
+                doomed.len(),
+                target.aging.max_delete
+            ),
+        });
+        return Ok(());
+    }
+    for pv in doomed {
+        let key = zip_key(&s3.prefix, &pv);
+        match store.delete(&key) {
+            Ok(()) => {
+                ledger.forget(&key)?;
+                ledger.unmark(&pv)?;
+                ctx.reporter.detail(name, &format!("deleted {pv}"));
+                report.deleted.push(pv);
+            }
+            Err(e) => report.failed.push(Failure { item: pv.to_string(), error: format!("{e:#}") }),
+        }
+    }
+    Ok(())
+}
+
+// ---- dry run ----------------------------------------------------------------
+
+/// Under `--dry-run`: reads go to the store, changes only print the plan.
+/// The body of a put is never produced, so nothing is zipped.
+struct DryRun<'a, S> {
+    inner: S,
+    target: &'a str,
+    reporter: &'a Reporter,
+}
+
+impl<S: ObjectStore> ObjectStore for DryRun<'_, S> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        self.inner.list(prefix)
+    }
+    fn head(&self, key: &str) -> Result<Option<crate::store::ObjectHead>> {
+        self.inner.head(key)
+    }
+    fn get(&self, key: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        self.inner.get(key, limit)
+    }
+    fn put(&self, put: &Put, _body: &mut dyn FnMut(&mut dyn std::io::Write) -> Result<()>) -> Result<Stored> {
+        self.reporter.plan_line(self.target, &format!("upload {} ({})", put.key, human_bytes(put.size_hint)));
+        Ok(Stored { size: 0, etag: String::new(), parts: 0 })
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        self.reporter.plan_line(self.target, &format!("delete {key}"));
+        Ok(())
+    }
+    fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
+        self.reporter.plan_line(self.target, &format!("abort the interrupted upload of {key} ({upload_id})"));
+        Ok(())
+    }
+    fn requests(&self) -> Requests {
+        self.inner.requests()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pv(p: &str, v: &str) -> PackageVersion {
+        PackageVersion::new(p, v).unwrap()
+    }
+
+    fn info(key: &str, etag: &str, size: u64) -> ObjectInfo {
+        ObjectInfo { key: key.into(), size, etag: etag.into(), last_modified: 0 }
+    }
+
+    fn row(key: &str, etag: &str, size: u64, mtime: i64) -> Upload {
+        Upload {
+            key: key.into(),
+            package: "p".into(),
+            version: "1".into(),
+            descpkg_mtime: mtime,
+            size,
+            etag: etag.into(),
+            uploaded: 0,
+        }
+    }
+
+    #[test]
+    fn keys_round_trip() {
+        let p = pv("jats", "2.1_beta");
+        assert_eq!(zip_key("pk/", &p), "pk/jats/jats_2.1_beta.zip");
+        assert_eq!(parse_key("pk/", "pk/jats/jats_2.1_beta.zip"), Some(KeyKind::Zip(p)));
+        let (j, cur) = (Name::new("jats").unwrap(), Name::new("current").unwrap());
+        assert_eq!(alias_key("", &j, &cur), "jats/current.txt");
+        assert_eq!(parse_key("", "jats/current.txt"), Some(KeyKind::Alias { package: j, alias: cur }));
+        for foreign in ["other/jats/jats_1.zip", "pk/jats/other_1.zip", "pk/jats/x/y.zip", "pk/.hidden/x.txt", "pk/jats/jats_.zip", "pk/README"] {
+            assert_eq!(parse_key("pk/", foreign), None, "{foreign}");
+        }
+    }
+
+    #[test]
+    fn judging_needs_no_request_when_the_state_vouches() {
+        let l = info("k", "e1", 10);
+        assert_eq!(judge(None, None, 5), Judgement::Upload(UploadReason::Missing));
+        assert_eq!(judge(None, Some(&row("k", "e1", 10, 5)), 5), Judgement::Upload(UploadReason::Missing));
+        assert_eq!(judge(Some(&l), Some(&row("k", "e1", 10, 5)), 5), Judgement::UpToDate);
+        assert_eq!(
+            judge(Some(&l), Some(&row("k", "e1", 10, 4)), 5),
+            Judgement::Upload(UploadReason::Changed { stored_mtime: 4, source_mtime: 5 })
+        );
+        // Unknown to the state file, or replaced behind its back: ask once.
+        assert_eq!(judge(Some(&l), None, 5), Judgement::AskStore);
+        assert_eq!(judge(Some(&l), Some(&row("k", "e2", 10, 5)), 5), Judgement::AskStore);
+    }
+
+    #[test]
+    fn excess_guards() {
+        let now = 1_000_000;
+        let grace = Duration::from_secs(3600);
+        let mut set = CurrentSet::default();
+        let mut zips = BTreeMap::new();
+        zips.insert(pv("old", "1"), 10);
+        assert!(excess(&set, &zips, &BTreeSet::new(), now, grace).is_empty(), "empty set ages nothing");
+        set.versions.insert(pv("keep", "1"), SourceEntry::Missing);
+        zips.insert(pv("keep", "1"), 10);
+        zips.insert(pv("young", "1"), now - 60);
+        zips.insert(pv("pinned", "1"), 10);
+        set.protected.insert(pv("pinned", "1"));
+        zips.insert(pv("j", "1"), 10);
+        let aliased: BTreeSet<PackageVersion> = [pv("j", "1")].into();
+        assert_eq!(excess(&set, &zips, &aliased, now, grace), vec![pv("old", "1")]);
+    }
+}
