@@ -115,6 +115,11 @@ pub fn run(ctx: &Context, options: &FastOptions) -> Result<Outcome> {
         return Err(UsageError("--watch and --dry-run do not go together: a dry run shows one pass".into()).into());
     }
     let targets = ctx.select(&options.selection, |t| t.archive().is_some(), "archive")?;
+    if !ctx.dry_run {
+        // Created and migrated once here, so the threads, which each open
+        // their own connection, never race to migrate a new state file.
+        State::open(&ctx.config.state_dir)?;
+    }
     let deadline = Instant::now() + options.watch.unwrap_or_default();
     let (config, reporter, dry_run) = (&ctx.config, &ctx.reporter, ctx.dry_run);
     let frames: Vec<Frame<FastReport>> = std::thread::scope(|scope| {

@@ -3,5 +3,6 @@
 //! `CI=true` and the server is missing (see `common::require`).
 
 mod common;
+mod fast;
 mod sync;
 mod target_suite;

@@ -1,0 +1,433 @@
+//! `blat tag` and `blat fast` end to end: the built binary, a temporary
+//! archive and local targets (a tag directory per target under `tags/`).
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{self, assert_exit, stderr, stdout, World};
+
+const T0: i64 = 1_700_000_000;
+
+/// One released package, one still being written, an aliased package, and
+/// one local target `site`.
+fn world() -> World {
+    let w = World::new();
+    w.release("p", "1.0", T0);
+    w.release("j", "1", T0 + 10);
+    w.release("j", "2", T0 + 20);
+    w.alias("j", "cur", "2");
+    w.write_global("");
+    w.write_rm(&[("P/R1", "open", 0, &["p/1.0"])]);
+    w.local_target("site", "projects = [\"P\"]\ntag_retries = 3\nwritable_grace = \"1h\"\n");
+    w
+}
+
+fn tags(w: &World, target: &str) -> PathBuf {
+    w.path().join("tags").join(target)
+}
+
+/// The tags waiting in a target's tag directory (hidden entries aside).
+fn waiting(w: &World, target: &str) -> Vec<String> {
+    let mut out: Vec<String> = fs::read_dir(tags(w, target))
+        .map(|rd| rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    out.retain(|n| !n.starts_with('.'));
+    out.sort();
+    out
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
+}
+
+/// The report of the target named `name` in a `--json` answer.
+fn report<'a>(json: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    json["targets"].as_array().unwrap().iter().find(|t| t["target"] == name).unwrap_or_else(|| panic!("{json}"))
+}
+
+/// The `report` part of target `name`'s frame in a `--json` answer.
+fn target_report(out: &std::process::Output, name: &str) -> serde_json::Value {
+    report(&json(out), name)["report"].clone()
+}
+
+fn names(list: &serde_json::Value) -> Vec<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| match v {
+            serde_json::Value::String(s) => s.clone(),
+            v if v.get("package").is_some() => {
+                format!("{}/{}", v["package"].as_str().unwrap(), v["version"].as_str().unwrap())
+            }
+            v => v["tag"].as_str().unwrap().to_string(),
+        })
+        .collect()
+}
+
+fn same_tree(w: &World, target: &str, pv: &str) {
+    assert_eq!(common::snapshot(&w.archive().join(pv)), common::snapshot(&w.target_dir(target).join(pv)), "{pv}");
+}
+
+/// Starts the built blat in the background.
+fn spawn(w: &World, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_blat"))
+        .arg("-c")
+        .arg(w.config())
+        .args(args)
+        .env_remove("BLAT_CONFIG")
+        .env_remove("BLAT_NOW")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `path` exists; returns how long that took.
+fn wait_for(path: &Path, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if path.exists() {
+            return Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[test]
+fn tag_then_fast_delivers_the_package_and_removes_the_tag() {
+    let w = world();
+    let out = w.blat(&["tag", "p", "1.0"]);
+    assert_exit(&out, 0);
+    assert_eq!(waiting(&w, "site"), ["p::1.0"]);
+    assert_eq!(fs::metadata(tags(&w, "site").join("p::1.0")).unwrap().len(), 0, "a tag is an empty file");
+
+    let out = w.blat(&["fast", "--all", "--json"]);
+    assert_exit(&out, 0);
+    let r = target_report(&out, "site");
+    assert_eq!(names(&r["sent"]), ["p/1.0"]);
+    same_tree(&w, "site", "p/1.0");
+    assert!(waiting(&w, "site").is_empty(), "tag consumed");
+    assert!(common::leftovers(&w.target_dir("site")).is_empty());
+    assert!(!w.target_dir("site").join("j").exists(), "only the tagged package");
+    assert!(stdout(&out).contains("\"polls\": 1"), "one pass without --watch");
+
+    // Tagged again while the target has it: consumed, nothing sent.
+    assert_exit(&w.blat(&["tag", "p", "1.0", "--target", "site"]), 0);
+    let out = w.blat(&["fast", "--target", "site", "--json"]);
+    assert_exit(&out, 0);
+    let r = target_report(&out, "site");
+    assert!(names(&r["sent"]).is_empty(), "{r}");
+    assert_eq!(names(&r["up_to_date"]), ["p::1.0"]);
+    assert!(waiting(&w, "site").is_empty());
+
+    let out = w.blat(&["fast", "--all"]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("site: fast done: 0 sent (0 B), 0 up to date, 0 kept (writable), 0 rejected, 0 failed in "), "{}", stdout(&out));
+}
+
+#[test]
+fn a_changed_descpkg_mtime_is_sent_again() {
+    let w = world();
+    assert_exit(&w.blat(&["tag", "p", "1.0"]), 0);
+    assert_exit(&w.blat(&["fast", "--all"]), 0);
+    // The target's copy differs from the source in its change key.
+    let descpkg = w.target_dir("site").join("p/1.0/descpkg");
+    common::make_writable(&w.target_dir("site").join("p/1.0"));
+    common::set_mtime(&descpkg, T0 - 100);
+    assert_exit(&w.blat(&["tag", "p", "1.0"]), 0);
+    let out = w.blat(&["fast", "--all", "--json"]);
+    assert_exit(&out, 0);
+    assert_eq!(names(&target_report(&out, "site")["sent"]), ["p/1.0"]);
+    same_tree(&w, "site", "p/1.0");
+}
+
+#[test]
+fn tag_writes_into_every_archive_target_and_refuses_invalid_names() {
+    let w = world();
+    w.local_target("other", "");
+    w.write_target("bucket", "kind = \"s3\"\nbucket = \"b\"\n");
+    assert_exit(&w.blat(&["tag", "j", "cur"]), 0);
+    assert_eq!(waiting(&w, "site"), ["j::cur"]);
+    assert_eq!(waiting(&w, "other"), ["j::cur"]);
+    assert!(!tags(&w, "bucket").exists(), "S3 targets take no tags");
+    let leftover: Vec<_> = fs::read_dir(tags(&w, "site")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftover.len(), 1, "no temporary file left: {leftover:?}");
+
+    for (package, version) in [("../../etc", "x"), ("p", "a b"), ("p", "1::2"), (".hidden", "1"), ("p", "")] {
+        let out = w.blat(&["tag", package, version]);
+        assert_exit(&out, 2);
+        assert!(stderr(&out).contains("cannot tag: invalid name"), "{}", stderr(&out));
+    }
+    assert_eq!(waiting(&w, "site"), ["j::cur"], "nothing written for refused names");
+    assert!(!w.path().join("etc").exists());
+
+    let out = w.blat(&["tag", "p", "1.0", "--target", "bucket"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("target 'bucket' is not an archive target"), "{}", stderr(&out));
+
+    // A tag for a package not (yet) in the archive is written, with a warning.
+    let out = w.blat(&["tag", "later", "1"]);
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("later/1 is not in the source archive (yet)"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_tag_names_are_rejected_with_their_reason_and_never_used() {
+    let w = world();
+    let dir = tags(&w, "site");
+    fs::create_dir_all(&dir).unwrap();
+    let bad: Vec<&OsStr> = vec![
+        OsStr::new("a::b::c"),
+        OsStr::new("noseparator"),
+        OsStr::new("p::1.0;rm -rf ~"),
+        OsStr::new("p::$(touch pwned)"),
+        OsStr::from_bytes(b"p::\xff"),
+    ];
+    for name in &bad {
+        fs::write(dir.join(name), "").unwrap();
+    }
+    fs::create_dir(dir.join("p::dir")).unwrap();
+    // Hidden names are never tags (writers' temporaries): left alone, unused.
+    fs::write(dir.join("..::x"), "").unwrap();
+    fs::write(dir.join(".p::1.0.tmp"), "").unwrap();
+    fs::write(dir.join("p::1.0"), "").unwrap();
+
+    let out = w.blat(&["fast", "--all", "--json"]);
+    assert_exit(&out, 3);
+    let r = target_report(&out, "site");
+    assert_eq!(names(&r["sent"]), ["p/1.0"], "the good tag still goes");
+    assert_eq!(r["rejected"].as_array().unwrap().len(), bad.len() + 1, "{r}");
+    assert!(waiting(&w, "site").is_empty(), "every tag consumed or moved aside");
+    for name in bad.iter().chain([&OsStr::new("p::dir")]) {
+        assert!(fs::symlink_metadata(dir.join(".rejected").join(name)).is_ok(), "{name:?} in .rejected/");
+        let mut reason_file = std::ffi::OsString::from(".");
+        reason_file.push(name);
+        reason_file.push(".reason");
+        let reason = fs::read_to_string(dir.join(".rejected").join(reason_file)).unwrap();
+        assert!(reason.contains("invalid") || reason.contains("not a tag file"), "{name:?}: {reason}");
+    }
+    let reason = fs::read_to_string(dir.join(".rejected/.a::b::c.reason")).unwrap();
+    assert!(reason.contains("invalid name 'b::c'"), "{reason}");
+    let err = stderr(&out);
+    assert!(err.contains("site: error: tag a::b::c rejected: invalid tag:"), "{err}");
+    // Nothing but the good package reached the target; nothing ran.
+    let entries: Vec<_> = fs::read_dir(w.target_dir("site")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(entries, ["p"], "{entries:?}");
+    assert!(!w.path().join("pwned").exists() && !Path::new("pwned").exists());
+
+    assert!(dir.join("..::x").exists() && dir.join(".p::1.0.tmp").exists());
+    assert!(!dir.join(".rejected/..::x").exists());
+    // Rejected tags stay rejected: the next run has nothing to do.
+    assert_exit(&w.blat(&["fast", "--all"]), 0);
+}
+
+#[test]
+fn a_writable_package_waits_for_its_grace_then_goes() {
+    let w = world();
+    w.build("w", "0.1", T0, common::DEFAULT_FILES);
+    assert_exit(&w.blat(&["tag", "w", "0.1"]), 0);
+
+    let early = (T0 + 600).to_string();
+    let out = w.blat_env(&["fast", "--all", "--json"], &[("BLAT_NOW", &early)]);
+    assert_exit(&out, 0);
+    let r = target_report(&out, "site");
+    assert_eq!(names(&r["kept"]), ["w::0.1"]);
+    assert!(r["kept"][0]["reason"].as_str().unwrap().contains("still writable"), "{r}");
+    assert_eq!(waiting(&w, "site"), ["w::0.1"], "tag kept");
+    assert!(!w.target_dir("site").join("w").exists(), "not sent while writable");
+
+    // Kept tags are not failures: no attempt is counted, however many runs.
+    for _ in 0..4 {
+        assert_exit(&w.blat_env(&["fast", "--all"], &[("BLAT_NOW", &early)]), 0);
+    }
+    assert_eq!(waiting(&w, "site"), ["w::0.1"]);
+
+    let late = (T0 + 3601).to_string();
+    let out = w.blat_env(&["fast", "--all", "--json"], &[("BLAT_NOW", &late)]);
+    assert_exit(&out, 0);
+    assert_eq!(names(&target_report(&out, "site")["sent"]), ["w/0.1"]);
+    same_tree(&w, "site", "w/0.1");
+    assert!(waiting(&w, "site").is_empty());
+}
+
+#[test]
+fn a_tag_for_a_missing_package_is_rejected_after_the_retries() {
+    let w = world();
+    assert_exit(&w.blat(&["tag", "nope", "1"]), 0);
+    for attempt in 1..=2 {
+        let out = w.blat(&["fast", "--all", "--json"]);
+        assert_exit(&out, 1);
+        let r = target_report(&out, "site");
+        assert_eq!(names(&r["failed"]), ["nope::1"], "{r}");
+        assert!(stderr(&out).contains(&format!("tag nope::1: nope/1 does not exist in the source archive (attempt {attempt} of 3)")), "{}", stderr(&out));
+        assert_eq!(waiting(&w, "site"), ["nope::1"], "kept for a retry");
+    }
+    let out = w.blat(&["fast", "--all", "--json"]);
+    assert_exit(&out, 1);
+    let r = target_report(&out, "site");
+    assert_eq!(names(&r["rejected"]), ["nope::1"], "{r}");
+    assert!(names(&r["failed"]).is_empty());
+    assert!(waiting(&w, "site").is_empty());
+    let reason = fs::read_to_string(tags(&w, "site").join(".rejected/.nope::1.reason")).unwrap();
+    assert!(reason.contains("does not exist in the source archive (gave up after 3 attempts)"), "{reason}");
+
+    // A tag that arrives in time is not held against its earlier failures.
+    assert_exit(&w.blat(&["tag", "late", "1"]), 0);
+    assert_exit(&w.blat(&["fast", "--all"]), 1);
+    w.release("late", "1", T0);
+    assert_exit(&w.blat(&["fast", "--all"]), 0);
+    assert!(w.target_dir("site").join("late/1/descpkg").exists());
+    assert_exit(&w.blat(&["tag", "late", "1"]), 0);
+    common::make_writable(&w.archive().join("late"));
+    fs::remove_dir_all(w.archive().join("late")).unwrap();
+    let out = w.blat(&["fast", "--all"]);
+    assert!(stderr(&out).contains("(attempt 1 of 3)"), "attempts start afresh: {}", stderr(&out));
+}
+
+#[test]
+fn an_alias_tag_brings_its_version_and_the_link() {
+    let w = world();
+    assert_exit(&w.blat(&["tag", "j", "cur"]), 0);
+    let out = w.blat(&["fast", "--all", "--json"]);
+    assert_exit(&out, 0);
+    let r = target_report(&out, "site");
+    assert_eq!(names(&r["sent"]), ["j/2"]);
+    assert_eq!(r["linked"][0]["alias"], "cur");
+    let t = w.target_dir("site");
+    same_tree(&w, "site", "j/2");
+    assert_eq!(fs::read_link(t.join("j/cur")).unwrap().to_str(), Some("2"));
+    assert!(!t.join("j/1").exists(), "only the alias's version");
+    assert!(waiting(&w, "site").is_empty());
+
+    // The alias moves back to 1 in the source: tagging it again repoints it.
+    w.alias("j", "cur", "1");
+    assert_exit(&w.blat(&["tag", "j", "cur"]), 0);
+    let out = w.blat(&["fast", "--all", "--json"]);
+    assert_exit(&out, 0);
+    assert_eq!(names(&target_report(&out, "site")["sent"]), ["j/1"]);
+    assert_eq!(fs::read_link(t.join("j/cur")).unwrap().to_str(), Some("1"));
+    assert!(t.join("j/2/descpkg").exists(), "the old version is left alone");
+
+    // Nothing changed: consumed as up to date, nothing sent or linked.
+    assert_exit(&w.blat(&["tag", "j", "cur"]), 0);
+    let out = w.blat(&["fast", "--all", "--json"]);
+    let r = target_report(&out, "site");
+    assert_eq!(names(&r["up_to_date"]), ["j::cur"], "{r}");
+    assert!(r["linked"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn one_target_down_does_not_stop_the_others() {
+    let w = world();
+    w.local_target("good", "");
+    // A local target whose archive path can never exist: under a plain file.
+    fs::write(w.path().join("plainfile"), "").unwrap();
+    w.write_target(
+        "down",
+        &format!("kind = \"archive\"\ntransport = \"local\"\npath = \"{}\"\ntag_retries = 5\n", w.path().join("plainfile/archive").display()),
+    );
+    assert_exit(&w.blat(&["tag", "p", "1.0"]), 0);
+    let out = w.blat(&["fast", "--all", "--json"]);
+    assert_exit(&out, 1);
+    let j = json(&out);
+    assert_eq!(report(&j, "down")["outcome"], "failed");
+    assert_eq!(names(&report(&j, "down")["report"]["failed"]), ["p::1.0"]);
+    assert_eq!(waiting(&w, "down"), ["p::1.0"], "kept for a retry");
+    for t in ["good", "site"] {
+        assert_eq!(report(&j, t)["outcome"], "done", "{j}");
+        same_tree(&w, t, "p/1.0");
+        assert!(waiting(&w, t).is_empty());
+    }
+    // Under --json the summaries go to stderr with the log lines.
+    let err = stderr(&out);
+    assert!(err.contains("good: fast done: 1 sent"), "{err}");
+    assert!(err.contains("down: error: tag p::1.0: "), "{err}");
+    assert!(err.contains("down: fast failed: 0 sent (0 B), 0 up to date, 0 kept (writable), 0 rejected, 1 failed"), "{err}");
+}
+
+#[test]
+fn watch_picks_up_a_tag_written_while_it_runs() {
+    let w = world();
+    let started = Instant::now();
+    let child = spawn(&w, &["fast", "--all", "--watch", "4s"]);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_exit(&w.blat(&["tag", "p", "1.0"]), 0);
+    let latency = wait_for(&w.target_dir("site").join("p/1.0/descpkg"), Duration::from_secs(4));
+    let latency = latency.expect("the watcher sent the package while it ran");
+    // inotify wakes the watcher at once; the poll interval is 5 s.
+    assert!(latency < Duration::from_secs(2), "took {latency:?}");
+    let out = child.wait_with_output().unwrap();
+    assert_exit(&out, 0);
+    assert!(started.elapsed() >= Duration::from_secs(4), "watched for the whole duration");
+    assert!(waiting(&w, "site").is_empty());
+    same_tree(&w, "site", "p/1.0");
+    assert!(stdout(&out).contains("site: fast done: 1 sent"), "{}", stdout(&out));
+}
+
+#[test]
+fn overlapping_runs_are_refused_but_sync_is_not_shut_out() {
+    let w = world();
+    let child = spawn(&w, &["fast", "--target", "site", "--watch", "3s"]);
+    std::thread::sleep(Duration::from_millis(800));
+    let out = w.blat(&["fast", "--target", "site"]);
+    assert_exit(&out, 4);
+    assert!(stderr(&out).contains("site: fast locked: target site is busy"), "{}", stderr(&out));
+    // The watcher holds the target lock only around transfers.
+    assert_exit(&w.blat(&["sync", "--target", "site"]), 0);
+    assert!(w.target_dir("site").join("p/1.0/descpkg").exists());
+    assert_exit(&child.wait_with_output().unwrap(), 0);
+}
+
+#[test]
+fn a_late_watcher_takes_over_when_the_previous_one_ends() {
+    let w = world();
+    let first = spawn(&w, &["fast", "--target", "site", "--watch", "2s"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let second = spawn(&w, &["fast", "--target", "site", "--watch", "5s"]);
+    let first = first.wait_with_output().unwrap();
+    assert_exit(&first, 0);
+    std::thread::sleep(Duration::from_millis(700));
+    assert_exit(&w.blat(&["tag", "p", "1.0"]), 0);
+    assert!(wait_for(&w.target_dir("site").join("p/1.0/descpkg"), Duration::from_secs(2)).is_some(), "second watcher took over");
+    assert_exit(&second.wait_with_output().unwrap(), 0);
+}
+
+#[test]
+fn dry_run_shows_the_plan_and_changes_nothing() {
+    let w = world();
+    assert_exit(&w.blat(&["tag", "p", "1.0"]), 0);
+    fs::write(tags(&w, "site").join("a::b::c"), "").unwrap();
+    let out = w.blat(&["--dry-run", "fast", "--all"]);
+    assert_exit(&out, 3);
+    let text = stdout(&out);
+    for line in ["site: would send p/1.0", "site: would remove tag p::1.0", "site: would reject tag a::b::c: invalid tag"] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
+    assert_eq!(waiting(&w, "site"), ["a::b::c", "p::1.0"]);
+    assert!(!w.target_dir("site").join("p").exists());
+
+    let out = w.blat(&["--dry-run", "tag", "q", "1"]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("site: would write tag "), "{}", stdout(&out));
+    assert!(!tags(&w, "site").join("q::1").exists());
+
+    let out = w.blat(&["--dry-run", "fast", "--all", "--watch", "5s"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("--watch and --dry-run"), "{}", stderr(&out));
+}
+
+#[test]
+fn fast_needs_a_target_selection_and_a_valid_watch() {
+    let w = world();
+    let out = w.blat(&["fast"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("--target NAME or use --all"), "{}", stderr(&out));
+    let out = w.blat(&["fast", "--all", "--watch", "soon"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("invalid duration 'soon'"), "{}", stderr(&out));
+}
