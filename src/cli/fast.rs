@@ -23,6 +23,9 @@ fn parse_watch(text: &str) -> Result<Duration, String> {
 
 impl FastArgs {
     pub fn options(&self, global: &GlobalArgs) -> FastOptions {
-        FastOptions { selection: global.selection(), watch: self.watch }
+        FastOptions {
+            selection: global.selection(),
+            watch: self.watch,
+        }
     }
 }

@@ -17,6 +17,10 @@ pub struct TagArgs {
 
 impl TagArgs {
     pub fn options(&self, global: &GlobalArgs) -> TagOptions {
-        TagOptions { selection: global.selection(), package: self.package.clone(), version: self.version.clone() }
+        TagOptions {
+            selection: global.selection(),
+            package: self.package.clone(),
+            version: self.version.clone(),
+        }
     }
 }

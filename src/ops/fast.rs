@@ -94,7 +94,11 @@ impl TargetReport for FastReport {
     }
 
     fn summary(&self) -> String {
-        let mut parts = vec![format!("{} sent ({})", self.sent.len(), human_bytes(self.bytes_sent))];
+        let mut parts = vec![format!(
+            "{} sent ({})",
+            self.sent.len(),
+            human_bytes(self.bytes_sent)
+        )];
         if !self.linked.is_empty() {
             parts.push(format!("{} aliases linked", self.linked.len()));
         }
@@ -105,14 +109,21 @@ impl TargetReport for FastReport {
         if self.busy {
             parts.push("tags waiting: target busy with another run".into());
         }
-        let polls = if self.polls == 1 { String::new() } else { format!(", {} polls", self.polls) };
+        let polls = if self.polls == 1 {
+            String::new()
+        } else {
+            format!(", {} polls", self.polls)
+        };
         format!("{} in {:.1}s{polls}", parts.join(", "), self.seconds)
     }
 }
 
 pub fn run(ctx: &Context, options: &FastOptions) -> Result<Outcome> {
     if options.watch.is_some() && ctx.dry_run {
-        return Err(UsageError("--watch and --dry-run do not go together: a dry run shows one pass".into()).into());
+        return Err(UsageError(
+            "--watch and --dry-run do not go together: a dry run shows one pass".into(),
+        )
+        .into());
     }
     let targets = ctx.select(&options.selection, |t| t.archive().is_some(), "archive")?;
     if !ctx.dry_run {
@@ -127,7 +138,14 @@ pub fn run(ctx: &Context, options: &FastOptions) -> Result<Outcome> {
             .iter()
             .map(|target| {
                 scope.spawn(move || {
-                    let frame = run_target(config, reporter, dry_run, target, options.watch.is_some(), deadline);
+                    let frame = run_target(
+                        config,
+                        reporter,
+                        dry_run,
+                        target,
+                        options.watch.is_some(),
+                        deadline,
+                    );
                     print_frame(reporter, &frame);
                     frame
                 })
@@ -140,14 +158,30 @@ pub fn run(ctx: &Context, options: &FastOptions) -> Result<Outcome> {
                 h.join().unwrap_or_else(|_| {
                     let outcome = Outcome::Failed;
                     let error = Some("internal error: the target's thread panicked".to_string());
-                    Frame { target: t.name.clone(), outcome, exit_code: outcome.code(), error, report: None }
+                    Frame {
+                        target: t.name.clone(),
+                        outcome,
+                        exit_code: outcome.code(),
+                        error,
+                        report: None,
+                    }
                 })
             })
             .collect()
     });
-    let outcome = frames.iter().map(|f| f.outcome).max().unwrap_or(Outcome::Done);
+    let outcome = frames
+        .iter()
+        .map(|f| f.outcome)
+        .max()
+        .unwrap_or(Outcome::Done);
     if reporter.json() {
-        let report = CommandReport { command: "fast".into(), dry_run, outcome, exit_code: outcome.code(), targets: frames };
+        let report = CommandReport {
+            command: "fast".into(),
+            dry_run,
+            outcome,
+            exit_code: outcome.code(),
+            targets: frames,
+        };
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(outcome)
@@ -156,10 +190,16 @@ pub fn run(ctx: &Context, options: &FastOptions) -> Result<Outcome> {
 /// The per-target summary line, as `ops::for_each_target` prints it.
 fn print_frame(reporter: &Reporter, frame: &Frame<FastReport>) {
     match (&frame.report, &frame.error) {
-        (_, Some(e)) => reporter.error("", &format!("{}: fast {}: {e}", frame.target, frame.outcome.word())),
-        (Some(r), None) => {
-            reporter.summary(&format!("{}: fast {}: {}", frame.target, frame.outcome.word(), r.summary()))
-        }
+        (_, Some(e)) => reporter.error(
+            "",
+            &format!("{}: fast {}: {e}", frame.target, frame.outcome.word()),
+        ),
+        (Some(r), None) => reporter.summary(&format!(
+            "{}: fast {}: {}",
+            frame.target,
+            frame.outcome.word(),
+            r.summary()
+        )),
         (None, None) => {}
     }
 }
@@ -185,7 +225,11 @@ fn run_target(
             Ok(lock) => break lock,
             // Under --watch, wait for the previous run (cron's last minute)
             // to finish instead of leaving the target unwatched.
-            Err(e) if watching && e.downcast_ref::<LockHeld>().is_some() && Instant::now() < deadline => {
+            Err(e)
+                if watching
+                    && e.downcast_ref::<LockHeld>().is_some()
+                    && Instant::now() < deadline =>
+            {
                 std::thread::sleep(LOCK_RETRY.min(deadline - Instant::now()));
             }
             Err(e) => return frame(outcome_of(&e), Some(format!("{e:#}")), None),
@@ -196,7 +240,10 @@ fn run_target(
         Ok(p) => p,
         Err(e) => return frame(outcome_of(&e), Some(format!("{e:#}")), None),
     };
-    let run_id = poller.state.as_ref().and_then(|s| s.start_run(&target.name, "fast", crate::clock::now()).ok());
+    let run_id = poller
+        .state
+        .as_ref()
+        .and_then(|s| s.start_run(&target.name, "fast", crate::clock::now()).ok());
     let wake = Wake::new(&poller.dir);
     let result = loop {
         if let Err(e) = poller.poll() {
@@ -216,8 +263,13 @@ fn run_target(
     };
     if let (Some(state), Some(id)) = (&state, run_id) {
         let summary = report.as_ref().map(|r| r.summary()).unwrap_or_default();
-        if let Err(e) = state.finish_run(id, crate::clock::now(), outcome, &summary, error.as_deref()) {
-            reporter.warn(&target.name, &format!("cannot record the run in the state file: {e:#}"));
+        if let Err(e) =
+            state.finish_run(id, crate::clock::now(), outcome, &summary, error.as_deref())
+        {
+            reporter.warn(
+                &target.name,
+                &format!("cannot record the run in the state file: {e:#}"),
+            );
         }
     }
     frame(outcome, error, report)
@@ -256,11 +308,17 @@ struct Poller<'a> {
 }
 
 impl<'a> Poller<'a> {
-    fn new(config: &'a Config, reporter: &'a Reporter, dry_run: bool, target: &'a TargetConfig) -> Result<Poller<'a>> {
+    fn new(
+        config: &'a Config,
+        reporter: &'a Reporter,
+        dry_run: bool,
+        target: &'a TargetConfig,
+    ) -> Result<Poller<'a>> {
         let dir = tag::tag_dir(config, &target.name);
         if !dry_run {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| anyhow::anyhow!("cannot create tag directory {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                anyhow::anyhow!("cannot create tag directory {}: {e}", dir.display())
+            })?;
         }
         Ok(Poller {
             config,
@@ -270,7 +328,11 @@ impl<'a> Poller<'a> {
             archive_cfg: target.archive().expect("selected archive targets only"),
             source: SourceArchive::new(&config.archive),
             dir,
-            state: if dry_run { None } else { Some(State::open(&config.state_dir)?) },
+            state: if dry_run {
+                None
+            } else {
+                Some(State::open(&config.state_dir)?)
+            },
             dest: None,
             counted: HashMap::new(),
             announced: HashSet::new(),
@@ -297,7 +359,10 @@ impl<'a> Poller<'a> {
             Ok(lock) => lock,
             Err(e) if e.downcast_ref::<LockHeld>().is_some() => {
                 if !self.report.busy {
-                    self.reporter.info(self.name(), "tags wait: another blat run holds the target lock");
+                    self.reporter.info(
+                        self.name(),
+                        "tags wait: another blat run holds the target lock",
+                    );
                 }
                 self.report.busy = true;
                 return Ok(());
@@ -305,7 +370,10 @@ impl<'a> Poller<'a> {
             Err(e) => return Err(e),
         };
         self.report.busy = false;
-        let present: BTreeSet<String> = names.iter().filter_map(|n| n.to_str().map(String::from)).collect();
+        let present: BTreeSet<String> = names
+            .iter()
+            .filter_map(|n| n.to_str().map(String::from))
+            .collect();
         self.kept.retain(|tag, _| present.contains(tag));
         let wanted = self.classify(names);
         if !wanted.is_empty() {
@@ -341,25 +409,44 @@ impl<'a> Poller<'a> {
             // An alias tag wants its version and the link (one level only).
             let (version, alias, entry) = match self.source.inspect(&pv) {
                 Ok(SourceEntry::Alias(version)) => {
-                    let alias = Alias { package: pv.package.clone(), alias: pv.version.clone(), version: version.clone() };
-                    let version = PackageVersion { package: pv.package.clone(), version };
+                    let alias = Alias {
+                        package: pv.package.clone(),
+                        alias: pv.version.clone(),
+                        version: version.clone(),
+                    };
+                    let version = PackageVersion {
+                        package: pv.package.clone(),
+                        version,
+                    };
                     let entry = self.source.inspect(&version);
                     (version, Some(alias), entry)
                 }
                 other => (pv.clone(), None, other),
             };
             match entry {
-                Ok(SourceEntry::Version { descpkg_mtime, writable_since }) => {
-                    if let Some(since) = writable_since.filter(|&s| !past_grace(s, now, self.target.writable_grace)) {
+                Ok(SourceEntry::Version {
+                    descpkg_mtime,
+                    writable_since,
+                }) => {
+                    if let Some(since) =
+                        writable_since.filter(|&s| !past_grace(s, now, self.target.writable_grace))
+                    {
                         self.keep(&tag, &version, since);
                         continue;
                     }
                     self.kept.remove(&tag);
-                    wanted.push(Wanted { tag, pv: version, descpkg_mtime, alias });
+                    wanted.push(Wanted {
+                        tag,
+                        pv: version,
+                        descpkg_mtime,
+                        alias,
+                    });
                 }
                 Ok(_) => {
                     let what = match &alias {
-                        Some(a) => format!("alias {a}: {version} is not a package-version in the source archive"),
+                        Some(a) => format!(
+                            "alias {a}: {version} is not a package-version in the source archive"
+                        ),
                         None => format!("{pv} does not exist in the source archive"),
                     };
                     self.fail(&tag, &what);
@@ -395,23 +482,34 @@ impl<'a> Poller<'a> {
             match dest.stat(package) {
                 Ok(l) => {
                     for bad in &l.rejected {
-                        self.reporter.warn(self.name(), &format!("target listing line ignored (invalid name): {bad}"));
+                        self.reporter.warn(
+                            self.name(),
+                            &format!("target listing line ignored (invalid name): {bad}"),
+                        );
                     }
                     listings.insert(package.clone(), l);
                 }
                 Err(e) => {
                     healthy = false;
-                    stat_errors.insert(package.clone(), format!("cannot ask the target about {package}: {e:#}"));
+                    stat_errors.insert(
+                        package.clone(),
+                        format!("cannot ask the target about {package}: {e:#}"),
+                    );
                 }
             }
         }
         let mut to_send = BTreeSet::new();
         for w in &wanted {
-            let Some(listing) = listings.get(&w.pv.package) else { continue };
+            let Some(listing) = listings.get(&w.pv.package) else {
+                continue;
+            };
             match listing.versions.get(&w.pv) {
                 Some(&m) if m == w.descpkg_mtime => {}
                 Some(&m) => {
-                    self.detail(&format!("send {} (descpkg mtime {m} on target, {} here)", w.pv, w.descpkg_mtime));
+                    self.detail(&format!(
+                        "send {} (descpkg mtime {m} on target, {} here)",
+                        w.pv, w.descpkg_mtime
+                    ));
                     to_send.insert(w.pv.clone());
                 }
                 None => {
@@ -453,7 +551,9 @@ impl<'a> Poller<'a> {
                 continue;
             }
             if let Some(alias) = &w.alias {
-                let there = listings.get(&alias.package).is_some_and(|l| l.aliases.contains(alias));
+                let there = listings
+                    .get(&alias.package)
+                    .is_some_and(|l| l.aliases.contains(alias));
                 if !there && !linked.contains(alias) {
                     if let Err(e) = dest.link(alias) {
                         healthy = false;
@@ -487,12 +587,14 @@ impl<'a> Poller<'a> {
         self.report.failed.retain(|f| f.tag != tag);
         self.counted.remove(tag);
         if self.dry_run {
-            self.reporter.plan_line(self.name(), &format!("would remove tag {tag}"));
+            self.reporter
+                .plan_line(self.name(), &format!("would remove tag {tag}"));
             return;
         }
         if let Err(e) = std::fs::remove_file(self.dir.join(tag)) {
             if e.kind() != std::io::ErrorKind::NotFound {
-                self.reporter.warn(self.name(), &format!("cannot remove tag {tag}: {e}"));
+                self.reporter
+                    .warn(self.name(), &format!("cannot remove tag {tag}: {e}"));
             }
         }
         if let Some(state) = &self.state {
@@ -509,9 +611,16 @@ impl<'a> Poller<'a> {
             crate::clock::rfc3339(until)
         );
         if self.announced.insert(tag.to_string()) {
-            self.reporter.info(self.name(), &format!("tag {tag} kept: {reason}"));
+            self.reporter
+                .info(self.name(), &format!("tag {tag} kept: {reason}"));
         }
-        self.kept.insert(tag.to_string(), TagNote { tag: tag.to_string(), reason });
+        self.kept.insert(
+            tag.to_string(),
+            TagNote {
+                tag: tag.to_string(),
+                reason,
+            },
+        );
     }
 
     /// A failed attempt: counted once per run; at `tag_retries` attempts the
@@ -521,19 +630,28 @@ impl<'a> Poller<'a> {
         let attempts = match (self.counted.get(tag), &self.state) {
             (Some(&n), _) => n,
             (None, Some(state)) => {
-                let n = state.tag_failed(&self.target.name, tag, reason).unwrap_or_else(|e| {
-                    self.reporter.warn(&self.target.name, &format!("cannot count the attempt in the state file: {e:#}"));
-                    1
-                });
+                let n = state
+                    .tag_failed(&self.target.name, tag, reason)
+                    .unwrap_or_else(|e| {
+                        self.reporter.warn(
+                            &self.target.name,
+                            &format!("cannot count the attempt in the state file: {e:#}"),
+                        );
+                        1
+                    });
                 self.counted.insert(tag.to_string(), n);
                 self.reporter.error(
                     &self.target.name,
-                    &format!("tag {tag}: {reason} (attempt {n} of {})", self.target.tag_retries.max(1)),
+                    &format!(
+                        "tag {tag}: {reason} (attempt {n} of {})",
+                        self.target.tag_retries.max(1)
+                    ),
                 );
                 n
             }
             (None, None) => {
-                self.reporter.plan_line(&self.target.name, &format!("tag {tag} fails: {reason}"));
+                self.reporter
+                    .plan_line(&self.target.name, &format!("tag {tag} fails: {reason}"));
                 self.counted.insert(tag.to_string(), 0);
                 0
             }
@@ -545,7 +663,10 @@ impl<'a> Poller<'a> {
             return;
         }
         self.report.failed.retain(|f| f.tag != tag);
-        self.report.failed.push(TagNote { tag: tag.to_string(), reason: reason.to_string() });
+        self.report.failed.push(TagNote {
+            tag: tag.to_string(),
+            reason: reason.to_string(),
+        });
     }
 
     /// Moves a tag to `.rejected/` with its reason; `shown` is its name made
@@ -553,14 +674,22 @@ impl<'a> Poller<'a> {
     fn reject(&mut self, name: &OsString, shown: &str, reason: &str) {
         self.kept.remove(shown);
         self.counted.remove(shown);
-        self.report.rejected.push(TagNote { tag: shown.to_string(), reason: reason.to_string() });
+        self.report.rejected.push(TagNote {
+            tag: shown.to_string(),
+            reason: reason.to_string(),
+        });
         if self.dry_run {
-            self.reporter.plan_line(self.name(), &format!("would reject tag {shown}: {reason}"));
+            self.reporter
+                .plan_line(self.name(), &format!("would reject tag {shown}: {reason}"));
             return;
         }
-        self.reporter.error(self.name(), &format!("tag {shown} rejected: {reason}"));
+        self.reporter
+            .error(self.name(), &format!("tag {shown} rejected: {reason}"));
         if let Err(e) = tag::reject(&self.dir, name, reason, crate::clock::now()) {
-            self.reporter.error(self.name(), &format!("cannot move tag {shown} aside: {e:#}"));
+            self.reporter.error(
+                self.name(),
+                &format!("cannot move tag {shown} aside: {e:#}"),
+            );
         }
         if let Some(state) = &self.state {
             let _ = state.forget_tag(&self.target.name, shown);
@@ -576,7 +705,11 @@ fn open_target<'a>(
     target: &TargetConfig,
 ) -> Result<Box<dyn Target + 'a>> {
     let inner = target::open(config, target)?;
-    Ok(if dry_run { Box::new(DryRun::new(inner, &target.name, reporter)) } else { inner })
+    Ok(if dry_run {
+        Box::new(DryRun::new(inner, &target.name, reporter))
+    } else {
+        inner
+    })
 }
 
 /// Sleeps until a tag may have arrived: an entry created, moved into or
@@ -593,7 +726,9 @@ impl Wake {
     fn new(dir: &Path) -> Wake {
         use std::os::fd::{FromRawFd, OwnedFd};
         use std::os::unix::ffi::OsStrExt;
-        let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return Wake { fd: None } };
+        let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+            return Wake { fd: None };
+        };
         // SAFETY: inotify_init1 takes flags only; a non-negative result is a
         // new descriptor that nothing else owns.
         let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
@@ -604,8 +739,12 @@ impl Wake {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let mask = libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_CLOSE_WRITE | libc::IN_ATTRIB;
         // SAFETY: `fd` is a valid inotify descriptor, `path` a NUL-terminated string.
-        let watch = unsafe { libc::inotify_add_watch(std::os::fd::AsRawFd::as_raw_fd(&fd), path.as_ptr(), mask) };
-        Wake { fd: (watch >= 0).then_some(fd) }
+        let watch = unsafe {
+            libc::inotify_add_watch(std::os::fd::AsRawFd::as_raw_fd(&fd), path.as_ptr(), mask)
+        };
+        Wake {
+            fd: (watch >= 0).then_some(fd),
+        }
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -616,8 +755,14 @@ impl Wake {
     #[cfg(target_os = "linux")]
     fn wait(&self, timeout: Duration) {
         use std::os::fd::AsRawFd;
-        let Some(fd) = &self.fd else { return std::thread::sleep(timeout) };
-        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let Some(fd) = &self.fd else {
+            return std::thread::sleep(timeout);
+        };
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         // SAFETY: one valid pollfd, count 1.
         let n = unsafe { libc::poll(&mut pfd, 1, ms) };
@@ -645,15 +790,26 @@ mod tests {
     fn outcome_follows_what_happened() {
         let mut r = FastReport::default();
         assert_eq!(r.outcome(), Outcome::Done);
-        r.kept.push(TagNote { tag: "p::1".into(), reason: "writable".into() });
+        r.kept.push(TagNote {
+            tag: "p::1".into(),
+            reason: "writable".into(),
+        });
         assert_eq!(r.outcome(), Outcome::Done, "a kept tag is not a failure");
         r.busy = true;
         assert_eq!(r.outcome(), Outcome::Locked);
-        r.rejected.push(TagNote { tag: "a::b::c".into(), reason: "invalid".into() });
+        r.rejected.push(TagNote {
+            tag: "a::b::c".into(),
+            reason: "invalid".into(),
+        });
         assert_eq!(r.outcome(), Outcome::Failed);
         r.sent.push(PackageVersion::new("p", "2").unwrap());
         assert_eq!(r.outcome(), Outcome::Partial);
-        assert!(r.summary().starts_with("1 sent (0 B), 0 up to date, 1 kept (writable), 1 rejected, 0 failed"), "{}", r.summary());
+        assert!(
+            r.summary()
+                .starts_with("1 sent (0 B), 0 up to date, 1 kept (writable), 1 rejected, 0 failed"),
+            "{}",
+            r.summary()
+        );
     }
 
     #[cfg(target_os = "linux")]
@@ -669,7 +825,11 @@ mod tests {
         });
         let started = Instant::now();
         wake.wait(Duration::from_secs(20));
-        assert!(started.elapsed() < Duration::from_secs(10), "woke after {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "woke after {:?}",
+            started.elapsed()
+        );
         writer.join().unwrap();
     }
 }

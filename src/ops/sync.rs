@@ -229,7 +229,7 @@ pub fn send_packages(
     };
     let queue: Mutex<VecDeque<PackageVersion>> = Mutex::new(pvs.iter().cloned().collect());
     let free = Mutex::new(free);
-    let results: Mutex<Vec<(PackageVersion, u64, Result<(), String>)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<Sent>> = Mutex::new(Vec::new());
     let progress = reporter.transfer(&target.name, pvs.len(), 0);
     let workers = archive_cfg.parallel.min(pvs.len()).max(1);
     std::thread::scope(|scope| {
@@ -254,7 +254,7 @@ fn worker(
     dest: &dyn Target,
     queue: &Mutex<VecDeque<PackageVersion>>,
     free: &Mutex<Option<u64>>,
-    results: &Mutex<Vec<(PackageVersion, u64, Result<(), String>)>>,
+    results: &Mutex<Vec<Sent>>,
     progress: &TransferProgress,
 ) {
     let record = |pv: PackageVersion, bytes: u64, r: Result<(), String>| {

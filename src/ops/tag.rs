@@ -55,11 +55,15 @@ pub fn pending(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
     let entries = match fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("cannot read tag directory {}", dir.display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read tag directory {}", dir.display()))
+        }
     };
     let mut out = Vec::new();
     for entry in entries {
-        let name = entry.with_context(|| format!("cannot read tag directory {}", dir.display()))?.file_name();
+        let name = entry
+            .with_context(|| format!("cannot read tag directory {}", dir.display()))?
+            .file_name();
         if !name.as_encoded_bytes().starts_with(b".") {
             out.push(name);
         }
@@ -81,7 +85,10 @@ pub fn rejected(dir: &Path) -> Result<Vec<Rejected>> {
     let mut out = Vec::new();
     for name in pending(&dir)? {
         let reason = fs::read_to_string(dir.join(reason_file(&name))).unwrap_or_default();
-        out.push(Rejected { tag: name.to_string_lossy().into_owned(), reason: reason.trim_end().to_string() });
+        out.push(Rejected {
+            tag: name.to_string_lossy().into_owned(),
+            reason: reason.trim_end().to_string(),
+        });
     }
     Ok(out)
 }
@@ -98,22 +105,32 @@ fn reason_file(name: &OsStr) -> std::ffi::OsString {
 /// the move stays inside the tag directory whatever the name holds.
 pub fn reject(dir: &Path, name: &OsStr, reason: &str, now: i64) -> Result<()> {
     let rejected = dir.join(REJECTED);
-    fs::create_dir_all(&rejected).with_context(|| format!("cannot create {}", rejected.display()))?;
+    fs::create_dir_all(&rejected)
+        .with_context(|| format!("cannot create {}", rejected.display()))?;
     let to = rejected.join(name);
     // A directory in the way (an earlier rejected directory of that name)
     // would make the rename fail: clear it first.
     if fs::symlink_metadata(&to).is_ok_and(|m| m.is_dir()) {
         fs::remove_dir_all(&to).with_context(|| format!("cannot replace {}", to.display()))?;
     }
-    fs::rename(dir.join(name), &to).with_context(|| format!("cannot move tag to {}", rejected.display()))?;
-    let text = format!("{} {}\n", crate::clock::rfc3339(now), reason.replace('\n', " "));
+    fs::rename(dir.join(name), &to)
+        .with_context(|| format!("cannot move tag to {}", rejected.display()))?;
+    let text = format!(
+        "{} {}\n",
+        crate::clock::rfc3339(now),
+        reason.replace('\n', " ")
+    );
     write_atomically(&rejected, &reason_file(name), text.as_bytes())
 }
 
 /// Writes `dir/name` by a temporary file in `dir` and a rename, so readers
 /// (and inotify watchers) only ever see the finished file.
 fn write_atomically(dir: &Path, name: &OsStr, data: &[u8]) -> Result<()> {
-    let temp = dir.join(format!("{TEMP_PREFIX}{}-{}", std::process::id(), random_token()));
+    let temp = dir.join(format!(
+        "{TEMP_PREFIX}{}-{}",
+        std::process::id(),
+        random_token()
+    ));
     fs::write(&temp, data).with_context(|| format!("cannot write {}", temp.display()))?;
     let to = dir.join(name);
     fs::rename(&temp, &to).map_err(|e| {
@@ -126,13 +143,16 @@ fn random_token() -> String {
     use rand::Rng;
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    (0..10).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
+    (0..10)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
 }
 
 /// Writes the tag of `pv` into `<tag_dir>/<target>/`, creating it.
 pub fn write_tag(config: &Config, target: &str, pv: &PackageVersion) -> Result<PathBuf> {
     let dir = tag_dir(config, target);
-    fs::create_dir_all(&dir).with_context(|| format!("cannot create tag directory {}", dir.display()))?;
+    fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create tag directory {}", dir.display()))?;
     let name = tag_name(pv);
     write_atomically(&dir, OsStr::new(&name), b"")?;
     Ok(dir.join(name))
@@ -148,7 +168,10 @@ pub fn run(ctx: &Context, options: &TagOptions) -> Result<Outcome> {
     let pv = PackageVersion::new(&options.package, &options.version)
         .map_err(|e| UsageError(format!("cannot tag: {e}")))?;
     let selection = if options.selection.targets.is_empty() {
-        Selection { targets: Vec::new(), all: true }
+        Selection {
+            targets: Vec::new(),
+            all: true,
+        }
     } else {
         options.selection.clone()
     };
@@ -164,13 +187,19 @@ pub fn run(ctx: &Context, options: &TagOptions) -> Result<Outcome> {
     match SourceArchive::new(&ctx.config.archive).inspect(&pv) {
         Ok(SourceEntry::Missing) => ctx.reporter.warn(
             "",
-            &format!("{pv} is not in the source archive (yet): fast will retry it, then reject the tag"),
+            &format!(
+                "{pv} is not in the source archive (yet): fast will retry it, then reject the tag"
+            ),
         ),
         Ok(_) => {}
         Err(e) => ctx.reporter.warn("", &format!("{e:#}")),
     }
     let frames: Vec<Frame<TagReport>> = targets.iter().map(|t| tag_one(ctx, t, &pv)).collect();
-    let outcome = frames.iter().map(|f| f.outcome).max().unwrap_or(Outcome::Done);
+    let outcome = frames
+        .iter()
+        .map(|f| f.outcome)
+        .max()
+        .unwrap_or(Outcome::Done);
     if ctx.reporter.json() {
         let report = CommandReport {
             command: "tag".to_string(),
@@ -188,23 +217,32 @@ fn tag_one(ctx: &Context, target: &TargetConfig, pv: &PackageVersion) -> Frame<T
     let tag = tag_name(pv);
     let result = if ctx.dry_run {
         let path = tag_dir(&ctx.config, &target.name).join(&tag);
-        ctx.reporter.plan_line(&target.name, &format!("would write tag {}", path.display()));
+        ctx.reporter
+            .plan_line(&target.name, &format!("would write tag {}", path.display()));
         Ok(path)
     } else {
         write_tag(&ctx.config, &target.name, pv)
     };
     let (outcome, error, report) = match result {
         Ok(path) => {
-            ctx.reporter.summary(&format!("{}: tag done: {}", target.name, path.display()));
+            ctx.reporter
+                .summary(&format!("{}: tag done: {}", target.name, path.display()));
             (Outcome::Done, None, Some(TagReport { tag, path }))
         }
         Err(e) => {
             let e = format!("{e:#}");
-            ctx.reporter.error("", &format!("{}: tag failed: {e}", target.name));
+            ctx.reporter
+                .error("", &format!("{}: tag failed: {e}", target.name));
             (Outcome::Failed, Some(e), None)
         }
     };
-    Frame { target: target.name.clone(), outcome, exit_code: outcome.code(), error, report }
+    Frame {
+        target: target.name.clone(),
+        outcome,
+        exit_code: outcome.code(),
+        error,
+        report,
+    }
 }
 
 #[cfg(test)]
@@ -218,14 +256,29 @@ mod tests {
             fs::write(dir.path().join(name), "").unwrap();
         }
         assert_eq!(pending(dir.path()).unwrap(), ["a::b::c", "p::1"]);
-        reject(dir.path(), OsStr::new("a::b::c"), "invalid name\nsecond line", 0).unwrap();
+        reject(
+            dir.path(),
+            OsStr::new("a::b::c"),
+            "invalid name\nsecond line",
+            0,
+        )
+        .unwrap();
         assert_eq!(pending(dir.path()).unwrap(), ["p::1"]);
         let r = rejected(dir.path()).unwrap();
-        assert_eq!(r, [Rejected { tag: "a::b::c".into(), reason: "1970-01-01T00:00:00Z invalid name second line".into() }]);
+        assert_eq!(
+            r,
+            [Rejected {
+                tag: "a::b::c".into(),
+                reason: "1970-01-01T00:00:00Z invalid name second line".into()
+            }]
+        );
         // Rejecting the same name again replaces the old entry and reason.
         fs::write(dir.path().join("a::b::c"), "").unwrap();
         reject(dir.path(), OsStr::new("a::b::c"), "again", 1).unwrap();
-        assert_eq!(rejected(dir.path()).unwrap()[0].reason, "1970-01-01T00:00:01Z again");
+        assert_eq!(
+            rejected(dir.path()).unwrap()[0].reason,
+            "1970-01-01T00:00:01Z again"
+        );
         assert!(pending(&dir.path().join("missing")).unwrap().is_empty());
     }
 }

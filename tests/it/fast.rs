@@ -22,7 +22,10 @@ fn world() -> World {
     w.alias("j", "cur", "2");
     w.write_global("");
     w.write_rm(&[("P/R1", "open", 0, &["p/1.0"])]);
-    w.local_target("site", "projects = [\"P\"]\ntag_retries = 3\nwritable_grace = \"1h\"\n");
+    w.local_target(
+        "site",
+        "projects = [\"P\"]\ntag_retries = 3\nwritable_grace = \"1h\"\n",
+    );
     w
 }
 
@@ -33,7 +36,10 @@ fn tags(w: &World, target: &str) -> PathBuf {
 /// The tags waiting in a target's tag directory (hidden entries aside).
 fn waiting(w: &World, target: &str) -> Vec<String> {
     let mut out: Vec<String> = fs::read_dir(tags(w, target))
-        .map(|rd| rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     out.retain(|n| !n.starts_with('.'));
     out.sort();
@@ -46,7 +52,12 @@ fn json(out: &std::process::Output) -> serde_json::Value {
 
 /// The report of the target named `name` in a `--json` answer.
 fn report<'a>(json: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    json["targets"].as_array().unwrap().iter().find(|t| t["target"] == name).unwrap_or_else(|| panic!("{json}"))
+    json["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"] == name)
+        .unwrap_or_else(|| panic!("{json}"))
 }
 
 /// The `report` part of target `name`'s frame in a `--json` answer.
@@ -61,7 +72,11 @@ fn names(list: &serde_json::Value) -> Vec<String> {
         .map(|v| match v {
             serde_json::Value::String(s) => s.clone(),
             v if v.get("package").is_some() => {
-                format!("{}/{}", v["package"].as_str().unwrap(), v["version"].as_str().unwrap())
+                format!(
+                    "{}/{}",
+                    v["package"].as_str().unwrap(),
+                    v["version"].as_str().unwrap()
+                )
             }
             v => v["tag"].as_str().unwrap().to_string(),
         })
@@ -69,7 +84,11 @@ fn names(list: &serde_json::Value) -> Vec<String> {
 }
 
 fn same_tree(w: &World, target: &str, pv: &str) {
-    assert_eq!(common::snapshot(&w.archive().join(pv)), common::snapshot(&w.target_dir(target).join(pv)), "{pv}");
+    assert_eq!(
+        common::snapshot(&w.archive().join(pv)),
+        common::snapshot(&w.target_dir(target).join(pv)),
+        "{pv}"
+    );
 }
 
 /// Starts the built blat in the background.
@@ -104,7 +123,11 @@ fn tag_then_fast_delivers_the_package_and_removes_the_tag() {
     let out = w.blat(&["tag", "p", "1.0"]);
     assert_exit(&out, 0);
     assert_eq!(waiting(&w, "site"), ["p::1.0"]);
-    assert_eq!(fs::metadata(tags(&w, "site").join("p::1.0")).unwrap().len(), 0, "a tag is an empty file");
+    assert_eq!(
+        fs::metadata(tags(&w, "site").join("p::1.0")).unwrap().len(),
+        0,
+        "a tag is an empty file"
+    );
 
     let out = w.blat(&["fast", "--all", "--json"]);
     assert_exit(&out, 0);
@@ -113,8 +136,14 @@ fn tag_then_fast_delivers_the_package_and_removes_the_tag() {
     same_tree(&w, "site", "p/1.0");
     assert!(waiting(&w, "site").is_empty(), "tag consumed");
     assert!(common::leftovers(&w.target_dir("site")).is_empty());
-    assert!(!w.target_dir("site").join("j").exists(), "only the tagged package");
-    assert!(stdout(&out).contains("\"polls\": 1"), "one pass without --watch");
+    assert!(
+        !w.target_dir("site").join("j").exists(),
+        "only the tagged package"
+    );
+    assert!(
+        stdout(&out).contains("\"polls\": 1"),
+        "one pass without --watch"
+    );
 
     // Tagged again while the target has it: consumed, nothing sent.
     assert_exit(&w.blat(&["tag", "p", "1.0", "--target", "site"]), 0);
@@ -155,25 +184,50 @@ fn tag_writes_into_every_archive_target_and_refuses_invalid_names() {
     assert_eq!(waiting(&w, "site"), ["j::cur"]);
     assert_eq!(waiting(&w, "other"), ["j::cur"]);
     assert!(!tags(&w, "bucket").exists(), "S3 targets take no tags");
-    let leftover: Vec<_> = fs::read_dir(tags(&w, "site")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let leftover: Vec<_> = fs::read_dir(tags(&w, "site"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(leftover.len(), 1, "no temporary file left: {leftover:?}");
 
-    for (package, version) in [("../../etc", "x"), ("p", "a b"), ("p", "1::2"), (".hidden", "1"), ("p", "")] {
+    for (package, version) in [
+        ("../../etc", "x"),
+        ("p", "a b"),
+        ("p", "1::2"),
+        (".hidden", "1"),
+        ("p", ""),
+    ] {
         let out = w.blat(&["tag", package, version]);
         assert_exit(&out, 2);
-        assert!(stderr(&out).contains("cannot tag: invalid name"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("cannot tag: invalid name"),
+            "{}",
+            stderr(&out)
+        );
     }
-    assert_eq!(waiting(&w, "site"), ["j::cur"], "nothing written for refused names");
+    assert_eq!(
+        waiting(&w, "site"),
+        ["j::cur"],
+        "nothing written for refused names"
+    );
     assert!(!w.path().join("etc").exists());
 
     let out = w.blat(&["tag", "p", "1.0", "--target", "bucket"]);
     assert_exit(&out, 2);
-    assert!(stderr(&out).contains("target 'bucket' is not an archive target"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("target 'bucket' is not an archive target"),
+        "{}",
+        stderr(&out)
+    );
 
     // A tag for a package not (yet) in the archive is written, with a warning.
     let out = w.blat(&["tag", "later", "1"]);
     assert_exit(&out, 0);
-    assert!(stderr(&out).contains("later/1 is not in the source archive (yet)"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("later/1 is not in the source archive (yet)"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -201,22 +255,41 @@ fn bad_tag_names_are_rejected_with_their_reason_and_never_used() {
     assert_exit(&out, 3);
     let r = target_report(&out, "site");
     assert_eq!(names(&r["sent"]), ["p/1.0"], "the good tag still goes");
-    assert_eq!(r["rejected"].as_array().unwrap().len(), bad.len() + 1, "{r}");
-    assert!(waiting(&w, "site").is_empty(), "every tag consumed or moved aside");
+    assert_eq!(
+        r["rejected"].as_array().unwrap().len(),
+        bad.len() + 1,
+        "{r}"
+    );
+    assert!(
+        waiting(&w, "site").is_empty(),
+        "every tag consumed or moved aside"
+    );
     for name in bad.iter().chain([&OsStr::new("p::dir")]) {
-        assert!(fs::symlink_metadata(dir.join(".rejected").join(name)).is_ok(), "{name:?} in .rejected/");
+        assert!(
+            fs::symlink_metadata(dir.join(".rejected").join(name)).is_ok(),
+            "{name:?} in .rejected/"
+        );
         let mut reason_file = std::ffi::OsString::from(".");
         reason_file.push(name);
         reason_file.push(".reason");
         let reason = fs::read_to_string(dir.join(".rejected").join(reason_file)).unwrap();
-        assert!(reason.contains("invalid") || reason.contains("not a tag file"), "{name:?}: {reason}");
+        assert!(
+            reason.contains("invalid") || reason.contains("not a tag file"),
+            "{name:?}: {reason}"
+        );
     }
     let reason = fs::read_to_string(dir.join(".rejected/.a::b::c.reason")).unwrap();
     assert!(reason.contains("invalid name 'b::c'"), "{reason}");
     let err = stderr(&out);
-    assert!(err.contains("site: error: tag a::b::c rejected: invalid tag:"), "{err}");
+    assert!(
+        err.contains("site: error: tag a::b::c rejected: invalid tag:"),
+        "{err}"
+    );
     // Nothing but the good package reached the target; nothing ran.
-    let entries: Vec<_> = fs::read_dir(w.target_dir("site")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let entries: Vec<_> = fs::read_dir(w.target_dir("site"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(entries, ["p"], "{entries:?}");
     assert!(!w.path().join("pwned").exists() && !Path::new("pwned").exists());
 
@@ -237,9 +310,18 @@ fn a_writable_package_waits_for_its_grace_then_goes() {
     assert_exit(&out, 0);
     let r = target_report(&out, "site");
     assert_eq!(names(&r["kept"]), ["w::0.1"]);
-    assert!(r["kept"][0]["reason"].as_str().unwrap().contains("still writable"), "{r}");
+    assert!(
+        r["kept"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("still writable"),
+        "{r}"
+    );
     assert_eq!(waiting(&w, "site"), ["w::0.1"], "tag kept");
-    assert!(!w.target_dir("site").join("w").exists(), "not sent while writable");
+    assert!(
+        !w.target_dir("site").join("w").exists(),
+        "not sent while writable"
+    );
 
     // Kept tags are not failures: no attempt is counted, however many runs.
     for _ in 0..4 {
@@ -264,7 +346,13 @@ fn a_tag_for_a_missing_package_is_rejected_after_the_retries() {
         assert_exit(&out, 1);
         let r = target_report(&out, "site");
         assert_eq!(names(&r["failed"]), ["nope::1"], "{r}");
-        assert!(stderr(&out).contains(&format!("tag nope::1: nope/1 does not exist in the source archive (attempt {attempt} of 3)")), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!(
+                "tag nope::1: nope/1 does not exist in the source archive (attempt {attempt} of 3)"
+            )),
+            "{}",
+            stderr(&out)
+        );
         assert_eq!(waiting(&w, "site"), ["nope::1"], "kept for a retry");
     }
     let out = w.blat(&["fast", "--all", "--json"]);
@@ -274,7 +362,10 @@ fn a_tag_for_a_missing_package_is_rejected_after_the_retries() {
     assert!(names(&r["failed"]).is_empty());
     assert!(waiting(&w, "site").is_empty());
     let reason = fs::read_to_string(tags(&w, "site").join(".rejected/.nope::1.reason")).unwrap();
-    assert!(reason.contains("does not exist in the source archive (gave up after 3 attempts)"), "{reason}");
+    assert!(
+        reason.contains("does not exist in the source archive (gave up after 3 attempts)"),
+        "{reason}"
+    );
 
     // A tag that arrives in time is not held against its earlier failures.
     assert_exit(&w.blat(&["tag", "late", "1"]), 0);
@@ -286,7 +377,11 @@ fn a_tag_for_a_missing_package_is_rejected_after_the_retries() {
     common::make_writable(&w.archive().join("late"));
     fs::remove_dir_all(w.archive().join("late")).unwrap();
     let out = w.blat(&["fast", "--all"]);
-    assert!(stderr(&out).contains("(attempt 1 of 3)"), "attempts start afresh: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("(attempt 1 of 3)"),
+        "attempts start afresh: {}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -311,7 +406,10 @@ fn an_alias_tag_brings_its_version_and_the_link() {
     assert_exit(&out, 0);
     assert_eq!(names(&target_report(&out, "site")["sent"]), ["j/1"]);
     assert_eq!(fs::read_link(t.join("j/cur")).unwrap().to_str(), Some("1"));
-    assert!(t.join("j/2/descpkg").exists(), "the old version is left alone");
+    assert!(
+        t.join("j/2/descpkg").exists(),
+        "the old version is left alone"
+    );
 
     // Nothing changed: consumed as up to date, nothing sent or linked.
     assert_exit(&w.blat(&["tag", "j", "cur"]), 0);
@@ -329,7 +427,10 @@ fn one_target_down_does_not_stop_the_others() {
     fs::write(w.path().join("plainfile"), "").unwrap();
     w.write_target(
         "down",
-        &format!("kind = \"archive\"\ntransport = \"local\"\npath = \"{}\"\ntag_retries = 5\n", w.path().join("plainfile/archive").display()),
+        &format!(
+            "kind = \"archive\"\ntransport = \"local\"\npath = \"{}\"\ntag_retries = 5\n",
+            w.path().join("plainfile/archive").display()
+        ),
     );
     assert_exit(&w.blat(&["tag", "p", "1.0"]), 0);
     let out = w.blat(&["fast", "--all", "--json"]);
@@ -357,16 +458,26 @@ fn watch_picks_up_a_tag_written_while_it_runs() {
     let child = spawn(&w, &["fast", "--all", "--watch", "4s"]);
     std::thread::sleep(Duration::from_millis(800));
     assert_exit(&w.blat(&["tag", "p", "1.0"]), 0);
-    let latency = wait_for(&w.target_dir("site").join("p/1.0/descpkg"), Duration::from_secs(4));
+    let latency = wait_for(
+        &w.target_dir("site").join("p/1.0/descpkg"),
+        Duration::from_secs(4),
+    );
     let latency = latency.expect("the watcher sent the package while it ran");
     // inotify wakes the watcher at once; the poll interval is 5 s.
     assert!(latency < Duration::from_secs(2), "took {latency:?}");
     let out = child.wait_with_output().unwrap();
     assert_exit(&out, 0);
-    assert!(started.elapsed() >= Duration::from_secs(4), "watched for the whole duration");
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "watched for the whole duration"
+    );
     assert!(waiting(&w, "site").is_empty());
     same_tree(&w, "site", "p/1.0");
-    assert!(stdout(&out).contains("site: fast done: 1 sent"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("site: fast done: 1 sent"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -376,7 +487,11 @@ fn overlapping_runs_are_refused_but_sync_is_not_shut_out() {
     std::thread::sleep(Duration::from_millis(800));
     let out = w.blat(&["fast", "--target", "site"]);
     assert_exit(&out, 4);
-    assert!(stderr(&out).contains("site: fast locked: target site is busy"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("site: fast locked: target site is busy"),
+        "{}",
+        stderr(&out)
+    );
     // The watcher holds the target lock only around transfers.
     assert_exit(&w.blat(&["sync", "--target", "site"]), 0);
     assert!(w.target_dir("site").join("p/1.0/descpkg").exists());
@@ -393,7 +508,14 @@ fn a_late_watcher_takes_over_when_the_previous_one_ends() {
     assert_exit(&first, 0);
     std::thread::sleep(Duration::from_millis(700));
     assert_exit(&w.blat(&["tag", "p", "1.0"]), 0);
-    assert!(wait_for(&w.target_dir("site").join("p/1.0/descpkg"), Duration::from_secs(2)).is_some(), "second watcher took over");
+    assert!(
+        wait_for(
+            &w.target_dir("site").join("p/1.0/descpkg"),
+            Duration::from_secs(2)
+        )
+        .is_some(),
+        "second watcher took over"
+    );
     assert_exit(&second.wait_with_output().unwrap(), 0);
 }
 
@@ -405,7 +527,11 @@ fn dry_run_shows_the_plan_and_changes_nothing() {
     let out = w.blat(&["--dry-run", "fast", "--all"]);
     assert_exit(&out, 3);
     let text = stdout(&out);
-    for line in ["site: would send p/1.0", "site: would remove tag p::1.0", "site: would reject tag a::b::c: invalid tag"] {
+    for line in [
+        "site: would send p/1.0",
+        "site: would remove tag p::1.0",
+        "site: would reject tag a::b::c: invalid tag",
+    ] {
         assert!(text.contains(line), "{line} in {text}");
     }
     assert_eq!(waiting(&w, "site"), ["a::b::c", "p::1.0"]);
@@ -413,12 +539,20 @@ fn dry_run_shows_the_plan_and_changes_nothing() {
 
     let out = w.blat(&["--dry-run", "tag", "q", "1"]);
     assert_exit(&out, 0);
-    assert!(stdout(&out).contains("site: would write tag "), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("site: would write tag "),
+        "{}",
+        stdout(&out)
+    );
     assert!(!tags(&w, "site").join("q::1").exists());
 
     let out = w.blat(&["--dry-run", "fast", "--all", "--watch", "5s"]);
     assert_exit(&out, 2);
-    assert!(stderr(&out).contains("--watch and --dry-run"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--watch and --dry-run"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -426,8 +560,16 @@ fn fast_needs_a_target_selection_and_a_valid_watch() {
     let w = world();
     let out = w.blat(&["fast"]);
     assert_exit(&out, 2);
-    assert!(stderr(&out).contains("--target NAME or use --all"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--target NAME or use --all"),
+        "{}",
+        stderr(&out)
+    );
     let out = w.blat(&["fast", "--all", "--watch", "soon"]);
     assert_exit(&out, 2);
-    assert!(stderr(&out).contains("invalid duration 'soon'"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("invalid duration 'soon'"),
+        "{}",
+        stderr(&out)
+    );
 }
