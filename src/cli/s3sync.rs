@@ -17,6 +17,9 @@ pub struct S3syncArgs {
 
 impl S3syncArgs {
     pub fn options(&self, global: &GlobalArgs) -> S3SyncOptions {
-        S3SyncOptions { selection: global.selection(), force: self.force }
+        S3SyncOptions {
+            selection: global.selection(),
+            force: self.force,
+        }
     }
 }

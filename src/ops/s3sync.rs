@@ -70,7 +70,8 @@ pub struct S3SyncReport {
 
 impl TargetReport for S3SyncReport {
     fn outcome(&self) -> Outcome {
-        let progress = self.up_to_date + self.uploaded.len() + self.aliases_written.len() + self.deleted.len();
+        let progress =
+            self.up_to_date + self.uploaded.len() + self.aliases_written.len() + self.deleted.len();
         if self.failed.is_empty() {
             Outcome::Done
         } else if progress > 0 {
@@ -81,7 +82,11 @@ impl TargetReport for S3SyncReport {
     }
 
     fn summary(&self) -> String {
-        let mut parts = vec![format!("{} uploaded ({})", self.uploaded.len(), human_bytes(self.bytes_uploaded))];
+        let mut parts = vec![format!(
+            "{} uploaded ({})",
+            self.uploaded.len(),
+            human_bytes(self.bytes_uploaded)
+        )];
         if !self.failed.is_empty() {
             parts.push(format!("{} failed", self.failed.len()));
         }
@@ -111,12 +116,25 @@ impl TargetReport for S3SyncReport {
 }
 
 pub fn run(ctx: &Context, options: &S3SyncOptions) -> Result<Outcome> {
-    let targets = ctx.select(&options.selection, |t| matches!(t.kind, TargetKind::S3(_)), "s3")?;
+    let targets = ctx.select(
+        &options.selection,
+        |t| matches!(t.kind, TargetKind::S3(_)),
+        "s3",
+    )?;
     super::for_each_target(ctx, "s3sync", &targets, |ctx, target| {
-        let TargetKind::S3(s3) = &target.kind else { unreachable!("selected s3 targets only") };
+        let TargetKind::S3(s3) = &target.kind else {
+            unreachable!("selected s3 targets only")
+        };
         let store = S3Store::connect(s3)?;
-        let store: Box<dyn ObjectStore> =
-            if ctx.dry_run { Box::new(DryRun { inner: store, target: &target.name, reporter: &ctx.reporter }) } else { Box::new(store) };
+        let store: Box<dyn ObjectStore> = if ctx.dry_run {
+            Box::new(DryRun {
+                inner: store,
+                target: &target.name,
+                reporter: &ctx.reporter,
+            })
+        } else {
+            Box::new(store)
+        };
         s3sync_target(ctx, target, s3, store.as_ref(), options.force).map(Some)
     })
 }
@@ -143,8 +161,14 @@ pub enum KeyKind {
 pub fn parse_key(prefix: &str, key: &str) -> Option<KeyKind> {
     let (package, file) = key.strip_prefix(prefix)?.split_once('/')?;
     let package = Name::new(package).ok()?;
-    if let Some(version) = file.strip_prefix(&format!("{package}_")).and_then(|f| f.strip_suffix(".zip")) {
-        return Some(KeyKind::Zip(PackageVersion { package, version: Name::new(version).ok()? }));
+    if let Some(version) = file
+        .strip_prefix(&format!("{package}_"))
+        .and_then(|f| f.strip_suffix(".zip"))
+    {
+        return Some(KeyKind::Zip(PackageVersion {
+            package,
+            version: Name::new(version).ok()?,
+        }));
     }
     let alias = Name::new(file.strip_suffix(".txt")?).ok()?;
     Some(KeyKind::Alias { package, alias })
@@ -197,7 +221,9 @@ impl Ledger<'_> {
     }
 
     fn record(&self, u: &Upload) -> Result<()> {
-        let Some(state) = self.state else { return Ok(()) };
+        let Some(state) = self.state else {
+            return Ok(());
+        };
         state.connection().execute(
             "INSERT OR REPLACE INTO uploads (target, key, package, version, descpkg_mtime, size, etag, uploaded)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -207,21 +233,28 @@ impl Ledger<'_> {
     }
 
     fn forget(&self, key: &str) -> Result<()> {
-        let Some(state) = self.state else { return Ok(()) };
-        state.connection().execute("DELETE FROM uploads WHERE target = ?1 AND key = ?2", params![self.target, key])?;
+        let Some(state) = self.state else {
+            return Ok(());
+        };
+        state.connection().execute(
+            "DELETE FROM uploads WHERE target = ?1 AND key = ?2",
+            params![self.target, key],
+        )?;
         Ok(())
     }
 
     fn open_multiparts(&self, state: &State) -> Result<Vec<(String, String)>> {
-        let mut stmt = state
-            .connection()
-            .prepare("SELECT key, upload_id FROM multipart_uploads WHERE target = ?1 ORDER BY started")?;
+        let mut stmt = state.connection().prepare(
+            "SELECT key, upload_id FROM multipart_uploads WHERE target = ?1 ORDER BY started",
+        )?;
         let rows = stmt.query_map(params![self.target], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn multipart(&self, event: &Multipart) -> Result<()> {
-        let Some(state) = self.state else { return Ok(()) };
+        let Some(state) = self.state else {
+            return Ok(());
+        };
         match event {
             Multipart::Started { key, upload_id } => state.connection().execute(
                 "INSERT OR REPLACE INTO multipart_uploads (target, key, upload_id, started) VALUES (?1, ?2, ?3, ?4)",
@@ -236,10 +269,15 @@ impl Ledger<'_> {
     }
 
     fn marks(&self, state: &State) -> Result<BTreeMap<PackageVersion, i64>> {
-        let mut stmt =
-            state.connection().prepare("SELECT package, version, first_seen FROM marks WHERE target = ?1")?;
+        let mut stmt = state
+            .connection()
+            .prepare("SELECT package, version, first_seen FROM marks WHERE target = ?1")?;
         let rows = stmt.query_map(params![self.target], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
         })?;
         let mut out = BTreeMap::new();
         for row in rows {
@@ -253,7 +291,9 @@ impl Ledger<'_> {
     }
 
     fn mark(&self, pv: &PackageVersion, now: i64) -> Result<()> {
-        let Some(state) = self.state else { return Ok(()) };
+        let Some(state) = self.state else {
+            return Ok(());
+        };
         state.connection().execute(
             "INSERT OR IGNORE INTO marks (target, package, version, first_seen) VALUES (?1, ?2, ?3, ?4)",
             params![self.target, pv.package.as_str(), pv.version.as_str(), now],
@@ -262,7 +302,9 @@ impl Ledger<'_> {
     }
 
     fn unmark(&self, pv: &PackageVersion) -> Result<()> {
-        let Some(state) = self.state else { return Ok(()) };
+        let Some(state) = self.state else {
+            return Ok(());
+        };
         state.connection().execute(
             "DELETE FROM marks WHERE target = ?1 AND package = ?2 AND version = ?3",
             params![self.target, pv.package.as_str(), pv.version.as_str()],
@@ -280,7 +322,10 @@ pub enum UploadReason {
     /// No object at its key.
     Missing,
     /// The object holds another descpkg mtime.
-    Changed { stored_mtime: i64, source_mtime: i64 },
+    Changed {
+        stored_mtime: i64,
+        source_mtime: i64,
+    },
     /// The object carries no descpkg mtime blat can trust.
     Unknown,
 }
@@ -289,8 +334,14 @@ impl std::fmt::Display for UploadReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             UploadReason::Missing => f.write_str("missing"),
-            UploadReason::Changed { stored_mtime, source_mtime } => {
-                write!(f, "descpkg mtime {stored_mtime} in the bucket, {source_mtime} here")
+            UploadReason::Changed {
+                stored_mtime,
+                source_mtime,
+            } => {
+                write!(
+                    f,
+                    "descpkg mtime {stored_mtime} in the bucket, {source_mtime} here"
+                )
             }
             UploadReason::Unknown => f.write_str("the object in the bucket has no descpkg mtime"),
         }
@@ -307,14 +358,23 @@ pub enum Judgement {
 }
 
 /// Decides from the listing and the state file alone (no request).
-pub fn judge(listed: Option<&ObjectInfo>, remembered: Option<&Upload>, source_mtime: i64) -> Judgement {
-    let Some(listed) = listed else { return Judgement::Upload(UploadReason::Missing) };
+pub fn judge(
+    listed: Option<&ObjectInfo>,
+    remembered: Option<&Upload>,
+    source_mtime: i64,
+) -> Judgement {
+    let Some(listed) = listed else {
+        return Judgement::Upload(UploadReason::Missing);
+    };
     match remembered {
         Some(r) if r.etag == listed.etag && r.size == listed.size => {
             if r.descpkg_mtime == source_mtime {
                 Judgement::UpToDate
             } else {
-                Judgement::Upload(UploadReason::Changed { stored_mtime: r.descpkg_mtime, source_mtime })
+                Judgement::Upload(UploadReason::Changed {
+                    stored_mtime: r.descpkg_mtime,
+                    source_mtime,
+                })
             }
         }
         // Unknown to the state, or replaced since: the object's metadata decides.
@@ -338,7 +398,10 @@ pub fn excess(
     let wanted_alias: BTreeSet<PackageVersion> = set
         .aliases
         .iter()
-        .map(|a| PackageVersion { package: a.package.clone(), version: a.version.clone() })
+        .map(|a| PackageVersion {
+            package: a.package.clone(),
+            version: a.version.clone(),
+        })
         .collect();
     zips.iter()
         .filter(|(pv, mtime)| {
@@ -367,7 +430,10 @@ fn s3sync_target(
     // A release source that fails stops the pass here: nothing is deleted.
     let set = ctx.with_source(|s| current::load(target, s, &source))?;
     let state = State::open(&ctx.config.state_dir)?;
-    let ledger = Ledger { state: (!ctx.dry_run).then_some(&state), target: name };
+    let ledger = Ledger {
+        state: (!ctx.dry_run).then_some(&state),
+        target: name,
+    };
     let mut report = S3SyncReport {
         store: store.describe(),
         releases: set.releases.iter().map(|r| r.to_string()).collect(),
@@ -378,19 +444,31 @@ fn s3sync_target(
     for (key, upload_id) in ledger.open_multiparts(&state)? {
         match store.abort_multipart(&key, &upload_id) {
             Ok(()) => {
-                ledger.multipart(&Multipart::Ended { key: &key, upload_id: &upload_id })?;
+                ledger.multipart(&Multipart::Ended {
+                    key: &key,
+                    upload_id: &upload_id,
+                })?;
                 report.aborted_uploads += 1;
-                ctx.reporter.info(name, &format!("aborted the interrupted upload of {key}"));
+                ctx.reporter
+                    .info(name, &format!("aborted the interrupted upload of {key}"));
             }
             Err(e) => ctx.reporter.warn(name, &format!("{e:#}")),
         }
     }
 
-    let listing: BTreeMap<String, ObjectInfo> =
-        store.list(&s3.prefix)?.into_iter().map(|o| (o.key.clone(), o)).collect();
+    let listing: BTreeMap<String, ObjectInfo> = store
+        .list(&s3.prefix)?
+        .into_iter()
+        .map(|o| (o.key.clone(), o))
+        .collect();
     let mut known = ledger.uploads(&state)?;
     // Objects removed behind blat's back are forgotten, so they count as missing.
-    for key in known.keys().filter(|k| !listing.contains_key(*k)).cloned().collect::<Vec<_>>() {
+    for key in known
+        .keys()
+        .filter(|k| !listing.contains_key(*k))
+        .cloned()
+        .collect::<Vec<_>>()
+    {
         ledger.forget(&key)?;
         known.remove(&key);
     }
@@ -400,8 +478,15 @@ fn s3sync_target(
     let mut present: BTreeSet<PackageVersion> = BTreeSet::new();
     let mut queue: Vec<(PackageVersion, i64)> = Vec::new();
     for (pv, entry) in &set.versions {
-        let SourceEntry::Version { descpkg_mtime, writable_since } = entry else {
-            report.skipped.push(Skipped { pv: pv.clone(), reason: SkipReason::NotInArchive });
+        let SourceEntry::Version {
+            descpkg_mtime,
+            writable_since,
+        } = entry
+        else {
+            report.skipped.push(Skipped {
+                pv: pv.clone(),
+                reason: SkipReason::NotInArchive,
+            });
             continue;
         };
         let key = zip_key(&s3.prefix, pv);
@@ -417,7 +502,10 @@ fn s3sync_target(
                 }
                 Ok((j, None)) => j,
                 Err(e) => {
-                    report.failed.push(Failure { item: pv.to_string(), error: format!("{e:#}") });
+                    report.failed.push(Failure {
+                        item: pv.to_string(),
+                        error: format!("{e:#}"),
+                    });
                     continue;
                 }
             };
@@ -430,11 +518,15 @@ fn s3sync_target(
             Judgement::Upload(reason) => {
                 if let Some(since) = writable_since {
                     if !crate::archive::past_grace(*since, now, target.writable_grace) {
-                        report.skipped.push(Skipped { pv: pv.clone(), reason: SkipReason::Writable { since: *since } });
+                        report.skipped.push(Skipped {
+                            pv: pv.clone(),
+                            reason: SkipReason::Writable { since: *since },
+                        });
                         continue;
                     }
                 }
-                ctx.reporter.detail(name, &format!("upload {pv} ({reason})"));
+                ctx.reporter
+                    .detail(name, &format!("upload {pv} ({reason})"));
                 queue.push((pv.clone(), *descpkg_mtime));
             }
             Judgement::AskStore => unreachable!("asked above"),
@@ -442,12 +534,50 @@ fn s3sync_target(
     }
     for s in &report.skipped {
         let line = format!("skip {}: {}", s.pv, s.reason);
-        if ctx.dry_run { ctx.reporter.plan_line(name, &line) } else { ctx.reporter.info(name, &line) }
+        if ctx.dry_run {
+            ctx.reporter.plan_line(name, &line)
+        } else {
+            ctx.reporter.info(name, &line)
+        }
     }
 
-    upload_all(ctx, target, s3, &source, store, &queue, &mut report, &mut present);
-    let aliased = aliases(ctx, target, s3, store, &ledger, &set, &listing, &mut known, &present, &mut report)?;
-    age(ctx, target, s3, store, &ledger, &state, &set, &listing, &known, &aliased, now, force, &mut report)?;
+    upload_all(
+        ctx,
+        target,
+        s3,
+        &source,
+        store,
+        &queue,
+        &mut report,
+        &mut present,
+    );
+    let aliased = aliases(
+        ctx,
+        target,
+        s3,
+        store,
+        &ledger,
+        &set,
+        &listing,
+        &mut known,
+        &present,
+        &mut report,
+    )?;
+    age(
+        ctx,
+        target,
+        s3,
+        store,
+        &ledger,
+        &state,
+        &set,
+        &listing,
+        &known,
+        &aliased,
+        now,
+        force,
+        &mut report,
+    )?;
 
     report.requests = store.requests();
     report.seconds = started.elapsed().as_secs_f64();
@@ -456,9 +586,19 @@ fn s3sync_target(
 
 /// One HEAD for an object the state file cannot vouch for; returns the
 /// judgement and, when the object is current, the row to remember.
-fn ask_store(store: &dyn ObjectStore, key: &str, pv: &PackageVersion, mtime: i64) -> Result<(Judgement, Option<Upload>)> {
-    let Some(head) = store.head(key)? else { return Ok((Judgement::Upload(UploadReason::Missing), None)) };
-    let stored: Option<i64> = head.metadata.get(MTIME_META).and_then(|m| m.trim().parse().ok());
+fn ask_store(
+    store: &dyn ObjectStore,
+    key: &str,
+    pv: &PackageVersion,
+    mtime: i64,
+) -> Result<(Judgement, Option<Upload>)> {
+    let Some(head) = store.head(key)? else {
+        return Ok((Judgement::Upload(UploadReason::Missing), None));
+    };
+    let stored: Option<i64> = head
+        .metadata
+        .get(MTIME_META)
+        .and_then(|m| m.trim().parse().ok());
     Ok(match stored {
         Some(m) if m == mtime => (
             Judgement::UpToDate,
@@ -472,7 +612,13 @@ fn ask_store(store: &dyn ObjectStore, key: &str, pv: &PackageVersion, mtime: i64
                 uploaded: crate::clock::now(),
             }),
         ),
-        Some(m) => (Judgement::Upload(UploadReason::Changed { stored_mtime: m, source_mtime: mtime }), None),
+        Some(m) => (
+            Judgement::Upload(UploadReason::Changed {
+                stored_mtime: m,
+                source_mtime: mtime,
+            }),
+            None,
+        ),
         None => (Judgement::Upload(UploadReason::Unknown), None),
     })
 }
@@ -513,7 +659,10 @@ fn upload_all(
         }
     });
     progress.finish();
-    let mut results = uploader.results.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut results = uploader
+        .results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
     results.sort_by(|a, b| a.0.cmp(&b.0));
     for (pv, result) in results {
         match result {
@@ -524,7 +673,10 @@ fn upload_all(
             }
             Err(error) => {
                 ctx.reporter.error(&target.name, &format!("{pv}: {error}"));
-                report.failed.push(Failure { item: pv.to_string(), error });
+                report.failed.push(Failure {
+                    item: pv.to_string(),
+                    error,
+                });
             }
         }
     }
@@ -555,27 +707,46 @@ impl Uploader<'_> {
                 return;
             }
         };
-        let ledger = Ledger { state: state.as_ref(), target: self.target };
+        let ledger = Ledger {
+            state: state.as_ref(),
+            target: self.target,
+        };
         loop {
-            let Some((pv, mtime)) = self.work.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else { return };
+            let Some((pv, mtime)) = self
+                .work
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front()
+            else {
+                return;
+            };
             let result = self.upload(&ledger, &pv, mtime);
             self.progress.package_done();
             if result.is_ok() {
                 self.reporter.detail(self.target, &format!("uploaded {pv}"));
             }
-            self.results.lock().unwrap_or_else(|e| e.into_inner()).push((pv, result.map_err(|e| format!("{e:#}"))));
+            self.results
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((pv, result.map_err(|e| format!("{e:#}"))));
         }
     }
 
     fn upload(&self, ledger: &Ledger, pv: &PackageVersion, mtime: i64) -> Result<Stored> {
         let contents = zip::scan(self.source, pv)?;
         if contents.mtime != mtime {
-            anyhow::bail!("the descpkg changed during the pass (mtime {mtime}, now {})", contents.mtime);
+            anyhow::bail!(
+                "the descpkg changed during the pass (mtime {mtime}, now {})",
+                contents.mtime
+            );
         }
         let key = zip_key(self.prefix, pv);
         let journal = |event: Multipart| {
             if let Err(e) = ledger.multipart(&event) {
-                self.reporter.warn(self.target, &format!("cannot journal the multipart upload of {key}: {e:#}"));
+                self.reporter.warn(
+                    self.target,
+                    &format!("cannot journal the multipart upload of {key}: {e:#}"),
+                );
             }
         };
         let stored = self.store.put(
@@ -625,7 +796,9 @@ fn aliases(
     // What each alias object in the bucket names: the state, else one GET.
     let mut names: HashMap<String, Option<Name>> = HashMap::new();
     for (key, listed) in listing {
-        let Some(KeyKind::Alias { package, .. }) = parse_key(&s3.prefix, key) else { continue };
+        let Some(KeyKind::Alias { package, .. }) = parse_key(&s3.prefix, key) else {
+            continue;
+        };
         let version = match known.get(key) {
             Some(r) if r.etag == listed.etag && r.size == listed.size => Name::new(&r.version).ok(),
             _ => match store.get(key, ALIAS_LIMIT) {
@@ -658,16 +831,26 @@ fn aliases(
         };
         match &version {
             Some(v) => {
-                aliased.insert(PackageVersion { package: package.clone(), version: v.clone() });
+                aliased.insert(PackageVersion {
+                    package: package.clone(),
+                    version: v.clone(),
+                });
             }
             // An alias blat cannot read could name any version: keep them all.
             None => {
-                ctx.reporter.warn(name, &format!("alias object {key} does not name a version: package {package} is not aged"));
+                ctx.reporter.warn(
+                    name,
+                    &format!(
+                        "alias object {key} does not name a version: package {package} is not aged"
+                    ),
+                );
                 aliased.extend(
-                    listing.keys().filter_map(|k| match parse_key(&s3.prefix, k) {
-                        Some(KeyKind::Zip(pv)) if pv.package == package => Some(pv),
-                        _ => None,
-                    }),
+                    listing
+                        .keys()
+                        .filter_map(|k| match parse_key(&s3.prefix, k) {
+                            Some(KeyKind::Zip(pv)) if pv.package == package => Some(pv),
+                            _ => None,
+                        }),
                 );
             }
         }
@@ -675,13 +858,22 @@ fn aliases(
     }
 
     for alias in &set.aliases {
-        let version = PackageVersion { package: alias.package.clone(), version: alias.version.clone() };
+        let version = PackageVersion {
+            package: alias.package.clone(),
+            version: alias.version.clone(),
+        };
         let key = alias_key(&s3.prefix, &alias.package, &alias.alias);
-        if names.get(&key).is_some_and(|v| v.as_ref() == Some(&alias.version)) {
+        if names
+            .get(&key)
+            .is_some_and(|v| v.as_ref() == Some(&alias.version))
+        {
             continue;
         }
         if !present.contains(&version) && !ctx.dry_run {
-            ctx.reporter.warn(name, &format!("alias {alias} not written: {version} is not in the bucket"));
+            ctx.reporter.warn(
+                name,
+                &format!("alias {alias} not written: {version} is not in the bucket"),
+            );
             continue;
         }
         let text = format!("{}\n", alias.version);
@@ -710,7 +902,10 @@ fn aliases(
                 ctx.reporter.detail(name, &format!("wrote alias {alias}"));
                 report.aliases_written.push(alias.clone());
             }
-            Err(e) => report.failed.push(Failure { item: alias.to_string(), error: format!("{e:#}") }),
+            Err(e) => report.failed.push(Failure {
+                item: alias.to_string(),
+                error: format!("{e:#}"),
+            }),
         }
     }
     Ok(aliased)
@@ -737,13 +932,17 @@ fn age(
 ) -> Result<()> {
     let name = target.name.as_str();
     if set.is_empty() {
-        ctx.reporter.warn(name, "the current set is empty: nothing is aged");
+        ctx.reporter
+            .warn(name, "the current set is empty: nothing is aged");
         return Ok(());
     }
     let zips: BTreeMap<PackageVersion, i64> = listing
         .iter()
         .filter_map(|(key, o)| match parse_key(&s3.prefix, key) {
-            Some(KeyKind::Zip(pv)) => Some((pv, known.get(key).map_or(o.last_modified, |r| r.descpkg_mtime))),
+            Some(KeyKind::Zip(pv)) => Some((
+                pv,
+                known.get(key).map_or(o.last_modified, |r| r.descpkg_mtime),
+            )),
             _ => None,
         })
         .collect();
@@ -761,13 +960,22 @@ fn age(
             let mut doomed = Vec::new();
             for pv in &excess {
                 match marks.get(pv) {
-                    Some(first) if now - first > target.aging.after.as_secs() as i64 => doomed.push(pv.clone()),
+                    Some(first) if now - first > target.aging.after.as_secs() as i64 => {
+                        doomed.push(pv.clone())
+                    }
                     Some(_) => {}
                     None => {
                         ledger.mark(pv, now)?;
                         report.marked += 1;
-                        let line = format!("mark {pv} for deletion after {}", crate::config::units::human_duration(target.aging.after));
-                        if ctx.dry_run { ctx.reporter.plan_line(name, &line) } else { ctx.reporter.detail(name, &line) }
+                        let line = format!(
+                            "mark {pv} for deletion after {}",
+                            crate::config::units::human_duration(target.aging.after)
+                        );
+                        if ctx.dry_run {
+                            ctx.reporter.plan_line(name, &line)
+                        } else {
+                            ctx.reporter.detail(name, &line)
+                        }
                     }
                 }
             }
@@ -794,7 +1002,10 @@ fn age(
                 ctx.reporter.detail(name, &format!("deleted {pv}"));
                 report.deleted.push(pv);
             }
-            Err(e) => report.failed.push(Failure { item: pv.to_string(), error: format!("{e:#}") }),
+            Err(e) => report.failed.push(Failure {
+                item: pv.to_string(),
+                error: format!("{e:#}"),
+            }),
         }
     }
     Ok(())
@@ -823,16 +1034,31 @@ impl<S: ObjectStore> ObjectStore for DryRun<'_, S> {
     fn get(&self, key: &str, limit: u64) -> Result<Option<Vec<u8>>> {
         self.inner.get(key, limit)
     }
-    fn put(&self, put: &Put, _body: &mut dyn FnMut(&mut dyn std::io::Write) -> Result<()>) -> Result<Stored> {
-        self.reporter.plan_line(self.target, &format!("upload {} ({})", put.key, human_bytes(put.size_hint)));
-        Ok(Stored { size: 0, etag: String::new(), parts: 0 })
+    fn put(
+        &self,
+        put: &Put,
+        _body: &mut dyn FnMut(&mut dyn std::io::Write) -> Result<()>,
+    ) -> Result<Stored> {
+        self.reporter.plan_line(
+            self.target,
+            &format!("upload {} ({})", put.key, human_bytes(put.size_hint)),
+        );
+        Ok(Stored {
+            size: 0,
+            etag: String::new(),
+            parts: 0,
+        })
     }
     fn delete(&self, key: &str) -> Result<()> {
-        self.reporter.plan_line(self.target, &format!("delete {key}"));
+        self.reporter
+            .plan_line(self.target, &format!("delete {key}"));
         Ok(())
     }
     fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
-        self.reporter.plan_line(self.target, &format!("abort the interrupted upload of {key} ({upload_id})"));
+        self.reporter.plan_line(
+            self.target,
+            &format!("abort the interrupted upload of {key} ({upload_id})"),
+        );
         Ok(())
     }
     fn requests(&self) -> Requests {
@@ -849,7 +1075,12 @@ mod tests {
     }
 
     fn info(key: &str, etag: &str, size: u64) -> ObjectInfo {
-        ObjectInfo { key: key.into(), size, etag: etag.into(), last_modified: 0 }
+        ObjectInfo {
+            key: key.into(),
+            size,
+            etag: etag.into(),
+            last_modified: 0,
+        }
     }
 
     fn row(key: &str, etag: &str, size: u64, mtime: i64) -> Upload {
@@ -868,11 +1099,27 @@ mod tests {
     fn keys_round_trip() {
         let p = pv("jats", "2.1_beta");
         assert_eq!(zip_key("pk/", &p), "pk/jats/jats_2.1_beta.zip");
-        assert_eq!(parse_key("pk/", "pk/jats/jats_2.1_beta.zip"), Some(KeyKind::Zip(p)));
+        assert_eq!(
+            parse_key("pk/", "pk/jats/jats_2.1_beta.zip"),
+            Some(KeyKind::Zip(p))
+        );
         let (j, cur) = (Name::new("jats").unwrap(), Name::new("current").unwrap());
         assert_eq!(alias_key("", &j, &cur), "jats/current.txt");
-        assert_eq!(parse_key("", "jats/current.txt"), Some(KeyKind::Alias { package: j, alias: cur }));
-        for foreign in ["other/jats/jats_1.zip", "pk/jats/other_1.zip", "pk/jats/x/y.zip", "pk/.hidden/x.txt", "pk/jats/jats_.zip", "pk/README"] {
+        assert_eq!(
+            parse_key("", "jats/current.txt"),
+            Some(KeyKind::Alias {
+                package: j,
+                alias: cur
+            })
+        );
+        for foreign in [
+            "other/jats/jats_1.zip",
+            "pk/jats/other_1.zip",
+            "pk/jats/x/y.zip",
+            "pk/.hidden/x.txt",
+            "pk/jats/jats_.zip",
+            "pk/README",
+        ] {
             assert_eq!(parse_key("pk/", foreign), None, "{foreign}");
         }
     }
@@ -880,16 +1127,31 @@ mod tests {
     #[test]
     fn judging_needs_no_request_when_the_state_vouches() {
         let l = info("k", "e1", 10);
-        assert_eq!(judge(None, None, 5), Judgement::Upload(UploadReason::Missing));
-        assert_eq!(judge(None, Some(&row("k", "e1", 10, 5)), 5), Judgement::Upload(UploadReason::Missing));
-        assert_eq!(judge(Some(&l), Some(&row("k", "e1", 10, 5)), 5), Judgement::UpToDate);
+        assert_eq!(
+            judge(None, None, 5),
+            Judgement::Upload(UploadReason::Missing)
+        );
+        assert_eq!(
+            judge(None, Some(&row("k", "e1", 10, 5)), 5),
+            Judgement::Upload(UploadReason::Missing)
+        );
+        assert_eq!(
+            judge(Some(&l), Some(&row("k", "e1", 10, 5)), 5),
+            Judgement::UpToDate
+        );
         assert_eq!(
             judge(Some(&l), Some(&row("k", "e1", 10, 4)), 5),
-            Judgement::Upload(UploadReason::Changed { stored_mtime: 4, source_mtime: 5 })
+            Judgement::Upload(UploadReason::Changed {
+                stored_mtime: 4,
+                source_mtime: 5
+            })
         );
         // Unknown to the state file, or replaced behind its back: ask once.
         assert_eq!(judge(Some(&l), None, 5), Judgement::AskStore);
-        assert_eq!(judge(Some(&l), Some(&row("k", "e2", 10, 5)), 5), Judgement::AskStore);
+        assert_eq!(
+            judge(Some(&l), Some(&row("k", "e2", 10, 5)), 5),
+            Judgement::AskStore
+        );
     }
 
     #[test]
@@ -899,7 +1161,10 @@ mod tests {
         let mut set = CurrentSet::default();
         let mut zips = BTreeMap::new();
         zips.insert(pv("old", "1"), 10);
-        assert!(excess(&set, &zips, &BTreeSet::new(), now, grace).is_empty(), "empty set ages nothing");
+        assert!(
+            excess(&set, &zips, &BTreeSet::new(), now, grace).is_empty(),
+            "empty set ages nothing"
+        );
         set.versions.insert(pv("keep", "1"), SourceEntry::Missing);
         zips.insert(pv("keep", "1"), 10);
         zips.insert(pv("young", "1"), now - 60);
@@ -907,6 +1172,9 @@ mod tests {
         set.protected.insert(pv("pinned", "1"));
         zips.insert(pv("j", "1"), 10);
         let aliased: BTreeSet<PackageVersion> = [pv("j", "1")].into();
-        assert_eq!(excess(&set, &zips, &aliased, now, grace), vec![pv("old", "1")]);
+        assert_eq!(
+            excess(&set, &zips, &aliased, now, grace),
+            vec![pv("old", "1")]
+        );
     }
 }

@@ -49,9 +49,15 @@ pub struct Stored {
 /// ones so an upload interrupted by a crash is aborted by the next pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Multipart<'a> {
-    Started { key: &'a str, upload_id: &'a str },
+    Started {
+        key: &'a str,
+        upload_id: &'a str,
+    },
     /// Completed or aborted: nothing is left behind.
-    Ended { key: &'a str, upload_id: &'a str },
+    Ended {
+        key: &'a str,
+        upload_id: &'a str,
+    },
 }
 
 /// One upload.

@@ -27,7 +27,10 @@ use aws_sdk_s3::Client;
 use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 
-use super::{Multipart, ObjectHead, ObjectInfo, ObjectStore, Put, RequestCounter, RequestKind, Requests, Stored};
+use super::{
+    Multipart, ObjectHead, ObjectInfo, ObjectStore, Put, RequestCounter, RequestKind, Requests,
+    Stored,
+};
 use crate::config::S3Target;
 use crate::error::UsageError;
 
@@ -113,7 +116,11 @@ impl S3Store {
         (needed.div_ceil(mib) * mib).max(self.part_size as u64) as usize
     }
 
-    fn fail<E>(&self, what: &str, e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> anyhow::Error
+    fn fail<E>(
+        &self,
+        what: &str,
+        e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> anyhow::Error
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
@@ -136,19 +143,29 @@ where
     let code = e.code().map(str::to_string);
     let message = e.message().unwrap_or_default().to_string();
     let why = match (&e, code.as_deref(), status) {
-        (SdkError::ServiceError(_), Some("NoSuchBucket"), _) => format!("bucket '{bucket}' does not exist"),
+        (SdkError::ServiceError(_), Some("NoSuchBucket"), _) => {
+            format!("bucket '{bucket}' does not exist")
+        }
         (
             SdkError::ServiceError(_),
             Some(
-                c @ ("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken" | "InvalidToken"
-                | "TokenRefreshRequired" | "AllAccessDisabled"),
+                c @ ("AccessDenied"
+                | "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "ExpiredToken"
+                | "InvalidToken"
+                | "TokenRefreshRequired"
+                | "AllAccessDisabled"),
             ),
             _,
         ) => format!("access denied ({c}): check the AWS credentials and the bucket's policy"),
         (SdkError::ServiceError(_), None, Some(403)) => {
-            "access denied (HTTP 403): check the AWS credentials and the bucket's policy".to_string()
+            "access denied (HTTP 403): check the AWS credentials and the bucket's policy"
+                .to_string()
         }
-        (SdkError::ServiceError(_), None, Some(404)) => format!("not found (HTTP 404): does bucket '{bucket}' exist?"),
+        (SdkError::ServiceError(_), None, Some(404)) => {
+            format!("not found (HTTP 404): does bucket '{bucket}' exist?")
+        }
         (SdkError::ServiceError(_), Some(c), _) if message.is_empty() => c.to_string(),
         (SdkError::ServiceError(_), Some(c), _) => format!("{c}: {message}"),
         (SdkError::ServiceError(_), None, Some(s)) => format!("HTTP {s}"),
@@ -162,15 +179,51 @@ where
     anyhow!("{store}: {what}: {}", why.replace('\n', " "))
 }
 
+/// The ETag of a 200 answer to CompleteMultipartUpload that the SDK could
+/// not decode. moto 5.2.1 names the root element
+/// `CompleteMultipartUploadResponse` (getmoto/moto#10055) and S3-compatible
+/// servers vary; an answer that is not an `<Error>` and names the new
+/// object's ETag means the upload did complete.
+fn completed_anyway<E>(e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Option<String> {
+    let SdkError::ServiceError(_) = e else {
+        return None;
+    };
+    let raw = e.raw_response()?;
+    if raw.status().as_u16() != 200 {
+        return None;
+    }
+    let body = std::str::from_utf8(raw.body().bytes()?).ok()?;
+    if body.contains("<Error>") || !body.contains("CompleteMultipartUpload") {
+        return None;
+    }
+    let start = body.find("<ETag>")? + "<ETag>".len();
+    let end = start + body[start..].find("</ETag>")?;
+    Some(
+        body[start..end]
+            .replace("&quot;", "\"")
+            .replace("&#34;", "\"")
+            .trim_matches('"')
+            .to_string(),
+    )
+}
+
 /// The error and its causes, each said once, on one line (the SDK's own
 /// rendering ends in a Debug dump nobody should have to read).
 fn causes(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next = Some(e);
     while let Some(err) = next {
-        let text = err.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+        let text = err
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         // Wrappers that add no meaning of their own.
-        if !matches!(text.as_str(), "dispatch failure" | "other" | "io error" | "") && !parts.iter().any(|p| p.contains(&text)) {
+        if !matches!(
+            text.as_str(),
+            "dispatch failure" | "other" | "io error" | ""
+        ) && !parts.iter().any(|p| p.contains(&text))
+        {
             parts.push(text);
         }
         next = err.source();
@@ -217,7 +270,10 @@ impl ObjectStore for S3Store {
             }
             match (page.is_truncated(), page.next_continuation_token()) {
                 (Some(true), Some(next)) => token = Some(next.to_string()),
-                (Some(true), None) => bail!("{}: listing of '{prefix}' is truncated without a continuation token", self.describe()),
+                (Some(true), None) => bail!(
+                    "{}: listing of '{prefix}' is truncated without a continuation token",
+                    self.describe()
+                ),
                 _ => break,
             }
         }
@@ -227,13 +283,23 @@ impl ObjectStore for S3Store {
 
     fn head(&self, key: &str) -> Result<Option<ObjectHead>> {
         self.counter.count(RequestKind::Head);
-        match self.runtime.block_on(self.client.head_object().bucket(&self.bucket).key(key).send()) {
+        match self.runtime.block_on(
+            self.client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send(),
+        ) {
             Ok(o) => Ok(Some(ObjectHead {
                 size: o.content_length().unwrap_or(0).max(0) as u64,
                 etag: unquote(o.e_tag()),
                 metadata: o
                     .metadata()
-                    .map(|m| m.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect())
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                            .collect()
+                    })
                     .unwrap_or_else(BTreeMap::new),
             })),
             // A 404 on HEAD has no body to say whether the bucket or the key is
@@ -245,14 +311,23 @@ impl ObjectStore for S3Store {
 
     fn get(&self, key: &str, limit: u64) -> Result<Option<Vec<u8>>> {
         self.counter.count(RequestKind::Get);
-        let out = match self.runtime.block_on(self.client.get_object().bucket(&self.bucket).key(key).send()) {
+        let out = match self.runtime.block_on(
+            self.client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send(),
+        ) {
             Ok(o) => o,
             Err(SdkError::ServiceError(se)) if se.err().is_no_such_key() => return Ok(None),
             Err(e) => return Err(self.fail(&format!("cannot read '{key}'"), e)),
         };
         let len = out.content_length().unwrap_or(0).max(0) as u64;
         if len > limit {
-            bail!("{}: '{key}' is {len} bytes, more than the {limit} expected", self.describe());
+            bail!(
+                "{}: '{key}' is {len} bytes, more than the {limit} expected",
+                self.describe()
+            );
         }
         let body = self
             .runtime
@@ -272,13 +347,19 @@ impl ObjectStore for S3Store {
             tasks: Vec::new(),
             failure: Arc::new(Mutex::new(None)),
         };
-        sink.buf.reserve(sink.part_size.min(put.size_hint as usize + 4096));
+        sink.buf
+            .reserve(sink.part_size.min(put.size_hint as usize + 4096));
         let result = body(&mut sink).and_then(|()| sink.finish());
         match result {
             Ok(stored) => Ok(stored),
             Err(e) => {
                 // A failed part explains more than the write error it caused.
-                let e = sink.failure.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or(e);
+                let e = sink
+                    .failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                    .unwrap_or(e);
                 sink.abort();
                 Err(e)
             }
@@ -288,7 +369,13 @@ impl ObjectStore for S3Store {
     fn delete(&self, key: &str) -> Result<()> {
         self.counter.count(RequestKind::Delete);
         self.runtime
-            .block_on(self.client.delete_object().bucket(&self.bucket).key(key).send())
+            .block_on(
+                self.client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send(),
+            )
             .map_err(|e| self.fail(&format!("cannot delete '{key}'"), e))?;
         Ok(())
     }
@@ -296,7 +383,12 @@ impl ObjectStore for S3Store {
     fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
         self.counter.count(RequestKind::AbortMultipart);
         match self.runtime.block_on(
-            self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(upload_id).send(),
+            self.client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .send(),
         ) {
             Ok(_) => Ok(()),
             Err(SdkError::ServiceError(se)) if se.err().is_no_such_upload() => Ok(()),
@@ -326,11 +418,18 @@ struct PartSink<'a> {
 
 impl PartSink<'_> {
     fn metadata(&self) -> HashMap<String, String> {
-        self.put.metadata.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+        self.put
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
 
     fn failed(&self) -> bool {
-        self.failure.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     /// Sends the buffer as the next part (starting the upload if needed).
@@ -352,22 +451,38 @@ impl PartSink<'_> {
                         .send(),
                 )
                 .map_err(|e| store.fail(&format!("cannot start the upload of '{key}'"), e))?;
-            let id = out.upload_id().context("the store started a multipart upload without an id")?.to_string();
-            (self.put.journal)(Multipart::Started { key, upload_id: &id });
+            let id = out
+                .upload_id()
+                .context("the store started a multipart upload without an id")?
+                .to_string();
+            (self.put.journal)(Multipart::Started {
+                key,
+                upload_id: &id,
+            });
             self.upload = Some(id);
         }
         let number = self.tasks.len() as u64 + 1;
         if number > MAX_PARTS {
-            bail!("{}: '{key}' needs more than {MAX_PARTS} parts", store.describe());
+            bail!(
+                "{}: '{key}' needs more than {MAX_PARTS} parts",
+                store.describe()
+            );
         }
         let data = std::mem::replace(&mut self.buf, Vec::with_capacity(self.part_size));
         // Waiting for a slot here is the back-pressure that bounds memory.
-        let permit = store.runtime.block_on(store.slots.clone().acquire_owned()).context("upload slots closed")?;
+        let permit = store
+            .runtime
+            .block_on(store.slots.clone().acquire_owned())
+            .context("upload slots closed")?;
         let client = store.client.clone();
         let counter = store.counter.clone();
         let failure = self.failure.clone();
-        let (bucket, key, id, name) =
-            (store.bucket.clone(), key.to_string(), self.upload.clone().unwrap_or_default(), store.describe());
+        let (bucket, key, id, name) = (
+            store.bucket.clone(),
+            key.to_string(),
+            self.upload.clone().unwrap_or_default(),
+            store.describe(),
+        );
         self.tasks.push(store.runtime.spawn(async move {
             let _permit = permit;
             counter.count(RequestKind::UploadPart);
@@ -381,11 +496,22 @@ impl PartSink<'_> {
                 .send()
                 .await;
             match sent {
-                Ok(o) => Ok(CompletedPart::builder().part_number(number as i32).set_e_tag(o.e_tag().map(str::to_string)).build()),
+                Ok(o) => Ok(CompletedPart::builder()
+                    .part_number(number as i32)
+                    .set_e_tag(o.e_tag().map(str::to_string))
+                    .build()),
                 Err(e) => {
-                    let e = describe_error(&name, &bucket, &format!("cannot upload part {number} of '{key}'"), e);
+                    let e = describe_error(
+                        &name,
+                        &bucket,
+                        &format!("cannot upload part {number} of '{key}'"),
+                        e,
+                    );
                     let text = format!("{e:#}");
-                    failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                    failure
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(e);
                     Err(anyhow!(text))
                 }
             }
@@ -397,7 +523,10 @@ impl PartSink<'_> {
         let store = self.store;
         let key = self.put.key;
         if self.upload.is_none() {
-            let _permit = store.runtime.block_on(store.slots.acquire()).context("upload slots closed")?;
+            let _permit = store
+                .runtime
+                .block_on(store.slots.acquire())
+                .context("upload slots closed")?;
             store.counter.count(RequestKind::Put);
             let data = std::mem::take(&mut self.buf);
             let out = store
@@ -414,33 +543,59 @@ impl PartSink<'_> {
                         .send(),
                 )
                 .map_err(|e| store.fail(&format!("cannot upload '{key}'"), e))?;
-            return Ok(Stored { size: self.written, etag: unquote(out.e_tag()), parts: 0 });
+            return Ok(Stored {
+                size: self.written,
+                etag: unquote(out.e_tag()),
+                parts: 0,
+            });
         }
         if !self.buf.is_empty() {
             self.send_part()?;
         }
         let mut parts = Vec::with_capacity(self.tasks.len());
         for task in std::mem::take(&mut self.tasks) {
-            parts.push(store.runtime.block_on(task).context("a part upload task failed")??);
+            parts.push(
+                store
+                    .runtime
+                    .block_on(task)
+                    .context("a part upload task failed")??,
+            );
         }
         let id = self.upload.clone().unwrap_or_default();
         store.counter.count(RequestKind::CompleteMultipart);
-        let out = store
-            .runtime
-            .block_on(
-                store
-                    .client
-                    .complete_multipart_upload()
-                    .bucket(&store.bucket)
-                    .key(key)
-                    .upload_id(&id)
-                    .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts.clone())).build())
-                    .send(),
-            )
-            .map_err(|e| store.fail(&format!("cannot complete the upload of '{key}'"), e))?;
+        let completed = store.runtime.block_on(
+            store
+                .client
+                .complete_multipart_upload()
+                .bucket(&store.bucket)
+                .key(key)
+                .upload_id(&id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts.clone()))
+                        .build(),
+                )
+                .send(),
+        );
+        let etag = match completed {
+            Ok(out) => unquote(out.e_tag()),
+            Err(e) => match completed_anyway(&e) {
+                Some(etag) => etag,
+                None => {
+                    return Err(store.fail(&format!("cannot complete the upload of '{key}'"), e))
+                }
+            },
+        };
         self.upload = None;
-        (self.put.journal)(Multipart::Ended { key, upload_id: &id });
-        Ok(Stored { size: self.written, etag: unquote(out.e_tag()), parts: parts.len() })
+        (self.put.journal)(Multipart::Ended {
+            key,
+            upload_id: &id,
+        });
+        Ok(Stored {
+            size: self.written,
+            etag,
+            parts: parts.len(),
+        })
     }
 
     /// After a failure: lets parts in flight end, then aborts the upload so
@@ -452,7 +607,10 @@ impl PartSink<'_> {
         }
         if let Some(id) = self.upload.take() {
             if self.store.abort_multipart(self.put.key, &id).is_ok() {
-                (self.put.journal)(Multipart::Ended { key: self.put.key, upload_id: &id });
+                (self.put.journal)(Multipart::Ended {
+                    key: self.put.key,
+                    upload_id: &id,
+                });
             }
         }
     }
@@ -471,7 +629,10 @@ impl Write for PartSink<'_> {
         if self.buf.len() == self.part_size {
             self.send_part().map_err(|e| {
                 let text = format!("{e:#}");
-                self.failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                self.failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(e);
                 io::Error::other(text)
             })?;
         }

@@ -67,41 +67,76 @@ pub fn scan(archive: &SourceArchive, pv: &PackageVersion) -> Result<Contents> {
         .with_context(|| format!("cannot read {}", descpkg.display()))?
         .mtime();
     let base = format!("{}/{}/", pv.package, pv.version);
-    let meta = fs::symlink_metadata(&root).with_context(|| format!("cannot read {}", root.display()))?;
-    let mut entries = vec![Entry { name: base.clone(), kind: EntryKind::Dir { mode: meta.mode() & 0o777 } }];
+    let meta =
+        fs::symlink_metadata(&root).with_context(|| format!("cannot read {}", root.display()))?;
+    let mut entries = vec![Entry {
+        name: base.clone(),
+        kind: EntryKind::Dir {
+            mode: meta.mode() & 0o777,
+        },
+    }];
     let mut bytes = 0;
     let mut dirs = vec![(root.clone(), base)];
     while let Some((dir, prefix)) = dirs.pop() {
-        let listing = fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
+        let listing =
+            fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
         for item in listing {
             let item = item.with_context(|| format!("cannot list {}", dir.display()))?;
             let path = item.path();
             let Some(file_name) = item.file_name().to_str().map(str::to_string) else {
                 bail!("cannot zip {}: the file name is not UTF-8", path.display());
             };
-            let meta = fs::symlink_metadata(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let meta = fs::symlink_metadata(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
             let name = format!("{prefix}{file_name}");
             let ft = meta.file_type();
             if ft.is_symlink() {
-                let target = fs::read_link(&path).with_context(|| format!("cannot read link {}", path.display()))?;
+                let target = fs::read_link(&path)
+                    .with_context(|| format!("cannot read link {}", path.display()))?;
                 let Some(target) = target.to_str().map(str::to_string) else {
-                    bail!("cannot zip {}: the link target is not UTF-8", path.display());
+                    bail!(
+                        "cannot zip {}: the link target is not UTF-8",
+                        path.display()
+                    );
                 };
-                entries.push(Entry { name, kind: EntryKind::Symlink { target } });
+                entries.push(Entry {
+                    name,
+                    kind: EntryKind::Symlink { target },
+                });
             } else if ft.is_dir() {
                 let name = format!("{name}/");
-                entries.push(Entry { name: name.clone(), kind: EntryKind::Dir { mode: meta.mode() & 0o777 } });
+                entries.push(Entry {
+                    name: name.clone(),
+                    kind: EntryKind::Dir {
+                        mode: meta.mode() & 0o777,
+                    },
+                });
                 dirs.push((path, name));
             } else if ft.is_file() {
                 bytes += meta.len();
-                entries.push(Entry { name, kind: EntryKind::File { path, size: meta.len(), mode: meta.mode() & 0o777 } });
+                entries.push(Entry {
+                    name,
+                    kind: EntryKind::File {
+                        path,
+                        size: meta.len(),
+                        mode: meta.mode() & 0o777,
+                    },
+                });
             } else {
-                bail!("cannot zip {}: not a file, directory or symlink", path.display());
+                bail!(
+                    "cannot zip {}: not a file, directory or symlink",
+                    path.display()
+                );
             }
         }
     }
     entries.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
-    Ok(Contents { pv: pv.clone(), mtime, entries, bytes })
+    Ok(Contents {
+        pv: pv.clone(),
+        mtime,
+        entries,
+        bytes,
+    })
 }
 
 /// The DOS date-time of `secs` in UTC, clamped to what ZIP can hold.
@@ -131,13 +166,17 @@ fn options(contents: &Contents, mode: u32) -> Result<FileOptions<'static, Extend
     let mtime = contents.mtime.clamp(0, u32::MAX as i64) as u32;
     let mut ut = vec![1u8];
     ut.extend_from_slice(&mtime.to_le_bytes());
-    opts.add_extra_data(0x5455, ut, false).context("cannot add the timestamp field")?;
+    opts.add_extra_data(0x5455, ut, false)
+        .context("cannot add the timestamp field")?;
     Ok(opts)
 }
 
 /// Writes the ZIP of `contents` to `out`; returns the bytes written.
 pub fn write(contents: &Contents, out: impl Write) -> Result<u64> {
-    let mut out = CountingWriter { inner: out, count: 0 };
+    let mut out = CountingWriter {
+        inner: out,
+        count: 0,
+    };
     let mut zip = ZipWriter::new_stream(&mut out);
     let zip_err = |e: zip::result::ZipError| match e {
         zip::result::ZipError::Io(io) => anyhow::Error::new(io),
@@ -147,21 +186,37 @@ pub fn write(contents: &Contents, out: impl Write) -> Result<u64> {
         match &entry.kind {
             EntryKind::Dir { mode } => {
                 let opts = options(contents, *mode)?.compression_method(CompressionMethod::Stored);
-                zip.add_directory(entry.name.as_str(), opts).map_err(zip_err)?;
-            }
-            EntryKind::Symlink { target } => {
-                zip.add_symlink(entry.name.as_str(), target.as_str(), options(contents, 0o777)?)
+                zip.add_directory(entry.name.as_str(), opts)
                     .map_err(zip_err)?;
             }
+            EntryKind::Symlink { target } => {
+                zip.add_symlink(
+                    entry.name.as_str(),
+                    target.as_str(),
+                    options(contents, 0o777)?,
+                )
+                .map_err(zip_err)?;
+            }
             EntryKind::File { path, size, mode } => {
-                let method = if *size == 0 { CompressionMethod::Stored } else { CompressionMethod::Deflated };
-                let opts = options(contents, *mode)?.compression_method(method).large_file(*size >= LARGE_FILE);
+                let method = if *size == 0 {
+                    CompressionMethod::Stored
+                } else {
+                    CompressionMethod::Deflated
+                };
+                let opts = options(contents, *mode)?
+                    .compression_method(method)
+                    .large_file(*size >= LARGE_FILE);
                 zip.start_file(entry.name.as_str(), opts).map_err(zip_err)?;
-                let mut file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-                let copied = io::copy(&mut file, &mut zip).with_context(|| format!("cannot zip {}", path.display()))?;
+                let mut file =
+                    File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+                let copied = io::copy(&mut file, &mut zip)
+                    .with_context(|| format!("cannot zip {}", path.display()))?;
                 if copied != *size {
                     // A released package never changes; this one did under our feet.
-                    bail!("{} changed while it was zipped ({size} bytes expected, {copied} read)", path.display());
+                    bail!(
+                        "{} changed while it was zipped ({size} bytes expected, {copied} read)",
+                        path.display()
+                    );
                 }
             }
         }
@@ -267,7 +322,17 @@ mod tests {
     #[test]
     fn dos_time_is_utc_and_clamped() {
         let t = dos_time(1_700_000_001); // 2023-11-14T22:13:21Z
-        assert_eq!((t.year(), t.month(), t.day(), t.hour(), t.minute(), t.second()), (2023, 11, 14, 22, 13, 20));
+        assert_eq!(
+            (
+                t.year(),
+                t.month(),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            ),
+            (2023, 11, 14, 22, 13, 20)
+        );
         assert_eq!(dos_time(0).year(), 1980);
     }
 }

@@ -4,5 +4,7 @@
 
 mod common;
 mod fast;
+#[cfg(feature = "s3")]
+mod s3;
 mod sync;
 mod target_suite;
