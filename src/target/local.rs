@@ -27,8 +27,13 @@ impl Transport for LocalTransport {
 
     fn run(&self, args: &[String], input: Option<InputFn>) -> Result<RunOutput> {
         // A new local target starts empty: create its directory, so a fresh
-        // share or demo needs no preparation (SSH targets must exist).
+        // share or demo needs no preparation (SSH targets must exist). Reads
+        // of a missing one see an empty archive and create nothing, so a
+        // --dry-run leaves no trace.
         if !self.archive.exists() {
+            if matches!(args.first().map(String::as_str), Some("list" | "stat")) {
+                return Ok(RunOutput { status: 0, stdout: String::new(), stderr: String::new() });
+            }
             std::fs::create_dir_all(&self.archive)
                 .with_context(|| format!("cannot create target archive {}", self.archive.display()))?;
         }

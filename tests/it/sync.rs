@@ -1,0 +1,293 @@
+//! `blat sync` and `blat plist` end to end: the built binary, a temporary
+//! archive, the SQLite release source and a local target.
+
+use std::fs;
+
+use crate::common::{self, assert_exit, stderr, stdout, World};
+
+const T0: i64 = 1_700_000_000;
+
+/// Two releases of project P (R1 open, R0 closed) and an alias pin.
+fn world() -> World {
+    let w = World::new();
+    w.release("a", "1.0", T0);
+    w.release("a", "1.1", T0 + 10);
+    w.release("b", "2.0", T0 + 20);
+    w.release("old", "0.1", T0 + 30);
+    w.release("j", "1", T0 + 40);
+    w.release("j", "2", T0 + 50);
+    w.alias("j", "cur", "1");
+    w.write_global("");
+    w.write_rm(&[
+        ("P/R0", "closed", 0, &["old/0.1"]),
+        ("P/R1", "open", 0, &["a/1.0", "b/2.0"]),
+        ("Q/X", "open", 0, &["a/1.1"]),
+    ]);
+    w.local_target("site", "projects = [\"P\"]\npackages = [\"j/cur\"]\nwritable_grace = \"1h\"\n");
+    w
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
+}
+
+fn sent(report: &serde_json::Value) -> Vec<String> {
+    report["targets"][0]["report"]["sent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| format!("{}/{}", p["package"].as_str().unwrap(), p["version"].as_str().unwrap()))
+        .collect()
+}
+
+fn version_tree(w: &World, root: &std::path::Path, pv: &str) -> Vec<String> {
+    let _ = w;
+    common::snapshot(&root.join(pv))
+}
+
+#[test]
+fn first_sync_copies_the_current_set_exactly() {
+    let w = world();
+    let out = w.blat(&["sync", "--all", "--json"]);
+    assert_exit(&out, 0);
+    let report = json(&out);
+    assert_eq!(sent(&report), ["a/1.0", "b/2.0", "j/1"]);
+    assert_eq!(report["outcome"], "done");
+    let t = w.target_dir("site");
+    for pv in ["a/1.0", "b/2.0", "j/1"] {
+        assert_eq!(version_tree(&w, &w.archive(), pv), version_tree(&w, &t, pv), "{pv}");
+    }
+    assert!(!t.join("old").exists(), "closed release not sent");
+    assert!(!t.join("a/1.1").exists(), "other project not sent");
+    assert!(!t.join("j/2").exists(), "only the alias's version");
+    assert_eq!(fs::read_link(t.join("j/cur")).unwrap().to_str(), Some("1"));
+    let plist = fs::read_to_string(t.join(".dpkg_archive/packagelist.txt")).unwrap();
+    let body: Vec<&str> = plist.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(body, ["a 1.0", "b 2.0", "j 1"]);
+    assert!(plist.starts_with("# blat packagelist written "), "{plist}");
+    assert!(plist.contains("# releases: P/R1"), "{plist}");
+    assert!(common::leftovers(&t).is_empty());
+}
+
+#[test]
+fn no_change_sync_sends_nothing() {
+    let w = world();
+    assert_exit(&w.blat(&["sync", "--all"]), 0);
+    let before = common::snapshot(&w.target_dir("site").join("a"));
+    let out = w.blat(&["sync", "--target", "site", "--json"]);
+    assert_exit(&out, 0);
+    let report = json(&out);
+    assert!(sent(&report).is_empty(), "{report}");
+    assert_eq!(report["targets"][0]["report"]["up_to_date"], 3);
+    assert!(report["targets"][0]["report"]["linked"].as_array().unwrap().is_empty());
+    assert_eq!(common::snapshot(&w.target_dir("site").join("a")), before);
+    // The plain summary line says the same.
+    let out = w.blat(&["sync", "--all"]);
+    assert!(stdout(&out).contains("site: sync done: 0 sent (0 B), 3 up to date"), "{}", stdout(&out));
+}
+
+#[test]
+fn changed_descpkg_mtime_is_resent() {
+    let w = world();
+    assert_exit(&w.blat(&["sync", "--all"]), 0);
+    let dir = w.archive().join("b/2.0");
+    common::make_writable(&dir);
+    fs::write(dir.join("new-file"), "rebuilt").unwrap();
+    common::set_mtime(&dir.join("descpkg"), T0 + 999);
+    common::make_read_only(&dir);
+    let out = w.blat(&["sync", "--all", "--json"]);
+    assert_exit(&out, 0);
+    assert_eq!(sent(&json(&out)), ["b/2.0"]);
+    let t = w.target_dir("site");
+    assert_eq!(common::snapshot(&dir), common::snapshot(&t.join("b/2.0")));
+    assert!(common::leftovers(&t).is_empty());
+}
+
+#[test]
+fn alias_is_repointed_after_its_version_arrives() {
+    let w = world();
+    assert_exit(&w.blat(&["sync", "--all"]), 0);
+    w.alias("j", "cur", "2");
+    let out = w.blat(&["sync", "--all", "--json"]);
+    assert_exit(&out, 0);
+    let report = json(&out);
+    assert_eq!(sent(&report), ["j/2"]);
+    assert_eq!(report["targets"][0]["report"]["linked"][0]["version"], "2");
+    let t = w.target_dir("site");
+    assert_eq!(fs::read_link(t.join("j/cur")).unwrap().to_str(), Some("2"));
+    assert!(t.join("j/1/descpkg").is_file(), "excess is left alone without aging");
+}
+
+#[test]
+fn writable_package_waits_for_the_grace_then_goes() {
+    let w = world();
+    w.build("c", "0.1", T0 + 100, common::DEFAULT_FILES);
+    w.write_rm(&[("P/R1", "open", 0, &["a/1.0", "c/0.1"])]);
+    let early = (T0 + 100 + 60).to_string();
+    let out = w.blat_env(&["sync", "--all", "--json"], &[("BLAT_NOW", &early)]);
+    assert_exit(&out, 0);
+    let report = json(&out);
+    assert!(!sent(&report).contains(&"c/0.1".to_string()));
+    let skipped = &report["targets"][0]["report"]["skipped"][0];
+    assert_eq!((skipped["package"].as_str(), skipped["reason"].as_str()), (Some("c"), Some("writable")));
+    assert!(!w.target_dir("site").join("c").exists());
+    let late = (T0 + 100 + 3601).to_string();
+    let out = w.blat_env(&["sync", "--all", "--json"], &[("BLAT_NOW", &late)]);
+    assert_exit(&out, 0);
+    assert_eq!(sent(&json(&out)), ["c/0.1"]);
+    assert!(w.target_dir("site").join("c/0.1/descpkg").is_file());
+}
+
+#[test]
+fn unknown_release_is_an_error_and_changes_nothing() {
+    let w = world();
+    w.local_target("site", "releases = [\"P/NOPE\"]\n");
+    let out = w.blat(&["sync", "--all"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("release P/NOPE does not exist"), "{}", stderr(&out));
+    assert!(!w.target_dir("site").exists(), "nothing created on the target");
+    // An unknown project too.
+    w.local_target("site", "projects = [\"NOPE\"]\n");
+    let out = w.blat(&["sync", "--all"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("project NOPE does not exist"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_names_from_the_database_are_refused_by_row() {
+    let w = world();
+    w.write_rm(&[("P/R1", "open", 0, &["a/1.0", "../../etc/passwd"])]);
+    let out = w.blat(&["sync", "--all"]);
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("release P/R1: row 2") && err.contains("invalid name '..'"), "{err}");
+    assert!(!w.target_dir("site").exists());
+}
+
+#[test]
+fn held_lock_gives_exit_code_4_and_does_nothing() {
+    let w = world();
+    fs::create_dir_all(w.state().join("locks")).unwrap();
+    let file = fs::File::create(w.state().join("locks/site.lock")).unwrap();
+    file.try_lock().unwrap();
+    let out = w.blat(&["sync", "--all"]);
+    assert_exit(&out, 4);
+    let err = stderr(&out);
+    assert!(err.contains("site") && err.contains("holds its lock"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(!w.target_dir("site").exists());
+    drop(file);
+    assert_exit(&w.blat(&["sync", "--all"]), 0);
+}
+
+#[test]
+fn bad_config_names_file_line_column() {
+    let w = world();
+    w.local_target("site", "projects = [\"P\"]\nsync_interval = \"4x\"\n");
+    let out = w.blat(&["sync", "--all"]);
+    assert_exit(&out, 2);
+    let err = stderr(&out);
+    assert!(err.contains("targets/site.conf:5:17: invalid duration '4x'"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    w.local_target("site", "projets = [\"P\"]\n");
+    let err = stderr(&w.blat(&["sync", "--all"]));
+    assert!(err.contains("targets/site.conf:4:1: unknown field `projets`"), "{err}");
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_changes_nothing() {
+    let w = world();
+    let out = w.blat(&["sync", "--all", "--dry-run"]);
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    for line in [
+        "site: would send a/1.0",
+        "site: would send b/2.0",
+        "site: would send j/1",
+        "site: would link j/cur -> 1",
+        "site: would write .dpkg_archive/packagelist.txt (5 lines)",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    assert!(!w.target_dir("site").exists(), "dry run created the target");
+    // Nor is the run recorded: --due still finds the target due.
+    let out = w.blat(&["sync", "--all", "--due", "--json"]);
+    assert_eq!(sent(&json(&out)).len(), 3);
+}
+
+#[test]
+fn due_skips_recently_synced_targets() {
+    let w = world();
+    assert_exit(&w.blat(&["sync", "--all", "--due"]), 0);
+    w.release("b", "2.1", T0);
+    w.write_rm(&[("P/R1", "open", 0, &["a/1.0", "b/2.0", "b/2.1"])]);
+    let out = w.blat(&["sync", "--all", "--due"]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("site: sync skipped: not due"), "{}", stdout(&out));
+    assert!(!w.target_dir("site").join("b/2.1").exists());
+    let later = (blat::clock::now() + 4 * 3600 + 1).to_string();
+    assert_exit(&w.blat_env(&["sync", "--all", "--due"], &[("BLAT_NOW", &later)]), 0);
+    assert!(w.target_dir("site").join("b/2.1").exists());
+}
+
+#[test]
+fn leftovers_of_a_failed_receive_are_cleared_by_the_next_sync() {
+    let w = world();
+    assert_exit(&w.blat(&["sync", "--all"]), 0);
+    let t = w.target_dir("site");
+    // What an interrupted transfer leaves: a half-written temp of b/2.0 after
+    // b/2.0 itself was lost, plus a half-deleted old version.
+    common::make_writable(&t.join("b"));
+    fs::rename(t.join("b/2.0"), t.join("b/.blat-tmp-x1y2z3-2.0")).unwrap();
+    fs::remove_file(t.join("b/.blat-tmp-x1y2z3-2.0/descpkg")).unwrap();
+    common::make_read_only(&t.join("b/.blat-tmp-x1y2z3-2.0"));
+    fs::create_dir(t.join("a/.blat-del-q-0.9")).unwrap();
+    let out = w.blat(&["sync", "--all", "--json"]);
+    assert_exit(&out, 0);
+    assert_eq!(sent(&json(&out)), ["b/2.0"]);
+    assert_eq!(json(&out)["targets"][0]["report"]["leftovers_removed"], 2);
+    assert!(common::leftovers(&t).is_empty(), "{:?}", common::leftovers(&t));
+    assert_eq!(common::snapshot(&w.archive().join("b/2.0")), common::snapshot(&t.join("b/2.0")));
+}
+
+#[test]
+fn one_failing_package_does_not_stop_the_others() {
+    let w = world();
+    // A FIFO cannot be sent: that package fails, the rest go through (exit 3).
+    let dir = w.archive().join("b/2.0");
+    common::make_writable(&dir);
+    let fifo = dir.join("pipe");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    common::make_read_only(&dir);
+    let out = w.blat(&["sync", "--all", "--json"]);
+    assert_exit(&out, 3);
+    let report = json(&out);
+    assert_eq!(sent(&report), ["a/1.0", "j/1"]);
+    let failed = &report["targets"][0]["report"]["failed"][0];
+    assert_eq!(failed["item"], "b/2.0");
+    assert!(failed["error"].as_str().unwrap().contains("unsupported file type"), "{failed}");
+    assert!(!w.target_dir("site").join("b/2.0").exists());
+    assert!(stderr(&out).contains("b/2.0"), "{}", stderr(&out));
+}
+
+#[test]
+fn plist_writes_only_the_packagelist() {
+    let w = world();
+    let out = w.blat(&["plist", "--all"]);
+    assert_exit(&out, 0);
+    let t = w.target_dir("site");
+    let plist = fs::read_to_string(t.join(".dpkg_archive/packagelist.txt")).unwrap();
+    assert_eq!(plist.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>(), ["a 1.0", "b 2.0", "j 1"]);
+    assert!(!t.join("a").exists(), "plist sends no package");
+}
+
+#[test]
+fn target_selection_is_checked() {
+    let w = world();
+    let out = w.blat(&["sync"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("--target NAME or use --all (configured: site)"), "{}", stderr(&out));
+    let out = w.blat(&["sync", "--target", "nowhere"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("unknown target 'nowhere'"), "{}", stderr(&out));
+}
