@@ -6,5 +6,7 @@ mod common;
 mod fast;
 #[cfg(feature = "s3")]
 mod s3;
+mod ssh;
+mod sshd;
 mod sync;
 mod target_suite;

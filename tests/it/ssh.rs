@@ -1,0 +1,587 @@
+//! SSH targets against a real OpenSSH server (`sshd.rs`), as an unprivileged
+//! target user: the shared Target suite, `blat sync` end to end with several
+//! sessions, host key and user key failures, connections cut or frozen in
+//! the middle of a package, forced-command keys, the receiver installing
+//! itself, and min_free.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use blat::config::SshConfig;
+use blat::target::receiver::ReceiverTarget;
+use blat::target::ssh::{receiver_sha256, SshTransport};
+use blat::target::{Transport, RECEIVER};
+
+use crate::common::{self, assert_exit, stderr, stdout, World};
+use crate::sshd::{give_to, keygen, public_key, sh, Fault, Proxy, Sshd};
+use crate::target_suite::{Harness, RawFn};
+
+const T0: i64 = 1_700_000_000;
+
+/// A world with project P (a, b) and a pinned alias j/cur, and the ssh
+/// target `site` on `sshd`.
+fn world(sshd: &Sshd, extra: &str) -> World {
+    let w = World::new();
+    w.release("a", "1.0", T0);
+    w.release_with("b", "2.0", T0 + 20, &[("deep/er/x.txt", "x"), ("run.sh", "->deep/er/x.txt")]);
+    w.release("j", "1", T0 + 40);
+    w.alias("j", "cur", "1");
+    w.write_global("");
+    w.write_rm(&[("P/R1", "open", 0, &["a/1.0", "b/2.0"])]);
+    sshd.write_target(&w, "site", &format!("projects = [\"P\"]\npackages = [\"j/cur\"]\n{extra}"));
+    w
+}
+
+fn sync(w: &World) -> Output {
+    w.blat(&["sync", "--target", "site"])
+}
+
+/// A released package with one file of `size` bytes that do not compress.
+fn big_package(w: &World, package: &str, version: &str, mtime: i64, size: usize) {
+    let dir = w.build(package, version, mtime, &[]);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let data: Vec<u8> = (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    fs::write(dir.join("blob.bin"), data).unwrap();
+    common::set_mtime(&dir, mtime);
+    common::make_read_only(&dir);
+}
+
+fn assert_same_version(w: &World, sshd: &Sshd, pv: &str) {
+    assert_eq!(common::snapshot(&w.archive().join(pv)), common::snapshot(&sshd.archive().join(pv)), "{pv}");
+}
+
+/// Nothing on the target: no package, no receiver installed.
+#[track_caller]
+fn assert_untouched(sshd: &Sshd) {
+    let entries: Vec<_> = fs::read_dir(sshd.archive()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(entries.is_empty(), "target archive changed: {entries:?}");
+    assert!(!sshd.receiver().exists(), "receiver installed although the connection was refused");
+}
+
+#[track_caller]
+fn assert_err_contains(out: &Output, code: i32, needles: &[&str]) {
+    assert_exit(out, code);
+    let err = stderr(out);
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}:\n{err}");
+    }
+}
+
+fn ssh_config(sshd: &Sshd) -> SshConfig {
+    SshConfig {
+        host: "127.0.0.1".into(),
+        port: sshd.port,
+        user: sshd.user.clone(),
+        identity: sshd.identity.clone(),
+        known_hosts: sshd.known_hosts.clone(),
+        remote_archive: "dpkg_archive".into(),
+        connect_timeout: Duration::from_secs(10),
+        io_timeout: Duration::from_secs(30),
+    }
+}
+
+// ------------------------------------------------------------ the shared suite
+
+mod suite {
+    use super::*;
+
+    fn make(world: World, sshd: &Sshd) -> Harness {
+        let target = ReceiverTarget::new("ssh", SshTransport::new(ssh_config(sshd)).unwrap(), 2);
+        let raw_transport = SshTransport::new(ssh_config(sshd)).unwrap();
+        let raw: RawFn = Box::new(move |args, input| {
+            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            match input {
+                None => raw_transport.run(&args, None),
+                Some(bytes) => {
+                    let bytes = bytes.to_vec();
+                    let mut feed = move |w: &mut dyn std::io::Write| -> anyhow::Result<()> {
+                        // A cut stream may make the receiver stop reading: ignore that.
+                        let _ = w.write_all(&bytes);
+                        Ok(())
+                    };
+                    raw_transport.run(&args, Some(&mut feed))
+                }
+            }
+        });
+        Harness { world, target: Box::new(target), raw, root: sshd.archive() }
+    }
+
+    /// The suite's cases, each on a server of its own.
+    macro_rules! over_ssh {
+        ($($case:ident)*) => {
+            $(
+                #[test]
+                fn $case() {
+                    let Some(sshd) = Sshd::start() else { return };
+                    crate::target_suite::$case(&|w| make(w, &sshd));
+                }
+            )*
+            const CASES: &[&str] = &[$(stringify!($case)),*];
+        };
+    }
+
+    over_ssh!(
+        list_empty
+        receive_keeps_modes_mtimes_links
+        replace_swaps_whole_version
+        link_and_repoint
+        delete_removes_aliases_first
+        put_is_atomic_file
+        df_reports_space
+        gc_removes_leftovers
+        cut_stream_leaves_nothing
+        invalid_names_refused
+    );
+
+    /// A case added to the suite must run over SSH too.
+    #[test]
+    fn every_suite_case_runs_over_ssh() {
+        let suite = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/target_suite.rs")).unwrap();
+        let cases: Vec<&str> = suite
+            .lines()
+            .filter(|l| l.contains("(make: &dyn Fn(World) -> Harness)"))
+            .filter_map(|l| l.strip_prefix("pub fn ")?.split('(').next())
+            .collect();
+        assert!(!cases.is_empty());
+        for case in &cases {
+            assert!(CASES.contains(case), "suite case {case} is not run over SSH: add it to over_ssh! in ssh.rs");
+        }
+    }
+}
+
+// ------------------------------------------------------------ sync end to end
+
+#[test]
+fn sync_over_ssh_copies_exactly_and_installs_the_receiver() {
+    let Some(sshd) = Sshd::start() else { return };
+    let w = world(&sshd, "");
+    assert!(!sshd.receiver().exists());
+    let out = sync(&w);
+    assert_exit(&out, 0);
+    for pv in ["a/1.0", "b/2.0", "j/1"] {
+        assert_same_version(&w, &sshd, pv);
+    }
+    assert_eq!(fs::metadata(sshd.archive().join("a/1.0")).unwrap().permissions().mode() & 0o777, 0o555);
+    assert_eq!(fs::read_link(sshd.archive().join("j/cur")).unwrap().to_str(), Some("1"));
+    assert!(sshd.archive().join(".dpkg_archive/packagelist.txt").is_file());
+    assert_eq!(fs::read_to_string(sshd.receiver()).unwrap(), RECEIVER);
+    assert_eq!(fs::metadata(sshd.receiver()).unwrap().permissions().mode() & 0o777, 0o755);
+
+    // A new descpkg mtime replaces the read-only version as the target user.
+    let dir = w.archive().join("a/1.0");
+    common::make_writable(&dir);
+    fs::remove_dir_all(&dir).unwrap();
+    w.release_with("a", "1.0", T0 + 500, &[("new.txt", "new")]);
+    let out = w.blat(&["sync", "--target", "site", "--json"]);
+    assert_exit(&out, 0);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["targets"][0]["report"]["sent"].as_array().unwrap().len(), 1, "{report}");
+    assert_same_version(&w, &sshd, "a/1.0");
+    assert!(common::leftovers(&sshd.archive()).is_empty());
+
+    // Nothing changed: nothing sent, and the receiver is not sent again.
+    let installed = fs::metadata(sshd.receiver()).unwrap().modified().unwrap();
+    let out = w.blat(&["sync", "--target", "site", "--json"]);
+    assert_exit(&out, 0);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["targets"][0]["report"]["sent"].as_array().unwrap().is_empty(), "{report}");
+    assert_eq!(fs::metadata(sshd.receiver()).unwrap().modified().unwrap(), installed);
+}
+
+#[test]
+fn parallel_senders_use_sessions_of_their_own() {
+    let Some(sshd) = Sshd::start() else { return };
+    let w = World::new();
+    let mut content = Vec::new();
+    for i in 0..150 {
+        let p = format!("p{i:03}");
+        w.release_with(&p, "1", T0 + i, &[("f", &p)]);
+        content.push(format!("{p}/1"));
+    }
+    let content: Vec<&str> = content.iter().map(String::as_str).collect();
+    w.write_global("");
+    w.write_rm(&[("P/R1", "open", 0, &content)]);
+    sshd.write_target(&w, "site", "projects = [\"P\"]\nparallel = 3\ncompression = \"zstd\"\n");
+    let out = sync(&w);
+    assert_exit(&out, 0);
+    let listed = fs::read_dir(sshd.archive()).unwrap().count();
+    assert_eq!(listed, 151, "150 packages and .dpkg_archive");
+    for pv in ["p000/1", "p077/1", "p149/1"] {
+        assert_same_version(&w, &sshd, pv);
+    }
+    let logins = sshd.log().matches("Accepted publickey").count();
+    assert!((2..=3).contains(&logins), "{logins} logins: batches should run on parallel sessions, at most 3");
+}
+
+// ------------------------------------------------------------ host keys
+
+/// Runs a sync with `known_hosts` holding `text`.
+fn sync_with_known_hosts(sshd: &Sshd, text: &str) -> (World, Output) {
+    let w = world(&sshd, "");
+    fs::write(&sshd.known_hosts, text).unwrap();
+    let out = sync(&w);
+    (w, out)
+}
+
+fn fingerprint(public: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("k.pub");
+    fs::write(&f, format!("{public}\n")).unwrap();
+    sh(Command::new("ssh-keygen").arg("-lf").arg(&f)).split_whitespace().nth(1).unwrap().to_string()
+}
+
+#[test]
+fn unknown_host_is_refused_with_fingerprint_and_keyscan_hint() {
+    let Some(sshd) = Sshd::start() else { return };
+    // The right key, but recorded for the default port only: not this host.
+    let key = sshd.host_key("ed25519");
+    let (w, out) = sync_with_known_hosts(&sshd, &format!("127.0.0.1 {key}\n[otherhost]:{} {key}\n", sshd.port));
+    let port = sshd.port;
+    let kh = sshd.known_hosts.display();
+    assert_err_contains(
+        &out,
+        1,
+        &[
+            &format!("unknown host [127.0.0.1]:{port}: its key is not in known_hosts {kh}"),
+            &format!("the host offered ssh-ed25519 {}", fingerprint(&key)),
+            &format!("ssh-keyscan -p {port} 127.0.0.1 >> {kh}"),
+        ],
+    );
+    assert_untouched(&sshd);
+
+    // Doing what the message says makes the next run work.
+    let scanned = sh(Command::new("ssh-keyscan").args(["-p", &port.to_string(), "127.0.0.1"]));
+    fs::write(&sshd.known_hosts, scanned).unwrap();
+    assert_exit(&sync(&w), 0);
+    assert!(sshd.archive().join("a/1.0/descpkg").is_file());
+}
+
+#[test]
+fn changed_host_key_is_refused() {
+    let Some(sshd) = Sshd::start() else { return };
+    let other = keygen(&sshd.path().join("impostor"), "ed25519");
+    let text = format!("[127.0.0.1]:{} {}\n", sshd.port, public_key(&other));
+    let (_w, out) = sync_with_known_hosts(&sshd, &text);
+    assert_err_contains(
+        &out,
+        1,
+        &[
+            &format!("HOST KEY MISMATCH for [127.0.0.1]:{}", sshd.port),
+            &fingerprint(&sshd.host_key("ed25519")),
+            &format!("{} line 1 holds another ssh-ed25519 key", sshd.known_hosts.display()),
+            "ssh-keygen -R",
+        ],
+    );
+    assert_untouched(&sshd);
+}
+
+#[test]
+fn hashed_and_ecdsa_only_entries_are_accepted() {
+    let Some(sshd) = Sshd::start() else { return };
+    // The server prefers ed25519; knowing only its ecdsa key must still work.
+    let text = format!("# only ecdsa\n[127.0.0.1]:{} {}\n", sshd.port, sshd.host_key("ecdsa"));
+    let (w, out) = sync_with_known_hosts(&sshd, &text);
+    assert_exit(&out, 0);
+    assert!(sshd.archive().join("a/1.0/descpkg").is_file());
+    // Hashed entries (ssh-keygen -H, HashKnownHosts yes).
+    let text = format!("[127.0.0.1]:{} {}\n", sshd.port, sshd.host_key("ed25519"));
+    fs::write(&sshd.known_hosts, text).unwrap();
+    sh(Command::new("ssh-keygen").arg("-H").arg("-f").arg(&sshd.known_hosts));
+    let hashed = fs::read_to_string(&sshd.known_hosts).unwrap();
+    assert!(hashed.starts_with("|1|"), "{hashed}");
+    assert_exit(&sync(&w), 0);
+}
+
+// ------------------------------------------------------------ user keys
+
+#[test]
+fn key_not_in_authorized_keys_is_refused() {
+    let Some(sshd) = Sshd::start() else { return };
+    let w = world(&sshd, "");
+    let stranger = keygen(&sshd.path().join("stranger"), "ed25519");
+    with_identity(&sshd, &w, &stranger);
+    let out = sync(&w);
+    assert_err_contains(
+        &out,
+        1,
+        &[&format!("127.0.0.1 refused the key {} for user {}", stranger.display(), sshd.user), "authorized_keys"],
+    );
+    assert_untouched(&sshd);
+}
+
+fn with_identity(sshd: &Sshd, w: &World, identity: &Path) {
+    let conf = sshd.target_conf(sshd.port, "projects = [\"P\"]").replace(
+        &format!("identity = \"{}\"", sshd.identity.display()),
+        &format!("identity = \"{}\"", identity.display()),
+    );
+    w.write_target("site", &conf);
+}
+
+#[test]
+fn too_open_identity_is_refused_like_openssh() {
+    let Some(sshd) = Sshd::start() else { return };
+    let w = world(&sshd, "");
+    let key = w.path().join("id_open");
+    fs::copy(&sshd.identity, &key).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    with_identity(&sshd, &w, &key);
+    let out = sync(&w);
+    assert_err_contains(
+        &out,
+        1,
+        &[&format!("identity {} is accessible by group or others (mode 0644)", key.display()), "chmod 600"],
+    );
+    assert_untouched(&sshd);
+    assert_eq!(sshd.connections(), 0, "refused before connecting:\n{}", sshd.log());
+}
+
+#[test]
+fn missing_or_unreadable_identity_is_refused() {
+    let Some(sshd) = Sshd::start() else { return };
+    let w = world(&sshd, "");
+    let missing = w.path().join("no_such_key");
+    with_identity(&sshd, &w, &missing);
+    assert_err_contains(&sync(&w), 1, &[&format!("cannot read identity {}", missing.display())]);
+
+    // A key only its owner may read, used by another user.
+    let key = w.path().join("id_private");
+    fs::copy(&sshd.identity, &key).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    with_identity(&sshd, &w, &key);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_blat"));
+    cmd.arg("-c").arg(w.config()).args(["sync", "--target", "site"]).env_remove("BLAT_NOW");
+    if sh(Command::new("id").arg("-u")).trim() == "0" {
+        use std::os::unix::process::CommandExt;
+        // Run blat as the (unprivileged) target user, with a state dir it owns.
+        fs::create_dir_all(w.state()).unwrap();
+        give_to(&sshd.user, &w.state());
+        let uid: u32 = sh(Command::new("id").args(["-u", &sshd.user])).trim().parse().unwrap();
+        let gid: u32 = sh(Command::new("id").args(["-g", &sshd.user])).trim().parse().unwrap();
+        cmd.uid(uid).gid(gid).env("HOME", &sshd.home);
+    } else {
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    let out = cmd.output().unwrap();
+    assert_err_contains(&out, 1, &[&format!("cannot read identity {}: Permission denied", key.display())]);
+    assert_untouched(&sshd);
+}
+
+// ------------------------------------------------------------ broken connections
+
+#[test]
+fn connection_refused_is_one_clear_line() {
+    let Some(sshd) = Sshd::start() else { return };
+    let w = world(&sshd, "");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    w.write_target("site", &sshd.target_conf(port, "projects = [\"P\"]"));
+    let out = sync(&w);
+    assert_err_contains(&out, 1, &[&format!("cannot connect to 127.0.0.1 port {port}: Connection refused")]);
+}
+
+#[test]
+fn silent_server_times_out_at_connect_timeout() {
+    let Some(sshd) = Sshd::start() else { return };
+    let w = world(&sshd, "");
+    let proxy = Proxy::start(sshd.port, Fault::Freeze, 0);
+    sshd.trust_port(proxy.port);
+    w.write_target("site", &sshd.target_conf(proxy.port, "projects = [\"P\"]\nconnect_timeout = \"1s\""));
+    let started = Instant::now();
+    let out = sync(&w);
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    assert_err_contains(
+        &out,
+        1,
+        &[&format!("SSH handshake with 127.0.0.1:{} timed out (connect_timeout 1s)", proxy.port)],
+    );
+    assert_untouched(&sshd);
+}
+
+/// A world whose batch holds small packages and a 24 MiB one, sent
+/// uncompressed so the bytes on the wire are predictable.
+fn world_with_big_package(sshd: &Sshd) -> World {
+    let w = world(sshd, "compression = \"none\"\n");
+    big_package(&w, "big", "1", T0 + 60, 24 << 20);
+    w.write_rm(&[("P/R1", "open", 0, &["a/1.0", "b/2.0", "big/1"])]);
+    w
+}
+
+#[test]
+fn connection_cut_mid_package_leaves_nothing_and_next_sync_completes() {
+    let Some(sshd) = Sshd::start() else { return };
+    let w = world_with_big_package(&sshd);
+    // Setup (handshake, receiver install, gc, list) is far below 6 MiB: the
+    // cut falls inside the big package's stream.
+    let proxy = Proxy::start(sshd.port, Fault::Cut, 6 << 20);
+    sshd.trust_port(proxy.port);
+    let extra = "projects = [\"P\"]\npackages = [\"j/cur\"]\ncompression = \"none\"";
+    w.write_target("site", &sshd.target_conf(proxy.port, extra));
+    let out = sync(&w);
+    assert!(proxy.tripped(), "the proxy never cut ({} bytes up): {}", proxy.bytes_up(), stderr(&out));
+    assert_err_contains(&out, 1, &[&format!("connection to {}@127.0.0.1:{} lost", sshd.user, proxy.port)]);
+    for pv in ["big/1", "a/1.0", "b/2.0", "j/1"] {
+        assert!(!sshd.archive().join(pv).exists(), "{pv} visible after a cut");
+    }
+    drop(proxy);
+
+    w.write_target("site", &sshd.target_conf(sshd.port, extra));
+    let out = sync(&w);
+    assert_exit(&out, 0);
+    for pv in ["big/1", "a/1.0", "b/2.0", "j/1"] {
+        assert_same_version(&w, &sshd, pv);
+    }
+    assert!(common::leftovers(&sshd.archive()).is_empty(), "{:?}", common::leftovers(&sshd.archive()));
+}
+
+#[test]
+fn target_that_stops_answering_fails_at_io_timeout() {
+    let Some(sshd) = Sshd::start() else { return };
+    let w = world_with_big_package(&sshd);
+    let proxy = Proxy::start(sshd.port, Fault::Freeze, 6 << 20);
+    sshd.trust_port(proxy.port);
+    let extra = "projects = [\"P\"]\ncompression = \"none\"\nio_timeout = \"2s\"\nconnect_timeout = \"2s\"";
+    w.write_target("site", &sshd.target_conf(proxy.port, extra));
+    let started = Instant::now();
+    let out = sync(&w);
+    let took = started.elapsed();
+    assert!(proxy.tripped(), "the proxy never froze ({} bytes up): {}", proxy.bytes_up(), stderr(&out));
+    assert!(took < Duration::from_secs(30), "a frozen target must not hang blat: {took:?}");
+    assert_err_contains(
+        &out,
+        1,
+        &[&format!("{}@127.0.0.1:{} stopped answering", sshd.user, proxy.port), "io_timeout 2s"],
+    );
+    // The package in flight is half there, under a temporary name only.
+    assert!(!sshd.archive().join("big/1").exists());
+    let partial = common::leftovers(&sshd.archive());
+    assert!(partial.iter().any(|p| p.contains("/big/.blat-tmp-")), "{partial:?}");
+    drop(proxy);
+
+    w.write_target("site", &sshd.target_conf(sshd.port, "projects = [\"P\"]\ncompression = \"none\""));
+    assert_exit(&sync(&w), 0);
+    assert_same_version(&w, &sshd, "big/1");
+    assert!(common::leftovers(&sshd.archive()).is_empty(), "{:?}", common::leftovers(&sshd.archive()));
+}
+
+// ------------------------------------------------------------ the receiver
+
+/// Puts `content` where blat installs the receiver, as the target user.
+fn plant_receiver(sshd: &Sshd, content: &str) {
+    let dir = sshd.receiver().parent().unwrap().to_path_buf();
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(sshd.receiver(), content).unwrap();
+    fs::set_permissions(sshd.receiver(), fs::Permissions::from_mode(0o755)).unwrap();
+    give_to(&sshd.user, &dir);
+}
+
+#[test]
+fn missing_broken_or_stale_receivers_are_replaced() {
+    let Some(sshd) = Sshd::start() else { return };
+    let w = world(&sshd, "");
+    let stale = format!("{RECEIVER}\n# an older receiver\n");
+    for (what, planted) in [("broken", "#!/bin/sh\nexit 7\n"), ("stale", stale.as_str())] {
+        plant_receiver(&sshd, planted);
+        assert_exit(&sync(&w), 0);
+        assert_eq!(fs::read_to_string(sshd.receiver()).unwrap(), RECEIVER, "{what} receiver not replaced");
+    }
+    assert!(sshd.archive().join("a/1.0/descpkg").is_file());
+}
+
+#[test]
+fn a_stale_receiver_that_cannot_be_replaced_is_never_run() {
+    let Some(sshd) = Sshd::start() else { return };
+    let w = world(&sshd, "");
+    let stale = format!("{RECEIVER}\n# an older receiver\n");
+    plant_receiver(&sshd, &stale);
+    let dir = sshd.receiver().parent().unwrap().to_path_buf();
+    // The target user can no longer write there.
+    if sh(Command::new("id").arg("-u")).trim() == "0" {
+        sh(Command::new("chown").arg("-R").arg("root:").arg(&dir));
+    } else {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    let out = sync(&w);
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    assert_err_contains(
+        &out,
+        1,
+        &[&format!("the receiver on {}@127.0.0.1:{} could not be updated", sshd.user, sshd.port), &receiver_sha256()],
+    );
+    assert_eq!(fs::read_to_string(sshd.receiver()).unwrap(), stale);
+    let entries: Vec<_> = fs::read_dir(sshd.archive()).unwrap().collect();
+    assert!(entries.is_empty(), "nothing may be sent through a stale receiver");
+}
+
+#[test]
+fn forced_command_key_syncs_and_runs_nothing_else() {
+    let Some(sshd) = Sshd::start() else { return };
+    let w = world(&sshd, "");
+    let key = keygen(&sshd.path().join("id_forced"), "ed25519");
+    sshd.authorize(&format!(
+        "command=\"{}\",no-pty,no-port-forwarding,no-agent-forwarding,no-X11-forwarding {}",
+        sshd.receiver().display(),
+        public_key(&key)
+    ));
+    with_identity(&sshd, &w, &key);
+    let conf = fs::read_to_string(w.config().join("targets/site.conf")).unwrap();
+    w.write_target("site", &format!("{conf}packages = [\"j/cur\"]\n"));
+    // An older receiver is there (installed by hand): it updates itself.
+    plant_receiver(&sshd, &format!("{RECEIVER}\n# an older receiver\n"));
+    let out = sync(&w);
+    assert_exit(&out, 0);
+    assert_eq!(fs::read_to_string(sshd.receiver()).unwrap(), RECEIVER);
+    for pv in ["a/1.0", "b/2.0", "j/1"] {
+        assert_same_version(&w, &sshd, pv);
+    }
+    assert_eq!(fs::read_link(sshd.archive().join("j/cur")).unwrap().to_str(), Some("1"));
+
+    // The same key runs nothing but the receiver.
+    let pwned = sshd.home.join("pwned");
+    for command in [
+        format!("touch {}", pwned.display()),
+        format!("blat-receiver list; touch {}", pwned.display()),
+        format!("~/.blat/blat-receiver list && touch {}", pwned.display()),
+        format!("$(touch {})/blat-receiver list", pwned.display()),
+    ] {
+        let out = sshd.ssh(&key, &command);
+        assert_ne!(out.status.code(), Some(0), "{command}: {}", stdout(&out));
+        assert!(!pwned.exists(), "{command} ran");
+    }
+    let out = sshd.ssh(&key, "id");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("blat-receiver: refused: this key only runs blat-receiver"), "{}", stderr(&out));
+}
+
+// ------------------------------------------------------------ min_free
+
+#[test]
+fn min_free_refuses_what_does_not_fit_and_sends_the_rest() {
+    let Some(sshd) = Sshd::start() else { return };
+    let w = world(&sshd, "");
+    // A sparse 2 GiB package: never read, only its size counts.
+    let dir = w.build("huge", "1", T0 + 70, &[]);
+    fs::File::create(dir.join("blob.bin")).unwrap().set_len(2 << 30).unwrap();
+    common::set_mtime(&dir, T0 + 70);
+    common::make_read_only(&dir);
+    w.write_rm(&[("P/R1", "open", 0, &["a/1.0", "b/2.0", "huge/1"])]);
+    let df = sh(Command::new("df").arg("-Pk").arg(sshd.archive()));
+    let avail_k: u64 = df.lines().nth(1).unwrap().split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(avail_k > 2 << 20, "needs more than 2 GiB free for this test");
+    // 1 GiB below what is free: small packages fit, 2 GiB do not.
+    let min_free = format!("{}k", avail_k - (1 << 20));
+    sshd.write_target(&w, "site", &format!("projects = [\"P\"]\nmin_free = \"{min_free}\"\n"));
+    let out = sync(&w);
+    assert_err_contains(&out, 3, &["huge/1", "min_free"]);
+    assert!(!sshd.archive().join("huge").exists());
+    assert_same_version(&w, &sshd, "a/1.0");
+    assert_same_version(&w, &sshd, "b/2.0");
+}
