@@ -4,6 +4,9 @@
 
 mod common;
 mod fast;
+#[cfg(feature = "odbc")]
+mod odbc;
+mod release_suite;
 #[cfg(feature = "s3")]
 mod s3;
 mod ssh;
