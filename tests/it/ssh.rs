@@ -423,7 +423,8 @@ fn connection_cut_mid_package_leaves_nothing_and_next_sync_completes() {
     // cut falls inside the big package's stream.
     let proxy = Proxy::start(sshd.port, Fault::Cut, 6 << 20);
     sshd.trust_port(proxy.port);
-    let extra = "projects = [\"P\"]\npackages = [\"j/cur\"]\ncompression = \"none\"";
+    // One sender: the whole plan is one batch, all of it in flight at the cut.
+    let extra = "projects = [\"P\"]\npackages = [\"j/cur\"]\ncompression = \"none\"\nparallel = 1";
     w.write_target("site", &sshd.target_conf(proxy.port, extra));
     let out = sync(&w);
     assert!(proxy.tripped(), "the proxy never cut ({} bytes up): {}", proxy.bytes_up(), stderr(&out));
@@ -448,7 +449,7 @@ fn target_that_stops_answering_fails_at_io_timeout() {
     let w = world_with_big_package(&sshd);
     let proxy = Proxy::start(sshd.port, Fault::Freeze, 6 << 20);
     sshd.trust_port(proxy.port);
-    let extra = "projects = [\"P\"]\ncompression = \"none\"\nio_timeout = \"2s\"\nconnect_timeout = \"2s\"";
+    let extra = "projects = [\"P\"]\ncompression = \"none\"\nparallel = 1\nio_timeout = \"2s\"\nconnect_timeout = \"2s\"";
     w.write_target("site", &sshd.target_conf(proxy.port, extra));
     let started = Instant::now();
     let out = sync(&w);
