@@ -21,15 +21,21 @@ fn main() -> Result<()> {
         [dir, target] | [dir, target, _] => (dir, target),
         _ => bail!("usage: odbc-load CONFIG_DIR TARGET [RUNS]"),
     };
-    let runs: usize = args.get(2).map_or(Ok(1), |r| r.parse()).context("RUNS: expected a number")?;
+    let runs: usize = args
+        .get(2)
+        .map_or(Ok(1), |r| r.parse())
+        .context("RUNS: expected a number")?;
     let config = Config::load(Path::new(dir))?;
-    let target = config.target(target).with_context(|| format!("no target {target}"))?;
+    let target = config
+        .target(target)
+        .with_context(|| format!("no target {target}"))?;
     let mut seconds = Vec::new();
     let mut summary = String::new();
     for _ in 0..runs.max(1) {
         let started = Instant::now();
         let mut source = release::open(&config)?;
-        let releases = release::selected_releases(source.as_mut(), &target.releases, &target.projects, false)?;
+        let releases =
+            release::selected_releases(source.as_mut(), &target.releases, &target.projects, false)?;
         let mut set = BTreeSet::new();
         let mut rows = 0;
         for r in &releases {

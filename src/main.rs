@@ -24,6 +24,9 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> Result<Outcome> {
     let g = &cli.global;
+    if let Some(outcome) = run_without_config(cli)? {
+        return Ok(outcome);
+    }
     let config = Config::load(&g.config)?;
     let verbosity = if g.quiet { 0 } else { config.verbose.max(1).saturating_add(g.verbose) };
     let mut reporter = Reporter::new(verbosity, g.json);
@@ -38,5 +41,19 @@ fn run(cli: &Cli) -> Result<Outcome> {
         Command::S3sync(args) => ops::s3sync::run(&ctx, &args.options(g)),
         Command::Fast(args) => ops::fast::run(&ctx, &args.options(g)),
         Command::Tag(args) => ops::tag::run(&ctx, &args.options(g)),
+        Command::Index(args) => ops::index::run(&ctx.reporter, &args.options(g, &ctx.config.archive)),
+    }
+}
+
+/// The target-side commands (`index --archive`, run by cron on a target)
+/// read no configuration: a target has none.
+fn run_without_config(cli: &Cli) -> Result<Option<Outcome>> {
+    let g = &cli.global;
+    let reporter = || Reporter::new(if g.quiet { 0 } else { 1u8.saturating_add(g.verbose) }, g.json);
+    match &cli.command {
+        Command::Index(args) if args.archive.is_some() => {
+            ops::index::run(&reporter(), &args.options(g, std::path::Path::new(""))).map(Some)
+        }
+        _ => Ok(None),
     }
 }

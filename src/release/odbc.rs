@@ -14,7 +14,9 @@ use std::ops::Range;
 use anyhow::{anyhow, bail, Context, Result};
 use odbc_api::buffers::TextRowSet;
 use odbc_api::handles::slice_to_cow_utf8;
-use odbc_api::{Connection, ConnectionOptions, Cursor, IntoParameter, ParameterCollectionRef, ResultSetMetadata};
+use odbc_api::{
+    Connection, ConnectionOptions, Cursor, IntoParameter, ParameterCollectionRef, ResultSetMetadata,
+};
 
 use super::ReleaseSource;
 use crate::config::{OdbcConfig, ReleaseName};
@@ -41,8 +43,13 @@ pub enum Query {
 }
 
 impl Query {
-    pub const ALL: [Query; 5] =
-        [Query::ReleaseExists, Query::ReleaseContent, Query::ProjectExists, Query::OpenReleases, Query::S3Releases];
+    pub const ALL: [Query; 5] = [
+        Query::ReleaseExists,
+        Query::ReleaseContent,
+        Query::ProjectExists,
+        Query::OpenReleases,
+        Query::S3Releases,
+    ];
 
     /// The key under `[release_manager.queries]`.
     pub fn key(self) -> &'static str {
@@ -132,26 +139,47 @@ impl OdbcSource {
     pub fn connect(config: &OdbcConfig) -> Result<OdbcSource> {
         let connection_string = connection_string(config)?;
         let description = format!("ODBC release manager {}", mask_password(&connection_string));
-        let env = odbc_api::environment()
-            .map_err(|e| anyhow!("cannot initialise ODBC (unixODBC's libodbc): {}", one_line(&e)))?;
+        let env = odbc_api::environment().map_err(|e| {
+            anyhow!(
+                "cannot initialise ODBC (unixODBC's libodbc): {}",
+                one_line(&e)
+            )
+        })?;
         let options = ConnectionOptions {
-            login_timeout_sec: Some(config.login_timeout.as_secs().try_into().unwrap_or(u32::MAX)),
+            login_timeout_sec: Some(
+                config
+                    .login_timeout
+                    .as_secs()
+                    .try_into()
+                    .unwrap_or(u32::MAX),
+            ),
             ..ConnectionOptions::default()
         };
         let conn = env
             .connect_with_connection_string(&connection_string, options)
             .map_err(|e| anyhow!("cannot connect to {description}: {}", one_line(&e)))?;
-        let sql = Query::ALL.map(|q| q.configured(config).map_or(q.default_sql(), |s| s.as_str()).to_string());
+        let sql = Query::ALL.map(|q| {
+            q.configured(config)
+                .map_or(q.default_sql(), |s| s.as_str())
+                .to_string()
+        });
         Ok(OdbcSource {
             conn,
             description,
             sql,
-            query_timeout: config.query_timeout.as_secs().try_into().unwrap_or(usize::MAX),
+            query_timeout: config
+                .query_timeout
+                .as_secs()
+                .try_into()
+                .unwrap_or(usize::MAX),
         })
     }
 
     fn sql(&self, query: Query) -> &str {
-        &self.sql[Query::ALL.iter().position(|q| *q == query).expect("every query is in ALL")]
+        &self.sql[Query::ALL
+            .iter()
+            .position(|q| *q == query)
+            .expect("every query is in ALL")]
     }
 
     /// Whether `query` returns at least one row.
@@ -164,15 +192,23 @@ impl OdbcSource {
 
     /// Every row of `query`, which must return exactly `N` text columns.
     /// NULLs and over-long values are errors naming the row.
-    fn rows<const N: usize>(&self, query: Query, params: impl ParameterCollectionRef) -> Result<Vec<[String; N]>> {
+    fn rows<const N: usize>(
+        &self,
+        query: Query,
+        params: impl ParameterCollectionRef,
+    ) -> Result<Vec<[String; N]>> {
         debug_assert_eq!(query.columns().len(), N);
         self.run(query, params, |cursor| {
             let mut cursor = cursor.context("returned no result set")?;
             let found = cursor.num_result_cols().map_err(db_error)?;
             if usize::try_from(found).ok() != Some(N) {
-                bail!("returns {found} columns, expected {N} ({})", query.columns().join(", "));
+                bail!(
+                    "returns {found} columns, expected {N} ({})",
+                    query.columns().join(", ")
+                );
             }
-            let buffer = TextRowSet::from_max_str_lens(BATCH_ROWS, [MAX_VALUE_BYTES; N]).map_err(db_error)?;
+            let buffer = TextRowSet::from_max_str_lens(BATCH_ROWS, [MAX_VALUE_BYTES; N])
+                .map_err(db_error)?;
             let mut block = cursor.bind_buffer(buffer).map_err(db_error)?;
             let mut out = Vec::new();
             loop {
@@ -190,9 +226,9 @@ impl OdbcSource {
                     let row_no = out.len() + 1;
                     let mut values: [String; N] = std::array::from_fn(|_| String::new());
                     for (col, value) in values.iter_mut().enumerate() {
-                        let bytes = batch
-                            .at(col, i)
-                            .with_context(|| format!("row {row_no}: {} is NULL", query.columns()[col]))?;
+                        let bytes = batch.at(col, i).with_context(|| {
+                            format!("row {row_no}: {} is NULL", query.columns()[col])
+                        })?;
                         *value = String::from_utf8_lossy(bytes).into_owned();
                     }
                     out.push(values);
@@ -208,7 +244,9 @@ impl OdbcSource {
         &self,
         query: Query,
         params: impl ParameterCollectionRef,
-        read: impl FnOnce(Option<odbc_api::CursorImpl<odbc_api::handles::StatementRef<'_>>>) -> Result<T>,
+        read: impl FnOnce(
+            Option<odbc_api::CursorImpl<odbc_api::handles::StatementRef<'_>>>,
+        ) -> Result<T>,
     ) -> Result<T> {
         let key = query.key();
         let result = (|| {
@@ -221,12 +259,17 @@ impl OdbcSource {
                     bail!(
                         "has {markers} parameter markers (?), expected {} ({})",
                         expected.len(),
-                        if expected.is_empty() { "none".to_string() } else { expected.join(", ") }
+                        if expected.is_empty() {
+                            "none".to_string()
+                        } else {
+                            expected.join(", ")
+                        }
                     );
                 }
             }
             if self.query_timeout > 0 {
-                stmt.set_query_timeout_sec(self.query_timeout).map_err(db_error)?;
+                stmt.set_query_timeout_sec(self.query_timeout)
+                    .map_err(db_error)?;
             }
             let cursor = stmt.execute(params).map_err(db_error)?;
             read(cursor)
@@ -242,11 +285,20 @@ impl ReleaseSource for OdbcSource {
 
     fn release_rows(&mut self, release: &ReleaseName) -> Result<Vec<(String, String)>> {
         let (project, name) = (release.project.as_str(), release.release.as_str());
-        if !self.exists(Query::ReleaseExists, (&project.into_parameter(), &name.into_parameter()))? {
+        if !self.exists(
+            Query::ReleaseExists,
+            (&project.into_parameter(), &name.into_parameter()),
+        )? {
             bail!("release {release} does not exist");
         }
-        let rows = self.rows::<2>(Query::ReleaseContent, (&project.into_parameter(), &name.into_parameter()))?;
-        Ok(rows.into_iter().map(|[package, version]| (package, version)).collect())
+        let rows = self.rows::<2>(
+            Query::ReleaseContent,
+            (&project.into_parameter(), &name.into_parameter()),
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|[package, version]| (package, version))
+            .collect())
     }
 
     fn open_releases(&mut self, project: &str) -> Result<Vec<ReleaseName>> {
@@ -256,13 +308,19 @@ impl ReleaseSource for OdbcSource {
         let rows = self.rows::<1>(Query::OpenReleases, &project.into_parameter())?;
         Ok(rows
             .into_iter()
-            .map(|[release]| ReleaseName { project: project.to_string(), release })
+            .map(|[release]| ReleaseName {
+                project: project.to_string(),
+                release,
+            })
             .collect())
     }
 
     fn s3_releases(&mut self) -> Result<Vec<ReleaseName>> {
         let rows = self.rows::<2>(Query::S3Releases, ())?;
-        Ok(rows.into_iter().map(|[project, release]| ReleaseName { project, release }).collect())
+        Ok(rows
+            .into_iter()
+            .map(|[project, release]| ReleaseName { project, release })
+            .collect())
     }
 }
 
@@ -275,7 +333,11 @@ pub fn connection_string(config: &OdbcConfig) -> Result<String> {
     let mut text = match (&config.connection_string, &config.dsn) {
         (Some(s), None) => s.trim().to_string(),
         (None, Some(dsn)) => format!("DSN={}", attribute_value(dsn)),
-        _ => return Err(usage("kind = \"odbc\" needs exactly one of `connection_string` or `dsn`".into())),
+        _ => {
+            return Err(usage(
+                "kind = \"odbc\" needs exactly one of `connection_string` or `dsn`".into(),
+            ))
+        }
     };
     let mut add = |key: &str, value: &str| {
         if !text.is_empty() && !text.ends_with(';') {
@@ -284,16 +346,31 @@ pub fn connection_string(config: &OdbcConfig) -> Result<String> {
         text.push_str(&format!("{key}={};", attribute_value(value)));
     };
     if let Some(user) = &config.user {
-        if find_attribute(config.connection_string.as_deref().unwrap_or(""), &["uid", "user", "username"]).is_some() {
-            return Err(usage("`user` is set and `connection_string` has a user (UID) too: keep one".into()));
+        if find_attribute(
+            config.connection_string.as_deref().unwrap_or(""),
+            &["uid", "user", "username"],
+        )
+        .is_some()
+        {
+            return Err(usage(
+                "`user` is set and `connection_string` has a user (UID) too: keep one".into(),
+            ));
         }
         add("UID", user);
     }
     let password = match (&config.password_env, &config.password_file) {
-        (Some(_), Some(_)) => return Err(usage("set `password_env` or `password_file`, not both".into())),
+        (Some(_), Some(_)) => {
+            return Err(usage(
+                "set `password_env` or `password_file`, not both".into(),
+            ))
+        }
         (Some(var), None) => match std::env::var(var) {
             Ok(p) if !p.is_empty() => Some(p),
-            _ => return Err(usage(format!("password_env names ${var}, which is not set"))),
+            _ => {
+                return Err(usage(format!(
+                    "password_env names ${var}, which is not set"
+                )))
+            }
         },
         (None, Some(path)) => {
             let content = std::fs::read_to_string(path)
@@ -306,7 +383,12 @@ pub fn connection_string(config: &OdbcConfig) -> Result<String> {
         (None, None) => None,
     };
     if let Some(password) = password {
-        if find_attribute(config.connection_string.as_deref().unwrap_or(""), &["pwd", "password"]).is_some() {
+        if find_attribute(
+            config.connection_string.as_deref().unwrap_or(""),
+            &["pwd", "password"],
+        )
+        .is_some()
+        {
             return Err(usage(
                 "the password comes from password_env/password_file and `connection_string` has one (PWD) too: keep one"
                     .into(),
@@ -342,7 +424,10 @@ fn is_password_key(key: &str) -> bool {
 fn find_attribute(text: &str, keys: &[&str]) -> Option<Range<usize>> {
     attributes(text)
         .into_iter()
-        .find(|(k, _)| keys.iter().any(|want| text[k.clone()].trim().eq_ignore_ascii_case(want)))
+        .find(|(k, _)| {
+            keys.iter()
+                .any(|want| text[k.clone()].trim().eq_ignore_ascii_case(want))
+        })
         .map(|(_, v)| v)
 }
 
@@ -410,7 +495,11 @@ fn db_error(e: odbc_api::Error) -> anyhow::Error {
 fn one_line(e: &odbc_api::Error) -> String {
     let text = match e {
         odbc_api::Error::Diagnostics { record, .. } => {
-            format!("{} (SQLSTATE {})", slice_to_cow_utf8(&record.message), record.state.as_str())
+            format!(
+                "{} (SQLSTATE {})",
+                slice_to_cow_utf8(&record.message),
+                record.state.as_str()
+            )
         }
         other => other.to_string(),
     };
@@ -433,14 +522,23 @@ mod tests {
     #[test]
     fn passwords_are_masked_whatever_their_spelling() {
         let cases = [
-            ("Driver={PostgreSQL Unicode};Server=h;Uid=u;Pwd=secret;", "Driver={PostgreSQL Unicode};Server=h;Uid=u;Pwd=***;"),
+            (
+                "Driver={PostgreSQL Unicode};Server=h;Uid=u;Pwd=secret;",
+                "Driver={PostgreSQL Unicode};Server=h;Uid=u;Pwd=***;",
+            ),
             ("DSN=rm;PWD={se;cr}}et};UID=u", "DSN=rm;PWD=***;UID=u"),
             ("DSN=rm;password=secret", "DSN=rm;password=***"),
             ("DSN=rm; Password =secret;X=1", "DSN=rm; Password =***;X=1"),
             ("DSN=rm;PWD={unterminated;X=1", "DSN=rm;PWD=***"),
             ("DSN=rm;PWD=", "DSN=rm;PWD=***"),
-            ("DSN=rm;Database=pwd;Opt=PWD=x", "DSN=rm;Database=pwd;Opt=PWD=x"),
-            ("Driver={SQLite3};Database=/srv/rm.db;", "Driver={SQLite3};Database=/srv/rm.db;"),
+            (
+                "DSN=rm;Database=pwd;Opt=PWD=x",
+                "DSN=rm;Database=pwd;Opt=PWD=x",
+            ),
+            (
+                "Driver={SQLite3};Database=/srv/rm.db;",
+                "Driver={SQLite3};Database=/srv/rm.db;",
+            ),
         ];
         for (input, masked) in cases {
             assert_eq!(mask_password(input), masked, "{input}");
@@ -472,14 +570,27 @@ mod tests {
         c.user = Some("blat".into());
         c.password_file = Some(file.clone());
         let text = connection_string(&c).unwrap();
-        assert_eq!(text, "Driver={PostgreSQL Unicode};Server=h;UID=blat;PWD={s3;cr}}t};");
-        assert_eq!(mask_password(&text), "Driver={PostgreSQL Unicode};Server=h;UID=blat;PWD=***;");
+        assert_eq!(
+            text,
+            "Driver={PostgreSQL Unicode};Server=h;UID=blat;PWD={s3;cr}}t};"
+        );
+        assert_eq!(
+            mask_password(&text),
+            "Driver={PostgreSQL Unicode};Server=h;UID=blat;PWD=***;"
+        );
 
         // A variable that is surely set: setting one here would race with
         // other test threads reading the environment.
         let path = std::env::var("PATH").unwrap();
-        let c = OdbcConfig { dsn: Some("rm".into()), password_env: Some("PATH".into()), ..OdbcConfig::default() };
-        assert_eq!(connection_string(&c).unwrap(), format!("DSN=rm;PWD={};", attribute_value(&path)));
+        let c = OdbcConfig {
+            dsn: Some("rm".into()),
+            password_env: Some("PATH".into()),
+            ..OdbcConfig::default()
+        };
+        assert_eq!(
+            connection_string(&c).unwrap(),
+            format!("DSN=rm;PWD={};", attribute_value(&path))
+        );
     }
 
     #[test]
@@ -511,7 +622,10 @@ mod tests {
         for (c, expected) in cases {
             let err = connection_string(&c).unwrap_err();
             assert!(err.downcast_ref::<UsageError>().is_some(), "{err:#}");
-            assert!(format!("{err:#}").contains(expected), "{err:#} lacks {expected}");
+            assert!(
+                format!("{err:#}").contains(expected),
+                "{err:#} lacks {expected}"
+            );
         }
     }
 }

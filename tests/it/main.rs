@@ -4,6 +4,7 @@
 
 mod common;
 mod fast;
+mod index;
 #[cfg(feature = "odbc")]
 mod odbc;
 mod release_suite;

@@ -14,7 +14,8 @@ use odbc_api::ConnectionOptions;
 
 use crate::common::{self, assert_exit, stderr, stdout, World};
 use crate::release_suite::{
-    require_driver, split_password, sqlite_odbc_string, with_attribute, PgDatabase, Releases, SqliteFile,
+    require_driver, split_password, sqlite_odbc_string, with_attribute, PgDatabase, Releases,
+    SqliteFile,
 };
 
 const T0: i64 = 1_700_000_000;
@@ -30,7 +31,8 @@ const RM: Releases<'static> = &[
 
 /// What every target of these tests wants: a named release, a project's
 /// not-closed releases (one with an alias) and a pin.
-const TARGET: &str = "releases = [\"PROJ/R1.0\"]\nprojects = [\"OTHER\"]\npackages = [\"gamma/0.9\"]\n\
+const TARGET: &str =
+    "releases = [\"PROJ/R1.0\"]\nprojects = [\"OTHER\"]\npackages = [\"gamma/0.9\"]\n\
                       [aging]\nmethod = \"immediate\"\n";
 
 fn world() -> World {
@@ -111,13 +113,30 @@ fn sync_over_odbc_gives_the_same_target_as_the_sqlite_source() {
     assert_exit(&out, 0);
     let reference = json(&out);
     let expected = comparable(&w.target_dir("via-sqlite"));
-    for pv in ["alpha/1.0", "beta/2.0", "omega/3.0", "jats/5.0", "gamma/0.9"] {
-        assert!(w.target_dir("via-sqlite").join(pv).join("descpkg").is_file(), "{pv} missing");
+    for pv in [
+        "alpha/1.0",
+        "beta/2.0",
+        "omega/3.0",
+        "jats/5.0",
+        "gamma/0.9",
+    ] {
+        assert!(
+            w.target_dir("via-sqlite")
+                .join(pv)
+                .join("descpkg")
+                .is_file(),
+            "{pv} missing"
+        );
     }
     for pv in ["alpha/1.1", "extra/9.9"] {
-        assert!(!w.target_dir("via-sqlite").join(pv).exists(), "{pv} is not wanted");
+        assert!(
+            !w.target_dir("via-sqlite").join(pv).exists(),
+            "{pv} is not wanted"
+        );
     }
-    let packagelist = |name: &str| fs::read_to_string(w.target_dir(name).join(".dpkg_archive/packagelist.txt")).unwrap();
+    let packagelist = |name: &str| {
+        fs::read_to_string(w.target_dir(name).join(".dpkg_archive/packagelist.txt")).unwrap()
+    };
 
     let mut compared = 0;
     if let Some(server) = common::require("BLAT_TEST_PG", "PostgreSQL") {
@@ -126,28 +145,50 @@ fn sync_over_odbc_gives_the_same_target_as_the_sqlite_source() {
         let (without, password) = split_password(&db.connection_string);
         write_odbc_global(
             &w,
-            &format!("connection_string = {}\npassword_env = \"{PASSWORD_VAR}\"", toml_str(&without)),
+            &format!(
+                "connection_string = {}\npassword_env = \"{PASSWORD_VAR}\"",
+                toml_str(&without)
+            ),
             "",
         );
         let out = sync(&w, "via-postgres", &[(PASSWORD_VAR, &password)]);
         assert_exit(&out, 0);
         let report = json(&out);
-        assert_eq!(report["targets"][0]["report"]["sent"], reference["targets"][0]["report"]["sent"]);
-        assert_eq!(report["targets"][0]["report"]["linked"], reference["targets"][0]["report"]["linked"]);
+        assert_eq!(
+            report["targets"][0]["report"]["sent"],
+            reference["targets"][0]["report"]["sent"]
+        );
+        assert_eq!(
+            report["targets"][0]["report"]["linked"],
+            reference["targets"][0]["report"]["linked"]
+        );
         assert_eq!(comparable(&w.target_dir("via-postgres")), expected);
         assert_eq!(packagelist("via-postgres"), packagelist("via-sqlite"));
         let log = fs::read_to_string(w.path().join("blat.log")).unwrap();
         for text in [stderr(&out), log] {
-            assert!(!text.to_lowercase().contains(&format!("pwd={password}")), "password shown:\n{text}");
+            assert!(
+                !text.to_lowercase().contains(&format!("pwd={password}")),
+                "password shown:\n{text}"
+            );
         }
         compared += 1;
     }
     if require_driver("SQLite3") {
         let db = SqliteFile::new(&common::rm_sql(RM));
-        write_odbc_global(&w, &format!("connection_string = {}", toml_str(&sqlite_odbc_string(&db.path))), "");
+        write_odbc_global(
+            &w,
+            &format!(
+                "connection_string = {}",
+                toml_str(&sqlite_odbc_string(&db.path))
+            ),
+            "",
+        );
         let out = sync(&w, "via-sqlite-odbc", &[]);
         assert_exit(&out, 0);
-        assert_eq!(json(&out)["targets"][0]["report"]["sent"], reference["targets"][0]["report"]["sent"]);
+        assert_eq!(
+            json(&out)["targets"][0]["report"]["sent"],
+            reference["targets"][0]["report"]["sent"]
+        );
         assert_eq!(comparable(&w.target_dir("via-sqlite-odbc")), expected);
         assert_eq!(packagelist("via-sqlite-odbc"), packagelist("via-sqlite"));
         compared += 1;
@@ -160,22 +201,36 @@ fn sync_over_odbc_gives_the_same_target_as_the_sqlite_source() {
 /// Runs statements on `db` as the test's admin connection.
 fn execute(db: &PgDatabase, sql: &str) {
     let env = odbc_api::environment().unwrap();
-    let conn = env.connect_with_connection_string(&db.connection_string, ConnectionOptions::default()).unwrap();
+    let conn = env
+        .connect_with_connection_string(&db.connection_string, ConnectionOptions::default())
+        .unwrap();
     for statement in crate::release_suite::statements(sql) {
-        conn.execute(statement, (), None).unwrap_or_else(|e| panic!("{e}\nin: {statement}"));
+        conn.execute(statement, (), None)
+            .unwrap_or_else(|e| panic!("{e}\nin: {statement}"));
     }
 }
 
 /// One failing run: its exit code, the one error line naming the cause,
 /// the target untouched, no password anywhere.
 #[track_caller]
-fn assert_failed_cleanly(w: &World, out: &Output, code: i32, expected: &[&str], secrets: &[&str], before: &[String]) {
+fn assert_failed_cleanly(
+    w: &World,
+    out: &Output,
+    code: i32,
+    expected: &[&str],
+    secrets: &[&str],
+    before: &[String],
+) {
     assert_exit(out, code);
     let (err, outp) = (stderr(out), stdout(out));
     let errors: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
     assert_eq!(errors.len(), 1, "expected one error line, got:\n{err}");
     for part in expected {
-        assert!(errors[0].contains(part), "error line lacks {part:?}: {}", errors[0]);
+        assert!(
+            errors[0].contains(part),
+            "error line lacks {part:?}: {}",
+            errors[0]
+        );
     }
     let log = fs::read_to_string(w.path().join("blat.log")).unwrap_or_default();
     for secret in secrets {
@@ -184,13 +239,19 @@ fn assert_failed_cleanly(w: &World, out: &Output, code: i32, expected: &[&str], 
             assert!(!found, "the password shows in the {what}:\n{text}");
         }
     }
-    assert_eq!(common::snapshot(&w.target_dir("site")), before, "the target changed");
+    assert_eq!(
+        common::snapshot(&w.target_dir("site")),
+        before,
+        "the target changed"
+    );
     assert!(common::leftovers(&w.target_dir("site")).is_empty());
 }
 
 #[test]
 fn database_failures_stop_the_pass_before_any_change() {
-    let Some(server) = common::require("BLAT_TEST_PG", "PostgreSQL") else { return };
+    let Some(server) = common::require("BLAT_TEST_PG", "PostgreSQL") else {
+        return;
+    };
     let w = world();
     w.local_target("site", TARGET);
     let db = PgDatabase::new(&server, &common::rm_sql(RM));
@@ -217,14 +278,25 @@ fn database_failures_stop_the_pass_before_any_change() {
     let pwd = password_line(&password);
 
     let wrong = "not-the-password-4711";
-    let unreachable = with_attribute(&with_attribute(&without, "Server", "127.0.0.1"), "Port", "1");
+    let unreachable = with_attribute(
+        &with_attribute(&without, "Server", "127.0.0.1"),
+        "Port",
+        "1",
+    );
     let release_content = "SELECT pk.name, pv.version FROM releases r \
         JOIN projects p ON p.project_id = r.project_id \
         JOIN release_content rc ON rc.release_id = r.release_id \
         JOIN package_versions pv ON pv.pv_id = rc.pv_id \
         JOIN packages pk ON pk.package_id = pv.package_id";
-    let slow = format!("{release_content} CROSS JOIN (SELECT pg_sleep(30)) s WHERE p.name = ? AND r.name = ?");
-    let password_setting = |var: &str| format!("connection_string = {}\npassword_env = \"{var}\"", toml_str(&without));
+    let slow = format!(
+        "{release_content} CROSS JOIN (SELECT pg_sleep(30)) s WHERE p.name = ? AND r.name = ?"
+    );
+    let password_setting = |var: &str| {
+        format!(
+            "connection_string = {}\npassword_env = \"{var}\"",
+            toml_str(&without)
+        )
+    };
     let cases: Vec<(&str, String, String, Vec<&str>)> = vec![
         (
             "unreachable server",
@@ -272,11 +344,25 @@ fn database_failures_stop_the_pass_before_any_change() {
     for (what, settings, queries, expected) in &cases {
         write_odbc_global(&w, settings, queries);
         let started = Instant::now();
-        let out = sync(&w, "site", &[(PASSWORD_VAR, &password), ("BLAT_TEST_WRONG_PASSWORD", wrong)]);
-        eprintln!("{what}: {:.1}s: {}", started.elapsed().as_secs_f64(), stderr(&out).trim());
+        let out = sync(
+            &w,
+            "site",
+            &[
+                (PASSWORD_VAR, &password),
+                ("BLAT_TEST_WRONG_PASSWORD", wrong),
+            ],
+        );
+        eprintln!(
+            "{what}: {:.1}s: {}",
+            started.elapsed().as_secs_f64(),
+            stderr(&out).trim()
+        );
         assert_failed_cleanly(&w, &out, 1, expected, &[&pwd, wrong], &before);
         if *what == "query timeout" {
-            assert!(started.elapsed() < Duration::from_secs(10), "query_timeout = 1 did not cut a 30 s query short");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "query_timeout = 1 did not cut a 30 s query short"
+            );
         }
     }
 
@@ -289,19 +375,53 @@ INSERT INTO package_versions VALUES (900, 900, '../../etc');
 INSERT INTO release_content VALUES (1, 900);",
     );
     let out = sync(&w, "site", &[]);
-    assert_failed_cleanly(&w, &out, 1, &["release PROJ/R1.0: row ", "('evil', '../../etc')"], &[&pwd], &before);
+    assert_failed_cleanly(
+        &w,
+        &out,
+        1,
+        &["release PROJ/R1.0: row ", "('evil', '../../etc')"],
+        &[&pwd],
+        &before,
+    );
     execute(&db, "DELETE FROM release_content WHERE pv_id = 900;");
-    execute(&db, "UPDATE releases SET name = 'R1.0-renamed' WHERE name = 'R1.0';");
+    execute(
+        &db,
+        "UPDATE releases SET name = 'R1.0-renamed' WHERE name = 'R1.0';",
+    );
     let out = sync(&w, "site", &[]);
-    assert_failed_cleanly(&w, &out, 1, &["release PROJ/R1.0 does not exist"], &[&pwd], &before);
+    assert_failed_cleanly(
+        &w,
+        &out,
+        1,
+        &["release PROJ/R1.0 does not exist"],
+        &[&pwd],
+        &before,
+    );
     let out = w.blat_env(&["plist", "--target", "site"], &[("BLAT_NOW", NOW)]);
-    assert_failed_cleanly(&w, &out, 1, &["release PROJ/R1.0 does not exist"], &[&pwd], &before);
-    execute(&db, "UPDATE releases SET name = 'R1.0' WHERE name = 'R1.0-renamed';");
+    assert_failed_cleanly(
+        &w,
+        &out,
+        1,
+        &["release PROJ/R1.0 does not exist"],
+        &[&pwd],
+        &before,
+    );
+    execute(
+        &db,
+        "UPDATE releases SET name = 'R1.0' WHERE name = 'R1.0-renamed';",
+    );
 
     // A configuration mistake is exit 2, still before anything happens.
     write_odbc_global(&w, &password_setting("BLAT_TEST_SURELY_UNSET_VAR"), "");
     let out = sync(&w, "site", &[]);
-    assert_failed_cleanly(&w, &out, 2, &["$BLAT_TEST_SURELY_UNSET_VAR, which is not set"], &[&pwd], &before);
+    assert_failed_cleanly(
+        &w,
+        &out,
+        2,
+        &["$BLAT_TEST_SURELY_UNSET_VAR, which is not set"],
+        &[&pwd],
+        &before,
+    );
 
     // And with the database back, the same target syncs cleanly again.
     write_odbc_global(&w, &good, "");
@@ -319,15 +439,24 @@ fn password_line(password: &str) -> String {
 #[test]
 fn readme_documents_the_queries() {
     use blat::release::odbc::Query;
-    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let start = readme.find("## Release Manager over ODBC").expect("README has a section Release Manager over ODBC");
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme
+        .find("## Release Manager over ODBC")
+        .expect("README has a section Release Manager over ODBC");
     let section = &readme[start..];
     let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
     let flat = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
     let flat_section = flat(section);
     for query in Query::ALL {
         let key = query.key();
-        let list = |names: &[&str], empty: &str| if names.is_empty() { empty.to_string() } else { names.join(", ") };
+        let list = |names: &[&str], empty: &str| {
+            if names.is_empty() {
+                empty.to_string()
+            } else {
+                names.join(", ")
+            }
+        };
         let row = format!(
             "| `{key}` | {} | {} |",
             list(query.parameters(), "none"),
@@ -335,8 +464,14 @@ fn readme_documents_the_queries() {
         );
         assert!(section.contains(&row), "README lacks the row {row}");
         let sql = flat(query.default_sql());
-        assert!(flat_section.contains(&format!("-- {key} {sql}")), "README lacks the default {key}: {sql}");
+        assert!(
+            flat_section.contains(&format!("-- {key} {sql}")),
+            "README lacks the default {key}: {sql}"
+        );
     }
     assert!(section.contains(&format!("blocks of {}", blat::release::odbc::BATCH_ROWS)));
-    assert!(section.contains(&format!("longer than {} bytes", blat::release::odbc::MAX_VALUE_BYTES)));
+    assert!(section.contains(&format!(
+        "longer than {} bytes",
+        blat::release::odbc::MAX_VALUE_BYTES
+    )));
 }

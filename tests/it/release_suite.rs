@@ -8,7 +8,7 @@
 //! or server skips locally and fails under `CI=true`.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use blat::config::ReleaseName;
 use blat::release::{self, ReleaseSource};
@@ -22,8 +22,18 @@ pub type Releases<'a> = &'a [(&'a str, &'a str, i32, &'a [&'a str])];
 /// queries must join the project), states other than open/closed count as
 /// not closed, and BROKEN/B1 holds a name that must never reach a path.
 pub const FIXTURE: Releases<'static> = &[
-    ("PROJ/R1.0", "closed", 0, &["alpha/1.0", "beta/2.0", "gamma/0.9"]),
-    ("PROJ/R2.0", "open", 1, &["alpha/1.1", "beta/2.0", "Zlib/1.2.13", "jats/current"]),
+    (
+        "PROJ/R1.0",
+        "closed",
+        0,
+        &["alpha/1.0", "beta/2.0", "gamma/0.9"],
+    ),
+    (
+        "PROJ/R2.0",
+        "open",
+        1,
+        &["alpha/1.1", "beta/2.0", "Zlib/1.2.13", "jats/current"],
+    ),
     ("PROJ/R3.0", "frozen", 0, &["alpha/1.2"]),
     ("PROJ/EMPTY", "open", 0, &[]),
     ("OLD/R0", "closed", 1, &["alpha/0.1"]),
@@ -47,15 +57,22 @@ pub fn too_long_name() -> String {
 pub fn fixture_sql() -> String {
     let mut sql = common::rm_sql(FIXTURE);
     let (first, n) = (100_000, BIG_RELEASE_ROWS);
-    let values = |f: &dyn Fn(usize) -> String| (first..first + n).map(f).collect::<Vec<_>>().join(",");
+    let values =
+        |f: &dyn Fn(usize) -> String| (first..first + n).map(f).collect::<Vec<_>>().join(",");
     sql.push_str("INSERT INTO projects VALUES (1000, 'BIG');\n");
     sql.push_str("INSERT INTO releases VALUES (1000, 1000, 'LARGE', 'open', 0);\n");
-    sql.push_str(&format!("INSERT INTO packages VALUES {};\n", values(&|i| format!("({i}, 'pkg{i}')"))));
+    sql.push_str(&format!(
+        "INSERT INTO packages VALUES {};\n",
+        values(&|i| format!("({i}, 'pkg{i}')"))
+    ));
     sql.push_str(&format!(
         "INSERT INTO package_versions VALUES {};\n",
         values(&|i| format!("({i}, {i}, '1.{}.0')", i % 97))
     ));
-    sql.push_str(&format!("INSERT INTO release_content VALUES {};\n", values(&|i| format!("(1000, {i})"))));
+    sql.push_str(&format!(
+        "INSERT INTO release_content VALUES {};\n",
+        values(&|i| format!("(1000, {i})"))
+    ));
     sql.push_str(&format!(
         "INSERT INTO projects VALUES (1001, 'TOOLONG');
 INSERT INTO releases VALUES (1001, 1001, 'R1', 'open', 0);
@@ -75,12 +92,9 @@ INSERT INTO release_content VALUES (1002, 200001);
 
 /// The `(package, version)` rows of BIG/LARGE.
 fn big_release() -> Vec<(String, String)> {
-    (100_000..100_000 + BIG_RELEASE_ROWS).map(|i| (format!("pkg{i}"), format!("1.{}.0", i % 97))).collect()
-}
-
-/// `sql` split into statements (fixture SQL ends each with `;` and a newline).
-pub fn statements(sql: &str) -> impl Iterator<Item = &str> {
-    sql.split(";\n").map(str::trim).filter(|s| !s.is_empty())
+    (100_000..100_000 + BIG_RELEASE_ROWS)
+        .map(|i| (format!("pkg{i}"), format!("1.{}.0", i % 97)))
+        .collect()
 }
 
 /// A SQLite database file holding `sql`, in a temporary directory.
@@ -93,7 +107,10 @@ impl SqliteFile {
     pub fn new(sql: &str) -> SqliteFile {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("release_manager.db");
-        rusqlite::Connection::open(&path).unwrap().execute_batch(sql).unwrap();
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap();
         SqliteFile { _dir: dir, path }
     }
 }
@@ -116,7 +133,9 @@ fn pairs(list: &[&str]) -> Vec<(String, String)> {
 
 /// The rows of `release`, sorted: the contract promises no order.
 fn rows(source: &mut dyn ReleaseSource, release: &str) -> Vec<(String, String)> {
-    let mut rows = source.release_rows(&rn(release)).unwrap_or_else(|e| panic!("{release}: {e:#}"));
+    let mut rows = source
+        .release_rows(&rn(release))
+        .unwrap_or_else(|e| panic!("{release}: {e:#}"));
     rows.sort();
     rows
 }
@@ -154,23 +173,42 @@ const CHECKS: &[(&str, Check)] = &[
         assert_eq!(rows(s, "PROJ/EMPTY"), []);
     }),
     ("unknown_release_is_an_error", |s| {
-        for name in ["PROJ/R9", "NOPE/R1.0", "proj/R1.0", "OTHER/R2.0", "PROJ/R1.0' OR '1'='1"] {
-            assert_error(s.release_rows(&rn(name)), &[&format!("release {name} does not exist")]);
+        for name in [
+            "PROJ/R9",
+            "NOPE/R1.0",
+            "proj/R1.0",
+            "OTHER/R2.0",
+            "PROJ/R1.0' OR '1'='1",
+        ] {
+            assert_error(
+                s.release_rows(&rn(name)),
+                &[&format!("release {name} does not exist")],
+            );
         }
     }),
     ("open_releases_are_the_not_closed_ones", |s| {
         let open = |s: &mut dyn ReleaseSource, p: &str| names(s.open_releases(p).unwrap());
         assert_eq!(open(s, "PROJ"), ["PROJ/EMPTY", "PROJ/R2.0", "PROJ/R3.0"]);
         assert_eq!(open(s, "OTHER"), ["OTHER/R1.0", "OTHER/X1"]);
-        assert_eq!(open(s, "OLD"), Vec::<String>::new(), "a project with only closed releases has none");
+        assert_eq!(
+            open(s, "OLD"),
+            Vec::<String>::new(),
+            "a project with only closed releases has none"
+        );
     }),
     ("unknown_project_is_an_error", |s| {
         for project in ["NOPE", "proj", "PROJ' OR '1'='1"] {
-            assert_error(s.open_releases(project), &[&format!("project {project} does not exist")]);
+            assert_error(
+                s.open_releases(project),
+                &[&format!("project {project} does not exist")],
+            );
         }
     }),
     ("s3_releases_are_the_flagged_ones", |s| {
-        assert_eq!(names(s.s3_releases().unwrap()), ["OLD/R0", "OTHER/X1", "PROJ/R2.0"]);
+        assert_eq!(
+            names(s.s3_releases().unwrap()),
+            ["OLD/R0", "OTHER/X1", "PROJ/R2.0"]
+        );
     }),
     ("bad_name_fails_the_release_naming_the_row", |s| {
         let err = release::release_content(s, &rn("BROKEN/B1")).unwrap_err();
@@ -180,14 +218,23 @@ const CHECKS: &[(&str, Check)] = &[
         assert!(text.contains("invalid name '../../etc'"), "{text}");
     }),
     ("over_long_and_null_values_fail_the_release", |s| {
-        assert_error(release::release_content(s, &rn("TOOLONG/R1")), &["TOOLONG/R1", "row 1"]);
+        assert_error(
+            release::release_content(s, &rn("TOOLONG/R1")),
+            &["TOOLONG/R1", "row 1"],
+        );
         assert_error(release::release_content(s, &rn("NULLS/R1")), &["NULLS/R1"]);
     }),
     ("validated_content_of_a_good_release", |s| {
         let content = release::release_content(s, &rn("PROJ/R2.0")).unwrap();
-        let mut got: Vec<String> = content.iter().map(|pv| format!("{}/{}", pv.package, pv.version)).collect();
+        let mut got: Vec<String> = content
+            .iter()
+            .map(|pv| format!("{}/{}", pv.package, pv.version))
+            .collect();
         got.sort();
-        assert_eq!(got, ["Zlib/1.2.13", "alpha/1.1", "beta/2.0", "jats/current"]);
+        assert_eq!(
+            got,
+            ["Zlib/1.2.13", "alpha/1.1", "beta/2.0", "jats/current"]
+        );
     }),
     ("big_release_comes_back_whole", |s| {
         let mut expected = big_release();
@@ -197,13 +244,28 @@ const CHECKS: &[(&str, Check)] = &[
         assert!(got == expected, "BIG/LARGE differs from the fixture");
     }),
     ("selected_releases_combine_releases_projects_and_s3", |s| {
-        let picked = release::selected_releases(s, &[rn("PROJ/R1.0"), rn("PROJ/R2.0")], &["PROJ".into()], false);
-        assert_eq!(names(picked.unwrap()), ["PROJ/EMPTY", "PROJ/R1.0", "PROJ/R2.0", "PROJ/R3.0"]);
+        let picked = release::selected_releases(
+            s,
+            &[rn("PROJ/R1.0"), rn("PROJ/R2.0")],
+            &["PROJ".into()],
+            false,
+        );
+        assert_eq!(
+            names(picked.unwrap()),
+            ["PROJ/EMPTY", "PROJ/R1.0", "PROJ/R2.0", "PROJ/R3.0"]
+        );
         let s3 = release::selected_releases(s, &[], &[], true).unwrap();
         assert_eq!(names(s3), ["OLD/R0", "OTHER/X1", "PROJ/R2.0"]);
         let only_named = release::selected_releases(s, &[rn("OTHER/R1.0")], &[], true).unwrap();
-        assert_eq!(names(only_named), ["OTHER/R1.0"], "named releases replace the s3sync default");
-        assert_error(release::selected_releases(s, &[], &["NOPE".into()], false), &["project NOPE"]);
+        assert_eq!(
+            names(only_named),
+            ["OTHER/R1.0"],
+            "named releases replace the s3sync default"
+        );
+        assert_error(
+            release::selected_releases(s, &[], &["NOPE".into()], false),
+            &["project NOPE"],
+        );
     }),
     ("one_source_answers_many_queries", |s| {
         for _ in 0..25 {
@@ -231,13 +293,21 @@ pub fn run(backend: &str, open: &dyn Fn() -> Box<dyn ReleaseSource>) {
             failed.push(format!("{name}: {message}"));
         }
     }
-    assert!(failed.is_empty(), "{backend}: {} of {} checks failed:\n{}", failed.len(), CHECKS.len(), failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "{backend}: {} of {} checks failed:\n{}",
+        failed.len(),
+        CHECKS.len(),
+        failed.join("\n")
+    );
 }
 
 #[test]
 fn sqlite() {
     let db = SqliteFile::new(&fixture_sql());
-    run("SQLite (rusqlite)", &|| Box::new(release::sqlite::SqliteSource::open(&db.path).unwrap()));
+    run("SQLite (rusqlite)", &|| {
+        Box::new(release::sqlite::SqliteSource::open(&db.path).unwrap())
+    });
 }
 
 #[test]
@@ -246,7 +316,9 @@ fn sqlite_from_sql_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rm.sql");
     std::fs::write(&path, fixture_sql()).unwrap();
-    run("SQLite (.sql in memory)", &|| Box::new(release::sqlite::SqliteSource::open(&path).unwrap()));
+    run("SQLite (.sql in memory)", &|| {
+        Box::new(release::sqlite::SqliteSource::open(&path).unwrap())
+    });
 }
 
 #[cfg(feature = "odbc")]
@@ -254,6 +326,7 @@ pub use odbc_backends::*;
 
 #[cfg(feature = "odbc")]
 mod odbc_backends {
+    use std::path::Path;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
@@ -262,6 +335,11 @@ mod odbc_backends {
     use odbc_api::ConnectionOptions;
 
     use super::*;
+
+    /// `sql` split into statements (fixture SQL ends each with `;` and a newline).
+    pub fn statements(sql: &str) -> impl Iterator<Item = &str> {
+        sql.split(";\n").map(str::trim).filter(|s| !s.is_empty())
+    }
 
     /// An ODBC config for `connection_string` with blat's defaults.
     pub fn odbc_config(connection_string: &str) -> OdbcConfig {
@@ -283,7 +361,9 @@ mod odbc_backends {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("ODBC driver {{{name}}} is required under CI=true but not registered (scripts/test-env start)");
         }
-        eprintln!("skipped: ODBC driver {{{name}}} not registered (scripts/test-env start registers it)");
+        eprintln!(
+            "skipped: ODBC driver {{{name}}} not registered (scripts/test-env start registers it)"
+        );
         false
     }
 
@@ -297,7 +377,15 @@ mod odbc_backends {
     pub fn with_attribute(connection_string: &str, key: &str, value: &str) -> String {
         let mut parts: Vec<String> = connection_string
             .split(';')
-            .filter(|p| !p.is_empty() && !p.split('=').next().unwrap_or("").trim().eq_ignore_ascii_case(key))
+            .filter(|p| {
+                !p.is_empty()
+                    && !p
+                        .split('=')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .eq_ignore_ascii_case(key)
+            })
             .map(str::to_string)
             .collect();
         parts.push(format!("{key}={value}"));
@@ -334,24 +422,43 @@ mod odbc_backends {
     impl PgDatabase {
         pub fn new(server: &str, sql: &str) -> PgDatabase {
             static NEXT: AtomicUsize = AtomicUsize::new(0);
-            let name = format!("blat_test_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+            let name = format!(
+                "blat_test_{}_{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::SeqCst)
+            );
             let env = odbc_api::environment().unwrap();
             let admin = env
                 .connect_with_connection_string(server, ConnectionOptions::default())
                 .unwrap_or_else(|e| panic!("cannot connect to $BLAT_TEST_PG: {e}"));
-            admin.execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), (), None).unwrap();
+            admin
+                .execute(
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                    (),
+                    None,
+                )
+                .unwrap();
             // template0: nobody is ever connected to it, so concurrent
             // creations cannot fail on "source database is being accessed".
-            admin.execute(&format!("CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8'"), (), None).unwrap();
+            admin
+                .execute(
+                    &format!("CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8'"),
+                    (),
+                    None,
+                )
+                .unwrap();
             let db = PgDatabase {
                 admin: server.to_string(),
                 connection_string: with_attribute(server, "Database", &name),
                 name,
             };
-            let conn = env.connect_with_connection_string(&db.connection_string, ConnectionOptions::default()).unwrap();
+            let conn = env
+                .connect_with_connection_string(&db.connection_string, ConnectionOptions::default())
+                .unwrap();
             for statement in statements(sql) {
-                conn.execute(statement, (), None)
-                    .unwrap_or_else(|e| panic!("{e}\nin: {}", &statement[..statement.len().min(200)]));
+                conn.execute(statement, (), None).unwrap_or_else(|e| {
+                    panic!("{e}\nin: {}", &statement[..statement.len().min(200)])
+                });
             }
             db
         }
@@ -360,14 +467,23 @@ mod odbc_backends {
     impl Drop for PgDatabase {
         fn drop(&mut self) {
             let env = odbc_api::environment().unwrap();
-            if let Ok(admin) = env.connect_with_connection_string(&self.admin, ConnectionOptions::default()) {
-                let _ = admin.execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name), (), None);
+            if let Ok(admin) =
+                env.connect_with_connection_string(&self.admin, ConnectionOptions::default())
+            {
+                let _ = admin.execute(
+                    &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+                    (),
+                    None,
+                );
             }
         }
     }
 
     fn connect(connection_string: &str) -> Box<dyn ReleaseSource> {
-        Box::new(OdbcSource::connect(&odbc_config(connection_string)).unwrap_or_else(|e| panic!("{e:#}")))
+        Box::new(
+            OdbcSource::connect(&odbc_config(connection_string))
+                .unwrap_or_else(|e| panic!("{e:#}")),
+        )
     }
 
     #[test]
@@ -377,24 +493,40 @@ mod odbc_backends {
         }
         let db = SqliteFile::new(&fixture_sql());
         let connection_string = sqlite_odbc_string(&db.path);
-        run("SQLite through ODBC {SQLite3}", &|| connect(&connection_string));
+        run("SQLite through ODBC {SQLite3}", &|| {
+            connect(&connection_string)
+        });
     }
 
     #[test]
     fn postgres_through_odbc() {
-        let Some(server) = common::require("BLAT_TEST_PG", "PostgreSQL") else { return };
+        let Some(server) = common::require("BLAT_TEST_PG", "PostgreSQL") else {
+            return;
+        };
         let db = PgDatabase::new(&server, &fixture_sql());
-        run("PostgreSQL through ODBC", &|| connect(&db.connection_string));
+        run("PostgreSQL through ODBC", &|| {
+            connect(&db.connection_string)
+        });
     }
 
     #[test]
     fn describe_never_shows_the_password() {
-        let Some(server) = common::require("BLAT_TEST_PG", "PostgreSQL") else { return };
+        let Some(server) = common::require("BLAT_TEST_PG", "PostgreSQL") else {
+            return;
+        };
         let (_, password) = split_password(&server);
         assert!(!password.is_empty(), "$BLAT_TEST_PG has no PWD");
         let source = connect(&server);
         let text = source.describe();
-        assert!(!text.to_lowercase().contains(&format!("pwd={}", password.to_lowercase())), "{text}");
-        assert!(text.contains("Pwd=***") || text.contains("PWD=***"), "{text}");
+        assert!(
+            !text
+                .to_lowercase()
+                .contains(&format!("pwd={}", password.to_lowercase())),
+            "{text}"
+        );
+        assert!(
+            text.contains("Pwd=***") || text.contains("PWD=***"),
+            "{text}"
+        );
     }
 }
