@@ -20,6 +20,7 @@ pub mod clock;
 pub mod config;
 pub mod current;
 pub mod error;
+pub mod index;
 pub mod lock;
 pub mod ops;
 pub mod plan;

@@ -2,6 +2,7 @@
 //! arguments into an `ops` options struct; the core never sees clap.
 
 pub mod fast;
+pub mod index;
 pub mod plist;
 #[cfg(feature = "s3")]
 pub mod s3sync;
@@ -72,4 +73,5 @@ pub enum Command {
     S3sync(s3sync::S3syncArgs),
     Fast(fast::FastArgs),
     Tag(tag::TagArgs),
+    Index(index::IndexArgs),
 }

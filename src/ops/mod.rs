@@ -3,6 +3,7 @@
 //! error capture, summary, exit code) is shared here in [`for_each_target`].
 
 pub mod fast;
+pub mod index;
 pub mod plist;
 #[cfg(feature = "s3")]
 pub mod s3sync;
