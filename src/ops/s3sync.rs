@@ -972,7 +972,7 @@ fn age(
                             crate::config::units::human_duration(target.aging.after)
                         );
                         if ctx.dry_run {
-                            ctx.reporter.plan_line(name, &line)
+                            ctx.reporter.plan_line(name, &format!("would {line}"))
                         } else {
                             ctx.reporter.detail(name, &line)
                         }
@@ -1041,7 +1041,7 @@ impl<S: ObjectStore> ObjectStore for DryRun<'_, S> {
     ) -> Result<Stored> {
         self.reporter.plan_line(
             self.target,
-            &format!("upload {} ({})", put.key, human_bytes(put.size_hint)),
+            &format!("would upload {} ({})", put.key, human_bytes(put.size_hint)),
         );
         Ok(Stored {
             size: 0,
@@ -1051,13 +1051,13 @@ impl<S: ObjectStore> ObjectStore for DryRun<'_, S> {
     }
     fn delete(&self, key: &str) -> Result<()> {
         self.reporter
-            .plan_line(self.target, &format!("delete {key}"));
+            .plan_line(self.target, &format!("would delete {key}"));
         Ok(())
     }
     fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
         self.reporter.plan_line(
             self.target,
-            &format!("abort the interrupted upload of {key} ({upload_id})"),
+            &format!("would abort the interrupted upload of {key} ({upload_id})"),
         );
         Ok(())
     }

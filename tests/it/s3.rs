@@ -780,7 +780,7 @@ fn aging_immediate_removes_exactly_the_excess() {
     let (out, r) = s3sync(&w, &["--dry-run", "--force"], &[]);
     assert_exit(&out, 0);
     assert!(
-        stderr(&out).contains("ci: delete packages/old/old_1.zip"),
+        stderr(&out).contains("ci: would delete packages/old/old_1.zip"),
         "{}",
         stderr(&out)
     );
@@ -886,8 +886,8 @@ fn dry_run_lists_and_changes_nothing() {
     assert_exit(&out, 0);
     let plan = stdout(&out);
     assert!(
-        plan.contains("ci: upload packages/a/a_1.zip")
-            && plan.contains("ci: upload packages/b/b_1.zip"),
+        plan.contains("ci: would upload packages/a/a_1.zip")
+            && plan.contains("ci: would upload packages/b/b_1.zip"),
         "{plan}"
     );
     assert_eq!(bucket_objects(&b), before);
