@@ -297,7 +297,25 @@ fn database_failures_stop_the_pass_before_any_change() {
             toml_str(&without)
         )
     };
+    // Accepts TCP connections (the kernel does) but never says a word: a
+    // server that hangs, or a firewall that swallows packets.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port().to_string();
+    let hanging = with_attribute(
+        &with_attribute(&without, "Server", "127.0.0.1"),
+        "Port",
+        &silent_port,
+    );
     let cases: Vec<(&str, String, String, Vec<&str>)> = vec![
+        (
+            "server that never answers",
+            format!(
+                "connection_string = {}\npassword_env = \"{PASSWORD_VAR}\"\nlogin_timeout = 2",
+                toml_str(&hanging)
+            ),
+            String::new(),
+            vec!["site: sync failed: cannot connect to ODBC release manager", "timeout expired", "SQLSTATE 08001"],
+        ),
         (
             "unreachable server",
             format!("connection_string = {}\npassword_env = \"{PASSWORD_VAR}\"\nlogin_timeout = 5", toml_str(&unreachable)),
@@ -358,6 +376,13 @@ fn database_failures_stop_the_pass_before_any_change() {
             stderr(&out).trim()
         );
         assert_failed_cleanly(&w, &out, 1, expected, &[&pwd, wrong], &before);
+        if *what == "server that never answers" {
+            let took = started.elapsed();
+            assert!(
+                took < Duration::from_secs(10),
+                "login_timeout = 2 did not stop a silent server ({took:?})"
+            );
+        }
         if *what == "query timeout" {
             assert!(
                 started.elapsed() < Duration::from_secs(10),
