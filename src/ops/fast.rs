@@ -45,6 +45,10 @@ pub struct FastOptions {
 /// `--watch`), so it takes over within a moment of the previous run's end.
 const LOCK_RETRY: Duration = Duration::from_millis(250);
 
+/// The shortest pause between polls, whatever `fast_poll` says: with
+/// `fast_poll = 0` a watch would spin on the tag directory.
+const MIN_POLL: Duration = Duration::from_millis(100);
+
 /// What one target's run did, summed over all its polls.
 #[derive(Debug, Default, Serialize)]
 pub struct FastReport {
@@ -253,7 +257,7 @@ fn run_target(
         if now >= deadline {
             break Ok(());
         }
-        wake.wait(config.fast_poll.min(deadline - now));
+        wake.wait(config.fast_poll.max(MIN_POLL).min(deadline - now));
     };
     poller.report.seconds = started.elapsed().as_secs_f64();
     let Poller { report, state, .. } = poller;
