@@ -18,7 +18,8 @@
 #
 # Prints, per backend: rows, best and median wall time of RUNS (default 5)
 # runs, each in a fresh connection; then the peak RSS of one whole process
-# (GNU time), which includes the program's own baseline.
+# (GNU time), which includes the program's own baseline. Then, for scale, the
+# same queries through psql and the sqlite3 CLI (when installed).
 #
 # Needs: scripts/test-env (PostgreSQL on 127.0.0.1 and the ODBC drivers),
 # psql, python3, /usr/bin/time. Builds bench/odbc_load.rs (cargo example
@@ -127,3 +128,25 @@ for backend in postgres-odbc sqlite-odbc sqlite; do
     rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$WORK/$backend.time")
     echo "$backend: peak RSS $((rss / 1024)) MiB ($rss KiB) for one load"
 done
+
+# The same 50 release_content queries (blat's default SQL, names inlined)
+# through the databases' own command-line clients, output thrown away: what
+# the server side costs, without ODBC or blat.
+for r in $(seq 1 "$RELEASES"); do
+    echo "SELECT pk.name, pv.version FROM releases r JOIN projects p ON p.project_id = r.project_id" \
+         "JOIN release_content rc ON rc.release_id = r.release_id JOIN package_versions pv ON pv.pv_id = rc.pv_id" \
+         "JOIN packages pk ON pk.package_id = pv.package_id WHERE p.name = 'BENCH' AND r.name = 'R$r'" \
+         "ORDER BY pk.name, pv.version;"
+done >"$WORK/queries.sql"
+best_of() {  # the best wall time in seconds of RUNS runs of a command
+    local best="" t
+    for _ in $(seq "$RUNS"); do
+        t=$( { TIMEFORMAT=%R; time "$@" >/dev/null 2>&1; } 2>&1 )
+        best=$(awk -v a="$t" -v b="${best:-$t}" 'BEGIN { print (a < b) ? a : b }')
+    done
+    echo "$best"
+}
+echo "baseline psql (same queries, no ODBC): best $(best_of psql -X -q "$PG_URL" -f "$WORK/queries.sql" -o /dev/null)s of $RUNS runs"
+if command -v sqlite3 >/dev/null; then
+    echo "baseline sqlite3 CLI (same queries): best $(best_of sqlite3 "$WORK/rm.db" ".read $WORK/queries.sql")s of $RUNS runs"
+fi
