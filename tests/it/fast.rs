@@ -583,3 +583,145 @@ fn fast_needs_a_target_selection_and_a_valid_watch() {
     );
 }
 
+// ------------------------------------------------------------ over SSH
+
+mod over_ssh {
+    use super::*;
+    use crate::sshd::{Fault, Proxy, Sshd};
+
+    /// The world of the local tests, with its target `site` on `sshd`.
+    fn ssh_world(sshd: &Sshd, extra: &str) -> World {
+        let w = world();
+        sshd.write_target(&w, "site", extra);
+        w
+    }
+
+    fn same_on_server(w: &World, sshd: &Sshd, pv: &str) {
+        assert_eq!(
+            common::snapshot(&w.archive().join(pv)),
+            common::snapshot(&sshd.archive().join(pv)),
+            "{pv}"
+        );
+    }
+
+    #[test]
+    fn tag_then_fast_delivers_over_ssh() {
+        let Some(sshd) = Sshd::start() else { return };
+        let w = ssh_world(&sshd, "");
+        assert_exit(&w.blat(&["tag", "p", "1.0"]), 0);
+        assert_exit(&w.blat(&["tag", "j", "cur"]), 0);
+        let out = w.blat(&["fast", "--all", "--json"]);
+        assert_exit(&out, 0);
+        let r = target_report(&out, "site");
+        assert_eq!(names(&r["sent"]), ["j/2", "p/1.0"]);
+        same_on_server(&w, &sshd, "p/1.0");
+        same_on_server(&w, &sshd, "j/2");
+        assert_eq!(
+            fs::read_link(sshd.archive().join("j/cur"))
+                .unwrap()
+                .to_str(),
+            Some("2")
+        );
+        assert!(!sshd.archive().join("j/1").exists());
+        assert!(waiting(&w, "site").is_empty());
+
+        // Writable source: kept, then sent once past its grace.
+        w.build("w", "0.1", T0, common::DEFAULT_FILES);
+        assert_exit(&w.blat(&["tag", "w", "0.1"]), 0);
+        let early = (T0 + 60).to_string();
+        assert_exit(&w.blat_env(&["fast", "--all"], &[("BLAT_NOW", &early)]), 0);
+        assert_eq!(waiting(&w, "site"), ["w::0.1"]);
+        assert!(!sshd.archive().join("w").exists());
+        let late = (T0 + 7200).to_string();
+        assert_exit(&w.blat_env(&["fast", "--all"], &[("BLAT_NOW", &late)]), 0);
+        same_on_server(&w, &sshd, "w/0.1");
+        assert!(waiting(&w, "site").is_empty());
+    }
+
+    #[test]
+    fn bad_and_missing_tags_over_ssh() {
+        let Some(sshd) = Sshd::start() else { return };
+        let w = ssh_world(&sshd, "tag_retries = 2\n");
+        fs::create_dir_all(tags(&w, "site")).unwrap();
+        fs::write(tags(&w, "site").join("a::b::c"), "").unwrap();
+        assert_exit(&w.blat(&["tag", "nope", "1"]), 0);
+        assert_exit(&w.blat(&["fast", "--all"]), 1);
+        assert_eq!(waiting(&w, "site"), ["nope::1"]);
+        assert_exit(&w.blat(&["fast", "--all"]), 1);
+        assert!(waiting(&w, "site").is_empty());
+        for tag in ["a::b::c", "nope::1"] {
+            assert!(
+                tags(&w, "site").join(".rejected").join(tag).exists(),
+                "{tag}"
+            );
+        }
+        let entries: Vec<_> = fs::read_dir(sshd.archive())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            entries.is_empty(),
+            "nothing reached the server: {entries:?}"
+        );
+    }
+
+    #[test]
+    fn watch_over_ssh_picks_up_a_tag_in_moments() {
+        let Some(sshd) = Sshd::start() else { return };
+        let w = ssh_world(&sshd, "");
+        let child = spawn(&w, &["fast", "--all", "--watch", "5s"]);
+        std::thread::sleep(Duration::from_millis(800));
+        assert_exit(&w.blat(&["tag", "p", "1.0"]), 0);
+        let latency = wait_for(
+            &sshd.archive().join("p/1.0/descpkg"),
+            Duration::from_secs(4),
+        );
+        let latency = latency.expect("the watcher sent the package over SSH while it ran");
+        assert!(latency < Duration::from_secs(3), "took {latency:?}");
+        assert_exit(&child.wait_with_output().unwrap(), 0);
+        same_on_server(&w, &sshd, "p/1.0");
+        assert!(waiting(&w, "site").is_empty());
+    }
+
+    /// A target that accepts connections and then says nothing must not
+    /// hold up another: each target has its own thread.
+    #[test]
+    fn a_frozen_target_does_not_delay_another() {
+        let Some(sshd) = Sshd::start() else { return };
+        let w = ssh_world(&sshd, "");
+        let frozen = Proxy::start(sshd.port, Fault::Freeze, 0);
+        w.write_target(
+            "frozen",
+            &sshd.target_conf(frozen.port, "connect_timeout = \"8s\"\n"),
+        );
+        // A closed port fails at once; it must not disturb the others either.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        w.write_target("closed", &sshd.target_conf(closed, ""));
+        assert_exit(&w.blat(&["tag", "p", "1.0"]), 0);
+        let started = Instant::now();
+        let child = spawn(&w, &["fast", "--all", "--json"]);
+        let served = wait_for(
+            &sshd.archive().join("p/1.0/descpkg"),
+            Duration::from_secs(6),
+        );
+        let served = served.expect("the reachable target was served while the frozen one hung");
+        assert!(served < Duration::from_secs(4), "served after {served:?}");
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_secs(7),
+            "the frozen target was waited for: connect_timeout"
+        );
+        assert_exit(&out, 1);
+        let j = json(&out);
+        assert_eq!(report(&j, "site")["outcome"], "done", "{j}");
+        assert_eq!(report(&j, "frozen")["outcome"], "failed", "{j}");
+        assert_eq!(report(&j, "closed")["outcome"], "failed", "{j}");
+        assert_eq!(waiting(&w, "frozen"), ["p::1.0"], "kept for a retry");
+        assert_eq!(waiting(&w, "closed"), ["p::1.0"], "kept for a retry");
+        assert!(waiting(&w, "site").is_empty());
+    }
+}
