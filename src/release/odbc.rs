@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use anyhow::{anyhow, bail, Context, Result};
-use odbc_api::buffers::TextRowSet;
+use odbc_api::buffers::{Indicator, TextRowSet};
 use odbc_api::handles::slice_to_cow_utf8;
 use odbc_api::{
     Connection, ConnectionOptions, Cursor, IntoParameter, ParameterCollectionRef, ResultSetMetadata,
@@ -211,24 +211,23 @@ impl OdbcSource {
                 .map_err(db_error)?;
             let mut block = cursor.bind_buffer(buffer).map_err(db_error)?;
             let mut out = Vec::new();
-            loop {
-                let batch = match block.fetch_with_truncation_check(true) {
-                    Ok(Some(batch)) => batch,
-                    Ok(None) => break,
-                    Err(odbc_api::Error::TooLargeValueForBuffer { buffer_index, .. }) => bail!(
-                        "row {}: {} is longer than {MAX_VALUE_BYTES} bytes (not a valid name)",
-                        out.len() + 1,
-                        query.columns()[buffer_index],
-                    ),
-                    Err(e) => return Err(db_error(e)),
-                };
+            // Truncation is checked per value (not by the fetch, which
+            // would fail the whole block) so the message names the row.
+            while let Some(batch) = block.fetch().map_err(db_error)? {
                 for i in 0..batch.num_rows() {
                     let row_no = out.len() + 1;
                     let mut values: [String; N] = std::array::from_fn(|_| String::new());
                     for (col, value) in values.iter_mut().enumerate() {
-                        let bytes = batch.at(col, i).with_context(|| {
-                            format!("row {row_no}: {} is NULL", query.columns()[col])
-                        })?;
+                        let name = query.columns()[col];
+                        let truncated = match batch.indicator_at(col, i) {
+                            Indicator::Null => bail!("row {row_no}: {name} is NULL"),
+                            Indicator::NoTotal => true,
+                            Indicator::Length(len) => len > batch.max_len(col),
+                        };
+                        if truncated {
+                            bail!("row {row_no}: {name} is longer than {MAX_VALUE_BYTES} bytes (not a valid name)");
+                        }
+                        let bytes = batch.at(col, i).unwrap_or_default();
                         *value = String::from_utf8_lossy(bytes).into_owned();
                     }
                     out.push(values);
@@ -269,7 +268,12 @@ impl OdbcSource {
             }
             if self.query_timeout > 0 {
                 stmt.set_query_timeout_sec(self.query_timeout)
-                    .map_err(db_error)?;
+                    .map_err(|e| {
+                        anyhow!(
+                        "cannot set query_timeout (set it to 0 for a driver without timeouts): {}",
+                        one_line(&e)
+                    )
+                    })?;
             }
             let cursor = stmt.execute(params).map_err(db_error)?;
             read(cursor)
