@@ -42,11 +42,12 @@ fn run(cli: &Cli) -> Result<Outcome> {
         Command::Fast(args) => ops::fast::run(&ctx, &args.options(g)),
         Command::Tag(args) => ops::tag::run(&ctx, &args.options(g)),
         Command::Index(args) => ops::index::run(&ctx.reporter, &args.options(g, &ctx.config.archive)),
+        Command::Age(args) => ops::age::run(&ctx, &args.options(g)),
     }
 }
 
-/// The target-side commands (`index --archive`, run by cron on a target)
-/// read no configuration: a target has none.
+/// The target-side commands (`index --archive`, `age --local`, run by cron
+/// on a target) read no configuration: a target has none.
 fn run_without_config(cli: &Cli) -> Result<Option<Outcome>> {
     let g = &cli.global;
     let reporter = || Reporter::new(if g.quiet { 0 } else { 1u8.saturating_add(g.verbose) }, g.json);
@@ -54,6 +55,10 @@ fn run_without_config(cli: &Cli) -> Result<Option<Outcome>> {
         Command::Index(args) if args.archive.is_some() => {
             ops::index::run(&reporter(), &args.options(g, std::path::Path::new(""))).map(Some)
         }
+        Command::Age(args) => match args.local_options(g) {
+            Some(options) => ops::age::run_local(&reporter(), &options).map(Some),
+            None => Ok(None),
+        },
         _ => Ok(None),
     }
 }

@@ -218,6 +218,32 @@ impl State {
         let rows = stmt.query_map(params![target], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    /// The aging marks of `target`: (package, version, first seen excess),
+    /// sorted. Names are as stored; callers validate them before use.
+    pub fn marks(&self, target: &str) -> Result<Vec<(String, String, i64)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT package, version, first_seen FROM marks WHERE target = ?1 ORDER BY package, version",
+        )?;
+        let rows = stmt.query_map(params![target], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Replaces all aging marks of `target` in one transaction, so a pass
+    /// that dies half-way leaves the marks of the pass before.
+    pub fn set_marks<'a>(&self, target: &str, marks: impl IntoIterator<Item = (&'a str, &'a str, i64)>) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        tx.execute("DELETE FROM marks WHERE target = ?1", params![target])?;
+        {
+            let mut insert =
+                tx.prepare("INSERT INTO marks (target, package, version, first_seen) VALUES (?1, ?2, ?3, ?4)")?;
+            for (package, version, first_seen) in marks {
+                insert.execute(params![target, package, version, first_seen])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The command line (clap types only). Each subcommand file turns its
 //! arguments into an `ops` options struct; the core never sees clap.
 
+pub mod age;
 pub mod fast;
 pub mod index;
 pub mod plist;
@@ -74,4 +75,5 @@ pub enum Command {
     Fast(fast::FastArgs),
     Tag(tag::TagArgs),
     Index(index::IndexArgs),
+    Age(age::AgeArgs),
 }

@@ -2,6 +2,7 @@
 //! and a [`Context`]; the per-target frame (selection, lock, state record,
 //! error capture, summary, exit code) is shared here in [`for_each_target`].
 
+pub mod age;
 pub mod fast;
 pub mod index;
 pub mod plist;

@@ -47,6 +47,9 @@ pub struct SyncReport {
     pub excess: usize,
     pub leftovers_removed: usize,
     pub packagelist: bool,
+    /// What aging did after the PackageList (methods `immediate`, `master`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aging: Option<super::age::AgingReport>,
     pub seconds: f64,
 }
 
@@ -79,8 +82,10 @@ impl TargetReport for SyncReport {
         if !self.linked.is_empty() {
             parts.push(format!("{} aliases linked", self.linked.len()));
         }
-        if self.excess > 0 {
-            parts.push(format!("{} excess left alone", self.excess));
+        match &self.aging {
+            Some(aging) => parts.push(aging.summary()),
+            None if self.excess > 0 => parts.push(format!("{} excess left alone", self.excess)),
+            None => {}
         }
         parts.push(if self.packagelist { "packagelist written".into() } else { "packagelist not written".into() });
         format!("{} in {:.1}s", parts.join(", "), self.seconds)
@@ -94,7 +99,7 @@ pub fn run(ctx: &Context, options: &SyncOptions) -> Result<Outcome> {
         if options.due && !is_due(&state, target)? {
             return Ok(None);
         }
-        sync_target(ctx, target).map(Some)
+        sync_target(ctx, target, options.force).map(Some)
     })
 }
 
@@ -111,7 +116,7 @@ pub fn open_target<'a>(ctx: &'a Context, target: &TargetConfig) -> Result<Box<dy
     Ok(if ctx.dry_run { Box::new(DryRun::new(inner, &target.name, &ctx.reporter)) } else { inner })
 }
 
-fn sync_target(ctx: &Context, target: &TargetConfig) -> Result<SyncReport> {
+fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<SyncReport> {
     let started = Instant::now();
     let archive_cfg = target.archive().expect("selected archive targets only");
     let source = SourceArchive::new(&ctx.config.archive);
@@ -147,6 +152,10 @@ fn sync_target(ctx: &Context, target: &TargetConfig) -> Result<SyncReport> {
     match write_packagelist(dest.as_ref(), &set, now) {
         Ok(()) => report.packagelist = true,
         Err(e) => report.failed.push(Failure { item: "packagelist".into(), error: format!("{e:#}") }),
+    }
+    if let Some(aging) = super::age::after_sync(ctx, target, dest.as_ref(), &set, &listing, &plan.excess, now, force) {
+        report.failed.extend(aging.failures());
+        report.aging = Some(aging);
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)

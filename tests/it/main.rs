@@ -2,6 +2,7 @@
 //! need a server (sshd, PostgreSQL, S3) fail instead of skipping when
 //! `CI=true` and the server is missing (see `common::require`).
 
+mod age;
 mod common;
 mod fast;
 mod index;

@@ -1,0 +1,794 @@
+//! Aging (SPEC §5): removing package-versions that left the current set.
+//! `blat age` runs it alone on the master, `sync` runs it after its
+//! transfers and PackageList, and `blat age --local` runs it on a target
+//! itself from the PackageList the master sent (method `target`).
+//!
+//! Every way in goes through [`Ager::apply`], which holds the guards: an
+//! empty current set touches nothing (not even the marks); what is excess
+//! comes from [`plan::excess`] (never pins, aliases or their versions,
+//! never younger than `writable_grace`); more deletions than `max_delete`
+//! in one pass are refused as a whole unless forced. Deletions go through
+//! the receiver's `delete`, which renames a version aside before removing
+//! it and removes the aliases pointing to it first.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+
+use super::sync::Failure;
+use super::{Context, Selection, TargetReport};
+use crate::archive::{Name, PackageVersion, SourceArchive, SourceEntry};
+use crate::config::units::{human_bytes, human_duration};
+use crate::config::{AgingMethod, TargetConfig};
+use crate::current::{self, CurrentSet};
+use crate::error::{Outcome, UsageError};
+use crate::lock::TargetLock;
+use crate::plan;
+use crate::report::Reporter;
+use crate::state::State;
+use crate::target::{
+    dryrun::DryRun, local::LocalTransport, receiver::ReceiverTarget, Listing, Target,
+};
+
+/// `blat age` on the master.
+#[derive(Clone, Debug, Default)]
+pub struct AgeOptions {
+    pub selection: Selection,
+    /// Allow more deletions than `max_delete` in one pass.
+    pub force: bool,
+}
+
+/// `blat age --local` on a target: no configuration, only these.
+#[derive(Clone, Debug)]
+pub struct LocalAgeOptions {
+    pub archive: PathBuf,
+    pub after: Duration,
+    pub grace: Duration,
+    pub max_delete: usize,
+    pub force: bool,
+    pub dry_run: bool,
+}
+
+/// The PackageList the master writes, under `<archive>/.dpkg_archive/`.
+pub const PACKAGELIST: &str = "packagelist.txt";
+/// The marks of `age --local`, beside it.
+pub const MARKS_FILE: &str = "blat-age-marks.txt";
+
+/// What one aging pass did (or, under `--dry-run`, would do).
+#[derive(Debug, Serialize)]
+pub struct AgingReport {
+    pub method: AgingMethod,
+    /// Package-versions on the target that aging may remove.
+    pub excess: usize,
+    pub deleted: Vec<Removed>,
+    pub bytes_freed: u64,
+    /// Newly marked this pass.
+    pub marked: Vec<PackageVersion>,
+    /// Marks dropped: back in the current set, protected, or gone.
+    pub unmarked: Vec<PackageVersion>,
+    /// Marked, not yet due.
+    pub waiting: usize,
+    /// Why nothing was deleted although something was due (max_delete).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    /// Why aging did nothing at all (empty current set, method elsewhere).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    pub failed: Vec<Failure>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Removed {
+    #[serde(flatten)]
+    pub pv: PackageVersion,
+    pub bytes: u64,
+    /// Aliases that pointed to it and went first.
+    pub aliases: Vec<Name>,
+}
+
+impl AgingReport {
+    fn new(method: AgingMethod) -> AgingReport {
+        AgingReport {
+            method,
+            excess: 0,
+            deleted: Vec::new(),
+            bytes_freed: 0,
+            marked: Vec::new(),
+            unmarked: Vec::new(),
+            waiting: 0,
+            refused: None,
+            skipped: None,
+            failed: Vec::new(),
+        }
+    }
+
+    fn skipped(method: AgingMethod, why: &str) -> AgingReport {
+        AgingReport {
+            skipped: Some(why.to_string()),
+            ..AgingReport::new(method)
+        }
+    }
+
+    /// The failures a surrounding pass (sync) counts as its own.
+    pub fn failures(&self) -> Vec<Failure> {
+        let mut out: Vec<Failure> = self
+            .failed
+            .iter()
+            .map(|f| Failure {
+                item: f.item.clone(),
+                error: f.error.clone(),
+            })
+            .collect();
+        if let Some(why) = &self.refused {
+            out.push(Failure {
+                item: "aging".into(),
+                error: why.clone(),
+            });
+        }
+        out
+    }
+
+    /// `aging: 2 deleted (1.2 MiB freed), 3 marked, ...`, for summaries.
+    pub fn summary(&self) -> String {
+        if let Some(why) = &self.skipped {
+            return format!("aging skipped: {why}");
+        }
+        let mut parts = vec![format!(
+            "{} deleted ({} freed)",
+            self.deleted.len(),
+            human_bytes(self.bytes_freed)
+        )];
+        for (n, what) in [
+            (self.marked.len(), "marked"),
+            (self.unmarked.len(), "unmarked"),
+            (self.waiting, "waiting"),
+        ] {
+            if n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        }
+        if self.refused.is_some() {
+            parts.push("deletions refused (max_delete)".into());
+        }
+        if !self.failed.is_empty() {
+            parts.push(format!("{} failed", self.failed.len()));
+        }
+        format!("aging: {}", parts.join(", "))
+    }
+}
+
+impl TargetReport for AgingReport {
+    fn outcome(&self) -> Outcome {
+        let troubles = self.refused.is_some() || !self.failed.is_empty();
+        match (troubles, self.deleted.is_empty()) {
+            (false, _) => Outcome::Done,
+            (true, true) => Outcome::Failed,
+            (true, false) => Outcome::Partial,
+        }
+    }
+
+    fn summary(&self) -> String {
+        self.summary()
+    }
+}
+
+/// Where the marks of a target live: blat's state file on the master, a
+/// text file under `.dpkg_archive/` for `age --local`.
+pub trait MarkStore {
+    /// Package-version → when it was first seen excess.
+    fn load(&self) -> Result<BTreeMap<PackageVersion, i64>>;
+    /// Replaces all marks at once.
+    fn save(&self, marks: &BTreeMap<PackageVersion, i64>) -> Result<()>;
+}
+
+/// The master's marks of one target, in the `marks` table.
+pub struct StateMarks<'a> {
+    pub state: &'a State,
+    pub target: &'a str,
+}
+
+impl MarkStore for StateMarks<'_> {
+    fn load(&self) -> Result<BTreeMap<PackageVersion, i64>> {
+        // A row with a bad name can only be stale: it is dropped, never acted on.
+        Ok(self
+            .state
+            .marks(self.target)?
+            .into_iter()
+            .filter_map(|(p, v, t)| PackageVersion::new(&p, &v).ok().map(|pv| (pv, t)))
+            .collect())
+    }
+
+    fn save(&self, marks: &BTreeMap<PackageVersion, i64>) -> Result<()> {
+        self.state.set_marks(
+            self.target,
+            marks
+                .iter()
+                .map(|(pv, t)| (pv.package.as_str(), pv.version.as_str(), *t)),
+        )
+    }
+}
+
+/// `age --local`'s marks: `package version first-seen` lines, replaced
+/// atomically. A damaged file stops the pass with its name and line:
+/// removing it is always safe (it only restarts the clocks).
+pub struct FileMarks {
+    pub path: PathBuf,
+}
+
+impl MarkStore for FileMarks {
+    fn load(&self) -> Result<BTreeMap<PackageVersion, i64>> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read {}", self.path.display()))
+            }
+        };
+        let mut marks = BTreeMap::new();
+        for (n, line) in text.lines().enumerate() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let parsed = match fields.as_slice() {
+                [p, v, t] => PackageVersion::new(p, v).ok().zip(t.parse::<i64>().ok()),
+                _ => None,
+            };
+            let (pv, t) = parsed.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}:{}: expected 'package version first-seen-epoch-seconds', found '{}' (removing the file only restarts the aging clocks)",
+                    self.path.display(),
+                    n + 1,
+                    line.escape_default()
+                )
+            })?;
+            marks.insert(pv, t);
+        }
+        Ok(marks)
+    }
+
+    fn save(&self, marks: &BTreeMap<PackageVersion, i64>) -> Result<()> {
+        let mut text = String::from("# blat age --local: package-versions marked for deletion, with the time (epoch seconds) first seen excess\n");
+        for (pv, t) in marks {
+            text.push_str(&format!("{} {} {t}\n", pv.package, pv.version));
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(".blat-tmp-marks-{}", std::process::id()));
+        let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &self.path));
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.with_context(|| format!("cannot write {}", self.path.display()))
+    }
+}
+
+/// `--dry-run`: marks are read, never written.
+pub struct DryRunMarks<'a>(pub &'a dyn MarkStore);
+
+impl MarkStore for DryRunMarks<'_> {
+    fn load(&self) -> Result<BTreeMap<PackageVersion, i64>> {
+        self.0.load()
+    }
+    fn save(&self, _marks: &BTreeMap<PackageVersion, i64>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The rules of one target's aging.
+#[derive(Clone, Copy, Debug)]
+pub struct Rules {
+    pub method: AgingMethod,
+    pub after: Duration,
+    pub max_delete: usize,
+    pub force: bool,
+}
+
+/// What aging decides, before anything is deleted (pure; unit-tested).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Decision {
+    /// Due for deletion, sorted.
+    pub delete: Vec<PackageVersion>,
+    /// The marks after this pass, deletions not yet applied.
+    pub marks: BTreeMap<PackageVersion, i64>,
+    pub marked: Vec<PackageVersion>,
+    pub unmarked: Vec<PackageVersion>,
+    pub waiting: usize,
+}
+
+/// `immediate`: every excess package-version goes now. `master`/`target`:
+/// each is marked when first seen excess and goes once it has been marked
+/// for longer than `after`. Either way, marks of package-versions that are
+/// no longer excess are dropped.
+pub fn decide(
+    method: AgingMethod,
+    excess: &[PackageVersion],
+    marks: &BTreeMap<PackageVersion, i64>,
+    now: i64,
+    after: Duration,
+) -> Decision {
+    let mut d = Decision::default();
+    let is_excess: std::collections::BTreeSet<&PackageVersion> = excess.iter().collect();
+    d.unmarked = marks
+        .keys()
+        .filter(|pv| !is_excess.contains(pv))
+        .cloned()
+        .collect();
+    for pv in excess {
+        let first_seen = match (method, marks.get(pv)) {
+            (_, Some(t)) => *t,
+            (AgingMethod::Immediate, None) => {
+                d.delete.push(pv.clone());
+                continue;
+            }
+            (_, None) => {
+                d.marked.push(pv.clone());
+                now
+            }
+        };
+        d.marks.insert(pv.clone(), first_seen);
+        if method == AgingMethod::Immediate || now - first_seen > after.as_secs() as i64 {
+            d.delete.push(pv.clone());
+        } else {
+            d.waiting += 1;
+        }
+    }
+    d.delete.sort();
+    d
+}
+
+/// One target's aging pass: where to delete, where the marks are, how to talk.
+pub struct Ager<'a> {
+    pub reporter: &'a Reporter,
+    /// The target's name (or the archive, for `--local`), for messages.
+    pub name: &'a str,
+    pub dry_run: bool,
+    pub dest: &'a dyn Target,
+    pub marks: &'a dyn MarkStore,
+    pub rules: Rules,
+}
+
+impl Ager<'_> {
+    /// Applies the rules to `excess` (from [`plan::excess`] over `set` and
+    /// `listing`). Deletion failures are recorded, not returned; an `Err`
+    /// means the marks could not be read or written.
+    pub fn apply(
+        &self,
+        set: &CurrentSet,
+        listing: &Listing,
+        excess: &[PackageVersion],
+        now: i64,
+    ) -> Result<AgingReport> {
+        let method = self.rules.method;
+        if set.is_empty() {
+            // A wrong release name or a database that answered nothing must
+            // never empty a target; the marks stay as they are, too.
+            self.reporter
+                .warn(self.name, "the current set is empty: nothing is aged");
+            return Ok(AgingReport::skipped(method, "the current set is empty"));
+        }
+        let mut report = AgingReport::new(method);
+        report.excess = excess.len();
+        let old = self.marks.load()?;
+        let mut d = decide(method, excess, &old, now, self.rules.after);
+        for pv in &d.marked {
+            let line = format!(
+                "mark {pv} for deletion after {}",
+                human_duration(self.rules.after)
+            );
+            self.say(line);
+        }
+        for pv in &d.unmarked {
+            let why = if set.versions.contains_key(pv) {
+                "back in the current set"
+            } else if !listing.versions.contains_key(pv) {
+                "no longer on the target"
+            } else {
+                "protected (pinned, aliased or young)"
+            };
+            self.say(format!("unmark {pv}: {why}"));
+        }
+        report.marked = std::mem::take(&mut d.marked);
+        report.unmarked = std::mem::take(&mut d.unmarked);
+        report.waiting = d.waiting;
+        if d.delete.len() > self.rules.max_delete && !self.rules.force {
+            let why = format!(
+                "refused to delete {} package-versions: more than max_delete = {} in one pass; nothing deleted (check the releases, or run with --force)",
+                d.delete.len(),
+                self.rules.max_delete
+            );
+            self.reporter.error(self.name, &why);
+            report.refused = Some(why);
+            report.waiting += d.delete.len();
+            d.delete.clear();
+        }
+        for pv in &d.delete {
+            match self.dest.delete(pv) {
+                Ok(gone) => {
+                    if !self.dry_run {
+                        let aliases: Vec<&str> = gone.aliases.iter().map(|a| a.as_str()).collect();
+                        let with = if aliases.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", with alias {}", aliases.join(", "))
+                        };
+                        self.reporter.detail(
+                            self.name,
+                            &format!("deleted {pv} ({} freed{with})", human_bytes(gone.bytes)),
+                        );
+                    }
+                    d.marks.remove(pv);
+                    report.bytes_freed += gone.bytes;
+                    report.deleted.push(Removed {
+                        pv: pv.clone(),
+                        bytes: gone.bytes,
+                        aliases: gone.aliases,
+                    });
+                }
+                // Still marked: the next pass tries again.
+                Err(e) => report.failed.push(Failure {
+                    item: pv.to_string(),
+                    error: format!("{e:#}"),
+                }),
+            }
+        }
+        self.marks.save(&d.marks)?;
+        Ok(report)
+    }
+
+    /// A line about marks: part of the plan under `--dry-run`, a detail otherwise.
+    fn say(&self, line: String) {
+        if self.dry_run {
+            self.reporter.plan_line(self.name, &format!("would {line}"));
+        } else {
+            self.reporter.detail(self.name, &line);
+        }
+    }
+}
+
+/// The aging step of `sync`, after the PackageList: `None` when the
+/// target's method leaves excess alone on the master (`none`, `target`).
+#[allow(clippy::too_many_arguments)]
+pub fn after_sync(
+    ctx: &Context,
+    target: &TargetConfig,
+    dest: &dyn Target,
+    set: &CurrentSet,
+    listing: &Listing,
+    excess: &[PackageVersion],
+    now: i64,
+    force: bool,
+) -> Option<AgingReport> {
+    let method = target.aging.method;
+    if matches!(method, AgingMethod::None | AgingMethod::Target) {
+        return None;
+    }
+    let state = match State::open(&ctx.config.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            let mut r = AgingReport::new(method);
+            r.failed.push(Failure {
+                item: "aging".into(),
+                error: format!("{e:#}"),
+            });
+            return Some(r);
+        }
+    };
+    let marks = StateMarks {
+        state: &state,
+        target: &target.name,
+    };
+    let dry = DryRunMarks(&marks);
+    let ager = Ager {
+        reporter: &ctx.reporter,
+        name: &target.name,
+        dry_run: ctx.dry_run,
+        dest,
+        marks: if ctx.dry_run { &dry } else { &marks },
+        rules: rules(target, force),
+    };
+    Some(ager.apply(set, listing, excess, now).unwrap_or_else(|e| {
+        let mut r = AgingReport::new(method);
+        r.failed.push(Failure {
+            item: "aging".into(),
+            error: format!("{e:#}"),
+        });
+        r
+    }))
+}
+
+fn rules(target: &TargetConfig, force: bool) -> Rules {
+    Rules {
+        method: target.aging.method,
+        after: target.aging.after,
+        max_delete: target.aging.max_delete,
+        force,
+    }
+}
+
+/// `blat age` on the master, for each selected archive target.
+pub fn run(ctx: &Context, options: &AgeOptions) -> Result<Outcome> {
+    let targets = ctx.select(&options.selection, |t| t.archive().is_some(), "archive")?;
+    let state = State::open(&ctx.config.state_dir)?;
+    super::for_each_target(ctx, "age", &targets, |ctx, target| {
+        age_target(ctx, &state, target, options.force).map(Some)
+    })
+}
+
+fn age_target(
+    ctx: &Context,
+    state: &State,
+    target: &TargetConfig,
+    force: bool,
+) -> Result<AgingReport> {
+    let method = target.aging.method;
+    match method {
+        AgingMethod::None => return Ok(AgingReport::skipped(method, "aging method is none")),
+        AgingMethod::Target => {
+            return Ok(AgingReport::skipped(
+                method,
+                "aging method is target: the target ages itself (blat age --local)",
+            ))
+        }
+        AgingMethod::Immediate | AgingMethod::Master => {}
+    }
+    // The current set first: a release source error stops the pass here,
+    // before anything on the target is touched.
+    let source = SourceArchive::new(&ctx.config.archive);
+    let set = ctx.with_source(|s| current::load(target, s, &source))?;
+    let dest = super::sync::open_target(ctx, target)?;
+    let listing = dest.list()?;
+    for bad in &listing.rejected {
+        ctx.reporter.warn(
+            &target.name,
+            &format!("target listing line ignored (invalid name): {bad}"),
+        );
+    }
+    let now = crate::clock::now();
+    let excess = plan::excess(&set, &listing, now, target.writable_grace);
+    let marks = StateMarks {
+        state,
+        target: &target.name,
+    };
+    let dry = DryRunMarks(&marks);
+    let ager = Ager {
+        reporter: &ctx.reporter,
+        name: &target.name,
+        dry_run: ctx.dry_run,
+        dest: dest.as_ref(),
+        marks: if ctx.dry_run { &dry } else { &marks },
+        rules: rules(target, force),
+    };
+    ager.apply(&set, &listing, &excess, now)
+}
+
+/// `--json` output of `age --local`.
+#[derive(Serialize)]
+struct LocalJson<'a> {
+    command: &'static str,
+    archive: &'a Path,
+    dry_run: bool,
+    outcome: Outcome,
+    exit_code: u8,
+    report: &'a AgingReport,
+}
+
+/// `blat age --local`: on the target itself, from cron, with no
+/// configuration. The current set is the PackageList the master sent; the
+/// marks live in `.dpkg_archive/blat-age-marks.txt`; deletions go through
+/// the same receiver program the master uses.
+pub fn run_local(reporter: &Reporter, options: &LocalAgeOptions) -> Result<Outcome> {
+    let archive = std::path::absolute(&options.archive).unwrap_or_else(|_| options.archive.clone());
+    if !archive.is_dir() {
+        return Err(UsageError(format!(
+            "cannot age {}: no such directory",
+            archive.display()
+        ))
+        .into());
+    }
+    let place = archive.display().to_string();
+    let dpkg = archive.join(".dpkg_archive");
+    let _lock = if options.dry_run {
+        None
+    } else {
+        Some(TargetLock::acquire(&dpkg, "age")?)
+    };
+    let method = AgingMethod::Target;
+    let report = match read_packagelist(&dpkg.join(PACKAGELIST))? {
+        None => {
+            reporter.warn(
+                &place,
+                &format!(
+                    "no .dpkg_archive/{PACKAGELIST} (has the master synced?): nothing is aged"
+                ),
+            );
+            AgingReport::skipped(method, "no packagelist")
+        }
+        Some(set) => {
+            let real = ReceiverTarget::new(&place, LocalTransport::new(archive.clone()), 1);
+            let dest: Box<dyn Target + '_> = if options.dry_run {
+                Box::new(DryRun::new(Box::new(real), &place, reporter))
+            } else {
+                Box::new(real)
+            };
+            let listing = dest.list()?;
+            for bad in &listing.rejected {
+                reporter.warn(
+                    &place,
+                    &format!("archive entry ignored (invalid name): {bad}"),
+                );
+            }
+            let now = crate::clock::now();
+            let excess = plan::excess(&set, &listing, now, options.grace);
+            let marks = FileMarks {
+                path: dpkg.join(MARKS_FILE),
+            };
+            let dry = DryRunMarks(&marks);
+            let ager = Ager {
+                reporter,
+                name: &place,
+                dry_run: options.dry_run,
+                dest: dest.as_ref(),
+                marks: if options.dry_run { &dry } else { &marks },
+                rules: Rules {
+                    method,
+                    after: options.after,
+                    max_delete: options.max_delete,
+                    force: options.force,
+                },
+            };
+            ager.apply(&set, &listing, &excess, now)?
+        }
+    };
+    let outcome = report.outcome();
+    reporter.summary(&format!(
+        "{place}: age {}: {}",
+        outcome.word(),
+        report.summary()
+    ));
+    if reporter.json() {
+        let json = LocalJson {
+            command: "age",
+            archive: &archive,
+            dry_run: options.dry_run,
+            outcome,
+            exit_code: outcome.code(),
+            report: &report,
+        };
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    }
+    Ok(outcome)
+}
+
+/// The current set as the master wrote it: `None` when there is no
+/// PackageList; an empty set when it lists nothing. A line that is not
+/// `package version` stops the pass: a list we cannot read is no basis
+/// for deleting anything.
+fn read_packagelist(path: &Path) -> Result<Option<CurrentSet>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mut set = CurrentSet::default();
+    for (n, line) in text.lines().enumerate() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let pv = match fields.as_slice() {
+            [p, v] => PackageVersion::new(p, v),
+            _ => Err("expected 'package version'".to_string()),
+        }
+        .map_err(|e| anyhow::anyhow!("{}:{}: {e}; nothing is aged", path.display(), n + 1))?;
+        // Only membership matters for aging: what the master's archive held
+        // for it is not known here, and not needed.
+        set.versions.insert(pv, SourceEntry::Missing);
+    }
+    Ok(Some(set))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pv(p: &str, v: &str) -> PackageVersion {
+        PackageVersion::new(p, v).unwrap()
+    }
+
+    const NOW: i64 = 10_000_000;
+    const AFTER: Duration = Duration::from_secs(14 * 86400);
+
+    #[test]
+    fn immediate_deletes_all_excess_and_keeps_no_marks() {
+        let old = BTreeMap::from([(pv("back", "1"), NOW - 5)]);
+        let d = decide(
+            AgingMethod::Immediate,
+            &[pv("a", "1"), pv("b", "1")],
+            &old,
+            NOW,
+            AFTER,
+        );
+        assert_eq!(d.delete, vec![pv("a", "1"), pv("b", "1")]);
+        assert!(d.marks.is_empty() && d.marked.is_empty());
+        assert_eq!(d.unmarked, vec![pv("back", "1")]);
+    }
+
+    #[test]
+    fn marks_age_until_after_then_go() {
+        let excess = [pv("due", "1"), pv("new", "1"), pv("young", "1")];
+        let after = AFTER.as_secs() as i64;
+        let old = BTreeMap::from([
+            (pv("due", "1"), NOW - after - 1),
+            (pv("young", "1"), NOW - after),
+            (pv("rejoined", "1"), NOW - 10 * after),
+        ]);
+        for method in [AgingMethod::Master, AgingMethod::Target] {
+            let d = decide(method, &excess, &old, NOW, AFTER);
+            // Marked for longer than `after` goes; exactly `after` waits.
+            assert_eq!(d.delete, vec![pv("due", "1")]);
+            assert_eq!(d.marked, vec![pv("new", "1")]);
+            assert_eq!(d.unmarked, vec![pv("rejoined", "1")]);
+            assert_eq!(d.waiting, 2);
+            assert_eq!(
+                d.marks,
+                BTreeMap::from([
+                    (pv("due", "1"), NOW - after - 1),
+                    (pv("new", "1"), NOW),
+                    (pv("young", "1"), NOW - after)
+                ])
+            );
+        }
+    }
+
+    #[test]
+    fn marks_file_round_trips_and_names_a_bad_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileMarks {
+            path: dir.path().join(MARKS_FILE),
+        };
+        assert!(
+            store.load().unwrap().is_empty(),
+            "a missing file is no marks"
+        );
+        let marks = BTreeMap::from([(pv("a", "1.0"), 5), (pv("b", "2"), 6)]);
+        store.save(&marks).unwrap();
+        assert_eq!(store.load().unwrap(), marks);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
+        std::fs::write(&store.path, "# c\na 1.0 5\n../x 1 5\n").unwrap();
+        let err = format!("{:#}", store.load().unwrap_err());
+        assert!(
+            err.contains(&format!("{}:3: expected", store.path.display())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn packagelist_lines_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(PACKAGELIST);
+        assert!(read_packagelist(&path).unwrap().is_none());
+        std::fs::write(&path, "# blat packagelist written x\n# releases: P/R\n").unwrap();
+        assert!(read_packagelist(&path).unwrap().unwrap().is_empty());
+        std::fs::write(&path, "# h\na 1.0\nb 2\n").unwrap();
+        let set = read_packagelist(&path).unwrap().unwrap();
+        assert_eq!(
+            set.versions.keys().cloned().collect::<Vec<_>>(),
+            vec![pv("a", "1.0"), pv("b", "2")]
+        );
+        for bad in ["a\n", "a 1 x\n", "../etc 1\n"] {
+            std::fs::write(&path, format!("ok 1\n{bad}")).unwrap();
+            let err = format!("{:#}", read_packagelist(&path).unwrap_err());
+            assert!(
+                err.contains(&format!("{}:2: ", path.display())) && err.contains("nothing is aged"),
+                "{err}"
+            );
+        }
+    }
+}
