@@ -28,7 +28,7 @@ fn run(cli: &Cli) -> Result<Outcome> {
         return Ok(outcome);
     }
     let config = Config::load(&g.config)?;
-    let verbosity = if g.quiet { 0 } else { config.verbose.max(1).saturating_add(g.verbose) };
+    let verbosity = if g.quiet { 0 } else { config.verbose.saturating_add(g.verbose) };
     let mut reporter = Reporter::new(verbosity, g.json);
     if let Some(log) = &config.log_file {
         reporter.set_log_file(log)?;

@@ -267,11 +267,15 @@ struct RawGlobal {
     archive: Spanned<String>,
     state_dir: Spanned<String>,
     tag_dir: Option<Spanned<String>>,
-    #[serde(default)]
+    #[serde(default = "default_verbose")]
     verbose: u8,
     log_file: Option<Spanned<String>>,
     fast_poll: Option<DurationValue>,
     release_manager: RawReleaseManager,
+}
+
+fn default_verbose() -> u8 {
+    1
 }
 
 #[derive(Deserialize)]

@@ -19,8 +19,9 @@ fn render() -> Vec<(String, Vec<u8>)> {
     clap_mangen::Man::new(cmd.clone()).render(&mut buf).unwrap();
     pages.push(("blat.1".to_string(), buf));
     for sub in cmd.get_subcommands() {
-        let name = format!("blat-{}", sub.get_name());
-        let sub = sub.clone().name(name.clone());
+        // clap wants a 'static name; leaking a few bytes in a test is fine.
+        let name: &'static str = Box::leak(format!("blat-{}", sub.get_name()).into_boxed_str());
+        let sub = sub.clone().name(name);
         let mut buf = Vec::new();
         clap_mangen::Man::new(sub).render(&mut buf).unwrap();
         pages.push((format!("{name}.1"), buf));

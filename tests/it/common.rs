@@ -211,7 +211,8 @@ pub fn make_read_only(dir: &Path) {
         let mode = meta.permissions().mode() & !0o222;
         let mtime = filetime::FileTime::from_last_modification_time(&meta);
         fs::set_permissions(&entry, fs::Permissions::from_mode(mode)).unwrap();
-        filetime::set_file_mtime(&entry, mtime).unwrap();
+        // The path-based call: set_file_mtime would open a FIFO and block.
+        filetime::set_symlink_file_times(&entry, mtime, mtime).unwrap();
     }
 }
 

@@ -3,6 +3,7 @@
 //! `CI=true` and the server is missing (see `common::require`).
 
 mod age;
+mod cli;
 mod common;
 mod fast;
 mod index;

@@ -129,7 +129,7 @@ fn writable_package_waits_for_the_grace_then_goes() {
     let report = json(&out);
     assert!(!sent(&report).contains(&"c/0.1".to_string()));
     let skipped = &report["targets"][0]["report"]["skipped"][0];
-    assert_eq!((skipped["package"].as_str(), skipped["reason"].as_str()), (Some("c"), Some("writable")));
+    assert_eq!((skipped["pv"]["package"].as_str(), skipped["reason"].as_str()), (Some("c"), Some("writable")));
     assert!(!w.target_dir("site").join("c").exists());
     let late = (T0 + 100 + 3601).to_string();
     let out = w.blat_env(&["sync", "--all", "--json"], &[("BLAT_NOW", &late)]);
@@ -160,7 +160,8 @@ fn bad_names_from_the_database_are_refused_by_row() {
     let out = w.blat(&["sync", "--all"]);
     assert_exit(&out, 1);
     let err = stderr(&out);
-    assert!(err.contains("release P/R1: row 2") && err.contains("invalid name '..'"), "{err}");
+    assert!(err.contains("release P/R1: row ") && err.contains("invalid name '..'"), "{err}");
+    assert!(err.contains("'../etc/passwd'"), "the message shows the row: {err}");
     assert!(!w.target_dir("site").exists());
 }
 
