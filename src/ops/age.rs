@@ -25,7 +25,6 @@ use crate::config::units::{human_bytes, human_duration};
 use crate::config::{AgingMethod, TargetConfig};
 use crate::current::{self, CurrentSet};
 use crate::error::{Outcome, UsageError};
-use crate::lock::TargetLock;
 use crate::plan;
 use crate::report::Reporter;
 use crate::state::State;
@@ -593,7 +592,7 @@ pub fn run_local(reporter: &Reporter, options: &LocalAgeOptions) -> Result<Outco
     let _lock = if options.dry_run {
         None
     } else {
-        Some(TargetLock::acquire(&dpkg, "age")?)
+        Some(super::index::lock(&archive, "age", &place)?)
     };
     let method = AgingMethod::Target;
     let report = match read_packagelist(&dpkg.join(PACKAGELIST))? {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::error::{Outcome, UsageError};
+use crate::error::{LockHeld, Outcome, UsageError};
 use crate::index::{self, IndexReport};
 use crate::lock::TargetLock;
 use crate::report::Reporter;
@@ -45,10 +45,7 @@ pub fn run(reporter: &Reporter, options: &IndexOptions) -> Result<Outcome> {
     let _lock = if options.dry_run {
         None
     } else {
-        Some(TargetLock::acquire(
-            &archive.join(".dpkg_archive"),
-            "index",
-        )?)
+        Some(lock(&archive, "index", &place)?)
     };
     let started = std::time::Instant::now();
     let threads = options.threads.unwrap_or_else(index::default_threads);
@@ -105,6 +102,18 @@ pub fn run(reporter: &Reporter, options: &IndexOptions) -> Result<Outcome> {
         println!("{}", serde_json::to_string_pretty(&json)?);
     }
     Ok(outcome)
+}
+
+/// The lock of a target-side job on `archive`: `.dpkg_archive/locks/<job>.lock`.
+/// When it is held, the message names the archive and the job.
+pub fn lock(archive: &std::path::Path, job: &str, place: &str) -> Result<TargetLock> {
+    TargetLock::acquire(&archive.join(".dpkg_archive"), job).map_err(|e| {
+        if e.is::<LockHeld>() {
+            LockHeld(format!("{place} (blat {job})")).into()
+        } else {
+            e
+        }
+    })
 }
 
 fn summary(r: &IndexReport) -> String {

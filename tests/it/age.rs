@@ -468,3 +468,16 @@ fn age_local_needs_its_archive() {
         stderr(&out)
     );
 }
+
+#[test]
+fn age_local_takes_its_lock() {
+    let w = world("method = \"target\"");
+    shrink(&w);
+    let dpkg = w.target_dir("t").join(".dpkg_archive");
+    let _held = blat::lock::TargetLock::acquire(&dpkg, "age").unwrap();
+    let out = local(&w, NOW + 100 * DAY, &["--after", "0"]);
+    assert_exit(&out, 4);
+    let busy = format!("{} (blat age) is busy", w.target_dir("t").display());
+    assert!(stderr(&out).contains(&busy), "{}", stderr(&out));
+    assert!(on_target(&w, "b/1"));
+}

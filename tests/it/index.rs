@@ -317,5 +317,7 @@ fn a_held_lock_stops_the_run() {
         blat::lock::TargetLock::acquire(&w.archive().join(".dpkg_archive"), "index").unwrap();
     let out = w.blat(&["index", "--archive", w.archive().to_str().unwrap()]);
     assert_exit(&out, 4);
+    let busy = format!("{} (blat index) is busy", w.archive().display());
+    assert!(stderr(&out).contains(&busy), "{}", stderr(&out));
     assert!(!list_path(&w.archive()).exists());
 }
