@@ -21,13 +21,16 @@ mkdir -p "$WORK"
 
 # Runs a command RUNS times; prints "median_seconds max_rss_kib".
 measure() {
-    local times=() rss=0 out t m
+    local times=() rss=0 out t m tf
+    tf=$(mktemp)
     for _ in $(seq "$RUNS"); do
-        out=$( { /usr/bin/time -f '%e %M' "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -n 1)
+        /usr/bin/time -f '%e %M' -o "$tf" "$@" >/dev/null 2>&1 || true
+        out=$(tail -n 1 "$tf")
         t=${out% *}; m=${out#* }
         times+=("$t")
         [ "$m" -gt "$rss" ] && rss=$m
     done
+    rm -f "$tf"
     printf '%s\n' "${times[@]}" | sort -n | awk -v n="$RUNS" -v rss="$rss" \
         '{a[NR]=$1} END {printf "%s %s\n", a[int((n+1)/2)], rss}'
 }

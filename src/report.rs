@@ -129,26 +129,24 @@ impl Reporter {
         }
     }
 
-    /// Progress of a transfer of `packages` package-versions, `bytes` in all.
-    pub fn transfer(&self, target: &str, packages: usize, bytes: u64) -> TransferProgress<'_> {
+    /// Progress of a transfer of `packages` package-versions.
+    pub fn transfer(&self, target: &str, packages: usize) -> TransferProgress<'_> {
+        // Sizes are known only as packages are walked, so the bar counts
+        // packages and the bytes go in its message.
         let bar = self.bars.as_ref().map(|bars| {
-            let bar = bars.add(ProgressBar::new(bytes));
+            let bar = bars.add(ProgressBar::new(packages as u64));
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
+                ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {pos}/{len} packages {msg} {elapsed}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
             );
             bar.set_prefix(target.to_string());
-            bar.set_message(format!("0/{packages} packages"));
             bar
         });
         TransferProgress {
             reporter: self,
             target: target.to_string(),
             packages,
-            total_bytes: bytes,
             bytes: AtomicU64::new(0),
             done: AtomicU64::new(0),
             bar,
@@ -163,7 +161,6 @@ pub struct TransferProgress<'a> {
     reporter: &'a Reporter,
     target: String,
     packages: usize,
-    total_bytes: u64,
     bytes: AtomicU64,
     done: AtomicU64,
     bar: Option<ProgressBar>,
@@ -178,7 +175,7 @@ impl TransferProgress<'_> {
     pub fn add_bytes(&self, n: u64) {
         let total = self.bytes.fetch_add(n, Ordering::Relaxed) + n;
         if let Some(bar) = &self.bar {
-            bar.set_position(total);
+            bar.set_message(human_bytes(total));
         } else {
             self.maybe_line();
         }
@@ -187,7 +184,7 @@ impl TransferProgress<'_> {
     pub fn package_done(&self) {
         let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(bar) = &self.bar {
-            bar.set_message(format!("{done}/{} packages", self.packages));
+            bar.set_position(done);
         }
     }
 
@@ -198,11 +195,10 @@ impl TransferProgress<'_> {
             self.reporter.info(
                 &self.target,
                 &format!(
-                    "sending: {}/{} packages, {} of {} in {}s",
+                    "sending: {}/{} packages, {} in {}s",
                     self.done.load(Ordering::Relaxed),
                     self.packages,
                     human_bytes(self.bytes.load(Ordering::Relaxed)),
-                    human_bytes(self.total_bytes),
                     self.started.elapsed().as_secs()
                 ),
             );

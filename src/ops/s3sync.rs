@@ -640,7 +640,7 @@ fn upload_all(
     if queue.is_empty() {
         return;
     }
-    let progress = ctx.reporter.transfer(&target.name, queue.len(), 0);
+    let progress = ctx.reporter.transfer(&target.name, queue.len());
     let uploader = Uploader {
         reporter: &ctx.reporter,
         state_dir: (!ctx.dry_run).then_some(ctx.config.state_dir.as_path()),

@@ -236,10 +236,12 @@ pub fn send_packages(
     } else {
         None
     };
+    let compression = usable_compression(reporter, target, archive_cfg.compression, dest);
+    let archive_cfg = &ArchiveTarget { compression, ..archive_cfg.clone() };
     let queue: Mutex<VecDeque<PackageVersion>> = Mutex::new(pvs.iter().cloned().collect());
     let free = Mutex::new(free);
     let results: Mutex<Vec<Sent>> = Mutex::new(Vec::new());
-    let progress = reporter.transfer(&target.name, pvs.len(), 0);
+    let progress = reporter.transfer(&target.name, pvs.len());
     let workers = archive_cfg.parallel.min(pvs.len()).max(1);
     std::thread::scope(|scope| {
         for _ in 0..workers {
@@ -320,6 +322,31 @@ fn worker(
                     record(pv, 0, Err(msg.clone()));
                 }
             }
+        }
+    }
+}
+
+/// The configured compression, or gzip (with a warning) when it is zstd and
+/// the target's receiver reports no zstd.
+fn usable_compression(
+    reporter: &crate::report::Reporter,
+    target: &TargetConfig,
+    wanted: crate::config::Compression,
+    dest: &dyn Target,
+) -> crate::config::Compression {
+    use crate::config::Compression;
+    if !matches!(wanted, Compression::Zstd(_)) {
+        return wanted;
+    }
+    match dest.version() {
+        Ok(info) if info.decompressors.iter().any(|d| d == "zstd") => wanted,
+        Ok(_) => {
+            reporter.warn(&target.name, "the target has no zstd; sending with gzip instead");
+            Compression::Gzip(6)
+        }
+        Err(e) => {
+            reporter.warn(&target.name, &format!("cannot ask the target for zstd ({e:#}); sending with gzip"));
+            Compression::Gzip(6)
         }
     }
 }

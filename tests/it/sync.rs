@@ -292,3 +292,33 @@ fn target_selection_is_checked() {
     assert_exit(&out, 2);
     assert!(stderr(&out).contains("unknown target 'nowhere'"), "{}", stderr(&out));
 }
+
+#[test]
+fn zstd_falls_back_to_gzip_when_the_target_lacks_it() {
+    let w = world();
+    w.local_target("site", "projects = [\"P\"]\ncompression = \"zstd:5\"\n");
+    // A PATH holding every tool of /usr/bin and /bin except zstd.
+    let bin = w.path().join("bin-without-zstd");
+    fs::create_dir(&bin).unwrap();
+    for dir in ["/usr/bin", "/bin"] {
+        for entry in fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name();
+            if name != "zstd" && !bin.join(&name).exists() {
+                std::os::unix::fs::symlink(entry.path(), bin.join(&name)).unwrap();
+            }
+        }
+    }
+    let path = bin.display().to_string();
+    let out = w.blat_env(&["sync", "--all", "--json"], &[("PATH", &path)]);
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("the target has no zstd; sending with gzip instead"), "{}", stderr(&out));
+    assert_eq!(sent(&json(&out)), ["a/1.0", "b/2.0"]);
+    // With zstd on the target, no warning.
+    let w = world();
+    w.local_target("site", "projects = [\"P\"]\ncompression = \"zstd:5\"\n");
+    let out = w.blat(&["sync", "--all"]);
+    assert_exit(&out, 0);
+    assert!(!stderr(&out).contains("no zstd"), "{}", stderr(&out));
+    assert!(w.target_dir("site").join("b/2.0/descpkg").is_file());
+}
