@@ -725,3 +725,59 @@ mod over_ssh {
         assert!(waiting(&w, "site").is_empty());
     }
 }
+
+/// The schedules in `contrib/` run real blat command lines: each parses with
+/// the clap definition, and each unit a timer or path unit starts exists.
+#[test]
+fn contrib_schedules_use_commands_blat_accepts() {
+    use clap::Parser;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib");
+    let mut commands = Vec::new();
+    for file in ["cron/blat", "cron/blat-target"] {
+        let text = fs::read_to_string(root.join(file)).unwrap();
+        for line in text.lines().map(str::trim) {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if line.is_empty() || line.starts_with('#') || first.contains('=') {
+                continue;
+            }
+            // Five time fields and the user, then the command.
+            let command: Vec<&str> = line.split_whitespace().skip(6).collect();
+            commands.push((file.to_string(), command.join(" ")));
+        }
+    }
+    let units: Vec<String> = fs::read_dir(root.join("systemd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for unit in &units {
+        let text = fs::read_to_string(root.join("systemd").join(unit)).unwrap();
+        for line in text.lines() {
+            if let Some(command) = line.strip_prefix("ExecStart=") {
+                commands.push((unit.clone(), command.to_string()));
+            }
+            if let Some(started) = line.strip_prefix("Unit=") {
+                let started = started.replace("%i", "");
+                assert!(
+                    units.contains(&started),
+                    "{unit} starts {started}, which contrib/systemd lacks"
+                );
+            }
+        }
+    }
+    assert!(commands.len() >= 8, "{commands:?}");
+    for (file, command) in &commands {
+        let words: Vec<String> = command
+            .split_whitespace()
+            .take_while(|w| !w.starts_with('>'))
+            .map(|w| {
+                w.replace("%I", "site-a")
+                    .replace("\"$ARCHIVE\"", "/a")
+                    .replace("${ARCHIVE}", "/a")
+            })
+            .collect();
+        assert!(words[0].ends_with("blat"), "{file}: {command}");
+        if let Err(e) = blat::cli::Cli::try_parse_from(&words) {
+            panic!("{file}: `{command}` is not a valid blat command line: {e}");
+        }
+    }
+}
