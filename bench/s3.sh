@@ -184,6 +184,7 @@ src_bytes=$(du -sb "$UP/archive" | cut -f1)
 sync
 
 log "blat s3sync: zip + upload"
+load_blat=$(cut -d' ' -f1 /proc/loadavg)
 r0=$(requests); t0=$(now_ms)
 "$BLAT" -c "$UP/config" -q --json s3sync --target s3 >"$WORK/upload.json"
 t1=$(now_ms); r1=$(requests)
@@ -192,6 +193,7 @@ up_bytes=$(report "$WORK/upload.json" 'bytes_uploaded')
 [ "$(report "$WORK/upload.json" 'len(uploaded)')" = "$NPKG" ] || die "blat did not upload every package"
 
 log "zip -r + aws s3 sync"
+load_aws=$(cut -d' ' -f1 /proc/loadavg)
 mkdir -p "$UP/zips"
 t0=$(now_ms)
 (cd "$UP/archive" && for p in *; do mkdir -p "$UP/zips/$p" && zip -qr -X "$UP/zips/$p/${p}_1.0.zip" "$p/1.0"; done)
@@ -214,6 +216,6 @@ part 1: $PVS package-versions in the bucket ($RUNS runs each)
   blat, state file deleted               $lost_ms ms; requests $lost_req ($lost_heads HEAD), $lost_up re-uploaded
   blat, the pass after that              requests $after_req
 part 2: upload of $((src_bytes / 1048576)) MiB ($NPKG packages, $src_bytes bytes of files)
-  blat s3sync (zip + upload)             $up_ms ms, $up_req requests, $(mbps "$src_bytes" "$up_ms") ($up_bytes bytes of ZIPs)
-  zip -r, then aws s3 sync               $((zip_ms + awsup_ms)) ms = zip $zip_ms + upload $awsup_ms, $awsup_req requests, $(mbps "$src_bytes" $((zip_ms + awsup_ms))) ($zips_bytes bytes of ZIPs)
+  blat s3sync (zip + upload)             $up_ms ms, $up_req requests, $(mbps "$src_bytes" "$up_ms") ($up_bytes bytes of ZIPs; load average $load_blat at start)
+  zip -r, then aws s3 sync               $((zip_ms + awsup_ms)) ms = zip $zip_ms + upload $awsup_ms, $awsup_req requests, $(mbps "$src_bytes" $((zip_ms + awsup_ms))) ($zips_bytes bytes of ZIPs; load average $load_aws at start)
 EOF
