@@ -43,6 +43,7 @@ fn run(cli: &Cli) -> Result<Outcome> {
         Command::Tag(args) => ops::tag::run(&ctx, &args.options(g)),
         Command::Index(args) => ops::index::run(&ctx.reporter, &args.options(g, &ctx.config.archive)),
         Command::Age(args) => ops::age::run(&ctx, &args.options(g)),
+        Command::Status(args) => ops::status::run(&ctx, &args.options(g)),
     }
 }
 

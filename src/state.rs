@@ -190,6 +190,29 @@ impl State {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The most recent run of `target` that ended with an error.
+    pub fn last_error(&self, target: &str) -> Result<Option<Run>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT target, command, started, finished, outcome, summary, error FROM runs
+                 WHERE target = ?1 AND error IS NOT NULL ORDER BY id DESC LIMIT 1",
+                params![target],
+                |r| {
+                    Ok(Run {
+                        target: r.get(0)?,
+                        command: r.get(1)?,
+                        started: r.get(2)?,
+                        finished: r.get(3)?,
+                        outcome: r.get(4)?,
+                        summary: r.get(5)?,
+                        error: r.get(6)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
     /// Counts one failed attempt at `tag` on `target` (used by `fast`);
     /// returns the attempts so far.
     pub fn tag_failed(&self, target: &str, tag: &str, error: &str) -> Result<u32> {

@@ -7,6 +7,7 @@ pub mod index;
 pub mod plist;
 #[cfg(feature = "s3")]
 pub mod s3sync;
+pub mod status;
 pub mod sync;
 pub mod tag;
 
@@ -76,4 +77,5 @@ pub enum Command {
     Tag(tag::TagArgs),
     Index(index::IndexArgs),
     Age(age::AgeArgs),
+    Status(status::StatusArgs),
 }

@@ -8,6 +8,7 @@ pub mod index;
 pub mod plist;
 #[cfg(feature = "s3")]
 pub mod s3sync;
+pub mod status;
 pub mod sync;
 pub mod tag;
 

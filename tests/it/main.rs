@@ -14,5 +14,6 @@ mod release_suite;
 mod s3;
 mod ssh;
 mod sshd;
+mod status;
 mod sync;
 mod target_suite;
