@@ -105,6 +105,23 @@ fn spawn(w: &World, args: &[&str]) -> std::process::Child {
         .unwrap()
 }
 
+/// Waits until a `fast` run holds the watcher lock of `target` (a loaded
+/// machine may take a while to start it). Trying the lock ourselves is
+/// harmless: a watcher that finds it taken tries again 250 ms later.
+fn wait_until_watching(w: &World, target: &str) {
+    let path = w.state().join("locks").join(format!("{target}.watch"));
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        if let Ok(file) = fs::File::open(&path) {
+            if matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock)) {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no fast run holds {} after 30 s", path.display());
+}
+
 /// Waits until `path` exists; returns how long that took.
 fn wait_for(path: &Path, limit: Duration) -> Option<Duration> {
     let started = Instant::now();
@@ -456,7 +473,7 @@ fn watch_picks_up_a_tag_written_while_it_runs() {
     let w = world();
     let started = Instant::now();
     let child = spawn(&w, &["fast", "--all", "--watch", "4s"]);
-    std::thread::sleep(Duration::from_millis(800));
+    wait_until_watching(&w, "site");
     assert_exit(&w.blat(&["tag", "p", "1.0"]), 0);
     let latency = wait_for(
         &w.target_dir("site").join("p/1.0/descpkg"),
@@ -483,8 +500,8 @@ fn watch_picks_up_a_tag_written_while_it_runs() {
 #[test]
 fn overlapping_runs_are_refused_but_sync_is_not_shut_out() {
     let w = world();
-    let child = spawn(&w, &["fast", "--target", "site", "--watch", "3s"]);
-    std::thread::sleep(Duration::from_millis(800));
+    let child = spawn(&w, &["fast", "--target", "site", "--watch", "8s"]);
+    wait_until_watching(&w, "site");
     let out = w.blat(&["fast", "--target", "site"]);
     assert_exit(&out, 4);
     assert!(
@@ -502,7 +519,7 @@ fn overlapping_runs_are_refused_but_sync_is_not_shut_out() {
 fn a_late_watcher_takes_over_when_the_previous_one_ends() {
     let w = world();
     let first = spawn(&w, &["fast", "--target", "site", "--watch", "2s"]);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until_watching(&w, "site");
     // Started while the first watches: it waits for the lock, not exit 4.
     let second = spawn(&w, &["fast", "--target", "site", "--watch", "12s"]);
     let first = first.wait_with_output().unwrap();
@@ -670,7 +687,7 @@ mod over_ssh {
         let Some(sshd) = Sshd::start() else { return };
         let w = ssh_world(&sshd, "");
         let child = spawn(&w, &["fast", "--all", "--watch", "5s"]);
-        std::thread::sleep(Duration::from_millis(800));
+        wait_until_watching(&w, "site");
         assert_exit(&w.blat(&["tag", "p", "1.0"]), 0);
         let latency = wait_for(
             &sshd.archive().join("p/1.0/descpkg"),
