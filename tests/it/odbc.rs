@@ -105,7 +105,7 @@ fn comparable(root: &Path) -> Vec<String> {
 #[test]
 fn sync_over_odbc_gives_the_same_target_as_the_sqlite_source() {
     let w = world();
-    for name in ["via-sqlite", "via-postgres", "via-sqlite-odbc"] {
+    for name in ["via-sqlite", "via-postgres", "via-sqlite-odbc", "via-dsn"] {
         w.local_target(name, TARGET);
     }
     w.write_global("");
@@ -192,6 +192,34 @@ fn sync_over_odbc_gives_the_same_target_as_the_sqlite_source() {
         assert_eq!(comparable(&w.target_dir("via-sqlite-odbc")), expected);
         assert_eq!(packagelist("via-sqlite-odbc"), packagelist("via-sqlite"));
         compared += 1;
+
+        // The same database named by a DSN (`dsn = ...`) from a user odbc.ini.
+        let odbc_ini = w.path().join("odbc.ini");
+        fs::write(
+            &odbc_ini,
+            format!(
+                "[blat_rm_test]\nDriver = SQLite3\nDatabase = {}\n",
+                db.path.display()
+            ),
+        )
+        .unwrap();
+        write_odbc_global(&w, "dsn = \"blat_rm_test\"", "");
+        // Unknown to unixODBC without the file: the DSN is what connects.
+        let out = sync(&w, "via-dsn", &[]);
+        assert_exit(&out, 1);
+        assert!(
+            stderr(&out).contains("DSN=blat_rm_test"),
+            "{}",
+            stderr(&out)
+        );
+        let out = sync(
+            &w,
+            "via-dsn",
+            &[("ODBCINI", &odbc_ini.display().to_string())],
+        );
+        assert_exit(&out, 0);
+        assert_eq!(comparable(&w.target_dir("via-dsn")), expected);
+        assert_eq!(packagelist("via-dsn"), packagelist("via-sqlite"));
     }
     if compared == 0 {
         eprintln!("note: no ODBC backend available; only the SQLite reference run was checked");
