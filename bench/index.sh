@@ -11,8 +11,10 @@
 # generated once into $BENCH_DIR (default /tmp/blat-bench/index-20k) and
 # reused (it takes a few minutes); PACKAGES/VERSIONS/FILES override the shape.
 #
-# Measured, RUNS times each (default 3), page cache warm, wall time (best and
-# median) and peak RSS (GNU time's maximum resident set size):
+# Measured, RUNS times each (default 3), page cache warm: wall time (best and
+# median), CPU time (user + system, median; steadier than wall time on a
+# machine shared with other work) and peak RSS (GNU time's maximum resident
+# set size):
 #   find        cd archive && find . > list            (the goal's yardstick)
 #   find|sort   find . | LC_ALL=C sort > list          (the same sorted list blat writes)
 #   full        no cache: blat index walks everything
@@ -60,24 +62,28 @@ mkdir -p "$OUT"
 
 # measure NAME SETUP COMMAND: runs SETUP (untimed) then COMMAND, RUNS times;
 # records wall seconds and peak RSS (KiB) of each run.
-declare -A BEST MEDIAN RSS
+declare -A BEST MEDIAN CPU RSS
 measure() {
-	local name=$1 setup=$2 cmd=$3 times=() rss=0 i t m
+	local name=$1 setup=$2 cmd=$3 times=() cpus=() rss=0 i t u s m
 	for ((i = 0; i < RUNS; i++)); do
 		(cd "$ARCHIVE" && eval "$setup")
-		/usr/bin/time -f '%e %M' -o "$OUT/time" sh -c "cd '$ARCHIVE' && $cmd" >/dev/null 2>"$OUT/stderr" ||
+		/usr/bin/time -f '%e %U %S %M' -o "$OUT/time" sh -c "cd '$ARCHIVE' && $cmd" >/dev/null 2>"$OUT/stderr" ||
 			{ cat "$OUT/stderr" >&2; exit 1; }
-		read -r t m <"$OUT/time"
+		read -r t u s m <"$OUT/time"
 		times+=("$t")
+		cpus+=("$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }')")
 		if ((m > rss)); then rss=$m; fi
 	done
 	mapfile -t times < <(printf '%s\n' "${times[@]}" | sort -g)
+	mapfile -t cpus < <(printf '%s\n' "${cpus[@]}" | sort -g)
 	BEST[$name]=${times[0]}
 	MEDIAN[$name]=${times[$((RUNS / 2))]}
+	CPU[$name]=${cpus[$((RUNS / 2))]}
 	RSS[$name]=$rss
-	log "$name: best ${BEST[$name]} s, median ${MEDIAN[$name]} s, peak RSS $rss KiB"
+	log "$name: best ${BEST[$name]} s, median ${MEDIAN[$name]} s, CPU ${CPU[$name]} s, peak RSS $rss KiB"
 }
 
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 # Warm the page cache, so every contender reads the same cached metadata.
 (cd "$ARCHIVE" && find . >/dev/null)
 
@@ -119,14 +125,18 @@ done
 RUNS=$RUNS_SAVED
 for what in "+100 pvs" "-100 pvs"; do
 	ts=()
+	cs=()
 	m=0
 	for ((r = 0; r < RUNS; r++)); do
 		k="$what #$r"
 		ts+=("${BEST[$k]}")
+		cs+=("${CPU[$k]}")
 		v=${RSS[$k]}
 		if ((v > m)); then m=$v; fi
 	done
 	mapfile -t ts < <(printf '%s\n' "${ts[@]}" | sort -g)
+	mapfile -t cs < <(printf '%s\n' "${cs[@]}" | sort -g)
+	CPU[$what]=${cs[$((RUNS / 2))]}
 	BEST[$what]=${ts[0]}
 	MEDIAN[$what]=${ts[$((RUNS / 2))]}
 	RSS[$what]=$m
@@ -134,10 +144,12 @@ done
 
 echo
 echo "blat index vs find: $SHAPE package archive ($LINES paths), $(nproc) CPUs, $RUNS runs, warm cache"
-printf '%-12s %9s %9s %10s %12s\n' "" "best s" "median s" "x find" "peak RSS"
+echo "(load average at the start: $LOAD)"
+printf '%-12s %9s %9s %10s %9s %10s %12s\n' "" "best s" "median s" "x find" "CPU s" "CPU x find" "peak RSS"
 for name in "find" "find|sort" "full" "no change" "+100 pvs" "-100 pvs"; do
 	ratio=$(awk -v a="${MEDIAN[$name]}" -v b="${MEDIAN[find]}" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')
-	printf '%-12s %9s %9s %10s %9s MiB\n' "$name" "${BEST[$name]}" "${MEDIAN[$name]}" "$ratio" \
+	cratio=$(awk -v a="${CPU[$name]}" -v b="${CPU[find]}" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')
+	printf '%-12s %9s %9s %10s %9s %10s %9s MiB\n' "$name" "${BEST[$name]}" "${MEDIAN[$name]}" "$ratio" "${CPU[$name]}" "$cratio" \
 		"$(awk -v k="${RSS[$name]}" 'BEGIN { printf "%.1f", k / 1024 }')"
 done
 echo
