@@ -773,7 +773,8 @@ max_delete = 50
             &[],
         );
         assert!(err.contains("blat.toml:4:8:") && err.contains("unknown release_manager kind"), "{err}");
-        let err = load_err(&format!("{GLOBAL}fast_poll = \"soon\"\n"), &[]);
+        // Before the [release_manager] table, or it would be one of its keys.
+        let err = load_err(&format!("fast_poll = \"soon\"\n{GLOBAL}"), &[]);
         assert!(err.contains("invalid duration 'soon'"), "{err}");
         let dir = tempfile::tempdir().unwrap();
         let err = format!("{:#}", Config::load(dir.path()).unwrap_err());
