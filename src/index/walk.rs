@@ -138,6 +138,21 @@ mod tests {
     }
 
     #[test]
+    fn unreadable_directory_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, "").unwrap();
+        let block = walk(&file, b"p/x/");
+        assert!(block.text.is_empty());
+        assert_eq!(block.errors.len(), 1, "{:?}", block.errors);
+        assert!(
+            block.errors[0].starts_with(&format!("cannot read {}: ", file.display())),
+            "{:?}",
+            block.errors
+        );
+    }
+
+    #[test]
     fn vanished_directory_is_an_empty_block() {
         let dir = tempfile::tempdir().unwrap();
         let block = walk(&dir.path().join("gone"), b"p/gone/");
