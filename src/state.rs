@@ -97,21 +97,26 @@ impl State {
     }
 
     fn migrate(&mut self) -> Result<()> {
-        let version: i64 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let version = version as usize;
-        if version > MIGRATIONS.len() {
-            anyhow::bail!(
-                "state file has schema version {version}, newer than this blat knows ({})",
-                MIGRATIONS.len()
-            );
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-            let tx = self.conn.transaction()?;
+        loop {
+            // Read the version inside a write transaction, so two processes
+            // opening a new state file at once (cron starting fast and sync
+            // in the same minute) take turns instead of both migrating.
+            let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            let version = version as usize;
+            if version > MIGRATIONS.len() {
+                anyhow::bail!(
+                    "state file has schema version {version}, newer than this blat knows ({})",
+                    MIGRATIONS.len()
+                );
+            }
+            let Some(sql) = MIGRATIONS.get(version) else {
+                return Ok(());
+            };
             tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.pragma_update(None, "user_version", (version + 1) as i64)?;
             tx.commit()?;
         }
-        Ok(())
     }
 
     pub fn connection(&self) -> &Connection {
@@ -292,6 +297,24 @@ mod tests {
         // Reopening an up-to-date file runs no migration again.
         let state = State::open(dir.path()).unwrap();
         assert_eq!(state.last_success("a", "sync").unwrap(), Some(110));
+    }
+
+    #[test]
+    fn concurrent_first_opens_migrate_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || State::open(&path).map(|_| ()).map_err(|e| format!("{e:#}")))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        let state = State::open(&path).unwrap();
+        let v: i64 = state.conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v as usize, MIGRATIONS.len());
     }
 
     #[test]
