@@ -127,12 +127,15 @@ fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<Sync
         wanted: set.versions.len(),
         ..SyncReport::default()
     };
-    let leftovers = dest.gc()?;
-    report.leftovers_removed = leftovers.len();
-    for l in &leftovers {
-        ctx.reporter.detail(&target.name, &format!("removed leftover {l}"));
-    }
     let listing = dest.list()?;
+    // The listing shows leftovers of interrupted runs; only then is gc run.
+    if !listing.leftovers.is_empty() {
+        let removed = dest.gc()?;
+        report.leftovers_removed = removed.len();
+        for l in &removed {
+            ctx.reporter.detail(&target.name, &format!("removed leftover {l}"));
+        }
+    }
     for bad in &listing.rejected {
         ctx.reporter.warn(&target.name, &format!("target listing line ignored (invalid name): {bad}"));
     }

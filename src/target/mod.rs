@@ -29,6 +29,8 @@ pub struct Listing {
     pub aliases: Vec<Alias>,
     /// Lines with names that fail validation: reported, never used.
     pub rejected: Vec<String>,
+    /// Leftover temporaries of interrupted runs (relative paths): `gc` work.
+    pub leftovers: Vec<String>,
 }
 
 /// One package-version to send, walked once ([`pack::scan`]): its entries go

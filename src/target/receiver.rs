@@ -64,6 +64,10 @@ pub fn parse_listing(text: &str) -> Listing {
                 .map(|(pv, m)| {
                     listing.versions.insert(pv, m);
                 }),
+            ["L", path] => {
+                listing.leftovers.push(path.to_string());
+                Some(())
+            }
             ["A", package, alias, target] => Name::new(package)
                 .ok()
                 .zip(Name::new(alias).ok())
@@ -218,7 +222,8 @@ mod tests {
 
     #[test]
     fn listing_parses_and_rejects_bad_names() {
-        let l = parse_listing("V\tp\t1.0\t1700000000\nA\tp\tcur\t1.0\nV\t..\tx\t1\nV\tp\t2.0\tnotanumber\nA\tp\tup\t../q/1\n");
+        let l = parse_listing("V\tp\t1.0\t1700000000\nA\tp\tcur\t1.0\nV\t..\tx\t1\nV\tp\t2.0\tnotanumber\nA\tp\tup\t../q/1\nL\tp/.blat-tmp-x-1\n");
+        assert_eq!(l.leftovers, ["p/.blat-tmp-x-1"]);
         assert_eq!(l.versions.len(), 1);
         assert_eq!(l.versions[&PackageVersion::new("p", "1.0").unwrap()], 1_700_000_000);
         assert_eq!(l.aliases.len(), 1);
