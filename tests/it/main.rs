@@ -5,6 +5,7 @@
 mod age;
 mod cli;
 mod common;
+mod example;
 mod fast;
 mod index;
 #[cfg(feature = "odbc")]
