@@ -553,13 +553,14 @@ impl PartSink<'_> {
             self.send_part()?;
         }
         let mut parts = Vec::with_capacity(self.tasks.len());
-        for task in std::mem::take(&mut self.tasks) {
-            parts.push(
-                store
-                    .runtime
-                    .block_on(task)
-                    .context("a part upload task failed")??,
-            );
+        // Every part ends before any error is acted on: an abort while parts
+        // are still in flight could leave those parts behind.
+        let ended: Vec<_> = std::mem::take(&mut self.tasks)
+            .into_iter()
+            .map(|task| store.runtime.block_on(task))
+            .collect();
+        for part in ended {
+            parts.push(part.context("a part upload task failed")??);
         }
         let id = self.upload.clone().unwrap_or_default();
         store.counter.count(RequestKind::CompleteMultipart);
