@@ -19,10 +19,11 @@ use anyhow::{Context as _, Result};
 use rusqlite::params;
 use serde::Serialize;
 
+use super::age::{self, DryRunMarks, MarkStore, StateMarks};
 use super::sync::Failure;
 use super::{Context, Selection, TargetReport};
 use crate::archive::{Alias, Name, PackageVersion, SourceArchive, SourceEntry};
-use crate::config::units::human_bytes;
+use crate::config::units::{human_bytes, human_duration};
 use crate::config::{AgingMethod, S3Target, TargetConfig, TargetKind};
 use crate::current::{self, CurrentSet};
 use crate::error::Outcome;
@@ -282,50 +283,6 @@ impl Ledger<'_> {
                 params![self.target, upload_id],
             )?,
         };
-        Ok(())
-    }
-
-    fn marks(&self, state: &State) -> Result<BTreeMap<PackageVersion, i64>> {
-        let mut stmt = state
-            .connection()
-            .prepare("SELECT package, version, first_seen FROM marks WHERE target = ?1")?;
-        let rows = stmt.query_map(params![self.target], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })?;
-        let mut out = BTreeMap::new();
-        for row in rows {
-            let (p, v, first) = row?;
-            // A mark with a bad name can only be stale; it is never acted on.
-            if let Ok(pv) = PackageVersion::new(&p, &v) {
-                out.insert(pv, first);
-            }
-        }
-        Ok(out)
-    }
-
-    fn mark(&self, pv: &PackageVersion, now: i64) -> Result<()> {
-        let Some(state) = self.state else {
-            return Ok(());
-        };
-        state.connection().execute(
-            "INSERT OR IGNORE INTO marks (target, package, version, first_seen) VALUES (?1, ?2, ?3, ?4)",
-            params![self.target, pv.package.as_str(), pv.version.as_str(), now],
-        )?;
-        Ok(())
-    }
-
-    fn unmark(&self, pv: &PackageVersion) -> Result<()> {
-        let Some(state) = self.state else {
-            return Ok(());
-        };
-        state.connection().execute(
-            "DELETE FROM marks WHERE target = ?1 AND package = ?2 AND version = ?3",
-            params![self.target, pv.package.as_str(), pv.version.as_str()],
-        )?;
         Ok(())
     }
 }
@@ -1006,67 +963,63 @@ fn age(
         .collect();
     let excess = excess(set, &zips, aliased, now, target.writable_grace);
     report.excess = excess.len();
-    let doomed: Vec<PackageVersion> = match target.aging.method {
+    let method = match target.aging.method {
         AgingMethod::None | AgingMethod::Target => return Ok(()),
-        AgingMethod::Immediate => excess,
-        AgingMethod::Master => {
-            let marks = ledger.marks(state)?;
-            let excess_set: BTreeSet<&PackageVersion> = excess.iter().collect();
-            for pv in marks.keys().filter(|pv| !excess_set.contains(pv)) {
-                ledger.unmark(pv)?;
-            }
-            let mut doomed = Vec::new();
-            for pv in &excess {
-                match marks.get(pv) {
-                    Some(first) if now - first > target.aging.after.as_secs() as i64 => {
-                        doomed.push(pv.clone())
-                    }
-                    Some(_) => {}
-                    None => {
-                        ledger.mark(pv, now)?;
-                        report.marked += 1;
-                        let line = format!(
-                            "mark {pv} for deletion after {}",
-                            crate::config::units::human_duration(target.aging.after)
-                        );
-                        if ctx.dry_run {
-                            ctx.reporter.plan_line(name, &format!("would {line}"))
-                        } else {
-                            ctx.reporter.detail(name, &line)
-                        }
-                    }
-                }
-            }
-            doomed
+        m => m,
+    };
+    // The same marks and decision as archive targets (ops::age).
+    let marks = StateMarks {
+        state,
+        target: name,
+    };
+    let read_only = DryRunMarks(&marks);
+    let marks: &dyn MarkStore = if ctx.dry_run { &read_only } else { &marks };
+    let mut d = age::decide(method, &excess, &marks.load()?, now, target.aging.after);
+    report.marked = d.marked.len();
+    let say = |line: String| {
+        if ctx.dry_run {
+            ctx.reporter.plan_line(name, &format!("would {line}"))
+        } else {
+            ctx.reporter.detail(name, &line)
         }
     };
-    if doomed.len() > target.aging.max_delete && !force {
+    for pv in &d.marked {
+        say(format!(
+            "mark {pv} for deletion after {}",
+            human_duration(target.aging.after)
+        ));
+    }
+    for pv in &d.unmarked {
+        say(format!("unmark {pv}: no longer excess"));
+    }
+    if d.delete.len() > target.aging.max_delete && !force {
         report.failed.push(Failure {
             item: "aging".into(),
             error: format!(
-                "{} deletions refused: more than max_delete = {} (check the releases, or run with --force)",
-                doomed.len(),
+                "refused to delete {} package-versions: more than max_delete = {} in one pass; nothing deleted (check the releases, or run with --force)",
+                d.delete.len(),
                 target.aging.max_delete
             ),
         });
-        return Ok(());
+        d.delete.clear();
     }
-    for pv in doomed {
+    for pv in std::mem::take(&mut d.delete) {
         let key = zip_key(&s3.prefix, &pv);
         match store.delete(&key) {
             Ok(()) => {
                 ledger.forget(&key)?;
-                ledger.unmark(&pv)?;
+                d.marks.remove(&pv);
                 ctx.reporter.detail(name, &format!("deleted {pv}"));
                 report.deleted.push(pv);
             }
+            // Still marked: the next pass tries again.
             Err(e) => report.failed.push(Failure {
                 item: pv.to_string(),
                 error: format!("{e:#}"),
             }),
         }
     }
-    Ok(())
+    marks.save(&d.marks)
 }
 
 // ---- dry run ----------------------------------------------------------------

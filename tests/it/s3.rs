@@ -794,7 +794,7 @@ fn aging_immediate_removes_exactly_the_excess() {
         r["failed"][0]["error"]
             .as_str()
             .unwrap()
-            .contains("2 deletions refused: more than max_delete = 1"),
+            .contains("refused to delete 2 package-versions: more than max_delete = 1"),
         "{r}"
     );
     assert_eq!(keys(&b), ALL);
