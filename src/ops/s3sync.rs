@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 use rusqlite::params;
@@ -27,11 +27,12 @@ use crate::config::units::{human_bytes, human_duration};
 use crate::config::{AgingMethod, S3Target, TargetConfig, TargetKind};
 use crate::current::{self, CurrentSet};
 use crate::error::Outcome;
-use crate::plan::{SkipReason, Skipped};
+use crate::plan::{self, SkipReason, Skipped};
 use crate::report::{Reporter, TransferProgress};
 use crate::state::State;
 use crate::store::s3::S3Store;
 use crate::store::{zip, Multipart, ObjectInfo, ObjectStore, Put, Requests, Stored};
+use crate::target::Listing;
 
 #[derive(Clone, Debug, Default)]
 pub struct S3SyncOptions {
@@ -356,37 +357,32 @@ pub fn judge(
     }
 }
 
-/// ZIPs in the bucket that aging may remove: not wanted, not pinned, not the
-/// version of any alias (wanted or in the bucket), not younger than the
-/// grace (by descpkg mtime, else upload time). Empty for an empty set.
-pub fn excess(
-    set: &CurrentSet,
-    zips: &BTreeMap<PackageVersion, i64>,
-    aliased: &BTreeSet<PackageVersion>,
-    now: i64,
-    grace: Duration,
-) -> Vec<PackageVersion> {
-    if set.is_empty() {
-        return Vec::new();
-    }
-    let wanted_alias: BTreeSet<PackageVersion> = set
-        .aliases
+/// The bucket as aging sees it, for [`plan::excess`] (the guards archive
+/// targets use): its ZIPs with their descpkg mtime (from the state file, else
+/// the upload time) and its alias objects. A package with an alias object
+/// blat cannot read is left out: that alias could name any of its versions.
+pub fn bucket_listing(
+    prefix: &str,
+    listing: &BTreeMap<String, ObjectInfo>,
+    known: &HashMap<String, Upload>,
+    aliases: Vec<Alias>,
+    unreadable: &BTreeSet<Name>,
+) -> Listing {
+    let versions = listing
         .iter()
-        .map(|a| PackageVersion {
-            package: a.package.clone(),
-            version: a.version.clone(),
+        .filter_map(|(key, o)| match parse_key(prefix, key) {
+            Some(KeyKind::Zip(pv)) if !unreadable.contains(&pv.package) => {
+                let mtime = known.get(key).map_or(o.last_modified, |r| r.descpkg_mtime);
+                Some((pv, mtime))
+            }
+            _ => None,
         })
         .collect();
-    zips.iter()
-        .filter(|(pv, mtime)| {
-            !set.versions.contains_key(*pv)
-                && !set.protected.contains(*pv)
-                && !aliased.contains(*pv)
-                && !wanted_alias.contains(*pv)
-                && now - **mtime > grace.as_secs() as i64
-        })
-        .map(|(pv, _)| pv.clone())
-        .collect()
+    Listing {
+        versions,
+        aliases,
+        ..Listing::default()
+    }
 }
 
 // ---- the pass ---------------------------------------------------------------
@@ -538,7 +534,7 @@ fn s3sync_target(
         &mut report,
         &mut present,
     );
-    let aliased = aliases(
+    let (alias_objects, unreadable) = aliases(
         ctx,
         target,
         s3,
@@ -558,9 +554,7 @@ fn s3sync_target(
         &ledger,
         &state,
         &set,
-        &listing,
-        &known,
-        &aliased,
+        &bucket_listing(&s3.prefix, &listing, &known, alias_objects, &unreadable),
         now,
         force,
         &mut report,
@@ -805,13 +799,14 @@ fn aliases(
     known: &mut HashMap<String, Upload>,
     present: &BTreeSet<PackageVersion>,
     report: &mut S3SyncReport,
-) -> Result<BTreeSet<PackageVersion>> {
+) -> Result<(Vec<Alias>, BTreeSet<Name>)> {
     let name = target.name.as_str();
-    let mut aliased = BTreeSet::new();
+    let mut in_bucket = Vec::new();
+    let mut unreadable = BTreeSet::new();
     // What each alias object in the bucket names: the state, else one GET.
     let mut names: HashMap<String, Option<Name>> = HashMap::new();
     for (key, listed) in listing {
-        let Some(KeyKind::Alias { package, .. }) = parse_key(&s3.prefix, key) else {
+        let Some(KeyKind::Alias { package, alias }) = parse_key(&s3.prefix, key) else {
             continue;
         };
         let version = match known.get(key) {
@@ -845,13 +840,11 @@ fn aliases(
             },
         };
         match &version {
-            Some(v) => {
-                aliased.insert(PackageVersion {
-                    package: package.clone(),
-                    version: v.clone(),
-                });
-            }
-            // An alias blat cannot read could name any version: keep them all.
+            Some(v) => in_bucket.push(Alias {
+                package: package.clone(),
+                alias,
+                version: v.clone(),
+            }),
             None => {
                 ctx.reporter.warn(
                     name,
@@ -859,14 +852,7 @@ fn aliases(
                         "alias object {key} does not name a version: package {package} is not aged"
                     ),
                 );
-                aliased.extend(
-                    listing
-                        .keys()
-                        .filter_map(|k| match parse_key(&s3.prefix, k) {
-                            Some(KeyKind::Zip(pv)) if pv.package == package => Some(pv),
-                            _ => None,
-                        }),
-                );
+                unreadable.insert(package.clone());
             }
         }
         names.insert(key.clone(), version);
@@ -923,12 +909,14 @@ fn aliases(
             }),
         }
     }
-    Ok(aliased)
+    Ok((in_bucket, unreadable))
 }
 
 /// Applies the target's aging method to the excess ZIPs, with the guards
-/// of SPEC §5: an empty set deletes nothing; more than `max_delete`
-/// deletions are refused without `--force`.
+/// of SPEC §5 as archive targets have them ([`plan::excess`],
+/// [`age::decide`]): an empty set deletes nothing; pins, alias versions and
+/// young ZIPs are never excess; more than `max_delete` deletions are refused
+/// without `--force`.
 #[allow(clippy::too_many_arguments)]
 fn age(
     ctx: &Context,
@@ -938,9 +926,7 @@ fn age(
     ledger: &Ledger,
     state: &State,
     set: &CurrentSet,
-    listing: &BTreeMap<String, ObjectInfo>,
-    known: &HashMap<String, Upload>,
-    aliased: &BTreeSet<PackageVersion>,
+    bucket: &Listing,
     now: i64,
     force: bool,
     report: &mut S3SyncReport,
@@ -951,17 +937,7 @@ fn age(
             .warn(name, "the current set is empty: nothing is aged");
         return Ok(());
     }
-    let zips: BTreeMap<PackageVersion, i64> = listing
-        .iter()
-        .filter_map(|(key, o)| match parse_key(&s3.prefix, key) {
-            Some(KeyKind::Zip(pv)) => Some((
-                pv,
-                known.get(key).map_or(o.last_modified, |r| r.descpkg_mtime),
-            )),
-            _ => None,
-        })
-        .collect();
-    let excess = excess(set, &zips, aliased, now, target.writable_grace);
+    let excess = plan::excess(set, bucket, now, target.writable_grace);
     report.excess = excess.len();
     let method = match target.aging.method {
         AgingMethod::None | AgingMethod::Target => return Ok(()),
@@ -1080,6 +1056,7 @@ impl<S: ObjectStore> ObjectStore for DryRun<'_, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn pv(p: &str, v: &str) -> PackageVersion {
         PackageVersion::new(p, v).unwrap()
@@ -1166,26 +1143,40 @@ mod tests {
     }
 
     #[test]
-    fn excess_guards() {
-        let now = 1_000_000;
-        let grace = Duration::from_secs(3600);
-        let mut set = CurrentSet::default();
-        let mut zips = BTreeMap::new();
-        zips.insert(pv("old", "1"), 10);
-        assert!(
-            excess(&set, &zips, &BTreeSet::new(), now, grace).is_empty(),
-            "empty set ages nothing"
-        );
-        set.versions.insert(pv("keep", "1"), SourceEntry::Missing);
-        zips.insert(pv("keep", "1"), 10);
-        zips.insert(pv("young", "1"), now - 60);
-        zips.insert(pv("pinned", "1"), 10);
-        set.protected.insert(pv("pinned", "1"));
-        zips.insert(pv("j", "1"), 10);
-        let aliased: BTreeSet<PackageVersion> = [pv("j", "1")].into();
+    fn aging_sees_zips_and_aliases_but_not_packages_with_unreadable_aliases() {
+        let mut listing = BTreeMap::new();
+        for key in [
+            "p/a/a_1.zip",
+            "p/a/a_2.zip",
+            "p/j/j_1.zip",
+            "p/j/current.txt",
+            "p/u/u_1.zip",
+            "p/README",
+        ] {
+            let mut o = info(key, "e", 1);
+            o.last_modified = 500;
+            listing.insert(key.to_string(), o);
+        }
+        let known: HashMap<String, Upload> =
+            [("p/a/a_1.zip".to_string(), row("p/a/a_1.zip", "e", 1, 42))].into();
+        let j = Alias {
+            package: Name::new("j").unwrap(),
+            alias: Name::new("current").unwrap(),
+            version: Name::new("1").unwrap(),
+        };
+        let unreadable: BTreeSet<Name> = [Name::new("u").unwrap()].into();
+        let bucket = bucket_listing("p/", &listing, &known, vec![j.clone()], &unreadable);
         assert_eq!(
-            excess(&set, &zips, &aliased, now, grace),
-            vec![pv("old", "1")]
+            bucket.versions,
+            [(pv("a", "1"), 42), (pv("a", "2"), 500), (pv("j", "1"), 500)].into()
+        );
+        assert_eq!(bucket.aliases, vec![j]);
+        // With the archive targets' guards: only a/2 is excess.
+        let mut set = CurrentSet::default();
+        set.versions.insert(pv("a", "1"), SourceEntry::Missing);
+        assert_eq!(
+            plan::excess(&set, &bucket, 1_000_000, Duration::from_secs(3600)),
+            vec![pv("a", "2")]
         );
     }
 }
