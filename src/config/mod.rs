@@ -39,8 +39,8 @@ pub enum ReleaseManagerConfig {
     /// The reference schema in a SQLite file (a `.sql` file is loaded into
     /// memory at each run: handy for demos and fixtures).
     Sqlite { path: PathBuf },
-    /// Any database with an ODBC driver.
-    Odbc(OdbcConfig),
+    /// Any database with an ODBC driver (boxed: it is much larger).
+    Odbc(Box<OdbcConfig>),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -475,7 +475,7 @@ fn release_manager(src: &Source, raw: RawReleaseManager) -> Result<ReleaseManage
             if let Some(p) = &raw.path {
                 return Err(src.error(p.span(), "`path` is for kind = \"sqlite\""));
             }
-            Ok(ReleaseManagerConfig::Odbc(OdbcConfig {
+            Ok(ReleaseManagerConfig::Odbc(Box::new(OdbcConfig {
                 connection_string: raw.connection_string,
                 dsn: raw.dsn,
                 user: raw.user,
@@ -484,7 +484,7 @@ fn release_manager(src: &Source, raw: RawReleaseManager) -> Result<ReleaseManage
                 login_timeout: raw.login_timeout.map_or(Duration::from_secs(15), |d| d.0),
                 query_timeout: raw.query_timeout.map_or(Duration::from_secs(120), |d| d.0),
                 queries: raw.queries,
-            }))
+            })))
         }
         other => Err(src.error(
             raw.kind.span(),
