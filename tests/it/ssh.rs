@@ -449,7 +449,8 @@ fn target_that_stops_answering_fails_at_io_timeout() {
     let w = world_with_big_package(&sshd);
     let proxy = Proxy::start(sshd.port, Fault::Freeze, 6 << 20);
     sshd.trust_port(proxy.port);
-    let extra = "projects = [\"P\"]\ncompression = \"none\"\nparallel = 1\nio_timeout = \"2s\"\nconnect_timeout = \"2s\"";
+    let extra =
+        "projects = [\"P\"]\ncompression = \"none\"\nparallel = 1\nio_timeout = \"2s\"\nconnect_timeout = \"2s\"";
     w.write_target("site", &sshd.target_conf(proxy.port, extra));
     let started = Instant::now();
     let out = sync(&w);
@@ -461,10 +462,18 @@ fn target_that_stops_answering_fails_at_io_timeout() {
         1,
         &[&format!("{}@127.0.0.1:{} stopped answering", sshd.user, proxy.port), "io_timeout 2s"],
     );
-    // The package in flight is half there, under a temporary name only.
-    assert!(!sshd.archive().join("big/1").exists());
-    let partial = common::leftovers(&sshd.archive());
-    assert!(partial.iter().any(|p| p.contains("/big/.blat-tmp-")), "{partial:?}");
+    // The package in flight is half there, under a temporary name only
+    // (new packages are staged in <archive>/.blat-tmp-TOKEN-new/).
+    assert!(!sshd.archive().join("big").exists());
+    let staged: Vec<_> = fs::read_dir(sshd.archive())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(".blat-tmp-"))
+        .collect();
+    assert_eq!(staged.len(), 1, "{staged:?}");
+    let blob = staged[0].join("big/1/blob.bin");
+    let got = fs::metadata(&blob).map(|m| m.len()).unwrap_or(0);
+    assert!(got < 24 << 20, "{} holds {got} bytes: the stream was not cut", blob.display());
     drop(proxy);
 
     w.write_target("site", &sshd.target_conf(sshd.port, "projects = [\"P\"]\ncompression = \"none\""));
@@ -585,4 +594,50 @@ fn min_free_refuses_what_does_not_fit_and_sends_the_rest() {
     assert!(!sshd.archive().join("huge").exists());
     assert_same_version(&w, &sshd, "a/1.0");
     assert_same_version(&w, &sshd, "b/2.0");
+}
+
+// ------------------------------------------------------------ batches
+
+/// One batch mixing packages new to the target (staged, moved in with one
+/// `mv`) and new versions of known ones (renamed beside their place), with
+/// a failing version of each kind: what fails is absent, the rest arrives.
+#[test]
+fn mixed_batch_of_new_and_known_packages() {
+    use blat::archive::{PackageVersion, SourceArchive};
+    use blat::config::Compression;
+    use blat::target::{pack, Target};
+    let Some(sshd) = Sshd::start() else { return };
+    let w = World::new();
+    let target = ReceiverTarget::new("ssh", SshTransport::new(ssh_config(&sshd)).unwrap(), 1);
+    let source = SourceArchive::new(w.archive());
+    let pv = |p: &str, v: &str| PackageVersion::new(p, v).unwrap();
+    w.release("known", "1", T0);
+    let first = pack::scan(&source, &pv("known", "1")).unwrap();
+    assert!(target.receive(&source, &[first], Compression::Gzip(1), &|_| {}).unwrap()[0].result.is_ok());
+    for (p, v) in [("known", "2"), ("known", "3"), ("fresh", "1.0"), ("fresh", "1.1"), ("lonely", "1"), ("b.c", "1")] {
+        w.release(p, v, T0 + 1);
+    }
+    let mut batch: Vec<_> =
+        [("known", "2"), ("known", "3"), ("fresh", "1.0"), ("fresh", "1.1"), ("lonely", "1"), ("b.c", "1")]
+            .iter()
+            .map(|(p, v)| pack::scan(&source, &pv(p, v)).unwrap())
+            .collect();
+    // Declared counts that do not match: known/3, fresh/1.1 and lonely/1 fail.
+    for i in [1, 3, 4] {
+        batch[i].files += 1;
+    }
+    let results = target.receive(&source, &batch, Compression::Gzip(1), &|_| {}).unwrap();
+    let verdict = |p: &str, v: &str| results.iter().find(|r| r.pv == pv(p, v)).unwrap().result.clone();
+    for (p, v) in [("known", "2"), ("fresh", "1.0"), ("b.c", "1")] {
+        assert_eq!(verdict(p, v), Ok(()), "{p}/{v}");
+        assert_same_version(&w, &sshd, &format!("{p}/{v}"));
+    }
+    for (p, v) in [("known", "3"), ("fresh", "1.1"), ("lonely", "1")] {
+        assert!(verdict(p, v).is_err_and(|e| e.contains("files, expected")), "{p}/{v}: {:?}", verdict(p, v));
+        assert!(!sshd.archive().join(p).join(v).exists(), "{p}/{v}");
+    }
+    assert!(!sshd.archive().join("lonely").exists(), "a new package with nothing verified never appears");
+    assert!(common::leftovers(&sshd.archive()).is_empty(), "{:?}", common::leftovers(&sshd.archive()));
+    let listed: Vec<String> = target.list().unwrap().versions.keys().map(|p| p.to_string()).collect();
+    assert_eq!(listed, ["b.c/1", "fresh/1.0", "known/1", "known/2"]);
 }
