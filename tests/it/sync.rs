@@ -322,3 +322,57 @@ fn zstd_falls_back_to_gzip_when_the_target_lacks_it() {
     assert!(!stderr(&out).contains("no zstd"), "{}", stderr(&out));
     assert!(w.target_dir("site").join("b/2.0/descpkg").is_file());
 }
+
+/// A target file system that fills up half-way through a package: the
+/// receive fails, nothing partial is visible, and once there is room again
+/// the next sync completes. Needs root for the small tmpfs (CI runs as root).
+#[test]
+fn a_full_target_disk_leaves_no_partial_package() {
+    let w = world();
+    let big: String = "0123456789abcdef".repeat(2 * 65536); // 2 MiB, over the tmpfs size
+    w.release_with("big", "1.0", T0, &[("data/blob", &big), ("small", "s")]);
+    w.write_rm(&[("P/R1", "open", 0, &["a/1.0", "big/1.0"])]);
+    let t = w.target_dir("site");
+    fs::create_dir_all(&t).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&t)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI runs as root and must be able to mount a tmpfs");
+        eprintln!("skipped: cannot mount a tmpfs (not root)");
+        return;
+    }
+    // Unmount whatever happens below.
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let guard = Unmount(t.clone());
+    w.local_target("site", "projects = [\"P\"]\ncompression = \"none\"\nparallel = 1\n");
+    let out = w.blat(&["sync", "--all", "--json"]);
+    // Both packages travel in one batch, one stream: the stream fails, so
+    // neither is installed.
+    assert_exit(&out, 1);
+    let report = json(&out);
+    assert!(sent(&report).is_empty(), "{report}");
+    let failed: Vec<&str> = report["targets"][0]["report"]["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["item"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["a/1.0", "big/1.0"]);
+    assert!(stderr(&out).contains("No space left on device"), "{}", stderr(&out));
+    assert!(!t.join("big").exists() && !t.join("a").exists(), "no partial package");
+    assert!(common::leftovers(&t).is_empty(), "{:?}", common::leftovers(&t));
+    // Room again (a bigger file system): the next sync completes.
+    drop(guard);
+    let out = w.blat(&["sync", "--all", "--json"]);
+    assert_exit(&out, 0);
+    assert_eq!(sent(&json(&out)), ["a/1.0", "big/1.0"]);
+    assert_eq!(common::snapshot(&w.archive().join("big/1.0")), common::snapshot(&t.join("big/1.0")));
+}
