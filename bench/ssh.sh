@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# Benchmark of issue 3: `blat sync` to an SSH target against what a user would
+# run instead, over the same OpenSSH server on loopback, in the same run:
+#
+#   bulk      ~1 GiB in 500 package-versions (gen-archive, 550 files each) to
+#             an empty target: blat (compression none, gzip) vs
+#             `tar -cf - | ssh … tar -xpf -` (and with -z) vs `rsync -a` (-az)
+#   tiny      2,000 package-versions of 3 files of 1 KiB: blat vs rsync -a
+#   nochange  no-change sync at 5,000 × 40 and 20,000 × 40 files: blat vs
+#             `rsync -a -n` over ssh
+#
+# Every figure is the median of RUNS runs. The tools take turns, run by run,
+# so that load from elsewhere on a shared machine falls on all of them
+# alike; the target is emptied (and the disk synced) before each run of a
+# transfer, outside the timing. Pipelines use OpenSSH's default cipher.
+#
+#   bench/ssh.sh                          # RUNS=5, everything
+#   RUNS=5 CASES="tiny nochange" NOCHANGE="5000x40" bench/ssh.sh
+#   BLAT=/tmp/other/blat BLAT_PARALLEL=2 CASES=tiny bench/ssh.sh   # another build, parallel = 2
+#
+# Needs root (to run sshd for the unprivileged target user, `blattest`,
+# created when missing) or runs sshd as yourself; openssh-server, rsync.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-5}
+WORK=${BLAT_BENCH_DIR:-/tmp/blat-bench-ssh}
+CASES=${CASES:-"bulk tiny nochange"}
+NOCHANGE=${NOCHANGE:-"5000x40 20000x40"}
+for tool in rsync ssh ssh-keygen /usr/sbin/sshd; do
+    command -v "$tool" >/dev/null || { echo "bench/ssh.sh: $tool is needed (scripts/test-env start installs it)" >&2; exit 1; }
+done
+
+# BLAT=path/to/blat compares another build (then nothing is built here).
+if [ -z "${BLAT:-}" ]; then
+    cargo build --release -q
+    BLAT=$PWD/target/release/blat
+fi
+mkdir -p "$WORK"
+
+# ---------------------------------------------------------------- sshd
+
+if [ "$(id -u)" = 0 ]; then
+    TUSER=${BLAT_TEST_SSH_USER:-blattest}
+    id "$TUSER" >/dev/null 2>&1 || useradd -m -s /bin/sh "$TUSER"
+    usermod -p '*' "$TUSER"
+    install -d -m755 /run/sshd
+else
+    TUSER=$(id -un)
+fi
+SRV=$WORK/sshd
+rm -rf "$SRV"
+install -d -m755 "$SRV"
+for k in ed25519 ecdsa; do ssh-keygen -q -t "$k" -N '' -f "$SRV/host_$k"; done
+KEY=$SRV/id_ed25519
+ssh-keygen -q -t ed25519 -N '' -f "$KEY"
+install -m644 "$KEY.pub" "$SRV/authorized_keys"
+THOME=$SRV/home
+ARCH=$THOME/dpkg_archive
+install -d -m755 "$THOME" "$ARCH"
+[ "$(id -u)" = 0 ] && chown -R "$TUSER:" "$THOME"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >"$SRV/sshd_config" <<EOF
+Port $PORT
+ListenAddress 127.0.0.1
+HostKey $SRV/host_ed25519
+HostKey $SRV/host_ecdsa
+PidFile none
+AuthorizedKeysFile $SRV/authorized_keys
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AllowUsers $TUSER
+SetEnv HOME=$THOME
+MaxStartups 100
+EOF
+/usr/sbin/sshd -D -e -f "$SRV/sshd_config" 2>"$SRV/sshd.log" &
+SSHD_PID=$!
+cleanup() { kill "$SSHD_PID" 2>/dev/null || true; }
+trap cleanup EXIT
+for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+    sleep 0.1
+done
+KH=$SRV/known_hosts
+echo "[127.0.0.1]:$PORT $(cut -d' ' -f1,2 "$SRV/host_ed25519.pub")" >"$KH"
+SSH="ssh -p $PORT -i $KEY -o UserKnownHostsFile=$KH -o StrictHostKeyChecking=yes -o BatchMode=yes -o IdentitiesOnly=yes"
+REMOTE=$TUSER@127.0.0.1
+$SSH "$REMOTE" true || { cat "$SRV/sshd.log" >&2; exit 1; }
+
+# ---------------------------------------------------------------- helpers
+
+# An empty target archive, its writes flushed, the receiver kept installed.
+reset_target() {
+    if [ -d "$ARCH" ]; then chmod -R u+w "$ARCH" && rm -rf "$ARCH"; fi
+    install -d -m755 "$ARCH"
+    [ "$(id -u)" = 0 ] && chown "$TUSER:" "$ARCH"
+    sync
+}
+
+# Target confs NAME COMPRESSION for the generated world in DIR.
+ssh_target() {
+    cat >"$1/config/targets/$2.conf" <<EOF
+kind = "archive"
+transport = "ssh"
+host = "127.0.0.1"
+port = $PORT
+user = "$TUSER"
+identity = "$KEY"
+known_hosts = "$KH"
+remote_archive = "$ARCH"
+projects = ["BENCH"]
+compression = "$3"
+${BLAT_PARALLEL:+parallel = $BLAT_PARALLEL}
+EOF
+}
+
+# gen DIR ARGS...: a generated world, reused when it exists.
+gen() {
+    local dir=$1
+    shift
+    [ -f "$dir/config/blat.toml" ] || bench/gen-archive --out "$dir" --force -q "$@" >&2
+    ssh_target "$dir" none none
+    ssh_target "$dir" gzip gzip
+}
+
+# time_of CMD...: seconds, to the millisecond.
+time_of() {
+    local t0=$EPOCHREALTIME
+    "$@" >/dev/null 2>"$WORK/last.err" || { echo "bench/ssh.sh: failed: $*" >&2; cat "$WORK/last.err" >&2; exit 1; }
+    awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.3f\n", b - a}'
+}
+
+# rounds RESET NAME CMD [NAME CMD]...: RUNS rounds of every tool in turn,
+# RESET before each run, so that load from elsewhere falls on all tools
+# alike; leaves the median seconds of each in MEDIAN[NAME].
+declare -A MEDIAN
+rounds() {
+    local reset=$1 i
+    shift
+    local -a names=() cmds=() times=()
+    while [ $# -gt 0 ]; do
+        names+=("$1")
+        cmds+=("$2")
+        times+=("")
+        shift 2
+    done
+    for _ in $(seq "$RUNS"); do
+        for i in "${!names[@]}"; do
+            $reset
+            # shellcheck disable=SC2086 # a command line of plain words
+            times[i]+="$(time_of ${cmds[i]}) "
+        done
+    done
+    for i in "${!names[@]}"; do
+        # shellcheck disable=SC2086 # a list of numbers
+        MEDIAN[${names[i]}]=$(printf '%s\n' ${times[i]} | sort -n | awk -v n="$RUNS" '{a[NR]=$1} END {print a[int((n+1)/2)]}')
+    done
+}
+
+noop() { :; }
+
+# table TITLE BYTES NAME...: the medians; MB/s when BYTES > 0; time
+# relative to the first NAME (blat).
+table() {
+    local title=$1 bytes=$2 n
+    shift 2
+    printf '\n%s\n%-28s %9s %9s %s\n' "$title" tool median_s MB/s "time vs blat"
+    local base=${MEDIAN[$1]}
+    for n in "$@"; do
+        awk -v n="$n" -v t="${MEDIAN[$n]}" -v b="$base" -v bytes="$bytes" \
+            'BEGIN {printf "%-28s %9.3f %9.1f %6.2fx\n", n, t, (bytes > 0 ? bytes / t / 1e6 : 0), t / b}'
+    done
+}
+
+tree_bytes() { du -sb --apparent-size "$1" | cut -f1; }
+
+check_copy() { # SRC: the target holds as many files as the source
+    local want have
+    want=$(find "$1" -mindepth 3 | wc -l)
+    have=$(find "$ARCH" -mindepth 3 -path "$ARCH/.dpkg_archive" -prune -o -print | wc -l)
+    [ "$want" = "$have" ] || { echo "bench/ssh.sh: target has $have entries, source $want" >&2; exit 1; }
+}
+
+blat_sync() { "$BLAT" -q -c "$1/config" sync --target "$2"; }
+tar_pipe() { tar -C "$1/archive" -cf - . | $SSH "$REMOTE" "tar -C $ARCH -xpf -"; }
+tarz_pipe() { tar -C "$1/archive" -czf - . | $SSH "$REMOTE" "tar -C $ARCH -xzpf -"; }
+rsync_a() { rsync -a -e "$SSH" "$1/archive/" "$REMOTE:$ARCH/"; }
+rsync_az() { rsync -az -e "$SSH" "$1/archive/" "$REMOTE:$ARCH/"; }
+rsync_an() { rsync -a -n -e "$SSH" "$1/archive/" "$REMOTE:$ARCH/"; }
+
+echo "blat over SSH: $(nproc) CPUs, sshd on 127.0.0.1:$PORT as $TUSER, RUNS=$RUNS, $(ssh -V 2>&1)"
+
+# ---------------------------------------------------------------- cases
+
+for c in $CASES; do
+    case $c in
+    bulk)
+        d=$WORK/bulk
+        gen "$d" --packages 500 --versions 1 --files 550 --size-mix mixed
+        bytes=$(tree_bytes "$d/archive")
+        # Warm the page cache and install the receiver, unmeasured.
+        reset_target; blat_sync "$d" none >/dev/null 2>&1; check_copy "$d/archive"
+        rounds reset_target "blat (compression none)" "blat_sync $d none" "tar | ssh tar" "tar_pipe $d" \
+            "rsync -a" "rsync_a $d" "blat (gzip)" "blat_sync $d gzip" "tar -z | ssh tar -z" "tarz_pipe $d" \
+            "rsync -az" "rsync_az $d"
+        table "bulk: 500 package-versions, $((bytes >> 20)) MiB, empty target" "$bytes" \
+            "blat (compression none)" "tar | ssh tar" "rsync -a" "blat (gzip)" "tar -z | ssh tar -z" "rsync -az"
+        awk -v b="${MEDIAN[blat (compression none)]}" -v t="${MEDIAN[tar | ssh tar]}" -v r="${MEDIAN[rsync -a]}" \
+            -v bz="${MEDIAN[blat (gzip)]}" -v tz="${MEDIAN[tar -z | ssh tar -z]}" 'BEGIN {
+            printf "goals: blat none vs tar: %.2fx (<= 1), vs rsync -a: %.2fx (< 1); blat gzip vs tar -z: %.2fx (< 1)\n",
+                b / t, b / r, bz / tz }'
+        ;;
+    tiny)
+        d=$WORK/tiny
+        gen "$d" --packages 2000 --versions 1 --files 3 --size-mix tiny
+        bytes=$(tree_bytes "$d/archive")
+        reset_target; blat_sync "$d" gzip >/dev/null 2>&1; check_copy "$d/archive"
+        rounds reset_target "blat (gzip)" "blat_sync $d gzip" "blat (compression none)" "blat_sync $d none" \
+            "rsync -a" "rsync_a $d" "tar | ssh tar" "tar_pipe $d"
+        table "tiny: 2000 package-versions of 3 x 1 KiB, empty target" "$bytes" \
+            "blat (gzip)" "blat (compression none)" "rsync -a" "tar | ssh tar"
+        awk -v b="${MEDIAN[blat (gzip)]}" -v r="${MEDIAN[rsync -a]}" \
+            'BEGIN {printf "goal: blat vs rsync -a: %.2fx (<= 1)\n", b / r}'
+        ;;
+    nochange)
+        for n in $NOCHANGE; do
+            d=$WORK/nochange-$n
+            gen "$d" --packages "${n%x*}" --versions 1 --files "${n#*x}"
+            reset_target; blat_sync "$d" none >/dev/null 2>&1; check_copy "$d/archive"
+            rounds noop "blat sync" "blat_sync $d none" "rsync -a -n" "rsync_an $d"
+            table "no change: $n (package-versions x files), target up to date" 0 "blat sync" "rsync -a -n"
+            awk -v b="${MEDIAN[blat sync]}" -v r="${MEDIAN[rsync -a -n]}" -v n="$n" 'BEGIN {
+                printf "goal: blat %.1fx faster than rsync -a -n (%s)\n", r / b, (n == "5000x40" ? ">= 4x" : ">= 10x") }'
+        done
+        ;;
+    *)
+        echo "bench/ssh.sh: unknown case $c (bulk, tiny, nochange)" >&2
+        exit 2
+        ;;
+    esac
+done
