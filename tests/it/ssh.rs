@@ -227,7 +227,7 @@ fn parallel_senders_use_sessions_of_their_own() {
 
 /// Runs a sync with `known_hosts` holding `text`.
 fn sync_with_known_hosts(sshd: &Sshd, text: &str) -> (World, Output) {
-    let w = world(&sshd, "");
+    let w = world(sshd, "");
     fs::write(&sshd.known_hosts, text).unwrap();
     let out = sync(&w);
     (w, out)
