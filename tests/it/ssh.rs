@@ -537,7 +537,8 @@ fn forced_command_key_syncs_and_runs_nothing_else() {
     let w = world(&sshd, "");
     let key = keygen(&sshd.path().join("id_forced"), "ed25519");
     sshd.authorize(&format!(
-        "command=\"{}\",no-pty,no-port-forwarding,no-agent-forwarding,no-X11-forwarding {}",
+        // The line the README recommends.
+        "restrict,command=\"{}\" {}",
         sshd.receiver().display(),
         public_key(&key)
     ));
