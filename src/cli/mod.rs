@@ -69,6 +69,7 @@ impl GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    #[command(after_long_help = crate::target::ssh::SETUP_HELP)]
     Sync(sync::SyncArgs),
     Plist(plist::PlistArgs),
     #[cfg(feature = "s3")]
