@@ -98,11 +98,16 @@ impl SshTransport {
         line
     }
 
-    /// A session for one run: an idle one, or a new connection.
-    fn take_session(&self) -> Result<Session> {
+    /// A session for one run and whether it was used before: an idle one,
+    /// or a new connection.
+    fn take_session(&self) -> Result<(Session, bool)> {
         if let Some(session) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
-            return Ok(session);
+            return Ok((session, true));
         }
+        Ok((self.new_session()?, false))
+    }
+
+    fn new_session(&self) -> Result<Session> {
         let session = self.connect()?;
         // Held while checking, so that parallel senders wait for one install.
         let mut ready = self.receiver_ready.lock().unwrap_or_else(|e| e.into_inner());
@@ -235,7 +240,22 @@ impl SshTransport {
     /// Runs one command on an exec channel. `Err` means the session is no
     /// longer usable (or the input could not be produced).
     fn exec(&self, session: &Session, command: &str, input: Option<InputFn>) -> Result<RunOutput> {
-        let mut channel = session.channel_session().map_err(|e| self.lost(e.into(), "opening a channel"))?;
+        let channel = self.open(session)?;
+        self.finish(session, channel, command, input)
+    }
+
+    fn open(&self, session: &Session) -> Result<Channel> {
+        session.channel_session().map_err(|e| self.lost(e.into(), "opening a channel"))
+    }
+
+    /// Starts `command` on the channel, feeds it, collects its output.
+    fn finish(
+        &self,
+        session: &Session,
+        mut channel: Channel,
+        command: &str,
+        input: Option<InputFn>,
+    ) -> Result<RunOutput> {
         channel.exec(command).map_err(|e| self.lost(e.into(), "starting the receiver"))?;
         if let Some(input) = input {
             let mut writer = ChannelWriter { channel: &mut channel, broken: None };
@@ -294,9 +314,21 @@ impl Transport for SshTransport {
     }
 
     fn run(&self, args: &[String], input: Option<InputFn>) -> Result<RunOutput> {
-        let session = self.take_session()?;
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = self.exec(&session, &self.command_line(&args), input)?;
+        let command = self.command_line(&args);
+        let (mut session, reused) = self.take_session()?;
+        let channel = match self.open(&session) {
+            Ok(channel) => channel,
+            // An idle session the server has dropped meanwhile (a long
+            // `fast --watch`, ClientAliveInterval): no command was sent
+            // yet, so one new connection may try again.
+            Err(_) if reused => {
+                session = self.new_session()?;
+                self.open(&session)?
+            }
+            Err(e) => return Err(e),
+        };
+        let out = self.finish(&session, channel, &command, input)?;
         // Only a session that finished its command cleanly is reused.
         self.give_back(session);
         Ok(out)

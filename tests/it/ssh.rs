@@ -482,6 +482,22 @@ fn target_that_stops_answering_fails_at_io_timeout() {
     assert!(common::leftovers(&sshd.archive()).is_empty(), "{:?}", common::leftovers(&sshd.archive()));
 }
 
+#[test]
+fn an_idle_session_dropped_by_the_server_is_replaced() {
+    let Some(sshd) = Sshd::start() else { return };
+    // A relay that never fails by itself.
+    let proxy = Proxy::start(sshd.port, Fault::Cut, u64::MAX);
+    sshd.trust_port(proxy.port);
+    let transport = SshTransport::new(SshConfig { port: proxy.port, ..ssh_config(&sshd) }).unwrap();
+    let df = || transport.run(&["df".to_string()], None).unwrap();
+    assert_eq!(df().status, 0);
+    proxy.sever();
+    let out = df();
+    assert_eq!(out.status, 0, "{out:?}");
+    assert!(out.stdout.starts_with("avail\t"), "{out:?}");
+    assert_eq!(sshd.log().matches("Accepted publickey").count(), 2, "one new login after the drop");
+}
+
 // ------------------------------------------------------------ the receiver
 
 /// Puts `content` where blat installs the receiver, as the target user.

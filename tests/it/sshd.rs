@@ -309,6 +309,14 @@ impl Proxy {
         Proxy { port, sent, tripped, stop, streams, acceptor: Some(acceptor) }
     }
 
+    /// Closes every connection made so far, as a server dropping idle
+    /// clients does; new connections are relayed as before.
+    pub fn sever(&self) {
+        for s in self.streams.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
     /// Whether the fault happened.
     pub fn tripped(&self) -> bool {
         self.tripped.load(Ordering::SeqCst)
