@@ -358,19 +358,26 @@ fn missing_or_unreadable_identity_is_refused() {
     fs::copy(&sshd.identity, &key).unwrap();
     fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
     with_identity(&sshd, &w, &key);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_blat"));
-    cmd.arg("-c").arg(w.config()).args(["sync", "--target", "site"]).env_remove("BLAT_NOW");
+    let mut cmd;
     if sh(Command::new("id").arg("-u")).trim() == "0" {
         use std::os::unix::process::CommandExt;
-        // Run blat as the (unprivileged) target user, with a state dir it owns.
+        // Run blat as the (unprivileged) target user, with a state dir it
+        // owns, from a place it can reach (the build may sit below /root).
+        let blat = w.path().join("blat");
+        if fs::hard_link(env!("CARGO_BIN_EXE_blat"), &blat).is_err() {
+            fs::copy(env!("CARGO_BIN_EXE_blat"), &blat).unwrap();
+        }
+        cmd = Command::new(&blat);
         fs::create_dir_all(w.state()).unwrap();
         give_to(&sshd.user, &w.state());
         let uid: u32 = sh(Command::new("id").args(["-u", &sshd.user])).trim().parse().unwrap();
         let gid: u32 = sh(Command::new("id").args(["-g", &sshd.user])).trim().parse().unwrap();
         cmd.uid(uid).gid(gid).env("HOME", &sshd.home);
     } else {
+        cmd = Command::new(env!("CARGO_BIN_EXE_blat"));
         fs::set_permissions(&key, fs::Permissions::from_mode(0o000)).unwrap();
     }
+    cmd.arg("-c").arg(w.config()).args(["sync", "--target", "site"]).env_remove("BLAT_NOW");
     let out = cmd.output().unwrap();
     assert_err_contains(&out, 1, &[&format!("cannot read identity {}: Permission denied", key.display())]);
     assert_untouched(&sshd);
