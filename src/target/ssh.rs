@@ -58,8 +58,8 @@ const LIBSSH2_ERROR_AUTHENTICATION_FAILED: i32 = -18;
 const LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED: i32 = -19;
 
 /// Ciphers, best first: AES-GCM runs on AES-NI inside OpenSSL and needs no
-/// separate MAC; libssh2's own chacha20-poly1305 is much slower. Only those
-/// the linked libssh2 supports are offered.
+/// separate MAC, while libssh2's chacha20-poly1305 is its own portable C
+/// code. Only those the linked libssh2 supports are offered.
 const CIPHERS: &[&str] =
     &["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr", "chacha20-poly1305@openssh.com"];
 
