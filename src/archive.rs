@@ -211,7 +211,15 @@ mod tests {
 
     #[test]
     fn names_accepted() {
-        for n in ["a", "A0", "_x", "jats2_current", "1.0.0", "v1+build~rc-2", &"x".repeat(255)] {
+        for n in [
+            "a",
+            "A0",
+            "_x",
+            "jats2_current",
+            "1.0.0",
+            "v1+build~rc-2",
+            &"x".repeat(255),
+        ] {
             assert!(Name::new(n).is_ok(), "{n}");
         }
     }
@@ -219,8 +227,20 @@ mod tests {
     #[test]
     fn names_rejected() {
         for n in [
-            "", ".", "..", ".hidden", "-x", "+x", "~x", "a/b", "../x", "a b", "a\nb", "a:b",
-            "é", &"x".repeat(256),
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "-x",
+            "+x",
+            "~x",
+            "a/b",
+            "../x",
+            "a b",
+            "a\nb",
+            "a:b",
+            "é",
+            &"x".repeat(256),
         ] {
             let err = Name::new(n).unwrap_err();
             assert!(err.contains("invalid name"), "{err}");

@@ -62,7 +62,12 @@ pub fn load(
 }
 
 /// Adds one package-version, following an alias to its version.
-pub fn add(set: &mut CurrentSet, archive: &SourceArchive, pv: PackageVersion, pinned: bool) -> Result<()> {
+pub fn add(
+    set: &mut CurrentSet,
+    archive: &SourceArchive,
+    pv: PackageVersion,
+    pinned: bool,
+) -> Result<()> {
     if set.versions.contains_key(&pv) {
         if pinned {
             set.protected.insert(pv);

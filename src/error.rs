@@ -61,7 +61,11 @@ pub struct LockHeld(pub String);
 
 impl fmt::Display for LockHeld {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "target {} is busy: another blat run holds its lock", self.0)
+        write!(
+            f,
+            "target {} is busy: another blat run holds its lock",
+            self.0
+        )
     }
 }
 

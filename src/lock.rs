@@ -54,7 +54,9 @@ impl TargetLock {
         match file.try_lock() {
             Ok(()) => Ok(TargetLock { _file: file }),
             Err(TryLockError::WouldBlock) => Err(LockHeld(target.to_string()).into()),
-            Err(TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+            Err(TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("cannot lock {}", path.display()))
+            }
         }
     }
 }
@@ -78,7 +80,10 @@ mod tests {
     fn watch_lock_is_apart_from_the_target_lock() {
         let dir = tempfile::tempdir().unwrap();
         let watch = TargetLock::acquire_watch(dir.path(), "a").unwrap();
-        assert!(TargetLock::acquire_watch(dir.path(), "a").unwrap_err().downcast_ref::<LockHeld>().is_some());
+        assert!(TargetLock::acquire_watch(dir.path(), "a")
+            .unwrap_err()
+            .downcast_ref::<LockHeld>()
+            .is_some());
         let target = TargetLock::acquire(dir.path(), "a").unwrap();
         drop((watch, target));
         assert!(TargetLock::acquire_watch(dir.path(), "a").is_ok());

@@ -28,7 +28,11 @@ fn run(cli: &Cli) -> Result<Outcome> {
         return Ok(outcome);
     }
     let config = Config::load(&g.config)?;
-    let verbosity = if g.quiet { 0 } else { config.verbose.saturating_add(g.verbose) };
+    let verbosity = if g.quiet {
+        0
+    } else {
+        config.verbose.saturating_add(g.verbose)
+    };
     let mut reporter = Reporter::new(verbosity, g.json);
     if let Some(log) = &config.log_file {
         reporter.set_log_file(log)?;
@@ -41,7 +45,9 @@ fn run(cli: &Cli) -> Result<Outcome> {
         Command::S3sync(args) => ops::s3sync::run(&ctx, &args.options(g)),
         Command::Fast(args) => ops::fast::run(&ctx, &args.options(g)),
         Command::Tag(args) => ops::tag::run(&ctx, &args.options(g)),
-        Command::Index(args) => ops::index::run(&ctx.reporter, &args.options(g, &ctx.config.archive)),
+        Command::Index(args) => {
+            ops::index::run(&ctx.reporter, &args.options(g, &ctx.config.archive))
+        }
         Command::Age(args) => ops::age::run(&ctx, &args.options(g)),
         Command::Status(args) => ops::status::run(&ctx, &args.options(g)),
     }
@@ -51,7 +57,16 @@ fn run(cli: &Cli) -> Result<Outcome> {
 /// on a target) read no configuration: a target has none.
 fn run_without_config(cli: &Cli) -> Result<Option<Outcome>> {
     let g = &cli.global;
-    let reporter = || Reporter::new(if g.quiet { 0 } else { 1u8.saturating_add(g.verbose) }, g.json);
+    let reporter = || {
+        Reporter::new(
+            if g.quiet {
+                0
+            } else {
+                1u8.saturating_add(g.verbose)
+            },
+            g.json,
+        )
+    };
     match &cli.command {
         Command::Index(args) if args.archive.is_some() => {
             ops::index::run(&reporter(), &args.options(g, std::path::Path::new(""))).map(Some)

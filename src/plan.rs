@@ -37,7 +37,10 @@ pub enum SendReason {
     /// Not on the target.
     Missing,
     /// On the target with another descpkg mtime.
-    Changed { target_mtime: i64, source_mtime: i64 },
+    Changed {
+        target_mtime: i64,
+        source_mtime: i64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -60,7 +63,11 @@ impl std::fmt::Display for SkipReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SkipReason::Writable { since } => {
-                write!(f, "still writable (since {})", crate::clock::rfc3339(*since))
+                write!(
+                    f,
+                    "still writable (since {})",
+                    crate::clock::rfc3339(*since)
+                )
             }
             SkipReason::NotInArchive => f.write_str("not in the source archive"),
         }
@@ -76,29 +83,47 @@ pub fn plan(set: &CurrentSet, listing: &Listing, now: i64, grace: Duration) -> P
         let on_target = listing.versions.get(pv).copied();
         match entry {
             SourceEntry::Missing | SourceEntry::Alias(_) => {
-                plan.skipped.push(Skipped { pv: pv.clone(), reason: SkipReason::NotInArchive });
+                plan.skipped.push(Skipped {
+                    pv: pv.clone(),
+                    reason: SkipReason::NotInArchive,
+                });
             }
-            SourceEntry::Version { descpkg_mtime, writable_since } => {
+            SourceEntry::Version {
+                descpkg_mtime,
+                writable_since,
+            } => {
                 if on_target == Some(*descpkg_mtime) {
                     plan.up_to_date += 1;
                     continue;
                 }
                 if let Some(since) = writable_since {
                     if !past_grace(*since, now, grace) {
-                        plan.skipped.push(Skipped { pv: pv.clone(), reason: SkipReason::Writable { since: *since } });
+                        plan.skipped.push(Skipped {
+                            pv: pv.clone(),
+                            reason: SkipReason::Writable { since: *since },
+                        });
                         continue;
                     }
                 }
                 let reason = match on_target {
                     None => SendReason::Missing,
-                    Some(t) => SendReason::Changed { target_mtime: t, source_mtime: *descpkg_mtime },
+                    Some(t) => SendReason::Changed {
+                        target_mtime: t,
+                        source_mtime: *descpkg_mtime,
+                    },
                 };
-                plan.send.push(Send { pv: pv.clone(), reason });
+                plan.send.push(Send {
+                    pv: pv.clone(),
+                    reason,
+                });
             }
         }
     }
     for alias in &set.aliases {
-        let current = listing.aliases.iter().find(|a| a.package == alias.package && a.alias == alias.alias);
+        let current = listing
+            .aliases
+            .iter()
+            .find(|a| a.package == alias.package && a.alias == alias.alias);
         if current.map(|a| &a.version) != Some(&alias.version) {
             plan.links.push(alias.clone());
         }
@@ -109,7 +134,12 @@ pub fn plan(set: &CurrentSet, listing: &Listing, now: i64, grace: Duration) -> P
 
 /// Package-versions on the target that aging may remove. Empty when the
 /// current set is empty: an empty answer never deletes anything.
-pub fn excess(set: &CurrentSet, listing: &Listing, now: i64, grace: Duration) -> Vec<PackageVersion> {
+pub fn excess(
+    set: &CurrentSet,
+    listing: &Listing,
+    now: i64,
+    grace: Duration,
+) -> Vec<PackageVersion> {
     if set.is_empty() {
         return Vec::new();
     }
@@ -143,7 +173,10 @@ mod tests {
     }
 
     fn released(mtime: i64) -> SourceEntry {
-        SourceEntry::Version { descpkg_mtime: mtime, writable_since: None }
+        SourceEntry::Version {
+            descpkg_mtime: mtime,
+            writable_since: None,
+        }
     }
 
     const NOW: i64 = 1_000_000;
@@ -162,8 +195,17 @@ mod tests {
         assert_eq!(
             p.send,
             vec![
-                Send { pv: pv("a", "1"), reason: SendReason::Missing },
-                Send { pv: pv("c", "1"), reason: SendReason::Changed { target_mtime: 299, source_mtime: 300 } },
+                Send {
+                    pv: pv("a", "1"),
+                    reason: SendReason::Missing
+                },
+                Send {
+                    pv: pv("c", "1"),
+                    reason: SendReason::Changed {
+                        target_mtime: 299,
+                        source_mtime: 300
+                    }
+                },
             ]
         );
         assert_eq!(p.up_to_date, 1);
@@ -173,8 +215,20 @@ mod tests {
     #[test]
     fn writable_waits_for_the_grace() {
         let mut set = CurrentSet::default();
-        set.versions.insert(pv("w", "1"), SourceEntry::Version { descpkg_mtime: 5, writable_since: Some(NOW - 10) });
-        set.versions.insert(pv("old", "1"), SourceEntry::Version { descpkg_mtime: 5, writable_since: Some(NOW - 7200) });
+        set.versions.insert(
+            pv("w", "1"),
+            SourceEntry::Version {
+                descpkg_mtime: 5,
+                writable_since: Some(NOW - 10),
+            },
+        );
+        set.versions.insert(
+            pv("old", "1"),
+            SourceEntry::Version {
+                descpkg_mtime: 5,
+                writable_since: Some(NOW - 7200),
+            },
+        );
         set.versions.insert(pv("gone", "1"), SourceEntry::Missing);
         let p = plan(&set, &Listing::default(), NOW, GRACE);
         assert_eq!(p.send.len(), 1);
@@ -182,8 +236,14 @@ mod tests {
         assert_eq!(
             p.skipped,
             vec![
-                Skipped { pv: pv("gone", "1"), reason: SkipReason::NotInArchive },
-                Skipped { pv: pv("w", "1"), reason: SkipReason::Writable { since: NOW - 10 } },
+                Skipped {
+                    pv: pv("gone", "1"),
+                    reason: SkipReason::NotInArchive
+                },
+                Skipped {
+                    pv: pv("w", "1"),
+                    reason: SkipReason::Writable { since: NOW - 10 }
+                },
             ]
         );
         // A writable package already on the target with the same mtime is up to date.
@@ -194,7 +254,11 @@ mod tests {
 
     #[test]
     fn aliases_link_only_when_they_differ() {
-        let alias = |v: &str| Alias { package: Name::new("j").unwrap(), alias: Name::new("cur").unwrap(), version: Name::new(v).unwrap() };
+        let alias = |v: &str| Alias {
+            package: Name::new("j").unwrap(),
+            alias: Name::new("cur").unwrap(),
+            version: Name::new(v).unwrap(),
+        };
         let mut set = CurrentSet::default();
         set.versions.insert(pv("j", "2"), released(1));
         set.aliases.insert(alias("2"));
@@ -219,7 +283,14 @@ mod tests {
         listing.versions.insert(pv("pinned", "1"), 10);
         set.protected.insert(pv("pinned", "1"));
         listing.versions.insert(pv("j", "1"), 10);
-        listing.aliases.push(Alias { package: Name::new("j").unwrap(), alias: Name::new("cur").unwrap(), version: Name::new("1").unwrap() });
-        assert_eq!(plan(&set, &listing, NOW, GRACE).excess, vec![pv("old", "1")]);
+        listing.aliases.push(Alias {
+            package: Name::new("j").unwrap(),
+            alias: Name::new("cur").unwrap(),
+            version: Name::new("1").unwrap(),
+        });
+        assert_eq!(
+            plan(&set, &listing, NOW, GRACE).excess,
+            vec![pv("old", "1")]
+        );
     }
 }

@@ -38,7 +38,13 @@ impl Reporter {
         let tty = std::io::stderr().is_terminal();
         let bars = (tty && verbosity >= 1 && !json)
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-        Reporter { verbosity, json, tty, log_file: None, bars }
+        Reporter {
+            verbosity,
+            json,
+            tty,
+            log_file: None,
+            bars,
+        }
     }
 
     pub fn set_log_file(&mut self, path: &Path) -> Result<()> {
@@ -61,7 +67,11 @@ impl Reporter {
 
     /// Logs one line about `target` (empty for none) at `level`.
     pub fn log(&self, level: Level, target: &str, message: &str) {
-        let prefix = if target.is_empty() { String::new() } else { format!("{target}: ") };
+        let prefix = if target.is_empty() {
+            String::new()
+        } else {
+            format!("{target}: ")
+        };
         let stamp = crate::clock::rfc3339(crate::clock::now());
         if let Some(file) = &self.log_file {
             if level <= Level::Detail {
@@ -72,7 +82,11 @@ impl Reporter {
         if level as u8 > self.verbosity {
             return;
         }
-        let line = if self.tty { format!("{prefix}{message}") } else { format!("{stamp} {prefix}{message}") };
+        let line = if self.tty {
+            format!("{prefix}{message}")
+        } else {
+            format!("{stamp} {prefix}{message}")
+        };
         match &self.bars {
             Some(bars) => {
                 let _ = bars.println(&line);
@@ -118,7 +132,12 @@ impl Reporter {
     pub fn summary(&self, line: &str) {
         if let Some(file) = &self.log_file {
             let mut f = file.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = writeln!(f, "{} blat[{}] {line}", crate::clock::rfc3339(crate::clock::now()), std::process::id());
+            let _ = writeln!(
+                f,
+                "{} blat[{}] {line}",
+                crate::clock::rfc3339(crate::clock::now()),
+                std::process::id()
+            );
         }
         if self.json {
             if self.verbosity >= 1 {
@@ -136,9 +155,11 @@ impl Reporter {
         let bar = self.bars.as_ref().map(|bars| {
             let bar = bars.add(ProgressBar::new(packages as u64));
             bar.set_style(
-                ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {pos}/{len} packages {msg} {elapsed}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix:.bold} [{bar:30}] {pos}/{len} packages {msg} {elapsed}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             );
             bar.set_prefix(target.to_string());
             bar

@@ -101,7 +101,9 @@ impl State {
             // Read the version inside a write transaction, so two processes
             // opening a new state file at once (cron starting fast and sync
             // in the same minute) take turns instead of both migrating.
-            let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
             let version = version as usize;
             if version > MIGRATIONS.len() {
@@ -157,7 +159,8 @@ impl State {
 
     /// Forgets a run that turned out not to happen (a target not yet due).
     pub fn discard_run(&self, id: i64) -> Result<()> {
-        self.conn.execute("DELETE FROM runs WHERE id = ?1", params![id])?;
+        self.conn
+            .execute("DELETE FROM runs WHERE id = ?1", params![id])?;
         Ok(())
     }
 
@@ -235,14 +238,18 @@ impl State {
 
     /// Forgets the attempts at a tag that was consumed or rejected.
     pub fn forget_tag(&self, target: &str, tag: &str) -> Result<()> {
-        self.conn.execute("DELETE FROM tags WHERE target = ?1 AND tag = ?2", params![target, tag])?;
+        self.conn.execute(
+            "DELETE FROM tags WHERE target = ?1 AND tag = ?2",
+            params![target, tag],
+        )?;
         Ok(())
     }
 
     /// Tags of `target` that failed at least once: (tag, attempts, last error).
     pub fn tag_attempts(&self, target: &str) -> Result<Vec<(String, u32, Option<String>)>> {
-        let mut stmt =
-            self.conn.prepare("SELECT tag, attempts, last_error FROM tags WHERE target = ?1 ORDER BY tag")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT tag, attempts, last_error FROM tags WHERE target = ?1 ORDER BY tag")?;
         let rows = stmt.query_map(params![target], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -259,12 +266,17 @@ impl State {
 
     /// Replaces all aging marks of `target` in one transaction, so a pass
     /// that dies half-way leaves the marks of the pass before.
-    pub fn set_marks<'a>(&self, target: &str, marks: impl IntoIterator<Item = (&'a str, &'a str, i64)>) -> Result<()> {
+    pub fn set_marks<'a>(
+        &self,
+        target: &str,
+        marks: impl IntoIterator<Item = (&'a str, &'a str, i64)>,
+    ) -> Result<()> {
         let tx = self.conn.unchecked_transaction()?;
         tx.execute("DELETE FROM marks WHERE target = ?1", params![target])?;
         {
-            let mut insert =
-                tx.prepare("INSERT INTO marks (target, package, version, first_seen) VALUES (?1, ?2, ?3, ?4)")?;
+            let mut insert = tx.prepare(
+                "INSERT INTO marks (target, package, version, first_seen) VALUES (?1, ?2, ?3, ?4)",
+            )?;
             for (package, version, first_seen) in marks {
                 insert.execute(params![target, package, version, first_seen])?;
             }
@@ -282,13 +294,20 @@ mod tests {
     fn migrates_and_records_runs() {
         let dir = tempfile::tempdir().unwrap();
         let state = State::open(dir.path()).unwrap();
-        let v: i64 = state.conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        let v: i64 = state
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
         assert_eq!(v as usize, MIGRATIONS.len());
         let id = state.start_run("a", "sync", 100).unwrap();
         assert_eq!(state.last_success("a", "sync").unwrap(), None);
-        state.finish_run(id, 110, Outcome::Done, "ok", None).unwrap();
+        state
+            .finish_run(id, 110, Outcome::Done, "ok", None)
+            .unwrap();
         let id = state.start_run("a", "sync", 200).unwrap();
-        state.finish_run(id, 210, Outcome::Failed, "", Some("boom")).unwrap();
+        state
+            .finish_run(id, 210, Outcome::Failed, "", Some("boom"))
+            .unwrap();
         assert_eq!(state.last_success("a", "sync").unwrap(), Some(110));
         let runs = state.last_runs("a").unwrap();
         assert_eq!(runs.len(), 1);
@@ -306,14 +325,19 @@ mod tests {
         let threads: Vec<_> = (0..8)
             .map(|_| {
                 let path = path.clone();
-                std::thread::spawn(move || State::open(&path).map(|_| ()).map_err(|e| format!("{e:#}")))
+                std::thread::spawn(move || {
+                    State::open(&path).map(|_| ()).map_err(|e| format!("{e:#}"))
+                })
             })
             .collect();
         for t in threads {
             t.join().unwrap().unwrap();
         }
         let state = State::open(&path).unwrap();
-        let v: i64 = state.conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        let v: i64 = state
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
         assert_eq!(v as usize, MIGRATIONS.len());
     }
 
@@ -324,7 +348,10 @@ mod tests {
         assert_eq!(state.tag_failed("a", "p::1", "first").unwrap(), 1);
         assert_eq!(state.tag_failed("a", "p::1", "second").unwrap(), 2);
         assert_eq!(state.tag_failed("b", "p::1", "other target").unwrap(), 1);
-        assert_eq!(state.tag_attempts("a").unwrap(), vec![("p::1".to_string(), 2, Some("second".to_string()))]);
+        assert_eq!(
+            state.tag_attempts("a").unwrap(),
+            vec![("p::1".to_string(), 2, Some("second".to_string()))]
+        );
         state.forget_tag("a", "p::1").unwrap();
         assert!(state.tag_attempts("a").unwrap().is_empty());
         assert_eq!(state.tag_attempts("b").unwrap().len(), 1);

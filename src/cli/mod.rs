@@ -39,7 +39,14 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Configuration directory (blat.toml and targets/*.conf)
-    #[arg(short = 'c', long = "config", env = "BLAT_CONFIG", default_value = "/etc/blat", global = true, value_name = "DIR")]
+    #[arg(
+        short = 'c',
+        long = "config",
+        env = "BLAT_CONFIG",
+        default_value = "/etc/blat",
+        global = true,
+        value_name = "DIR"
+    )]
     pub config: PathBuf,
     /// More output: -v lists each package, -vv debug
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
@@ -63,7 +70,10 @@ pub struct GlobalArgs {
 
 impl GlobalArgs {
     pub fn selection(&self) -> Selection {
-        Selection { targets: self.target.clone(), all: self.all }
+        Selection {
+            targets: self.target.clone(),
+            all: self.all,
+        }
     }
 }
 

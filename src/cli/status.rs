@@ -19,6 +19,9 @@ pub struct StatusArgs {
 
 impl StatusArgs {
     pub fn options(&self, global: &GlobalArgs) -> StatusOptions {
-        StatusOptions { selection: global.selection(), metrics: self.metrics.clone() }
+        StatusOptions {
+            selection: global.selection(),
+            metrics: self.metrics.clone(),
+        }
     }
 }

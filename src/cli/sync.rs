@@ -19,6 +19,10 @@ pub struct SyncArgs {
 
 impl SyncArgs {
     pub fn options(&self, global: &GlobalArgs) -> SyncOptions {
-        SyncOptions { selection: global.selection(), due: self.due, force: self.force }
+        SyncOptions {
+            selection: global.selection(),
+            due: self.due,
+            force: self.force,
+        }
     }
 }

@@ -136,9 +136,7 @@ pub struct ArchiveTarget {
 
 #[derive(Clone, Debug)]
 pub enum Transport {
-    Local {
-        path: PathBuf,
-    },
+    Local { path: PathBuf },
     Ssh(SshConfig),
 }
 
@@ -173,7 +171,9 @@ pub enum Compression {
 impl Compression {
     pub fn parse(text: &str) -> Result<Compression, String> {
         let bad = || {
-            format!("invalid compression '{text}': expected none, gzip, gzip:1-9, zstd or zstd:1-19")
+            format!(
+                "invalid compression '{text}': expected none, gzip, gzip:1-9, zstd or zstd:1-19"
+            )
         };
         let (name, level) = match text.split_once(':') {
             Some((n, l)) => (n, Some(l.parse::<i64>().map_err(|_| bad())?)),
@@ -233,8 +233,12 @@ impl<'de> Deserialize<'de> for DurationValue {
             de::Error::custom("expected a duration: seconds or a string like \"1h10m\"")
         })? {
             Raw::Int(n) if n >= 0 => Ok(DurationValue(Duration::from_secs(n as u64))),
-            Raw::Int(n) => Err(de::Error::custom(format!("invalid duration {n}: must not be negative"))),
-            Raw::Text(t) => units::parse_duration(&t).map(DurationValue).map_err(de::Error::custom),
+            Raw::Int(n) => Err(de::Error::custom(format!(
+                "invalid duration {n}: must not be negative"
+            ))),
+            Raw::Text(t) => units::parse_duration(&t)
+                .map(DurationValue)
+                .map_err(de::Error::custom),
         }
     }
 }
@@ -254,9 +258,15 @@ impl<'de> Deserialize<'de> for SizeValue {
         match Raw::deserialize(d)
             .map_err(|_| de::Error::custom("expected a size: a number or a string like \"2g\""))?
         {
-            Raw::Int(n) if n >= 0 => units::parse_size(&n.to_string()).map(SizeValue).map_err(de::Error::custom),
-            Raw::Int(n) => Err(de::Error::custom(format!("invalid size {n}: must not be negative"))),
-            Raw::Text(t) => units::parse_size(&t).map(SizeValue).map_err(de::Error::custom),
+            Raw::Int(n) if n >= 0 => units::parse_size(&n.to_string())
+                .map(SizeValue)
+                .map_err(de::Error::custom),
+            Raw::Int(n) => Err(de::Error::custom(format!(
+                "invalid size {n}: must not be negative"
+            ))),
+            Raw::Text(t) => units::parse_size(&t)
+                .map(SizeValue)
+                .map_err(de::Error::custom),
         }
     }
 }
@@ -354,7 +364,11 @@ impl Source<'_> {
         format!("{}:{line}:{col}", self.path.display())
     }
 
-    fn error(&self, span: std::ops::Range<usize>, message: impl std::fmt::Display) -> anyhow::Error {
+    fn error(
+        &self,
+        span: std::ops::Range<usize>,
+        message: impl std::fmt::Display,
+    ) -> anyhow::Error {
         UsageError(format!("{}: {message}", self.at(span.start))).into()
     }
 
@@ -364,7 +378,11 @@ impl Source<'_> {
                 Some(span) => self.at(span.start),
                 None => format!("{}", self.path.display()),
             };
-            UsageError(format!("{place}: {}", e.message().trim().replace('\n', " "))).into()
+            UsageError(format!(
+                "{place}: {}",
+                e.message().trim().replace('\n', " ")
+            ))
+            .into()
         })
     }
 
@@ -387,11 +405,18 @@ impl Config {
     pub fn load(dir: &Path) -> Result<Config> {
         // Absolute, so that paths handed to the receiver mean the same thing
         // wherever it runs.
-        let dir = &std::path::absolute(dir)
-            .map_err(|e| UsageError(format!("{}: bad configuration directory: {e}", dir.display())))?;
+        let dir = &std::path::absolute(dir).map_err(|e| {
+            UsageError(format!(
+                "{}: bad configuration directory: {e}",
+                dir.display()
+            ))
+        })?;
         let global_path = dir.join("blat.toml");
         let text = read(&global_path)?;
-        let src = Source { path: &global_path, text: &text };
+        let src = Source {
+            path: &global_path,
+            text: &text,
+        };
         let raw: RawGlobal = src.parse()?;
         let archive = src.resolve(&raw.archive)?;
         let state_dir = src.resolve(&raw.state_dir)?;
@@ -426,7 +451,10 @@ impl Config {
                     )));
                 }
                 let text = read(&path)?;
-                let src = Source { path: &path, text: &text };
+                let src = Source {
+                    path: &path,
+                    text: &text,
+                };
                 targets.push(target(&src, name)?);
             }
         }
@@ -453,17 +481,24 @@ fn release_manager(src: &Source, raw: RawReleaseManager) -> Result<ReleaseManage
     match raw.kind.get_ref().as_str() {
         "sqlite" => {
             let path = raw.path.as_ref().ok_or_else(|| {
-                src.error(raw.kind.span(), "kind = \"sqlite\" needs `path` (the database file)")
+                src.error(
+                    raw.kind.span(),
+                    "kind = \"sqlite\" needs `path` (the database file)",
+                )
             })?;
             for (key, set) in [
                 ("connection_string", raw.connection_string.is_some()),
                 ("dsn", raw.dsn.is_some()),
             ] {
                 if set {
-                    return Err(src.error(raw.kind.span(), format!("`{key}` is for kind = \"odbc\"")));
+                    return Err(
+                        src.error(raw.kind.span(), format!("`{key}` is for kind = \"odbc\""))
+                    );
                 }
             }
-            Ok(ReleaseManagerConfig::Sqlite { path: src.resolve(path)? })
+            Ok(ReleaseManagerConfig::Sqlite {
+                path: src.resolve(path)?,
+            })
         }
         "odbc" => {
             if raw.connection_string.is_none() == raw.dsn.is_none() {
@@ -480,7 +515,11 @@ fn release_manager(src: &Source, raw: RawReleaseManager) -> Result<ReleaseManage
                 dsn: raw.dsn,
                 user: raw.user,
                 password_env: raw.password_env,
-                password_file: raw.password_file.as_ref().map(|p| src.resolve(p)).transpose()?,
+                password_file: raw
+                    .password_file
+                    .as_ref()
+                    .map(|p| src.resolve(p))
+                    .transpose()?,
                 login_timeout: raw.login_timeout.map_or(Duration::from_secs(15), |d| d.0),
                 query_timeout: raw.query_timeout.map_or(Duration::from_secs(120), |d| d.0),
                 queries: raw.queries,
@@ -507,7 +546,10 @@ fn target(src: &Source, name: &str) -> Result<TargetConfig> {
         ("host", raw.host.as_ref().map(|v| v.span())),
         ("user", raw.user.as_ref().map(|v| v.span())),
         ("identity", raw.identity.as_ref().map(|v| v.span())),
-        ("remote_archive", raw.remote_archive.as_ref().map(|v| v.span())),
+        (
+            "remote_archive",
+            raw.remote_archive.as_ref().map(|v| v.span()),
+        ),
         ("compression", raw.compression.as_ref().map(|v| v.span())),
     ];
     let s3_keys = [
@@ -517,13 +559,19 @@ fn target(src: &Source, name: &str) -> Result<TargetConfig> {
     let kind = match raw.kind.get_ref().as_str() {
         "archive" => {
             if let Some((key, Some(span))) = s3_keys.iter().find(|(_, s)| s.is_some()) {
-                return Err(src.error(span.clone(), format!("`{key}` is for kind = \"s3\" targets")));
+                return Err(src.error(
+                    span.clone(),
+                    format!("`{key}` is for kind = \"s3\" targets"),
+                ));
             }
             TargetKind::Archive(archive_target(src, &raw, parallel)?)
         }
         "s3" => {
             if let Some((key, Some(span))) = archive_keys.iter().find(|(_, s)| s.is_some()) {
-                return Err(src.error(span.clone(), format!("`{key}` is for kind = \"archive\" targets")));
+                return Err(src.error(
+                    span.clone(),
+                    format!("`{key}` is for kind = \"archive\" targets"),
+                ));
             }
             let bucket = raw
                 .bucket
@@ -531,7 +579,11 @@ fn target(src: &Source, name: &str) -> Result<TargetConfig> {
                 .ok_or_else(|| src.error(raw.kind.span(), "kind = \"s3\" needs `bucket`"))?;
             TargetKind::S3(S3Target {
                 bucket: bucket.get_ref().clone(),
-                prefix: raw.prefix.as_ref().map(|p| p.get_ref().clone()).unwrap_or_default(),
+                prefix: raw
+                    .prefix
+                    .as_ref()
+                    .map(|p| p.get_ref().clone())
+                    .unwrap_or_default(),
                 region: raw.region.clone(),
                 endpoint: raw.endpoint.clone(),
                 parallel,
@@ -552,7 +604,10 @@ fn target(src: &Source, name: &str) -> Result<TargetConfig> {
     let mut projects = Vec::new();
     for p in &raw.projects {
         if p.get_ref().is_empty() || p.get_ref().contains('/') {
-            return Err(src.error(p.span(), format!("invalid project '{}': expected a project name", p.get_ref())));
+            return Err(src.error(
+                p.span(),
+                format!("invalid project '{}': expected a project name", p.get_ref()),
+            ));
         }
         projects.push(p.get_ref().clone());
     }
@@ -561,7 +616,11 @@ fn target(src: &Source, name: &str) -> Result<TargetConfig> {
         packages.push(PackageVersion::parse(p.get_ref(), "/").map_err(|e| src.error(p.span(), e))?);
     }
     let aging = match &raw.aging {
-        None => Aging { method: AgingMethod::None, after: Duration::from_secs(14 * 86400), max_delete: 50 },
+        None => Aging {
+            method: AgingMethod::None,
+            after: Duration::from_secs(14 * 86400),
+            max_delete: 50,
+        },
         Some(a) => {
             let method = match a.method.get_ref().as_str() {
                 "none" => AgingMethod::None,
@@ -576,7 +635,10 @@ fn target(src: &Source, name: &str) -> Result<TargetConfig> {
                 }
             };
             if method == AgingMethod::Target && matches!(kind, TargetKind::S3(_)) {
-                return Err(src.error(a.method.span(), "aging method \"target\" is for archive targets"));
+                return Err(src.error(
+                    a.method.span(),
+                    "aging method \"target\" is for archive targets",
+                ));
             }
             Aging {
                 method,
@@ -592,22 +654,32 @@ fn target(src: &Source, name: &str) -> Result<TargetConfig> {
         releases,
         projects,
         packages,
-        writable_grace: raw.writable_grace.map_or(Duration::from_secs(3600), |d| d.0),
-        sync_interval: raw.sync_interval.map_or(Duration::from_secs(4 * 3600), |d| d.0),
+        writable_grace: raw
+            .writable_grace
+            .map_or(Duration::from_secs(3600), |d| d.0),
+        sync_interval: raw
+            .sync_interval
+            .map_or(Duration::from_secs(4 * 3600), |d| d.0),
         tag_retries: raw.tag_retries.unwrap_or(10),
         aging,
     })
 }
 
 fn archive_target(src: &Source, raw: &RawTarget, parallel: usize) -> Result<ArchiveTarget> {
-    let transport_name = raw.transport.as_ref().map_or("ssh", |t| t.get_ref().as_str());
+    let transport_name = raw
+        .transport
+        .as_ref()
+        .map_or("ssh", |t| t.get_ref().as_str());
     let transport = match transport_name {
         "local" => {
             for (key, span) in [
                 ("host", raw.host.as_ref().map(|v| v.span())),
                 ("user", raw.user.as_ref().map(|v| v.span())),
                 ("identity", raw.identity.as_ref().map(|v| v.span())),
-                ("remote_archive", raw.remote_archive.as_ref().map(|v| v.span())),
+                (
+                    "remote_archive",
+                    raw.remote_archive.as_ref().map(|v| v.span()),
+                ),
             ] {
                 if let Some(span) = span {
                     return Err(src.error(span, format!("`{key}` is for transport = \"ssh\"")));
@@ -615,13 +687,21 @@ fn archive_target(src: &Source, raw: &RawTarget, parallel: usize) -> Result<Arch
             }
             let path = raw.path.as_ref().ok_or_else(|| {
                 let span = raw.transport.as_ref().map_or(raw.kind.span(), |t| t.span());
-                src.error(span, "transport = \"local\" needs `path` (the target archive directory)")
+                src.error(
+                    span,
+                    "transport = \"local\" needs `path` (the target archive directory)",
+                )
             })?;
-            Transport::Local { path: src.resolve(path)? }
+            Transport::Local {
+                path: src.resolve(path)?,
+            }
         }
         "ssh" => {
             if let Some(p) = &raw.path {
-                return Err(src.error(p.span(), "`path` is for transport = \"local\"; use `remote_archive`"));
+                return Err(src.error(
+                    p.span(),
+                    "`path` is for transport = \"local\"; use `remote_archive`",
+                ));
             }
             let need = |v: &Option<Spanned<String>>, key: &str| -> Result<Spanned<String>> {
                 v.clone().ok_or_else(|| {
@@ -651,7 +731,10 @@ fn archive_target(src: &Source, raw: &RawTarget, parallel: usize) -> Result<Arch
         }
         other => {
             let span = raw.transport.as_ref().map(|t| t.span()).unwrap_or(0..0);
-            return Err(src.error(span, format!("unknown transport '{other}': expected \"ssh\" or \"local\"")));
+            return Err(src.error(
+                span,
+                format!("unknown transport '{other}': expected \"ssh\" or \"local\""),
+            ));
         }
     };
     let compression = match &raw.compression {
@@ -715,7 +798,11 @@ max_delete = 50
         let bucket = "kind = \"s3\"\nbucket = \"b\"\nprefix = \"packages/\"\nregion = \"us-east-1\"\nendpoint = \"http://127.0.0.1:9000\"\n[aging]\nmethod = \"none\"\n";
         let dir = write_config(
             GLOBAL,
-            &[("site-a.conf", site), ("ci-bucket.conf", bucket), ("new.conf.new", "garbage =")],
+            &[
+                ("site-a.conf", site),
+                ("ci-bucket.conf", bucket),
+                ("new.conf.new", "garbage ="),
+            ],
         );
         let c = Config::load(dir.path()).unwrap();
         assert_eq!(c.state_dir, dir.path().join("state"));
@@ -734,12 +821,21 @@ max_delete = 50
             Transport::Ssh(s) => assert_eq!((s.port, s.user.as_str()), (2222, "pkgadmin")),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(c.target("ci-bucket").unwrap().kind, TargetKind::S3(_)));
+        assert!(matches!(
+            c.target("ci-bucket").unwrap().kind,
+            TargetKind::S3(_)
+        ));
     }
 
     #[test]
     fn unknown_key_names_file_line_column() {
-        let err = load_err(GLOBAL, &[("x.conf", "kind = \"archive\"\ntransport = \"local\"\npath = \"/t\"\n  colour = 3\n")]);
+        let err = load_err(
+            GLOBAL,
+            &[(
+                "x.conf",
+                "kind = \"archive\"\ntransport = \"local\"\npath = \"/t\"\n  colour = 3\n",
+            )],
+        );
         assert!(err.contains("targets/x.conf:4:3:"), "{err}");
         assert!(err.contains("unknown field `colour`"), "{err}");
         assert!(!err.contains('\n'), "one line: {err}");
@@ -748,31 +844,60 @@ max_delete = 50
     #[test]
     fn bad_values_name_their_place() {
         let cases = [
-            ("writable_grace = \"5x\"\n", "x.conf:4:18:", "invalid duration '5x'"),
+            (
+                "writable_grace = \"5x\"\n",
+                "x.conf:4:18:",
+                "invalid duration '5x'",
+            ),
             ("min_free = \"2t\"\n", "x.conf:4:12:", "invalid size '2t'"),
-            ("compression = \"lz4\"\n", "x.conf:4:15:", "invalid compression 'lz4'"),
-            ("packages = [\"nopin\"]\n", "x.conf:4:13:", "expected package/version"),
-            ("releases = [\"R1\"]\n", "x.conf:4:13:", "expected PROJECT/RELEASE"),
+            (
+                "compression = \"lz4\"\n",
+                "x.conf:4:15:",
+                "invalid compression 'lz4'",
+            ),
+            (
+                "packages = [\"nopin\"]\n",
+                "x.conf:4:13:",
+                "expected package/version",
+            ),
+            (
+                "releases = [\"R1\"]\n",
+                "x.conf:4:13:",
+                "expected PROJECT/RELEASE",
+            ),
             ("parallel = 0\n", "x.conf:4:12:", "expected 1 to 64"),
             ("bucket = \"b\"\n", "x.conf:4:10:", "is for kind = \"s3\""),
-            ("[aging]\nmethod = \"sometimes\"\n", "x.conf:5:10:", "unknown aging method"),
+            (
+                "[aging]\nmethod = \"sometimes\"\n",
+                "x.conf:5:10:",
+                "unknown aging method",
+            ),
         ];
         for (extra, place, msg) in cases {
             let text = format!("kind = \"archive\"\ntransport = \"local\"\npath = \"/t\"\n{extra}");
             let err = load_err(GLOBAL, &[("x.conf", &text)]);
-            assert!(err.contains(place) && err.contains(msg), "{extra:?} gave: {err}");
+            assert!(
+                err.contains(place) && err.contains(msg),
+                "{extra:?} gave: {err}"
+            );
         }
     }
 
     #[test]
     fn global_errors() {
         let err = load_err("archive = \"/a\"\n", &[]);
-        assert!(err.contains("blat.toml") && err.contains("missing field"), "{err}");
+        assert!(
+            err.contains("blat.toml") && err.contains("missing field"),
+            "{err}"
+        );
         let err = load_err(
             "archive = \"/a\"\nstate_dir = \"/s\"\n[release_manager]\nkind = \"oracle\"\n",
             &[],
         );
-        assert!(err.contains("blat.toml:4:8:") && err.contains("unknown release_manager kind"), "{err}");
+        assert!(
+            err.contains("blat.toml:4:8:") && err.contains("unknown release_manager kind"),
+            "{err}"
+        );
         // Before the [release_manager] table, or it would be one of its keys.
         let err = load_err(&format!("fast_poll = \"soon\"\n{GLOBAL}"), &[]);
         assert!(err.contains("invalid duration 'soon'"), "{err}");
@@ -783,8 +908,17 @@ max_delete = 50
 
     #[test]
     fn ssh_needs_its_keys() {
-        let err = load_err(GLOBAL, &[("s.conf", "kind = \"archive\"\ntransport = \"ssh\"\nhost = \"h\"\n")]);
-        assert!(err.contains("s.conf:2:13:") && err.contains("needs `user`"), "{err}");
+        let err = load_err(
+            GLOBAL,
+            &[(
+                "s.conf",
+                "kind = \"archive\"\ntransport = \"ssh\"\nhost = \"h\"\n",
+            )],
+        );
+        assert!(
+            err.contains("s.conf:2:13:") && err.contains("needs `user`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -793,7 +927,9 @@ max_delete = 50
         assert_eq!(Compression::parse("gzip:1"), Ok(Compression::Gzip(1)));
         assert_eq!(Compression::parse("zstd:19"), Ok(Compression::Zstd(19)));
         assert_eq!(Compression::parse("none"), Ok(Compression::None));
-        for bad in ["gzip:0", "gzip:10", "zstd:20", "zstd:x", "none:1", "lz4", ""] {
+        for bad in [
+            "gzip:0", "gzip:10", "zstd:20", "zstd:x", "none:1", "lz4", "",
+        ] {
             assert!(Compression::parse(bad).is_err(), "{bad}");
         }
     }

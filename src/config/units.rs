@@ -55,8 +55,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Parses a size in bytes: a number with suffix `k` (KiB, also the default),
 /// `b` (a 1 KiB block), `m` (MiB) or `g` (GiB).
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let expected =
-        || format!("invalid size '{text}': expected a number with suffix k, b, m or g (e.g. 512k, 2g)");
+    let expected = || {
+        format!("invalid size '{text}': expected a number with suffix k, b, m or g (e.g. 512k, 2g)")
+    };
     let t = text.trim();
     let (number, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         Some((i, _)) => t.split_at(i),
@@ -124,13 +125,27 @@ mod tests {
             ("1h1h", 7200),
             (" 14d ", 14 * 86400),
         ] {
-            assert_eq!(parse_duration(text), Ok(Duration::from_secs(secs)), "{text}");
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_secs(secs)),
+                "{text}"
+            );
         }
     }
 
     #[test]
     fn durations_rejected() {
-        for text in ["", "h", "5x", "1.5h", "-5", "1h30", "5 m", "m5", "99999999999999999999d"] {
+        for text in [
+            "",
+            "h",
+            "5x",
+            "1.5h",
+            "-5",
+            "1h30",
+            "5 m",
+            "m5",
+            "99999999999999999999d",
+        ] {
             let err = parse_duration(text).unwrap_err();
             assert!(err.contains(&format!("'{text}'")), "{err}");
             assert!(err.contains("expected"), "{err}");
@@ -154,7 +169,16 @@ mod tests {
 
     #[test]
     fn sizes_rejected() {
-        for text in ["", "g", "2t", "1.5g", "-1", "2 g", "2gb", "99999999999999999999g"] {
+        for text in [
+            "",
+            "g",
+            "2t",
+            "1.5g",
+            "-1",
+            "2 g",
+            "2gb",
+            "99999999999999999999g",
+        ] {
             let err = parse_size(text).unwrap_err();
             assert!(err.contains(&format!("'{text}'")), "{err}");
         }

@@ -41,7 +41,12 @@ pub struct Context {
 
 impl Context {
     pub fn new(config: Config, reporter: Reporter, dry_run: bool) -> Context {
-        Context { config, reporter, dry_run, source: RefCell::new(None) }
+        Context {
+            config,
+            reporter,
+            dry_run,
+            source: RefCell::new(None),
+        }
     }
 
     /// The release source, opened on first use and shared by all targets.
@@ -54,18 +59,39 @@ impl Context {
     }
 
     /// The targets a selection names, checked against the configuration.
-    pub fn select(&self, selection: &Selection, accept: impl Fn(&TargetConfig) -> bool, what: &str) -> Result<Vec<TargetConfig>> {
+    pub fn select(
+        &self,
+        selection: &Selection,
+        accept: impl Fn(&TargetConfig) -> bool,
+        what: &str,
+    ) -> Result<Vec<TargetConfig>> {
         if selection.all && !selection.targets.is_empty() {
             return Err(UsageError("use either --target or --all, not both".into()).into());
         }
         if selection.all {
-            return Ok(self.config.targets.iter().filter(|t| accept(t)).cloned().collect());
+            return Ok(self
+                .config
+                .targets
+                .iter()
+                .filter(|t| accept(t))
+                .cloned()
+                .collect());
         }
         if selection.targets.is_empty() {
-            let names: Vec<&str> = self.config.targets.iter().filter(|t| accept(t)).map(|t| t.name.as_str()).collect();
+            let names: Vec<&str> = self
+                .config
+                .targets
+                .iter()
+                .filter(|t| accept(t))
+                .map(|t| t.name.as_str())
+                .collect();
             return Err(UsageError(format!(
                 "name the {what} targets with --target NAME or use --all (configured: {})",
-                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
             ))
             .into());
         }
@@ -129,7 +155,12 @@ pub fn for_each_target<R: TargetReport>(
         let frame = run_one(ctx, &state, command, target, &mut pass);
         let line = match (&frame.report, &frame.error) {
             (_, Some(e)) => format!("{}: {command} {}: {e}", target.name, frame.outcome.word()),
-            (Some(r), None) => format!("{}: {command} {}: {}", target.name, frame.outcome.word(), r.summary()),
+            (Some(r), None) => format!(
+                "{}: {command} {}: {}",
+                target.name,
+                frame.outcome.word(),
+                r.summary()
+            ),
             (None, None) => format!("{}: {command} skipped: not due", target.name),
         };
         if frame.error.is_some() {
@@ -139,7 +170,11 @@ pub fn for_each_target<R: TargetReport>(
         }
         frames.push(frame);
     }
-    let outcome = frames.iter().map(|f| f.outcome).max().unwrap_or(Outcome::Done);
+    let outcome = frames
+        .iter()
+        .map(|f| f.outcome)
+        .max()
+        .unwrap_or(Outcome::Done);
     if ctx.reporter.json() {
         let report = CommandReport {
             command: command.to_string(),
@@ -172,7 +207,13 @@ fn run_one<R: TargetReport>(
         Err(e) => return frame(outcome_of(&e), Some(format!("{e:#}")), None),
     };
     let record = !ctx.dry_run;
-    let run_id = if record { state.start_run(&target.name, command, crate::clock::now()).ok() } else { None };
+    let run_id = if record {
+        state
+            .start_run(&target.name, command, crate::clock::now())
+            .ok()
+    } else {
+        None
+    };
     let result = pass(ctx, target);
     let (outcome, error, report) = match result {
         Ok(Some(r)) => (r.outcome(), None, Some(r)),
@@ -183,8 +224,13 @@ fn run_one<R: TargetReport>(
         let _ = state.discard_run(id);
     } else if let Some(id) = run_id {
         let summary = report.as_ref().map(|r| r.summary()).unwrap_or_default();
-        if let Err(e) = state.finish_run(id, crate::clock::now(), outcome, &summary, error.as_deref()) {
-            ctx.reporter.warn(&target.name, &format!("cannot record the run in the state file: {e:#}"));
+        if let Err(e) =
+            state.finish_run(id, crate::clock::now(), outcome, &summary, error.as_deref())
+        {
+            ctx.reporter.warn(
+                &target.name,
+                &format!("cannot record the run in the state file: {e:#}"),
+            );
         }
     }
     frame(outcome, error, report)

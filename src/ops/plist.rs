@@ -20,7 +20,11 @@ impl TargetReport for PlistReport {
         Outcome::Done
     }
     fn summary(&self) -> String {
-        format!("packagelist written: {} package-versions from {} releases", self.packages, self.releases.len())
+        format!(
+            "packagelist written: {} package-versions from {} releases",
+            self.packages,
+            self.releases.len()
+        )
     }
 }
 

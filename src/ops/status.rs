@@ -43,7 +43,10 @@ pub struct Marked {
 
 pub fn run(ctx: &Context, options: &StatusOptions) -> Result<Outcome> {
     let selection = if options.selection.targets.is_empty() {
-        Selection { targets: Vec::new(), all: true }
+        Selection {
+            targets: Vec::new(),
+            all: true,
+        }
     } else {
         options.selection.clone()
     };
@@ -75,12 +78,20 @@ fn target_status(state: &State, tag_dir: &Path, target: &TargetConfig) -> Result
             TargetKind::S3(_) => "s3",
         },
         runs: state.last_runs(&target.name)?,
-        pending_tags: tag::pending(&dir)?.iter().map(|n| n.to_string_lossy().into_owned()).collect(),
+        pending_tags: tag::pending(&dir)?
+            .iter()
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect(),
         rejected_tags: tag::rejected(&dir)?,
         marked: state
             .marks(&target.name)?
             .into_iter()
-            .map(|(package, version, since)| Marked { package, version, since, due: master.then_some(since + after) })
+            .map(|(package, version, since)| Marked {
+                package,
+                version,
+                since,
+                due: master.then_some(since + after),
+            })
             .collect(),
         last_error: state.last_error(&target.name)?,
     })
@@ -108,14 +119,28 @@ pub fn text(statuses: &[TargetStatus]) -> String {
                 r.error.as_deref().or(r.summary.as_deref()).unwrap_or("")
             );
         }
-        let _ = writeln!(out, "  tags: {} pending, {} rejected", s.pending_tags.len(), s.rejected_tags.len());
+        let _ = writeln!(
+            out,
+            "  tags: {} pending, {} rejected",
+            s.pending_tags.len(),
+            s.rejected_tags.len()
+        );
         for r in &s.rejected_tags {
             let _ = writeln!(out, "    rejected {}: {}", r.tag, r.reason);
         }
         let _ = writeln!(out, "  marked for deletion: {}", s.marked.len());
         for m in &s.marked {
-            let due = m.due.map(|d| format!(", deletion due {}", crate::clock::rfc3339(d))).unwrap_or_default();
-            let _ = writeln!(out, "    {}/{} since {}{due}", m.package, m.version, crate::clock::rfc3339(m.since));
+            let due = m
+                .due
+                .map(|d| format!(", deletion due {}", crate::clock::rfc3339(d)))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "    {}/{} since {}{due}",
+                m.package,
+                m.version,
+                crate::clock::rfc3339(m.since)
+            );
         }
         if let Some(e) = &s.last_error {
             let _ = writeln!(
@@ -136,25 +161,53 @@ pub fn metrics(statuses: &[TargetStatus]) -> String {
     let family = |out: &mut String, name: &str, help: &str| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
     };
-    family(&mut out, "blat_last_run_timestamp_seconds", "When the last run of a command on a target finished.");
+    family(
+        &mut out,
+        "blat_last_run_timestamp_seconds",
+        "When the last run of a command on a target finished.",
+    );
     for s in statuses {
         for r in &s.runs {
             if let Some(f) = r.finished {
-                let _ = writeln!(out, "blat_last_run_timestamp_seconds{{target=\"{}\",command=\"{}\"}} {f}", s.target, r.command);
+                let _ = writeln!(
+                    out,
+                    "blat_last_run_timestamp_seconds{{target=\"{}\",command=\"{}\"}} {f}",
+                    s.target, r.command
+                );
             }
         }
     }
-    family(&mut out, "blat_last_run_success", "1 when the last run of a command on a target was done, else 0.");
+    family(
+        &mut out,
+        "blat_last_run_success",
+        "1 when the last run of a command on a target was done, else 0.",
+    );
     for s in statuses {
         for r in &s.runs {
             let ok = u8::from(r.outcome.as_deref() == Some("done"));
-            let _ = writeln!(out, "blat_last_run_success{{target=\"{}\",command=\"{}\"}} {ok}", s.target, r.command);
+            let _ = writeln!(
+                out,
+                "blat_last_run_success{{target=\"{}\",command=\"{}\"}} {ok}",
+                s.target, r.command
+            );
         }
     }
     for (name, help, value) in [
-        ("blat_pending_tags", "Tags waiting in the target's tag directory.", &(|s: &TargetStatus| s.pending_tags.len()) as &dyn Fn(&TargetStatus) -> usize),
-        ("blat_rejected_tags", "Tags moved to .rejected/.", &|s: &TargetStatus| s.rejected_tags.len()),
-        ("blat_marked_packages", "Packages marked for deletion by aging.", &|s: &TargetStatus| s.marked.len()),
+        (
+            "blat_pending_tags",
+            "Tags waiting in the target's tag directory.",
+            &(|s: &TargetStatus| s.pending_tags.len()) as &dyn Fn(&TargetStatus) -> usize,
+        ),
+        (
+            "blat_rejected_tags",
+            "Tags moved to .rejected/.",
+            &|s: &TargetStatus| s.rejected_tags.len(),
+        ),
+        (
+            "blat_marked_packages",
+            "Packages marked for deletion by aging.",
+            &|s: &TargetStatus| s.marked.len(),
+        ),
     ] {
         family(&mut out, name, help);
         for s in statuses {
@@ -166,8 +219,17 @@ pub fn metrics(statuses: &[TargetStatus]) -> String {
 
 /// Written beside and renamed over, so the collector never reads half a file.
 fn write_metrics(path: &Path, statuses: &[TargetStatus]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let temp = dir.join(format!(".{}.blat-tmp-{}", path.file_name().map_or("metrics".into(), |n| n.to_string_lossy()), std::process::id()));
-    std::fs::write(&temp, metrics(statuses)).with_context(|| format!("cannot write {}", temp.display()))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let temp = dir.join(format!(
+        ".{}.blat-tmp-{}",
+        path.file_name()
+            .map_or("metrics".into(), |n| n.to_string_lossy()),
+        std::process::id()
+    ));
+    std::fs::write(&temp, metrics(statuses))
+        .with_context(|| format!("cannot write {}", temp.display()))?;
     std::fs::rename(&temp, path).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -71,7 +71,11 @@ impl TargetReport for SyncReport {
     }
 
     fn summary(&self) -> String {
-        let mut parts = vec![format!("{} sent ({})", self.sent.len(), human_bytes(self.bytes_sent))];
+        let mut parts = vec![format!(
+            "{} sent ({})",
+            self.sent.len(),
+            human_bytes(self.bytes_sent)
+        )];
         if !self.failed.is_empty() {
             parts.push(format!("{} failed", self.failed.len()));
         }
@@ -87,7 +91,11 @@ impl TargetReport for SyncReport {
             None if self.excess > 0 => parts.push(format!("{} excess left alone", self.excess)),
             None => {}
         }
-        parts.push(if self.packagelist { "packagelist written".into() } else { "packagelist not written".into() });
+        parts.push(if self.packagelist {
+            "packagelist written".into()
+        } else {
+            "packagelist not written".into()
+        });
         format!("{} in {:.1}s", parts.join(", "), self.seconds)
     }
 }
@@ -113,7 +121,11 @@ fn is_due(state: &State, target: &TargetConfig) -> Result<bool> {
 /// Opens a target for a pass; under `--dry-run` its changes only print.
 pub fn open_target<'a>(ctx: &'a Context, target: &TargetConfig) -> Result<Box<dyn Target + 'a>> {
     let inner = target::open(&ctx.config, target)?;
-    Ok(if ctx.dry_run { Box::new(DryRun::new(inner, &target.name, &ctx.reporter)) } else { inner })
+    Ok(if ctx.dry_run {
+        Box::new(DryRun::new(inner, &target.name, &ctx.reporter))
+    } else {
+        inner
+    })
 }
 
 fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<SyncReport> {
@@ -133,11 +145,15 @@ fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<Sync
         let removed = dest.gc()?;
         report.leftovers_removed = removed.len();
         for l in &removed {
-            ctx.reporter.detail(&target.name, &format!("removed leftover {l}"));
+            ctx.reporter
+                .detail(&target.name, &format!("removed leftover {l}"));
         }
     }
     for bad in &listing.rejected {
-        ctx.reporter.warn(&target.name, &format!("target listing line ignored (invalid name): {bad}"));
+        ctx.reporter.warn(
+            &target.name,
+            &format!("target listing line ignored (invalid name): {bad}"),
+        );
     }
     let now = crate::clock::now();
     let plan = plan::plan(&set, &listing, now, target.writable_grace);
@@ -145,18 +161,43 @@ fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<Sync
     report.excess = plan.excess.len();
     for s in &plan.skipped {
         let line = format!("skip {}: {}", s.pv, s.reason);
-        if ctx.dry_run { ctx.reporter.plan_line(&target.name, &line) } else { ctx.reporter.info(&target.name, &line) }
+        if ctx.dry_run {
+            ctx.reporter.plan_line(&target.name, &line)
+        } else {
+            ctx.reporter.info(&target.name, &line)
+        }
     }
     report.skipped = plan.skipped.clone();
 
     let mut present: BTreeSet<PackageVersion> = listing.versions.keys().cloned().collect();
-    send_all(ctx, target, archive_cfg, &source, dest.as_ref(), &plan, &mut report, &mut present);
+    send_all(
+        ctx,
+        target,
+        archive_cfg,
+        &source,
+        dest.as_ref(),
+        &plan,
+        &mut report,
+        &mut present,
+    );
     link_aliases(ctx, target, dest.as_ref(), &plan, &present, &mut report);
     match write_packagelist(dest.as_ref(), &set, now) {
         Ok(()) => report.packagelist = true,
-        Err(e) => report.failed.push(Failure { item: "packagelist".into(), error: format!("{e:#}") }),
+        Err(e) => report.failed.push(Failure {
+            item: "packagelist".into(),
+            error: format!("{e:#}"),
+        }),
     }
-    if let Some(aging) = super::age::after_sync(ctx, target, dest.as_ref(), &set, &listing, &plan.excess, now, force) {
+    if let Some(aging) = super::age::after_sync(
+        ctx,
+        target,
+        dest.as_ref(),
+        &set,
+        &listing,
+        &plan.excess,
+        now,
+        force,
+    ) {
         report.failed.extend(aging.failures());
         report.aging = Some(aging);
     }
@@ -183,16 +224,28 @@ fn send_all(
     for s in &plan.send {
         let why = match &s.reason {
             plan::SendReason::Missing => "missing".to_string(),
-            plan::SendReason::Changed { target_mtime, source_mtime } => {
+            plan::SendReason::Changed {
+                target_mtime,
+                source_mtime,
+            } => {
                 format!("descpkg mtime {target_mtime} on target, {source_mtime} here")
             }
         };
         if !ctx.dry_run {
-            ctx.reporter.detail(&target.name, &format!("send {} ({why})", s.pv));
+            ctx.reporter
+                .detail(&target.name, &format!("send {} ({why})", s.pv));
         }
     }
     let pvs: Vec<PackageVersion> = plan.send.iter().map(|s| s.pv.clone()).collect();
-    let results = send_packages(&ctx.reporter, target, archive_cfg, source, dest, &pvs, ctx.dry_run);
+    let results = send_packages(
+        &ctx.reporter,
+        target,
+        archive_cfg,
+        source,
+        dest,
+        &pvs,
+        ctx.dry_run,
+    );
     for (pv, bytes, result) in results {
         match result {
             Ok(()) => {
@@ -202,7 +255,10 @@ fn send_all(
             }
             Err(error) => {
                 ctx.reporter.error(&target.name, &format!("{pv}: {error}"));
-                report.failed.push(Failure { item: pv.to_string(), error });
+                report.failed.push(Failure {
+                    item: pv.to_string(),
+                    error,
+                });
             }
         }
     }
@@ -232,7 +288,10 @@ pub fn send_packages(
         match dest.df() {
             Ok(avail) => Some(avail),
             Err(e) => {
-                reporter.warn(&target.name, &format!("cannot read free space, min_free not checked: {e:#}"));
+                reporter.warn(
+                    &target.name,
+                    &format!("cannot read free space, min_free not checked: {e:#}"),
+                );
                 None
             }
         }
@@ -240,7 +299,10 @@ pub fn send_packages(
         None
     };
     let compression = usable_compression(reporter, target, archive_cfg.compression, dest);
-    let archive_cfg = &ArchiveTarget { compression, ..archive_cfg.clone() };
+    let archive_cfg = &ArchiveTarget {
+        compression,
+        ..archive_cfg.clone()
+    };
     let queue: Mutex<VecDeque<PackageVersion>> = Mutex::new(pvs.iter().cloned().collect());
     let free = Mutex::new(free);
     let results: Mutex<Vec<Sent>> = Mutex::new(Vec::new());
@@ -249,7 +311,17 @@ pub fn send_packages(
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
-                worker(reporter, target, archive_cfg, source, dest, &queue, &free, &results, &progress)
+                worker(
+                    reporter,
+                    target,
+                    archive_cfg,
+                    source,
+                    dest,
+                    &queue,
+                    &free,
+                    &results,
+                    &progress,
+                )
             });
         }
     });
@@ -272,14 +344,19 @@ fn worker(
     progress: &TransferProgress,
 ) {
     let record = |pv: PackageVersion, bytes: u64, r: Result<(), String>| {
-        results.lock().unwrap_or_else(|e| e.into_inner()).push((pv, bytes, r));
+        results
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((pv, bytes, r));
     };
     loop {
         // Fill a batch: scan each package (one walk) as it is taken.
         let mut batch: Vec<Outgoing> = Vec::new();
         let mut batch_bytes = 0;
         while batch.len() < BATCH_PACKAGES && batch_bytes < BATCH_BYTES {
-            let Some(pv) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else { break };
+            let Some(pv) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else {
+                break;
+            };
             let outgoing = match pack::scan(source, &pv) {
                 Ok(o) => o,
                 Err(e) => {
@@ -306,14 +383,21 @@ fn worker(
         if batch.is_empty() {
             return;
         }
-        let sizes: Vec<(PackageVersion, u64)> = batch.iter().map(|o| (o.pv.clone(), o.bytes)).collect();
+        let sizes: Vec<(PackageVersion, u64)> =
+            batch.iter().map(|o| (o.pv.clone(), o.bytes)).collect();
         let add = |n: u64| progress.add_bytes(n);
         match dest.receive(source, &batch, archive_cfg.compression, &add) {
             Ok(received) => {
                 for r in received {
-                    let bytes = sizes.iter().find(|(pv, _)| *pv == r.pv).map_or(0, |(_, b)| *b);
+                    let bytes = sizes
+                        .iter()
+                        .find(|(pv, _)| *pv == r.pv)
+                        .map_or(0, |(_, b)| *b);
                     if r.result.is_ok() {
-                        reporter.detail(&target.name, &format!("sent {} ({})", r.pv, human_bytes(bytes)));
+                        reporter.detail(
+                            &target.name,
+                            &format!("sent {} ({})", r.pv, human_bytes(bytes)),
+                        );
                     }
                     progress.package_done();
                     record(r.pv, bytes, r.result);
@@ -344,11 +428,17 @@ fn usable_compression(
     match dest.version() {
         Ok(info) if info.decompressors.iter().any(|d| d == "zstd") => wanted,
         Ok(_) => {
-            reporter.warn(&target.name, "the target has no zstd; sending with gzip instead");
+            reporter.warn(
+                &target.name,
+                "the target has no zstd; sending with gzip instead",
+            );
             Compression::Gzip(6)
         }
         Err(e) => {
-            reporter.warn(&target.name, &format!("cannot ask the target for zstd ({e:#}); sending with gzip"));
+            reporter.warn(
+                &target.name,
+                &format!("cannot ask the target for zstd ({e:#}); sending with gzip"),
+            );
             Compression::Gzip(6)
         }
     }
@@ -364,17 +454,27 @@ fn link_aliases(
     report: &mut SyncReport,
 ) {
     for alias in &plan.links {
-        let version = PackageVersion { package: alias.package.clone(), version: alias.version.clone() };
+        let version = PackageVersion {
+            package: alias.package.clone(),
+            version: alias.version.clone(),
+        };
         if !present.contains(&version) && !ctx.dry_run {
-            ctx.reporter.warn(&target.name, &format!("alias {alias} not linked: {version} is not on the target"));
+            ctx.reporter.warn(
+                &target.name,
+                &format!("alias {alias} not linked: {version} is not on the target"),
+            );
             continue;
         }
         match dest.link(alias) {
             Ok(()) => {
-                ctx.reporter.detail(&target.name, &format!("linked {alias}"));
+                ctx.reporter
+                    .detail(&target.name, &format!("linked {alias}"));
                 report.linked.push(alias.clone());
             }
-            Err(e) => report.failed.push(Failure { item: alias.to_string(), error: format!("{e:#}") }),
+            Err(e) => report.failed.push(Failure {
+                item: alias.to_string(),
+                error: format!("{e:#}"),
+            }),
         }
     }
 }
@@ -382,7 +482,10 @@ fn link_aliases(
 /// The PackageList: a `#` header with the time and releases, then one
 /// `package version` a line, sorted.
 pub fn packagelist_text(set: &CurrentSet, now: i64) -> String {
-    let mut text = format!("# blat packagelist written {}\n", crate::clock::rfc3339(now));
+    let mut text = format!(
+        "# blat packagelist written {}\n",
+        crate::clock::rfc3339(now)
+    );
     let releases: Vec<String> = set.releases.iter().map(|r| r.to_string()).collect();
     text.push_str(&format!("# releases: {}\n", releases.join(" ")));
     for line in set.package_list() {

@@ -33,7 +33,9 @@ pub fn open(config: &Config) -> Result<Box<dyn ReleaseSource>> {
     match &config.release_manager {
         ReleaseManagerConfig::Sqlite { path } => Ok(Box::new(sqlite::SqliteSource::open(path)?)),
         #[cfg(feature = "odbc")]
-        ReleaseManagerConfig::Odbc(odbc) => Ok(Box::new(crate::release::odbc::OdbcSource::connect(odbc)?)),
+        ReleaseManagerConfig::Odbc(odbc) => {
+            Ok(Box::new(crate::release::odbc::OdbcSource::connect(odbc)?))
+        }
         #[cfg(not(feature = "odbc"))]
         ReleaseManagerConfig::Odbc(_) => Err(crate::error::UsageError(
             "release_manager kind \"odbc\" needs blat built with `--features odbc`".into(),
@@ -47,7 +49,10 @@ pub mod odbc;
 
 /// The package-versions of one release, every name validated (SPEC §1): a bad
 /// row fails the whole release, naming the row.
-pub fn release_content(source: &mut dyn ReleaseSource, release: &ReleaseName) -> Result<Vec<PackageVersion>> {
+pub fn release_content(
+    source: &mut dyn ReleaseSource,
+    release: &ReleaseName,
+) -> Result<Vec<PackageVersion>> {
     let rows = source
         .release_rows(release)
         .with_context(|| format!("cannot read release {release} from {}", source.describe()))?;
@@ -78,16 +83,19 @@ pub fn selected_releases(
 ) -> Result<Vec<ReleaseName>> {
     let mut out: Vec<ReleaseName> = releases.to_vec();
     for project in projects {
-        let open = source
-            .open_releases(project)
-            .with_context(|| format!("cannot read releases of project {project} from {}", source.describe()))?;
+        let open = source.open_releases(project).with_context(|| {
+            format!(
+                "cannot read releases of project {project} from {}",
+                source.describe()
+            )
+        })?;
         out.extend(open);
     }
     if s3_default && releases.is_empty() && projects.is_empty() {
         out.extend(
-            source
-                .s3_releases()
-                .with_context(|| format!("cannot read s3sync releases from {}", source.describe()))?,
+            source.s3_releases().with_context(|| {
+                format!("cannot read s3sync releases from {}", source.describe())
+            })?,
         );
     }
     out.sort();

@@ -68,7 +68,11 @@ impl ReleaseSource for SqliteSource {
     fn open_releases(&mut self, project: &str) -> Result<Vec<ReleaseName>> {
         let exists: Option<i64> = self
             .conn
-            .query_row("SELECT project_id FROM projects WHERE name = ?1", params![project], |r| r.get(0))
+            .query_row(
+                "SELECT project_id FROM projects WHERE name = ?1",
+                params![project],
+                |r| r.get(0),
+            )
             .optional()?;
         let Some(project_id) = exists else {
             bail!("project {project} does not exist");

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use super::{Deleted, Listing, Outgoing, ProgressFn, ReceiverInfo, Received, Target};
+use super::{Deleted, Listing, Outgoing, ProgressFn, Received, ReceiverInfo, Target};
 use crate::archive::{Alias, Name, PackageVersion, SourceArchive};
 use crate::config::Compression;
 use crate::report::Reporter;
@@ -16,11 +16,16 @@ pub struct DryRun<'a> {
 
 impl<'a> DryRun<'a> {
     pub fn new(inner: Box<dyn Target>, target: &str, reporter: &'a Reporter) -> DryRun<'a> {
-        DryRun { inner, reporter, target: target.to_string() }
+        DryRun {
+            inner,
+            reporter,
+            target: target.to_string(),
+        }
     }
 
     fn would(&self, what: String) {
-        self.reporter.plan_line(&self.target, &format!("would {what}"));
+        self.reporter
+            .plan_line(&self.target, &format!("would {what}"));
     }
 }
 
@@ -48,7 +53,10 @@ impl Target for DryRun<'_> {
             .iter()
             .map(|o| {
                 self.would(format!("send {}", o.pv));
-                Received { pv: o.pv.clone(), result: Ok(()) }
+                Received {
+                    pv: o.pv.clone(),
+                    result: Ok(()),
+                }
             })
             .collect())
     }
@@ -61,7 +69,10 @@ impl Target for DryRun<'_> {
         Ok(Deleted::default())
     }
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {
-        self.would(format!("write .dpkg_archive/{name} ({} lines)", data.iter().filter(|&&b| b == b'\n').count()));
+        self.would(format!(
+            "write .dpkg_archive/{name} ({} lines)",
+            data.iter().filter(|&&b| b == b'\n').count()
+        ));
         Ok(())
     }
     fn df(&self) -> Result<u64> {

@@ -32,10 +32,15 @@ impl Transport for LocalTransport {
         // --dry-run leaves no trace.
         if !self.archive.exists() {
             if matches!(args.first().map(String::as_str), Some("list" | "stat")) {
-                return Ok(RunOutput { status: 0, stdout: String::new(), stderr: String::new() });
+                return Ok(RunOutput {
+                    status: 0,
+                    stdout: String::new(),
+                    stderr: String::new(),
+                });
             }
-            std::fs::create_dir_all(&self.archive)
-                .with_context(|| format!("cannot create target archive {}", self.archive.display()))?;
+            std::fs::create_dir_all(&self.archive).with_context(|| {
+                format!("cannot create target archive {}", self.archive.display())
+            })?;
         }
         let mut child = Command::new("sh")
             .arg("-c")
@@ -44,7 +49,11 @@ impl Transport for LocalTransport {
             .arg("-a")
             .arg(&self.archive)
             .args(args)
-            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -31,8 +31,12 @@ pub struct PackEntry {
 pub fn scan(archive: &SourceArchive, pv: &PackageVersion) -> Result<Outgoing> {
     let root = archive.version_dir(pv);
     let mut entries = Vec::new();
-    let meta = fs::symlink_metadata(&root).with_context(|| format!("cannot read {}", root.display()))?;
-    entries.push(PackEntry { rel: PathBuf::new(), meta });
+    let meta =
+        fs::symlink_metadata(&root).with_context(|| format!("cannot read {}", root.display()))?;
+    entries.push(PackEntry {
+        rel: PathBuf::new(),
+        meta,
+    });
     walk(&root, Path::new(""), &mut entries)?;
     let mut files = 0;
     let mut bytes = 0;
@@ -46,7 +50,12 @@ pub fn scan(archive: &SourceArchive, pv: &PackageVersion) -> Result<Outgoing> {
             bytes += e.meta.len();
         }
     }
-    Ok(Outgoing { pv: pv.clone(), files, bytes, entries })
+    Ok(Outgoing {
+        pv: pv.clone(),
+        files,
+        bytes,
+        entries,
+    })
 }
 
 fn walk(root: &Path, rel: &Path, out: &mut Vec<PackEntry>) -> Result<()> {
@@ -60,13 +69,20 @@ fn walk(root: &Path, rel: &Path, out: &mut Vec<PackEntry>) -> Result<()> {
     for name in names {
         let rel = rel.join(&name);
         let path = root.join(&rel);
-        let meta = fs::symlink_metadata(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let meta = fs::symlink_metadata(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         let ft = meta.file_type();
         if !(ft.is_dir() || ft.is_file() || ft.is_symlink()) {
-            bail!("{}: unsupported file type (only files, directories and symlinks are sent)", path.display());
+            bail!(
+                "{}: unsupported file type (only files, directories and symlinks are sent)",
+                path.display()
+            );
         }
         let is_dir = ft.is_dir();
-        out.push(PackEntry { rel: rel.clone(), meta });
+        out.push(PackEntry {
+            rel: rel.clone(),
+            meta,
+        });
         if is_dir {
             walk(root, &rel, out)?;
         }
@@ -91,7 +107,9 @@ pub fn stream(
 ) -> Result<()> {
     let workers = match compression {
         Compression::None => 1,
-        _ => std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8),
+        _ => std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 8),
     };
     std::thread::scope(|scope| {
         let mut inputs = Vec::new();
@@ -110,7 +128,11 @@ pub fn stream(
             });
         }
         let producer = scope.spawn(move || -> Result<()> {
-            let mut writer = ChunkWriter { buf: Vec::with_capacity(CHUNK), inputs, next: 0 };
+            let mut writer = ChunkWriter {
+                buf: Vec::with_capacity(CHUNK),
+                inputs,
+                next: 0,
+            };
             write_tar(archive, batch, token, &mut writer, progress)?;
             writer.flush_chunk()?;
             Ok(())
@@ -208,14 +230,19 @@ fn write_tar(
         let root = archive.version_dir(&outgoing.pv);
         let base = PathBuf::from(temp_name(&outgoing.pv, token));
         for entry in entries {
-            let name = if entry.rel.as_os_str().is_empty() { base.clone() } else { base.join(&entry.rel) };
+            let name = if entry.rel.as_os_str().is_empty() {
+                base.clone()
+            } else {
+                base.join(&entry.rel)
+            };
             let mut header = tar::Header::new_gnu();
             header.set_metadata_in_mode(&entry.meta, tar::HeaderMode::Complete);
             header.set_mtime(entry.meta.mtime().max(0) as u64);
             let ft = entry.meta.file_type();
             let path = root.join(&entry.rel);
             if ft.is_symlink() {
-                let target = fs::read_link(&path).with_context(|| format!("cannot read link {}", path.display()))?;
+                let target = fs::read_link(&path)
+                    .with_context(|| format!("cannot read link {}", path.display()))?;
                 header.set_size(0);
                 builder
                     .append_link(&mut header, &name, &target)
@@ -226,7 +253,8 @@ fn write_tar(
                     .append_data(&mut header, &name, io::empty())
                     .with_context(|| format!("cannot pack {}", path.display()))?;
             } else {
-                let file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+                let file =
+                    File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
                 let len = entry.meta.len();
                 builder
                     .append_data(&mut header, &name, io::Read::take(file, len))
@@ -235,6 +263,8 @@ fn write_tar(
             }
         }
     }
-    builder.into_inner().context("cannot finish the tar stream")?;
+    builder
+        .into_inner()
+        .context("cannot finish the tar stream")?;
     Ok(())
 }

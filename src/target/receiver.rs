@@ -5,7 +5,9 @@
 use anyhow::{bail, Context, Result};
 
 use super::pack;
-use super::{Deleted, Listing, Outgoing, ProgressFn, ReceiverInfo, Received, RunOutput, Target, Transport};
+use super::{
+    Deleted, Listing, Outgoing, ProgressFn, Received, ReceiverInfo, RunOutput, Target, Transport,
+};
 use crate::archive::{alias_target, Alias, Name, PackageVersion, SourceArchive};
 use crate::config::Compression;
 
@@ -16,7 +18,10 @@ pub struct ReceiverTarget<T: Transport> {
 
 impl<T: Transport> ReceiverTarget<T> {
     pub fn new(name: &str, transport: T, _parallel: usize) -> ReceiverTarget<T> {
-        ReceiverTarget { name: name.to_string(), transport }
+        ReceiverTarget {
+            name: name.to_string(),
+            transport,
+        }
     }
 
     pub fn transport(&self) -> &T {
@@ -49,7 +54,9 @@ fn token() -> String {
     use rand::Rng;
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    (0..12).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
+    (0..12)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
 }
 
 /// Parses `list`/`stat` output; lines with invalid names are kept aside.
@@ -72,7 +79,13 @@ pub fn parse_listing(text: &str) -> Listing {
                 .ok()
                 .zip(Name::new(alias).ok())
                 .zip(alias_target(std::path::Path::new(target)).ok())
-                .map(|((package, alias), version)| listing.aliases.push(Alias { package, alias, version })),
+                .map(|((package, alias), version)| {
+                    listing.aliases.push(Alias {
+                        package,
+                        alias,
+                        version,
+                    })
+                }),
             _ => None,
         };
         if parsed.is_none() {
@@ -123,7 +136,11 @@ impl<T: Transport> Target for ReceiverTarget<T> {
         }
         let scanned = batch;
         let token = token();
-        let mut args = vec!["receive".to_string(), compression.wire_name().into(), token.clone()];
+        let mut args = vec![
+            "receive".to_string(),
+            compression.wire_name().into(),
+            token.clone(),
+        ];
         for o in scanned {
             args.extend([
                 o.pv.package.to_string(),
@@ -132,7 +149,9 @@ impl<T: Transport> Target for ReceiverTarget<T> {
                 o.bytes.to_string(),
             ]);
         }
-        let mut feed = |w: &mut dyn std::io::Write| pack::stream(archive, scanned, &token, compression, w, progress);
+        let mut feed = |w: &mut dyn std::io::Write| {
+            pack::stream(archive, scanned, &token, compression, w, progress)
+        };
         let out = self.transport.run(&args, Some(&mut feed))?;
         if out.status != 0 && out.status != 3 {
             check(&out, "receive")?;
@@ -155,7 +174,11 @@ impl<T: Transport> Target for ReceiverTarget<T> {
                 let why = out.stderr.trim();
                 results.push(Received {
                     pv: o.pv.clone(),
-                    result: Err(if why.is_empty() { "not confirmed by the receiver".into() } else { why.into() }),
+                    result: Err(if why.is_empty() {
+                        "not confirmed by the receiver".into()
+                    } else {
+                        why.into()
+                    }),
                 });
             }
         }
@@ -163,8 +186,13 @@ impl<T: Transport> Target for ReceiverTarget<T> {
     }
 
     fn link(&self, alias: &Alias) -> Result<()> {
-        self.call(&["link", alias.package.as_str(), alias.alias.as_str(), alias.version.as_str()])
-            .with_context(|| format!("cannot link {alias}"))?;
+        self.call(&[
+            "link",
+            alias.package.as_str(),
+            alias.alias.as_str(),
+            alias.version.as_str(),
+        ])
+        .with_context(|| format!("cannot link {alias}"))?;
         Ok(())
     }
 
@@ -225,7 +253,10 @@ mod tests {
         let l = parse_listing("V\tp\t1.0\t1700000000\nA\tp\tcur\t1.0\nV\t..\tx\t1\nV\tp\t2.0\tnotanumber\nA\tp\tup\t../q/1\nL\tp/.blat-tmp-x-1\n");
         assert_eq!(l.leftovers, ["p/.blat-tmp-x-1"]);
         assert_eq!(l.versions.len(), 1);
-        assert_eq!(l.versions[&PackageVersion::new("p", "1.0").unwrap()], 1_700_000_000);
+        assert_eq!(
+            l.versions[&PackageVersion::new("p", "1.0").unwrap()],
+            1_700_000_000
+        );
         assert_eq!(l.aliases.len(), 1);
         assert_eq!(l.aliases[0].version.as_str(), "1.0");
         assert_eq!(l.rejected.len(), 3);

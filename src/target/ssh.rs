@@ -60,8 +60,13 @@ const LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED: i32 = -19;
 /// Ciphers, best first: AES-GCM runs on AES-NI inside OpenSSL and needs no
 /// separate MAC, while libssh2's chacha20-poly1305 is its own portable C
 /// code. Only those the linked libssh2 supports are offered.
-const CIPHERS: &[&str] =
-    &["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr", "chacha20-poly1305@openssh.com"];
+const CIPHERS: &[&str] = &[
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "aes128-ctr",
+    "aes256-ctr",
+    "chacha20-poly1305@openssh.com",
+];
 
 /// After a failed write, how long to wait for the receiver's last words.
 const LAST_WORDS: Duration = Duration::from_secs(5);
@@ -76,11 +81,18 @@ pub struct SshTransport {
 
 impl SshTransport {
     pub fn new(config: SshConfig) -> Result<SshTransport> {
-        Ok(SshTransport { config, idle: Mutex::new(Vec::new()), receiver_ready: Mutex::new(false) })
+        Ok(SshTransport {
+            config,
+            idle: Mutex::new(Vec::new()),
+            receiver_ready: Mutex::new(false),
+        })
     }
 
     fn endpoint(&self) -> String {
-        format!("{}@{}:{}", self.config.user, self.config.host, self.config.port)
+        format!(
+            "{}@{}:{}",
+            self.config.user, self.config.host, self.config.port
+        )
     }
 
     /// The login shell's command line for `blat-receiver -a ARCHIVE ARGS`.
@@ -110,7 +122,10 @@ impl SshTransport {
     fn new_session(&self) -> Result<Session> {
         let session = self.connect()?;
         // Held while checking, so that parallel senders wait for one install.
-        let mut ready = self.receiver_ready.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ready = self
+            .receiver_ready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if !*ready {
             self.ensure_receiver(&session)?;
             *ready = true;
@@ -119,7 +134,10 @@ impl SshTransport {
     }
 
     fn give_back(&self, session: Session) {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(session);
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(session);
     }
 
     /// Connects, checks the host key, authenticates. Local problems (the
@@ -137,14 +155,22 @@ impl SshTransport {
         session.set_timeout(millis(c.connect_timeout));
 
         let host_keys = known.for_host(&session, &c.host, c.port)?;
-        let supported = session.supported_algs(MethodType::HostKey).unwrap_or_default();
+        let supported = session
+            .supported_algs(MethodType::HostKey)
+            .unwrap_or_default();
         if let Some(prefs) = host_keys.algorithm_preference(&supported) {
             session
                 .method_pref(MethodType::HostKey, &prefs)
                 .with_context(|| format!("cannot ask for host key types {prefs}"))?;
         }
-        let ciphers = session.supported_algs(MethodType::CryptCs).unwrap_or_default();
-        let ciphers: Vec<&str> = CIPHERS.iter().copied().filter(|c| ciphers.contains(c)).collect();
+        let ciphers = session
+            .supported_algs(MethodType::CryptCs)
+            .unwrap_or_default();
+        let ciphers: Vec<&str> = CIPHERS
+            .iter()
+            .copied()
+            .filter(|c| ciphers.contains(c))
+            .collect();
         if !ciphers.is_empty() {
             let ciphers = ciphers.join(",");
             // Best effort: the defaults work too, only slower.
@@ -161,7 +187,12 @@ impl SshTransport {
                     c.connect_timeout.as_secs()
                 )
             } else {
-                anyhow!("SSH handshake with {}:{} failed: {}", c.host, c.port, e.message())
+                anyhow!(
+                    "SSH handshake with {}:{} failed: {}",
+                    c.host,
+                    c.port,
+                    e.message()
+                )
             }
         })?;
         let (offered, _) = session.host_key().context("the server sent no host key")?;
@@ -180,10 +211,20 @@ impl SshTransport {
                     c.user
                 );
             }
-            bail!("cannot log in as {} with the key {}: {}", self.endpoint(), c.identity.display(), e.message());
+            bail!(
+                "cannot log in as {} with the key {}: {}",
+                self.endpoint(),
+                c.identity.display(),
+                e.message()
+            );
         }
         if !session.authenticated() {
-            bail!("{} did not accept the key {} for user {}", c.host, c.identity.display(), c.user);
+            bail!(
+                "{} did not accept the key {} for user {}",
+                c.host,
+                c.identity.display(),
+                c.user
+            );
         }
         session.set_timeout(millis(c.io_timeout));
         Ok(session)
@@ -192,8 +233,11 @@ impl SshTransport {
     /// Makes sure the target runs exactly the embedded receiver.
     fn ensure_receiver(&self, session: &Session) -> Result<()> {
         let want = receiver_sha256();
-        let installed =
-            |out: &RunOutput| -> Option<String> { (out.status == 0).then(|| version_sha(&out.stdout)).flatten() };
+        let installed = |out: &RunOutput| -> Option<String> {
+            (out.status == 0)
+                .then(|| version_sha(&out.stdout))
+                .flatten()
+        };
         let probe = self.exec(session, &self.command_line(&["version"]), None)?;
         let found = installed(&probe);
         if found.as_deref() == Some(want.as_str()) {
@@ -204,7 +248,11 @@ impl SshTransport {
         if found.is_some() {
             // A receiver answers (perhaps as the key's forced command): it
             // can replace itself, wherever it lives.
-            let out = self.exec(session, &self.command_line(&["install", &want]), Some(&mut feed))?;
+            let out = self.exec(
+                session,
+                &self.command_line(&["install", &want]),
+                Some(&mut feed),
+            )?;
             if out.status != 0 {
                 why.push(first_line(&out.stderr, out.status));
             }
@@ -245,7 +293,9 @@ impl SshTransport {
     }
 
     fn open(&self, session: &Session) -> Result<Channel> {
-        session.channel_session().map_err(|e| self.lost(e.into(), "opening a channel"))
+        session
+            .channel_session()
+            .map_err(|e| self.lost(e.into(), "opening a channel"))
     }
 
     /// Starts `command` on the channel, feeds it, collects its output.
@@ -256,17 +306,27 @@ impl SshTransport {
         command: &str,
         input: Option<InputFn>,
     ) -> Result<RunOutput> {
-        channel.exec(command).map_err(|e| self.lost(e.into(), "starting the receiver"))?;
+        channel
+            .exec(command)
+            .map_err(|e| self.lost(e.into(), "starting the receiver"))?;
         if let Some(input) = input {
-            let mut writer = ChannelWriter { channel: &mut channel, broken: None };
+            let mut writer = ChannelWriter {
+                channel: &mut channel,
+                broken: None,
+            };
             let fed = input(&mut writer);
             let broken = writer.broken.take();
             if let Err(e) = fed {
                 return Err(self.failed_feed(session, &mut channel, e, broken));
             }
         }
-        let (stdout, stderr, status) = collect(&mut channel).map_err(|e| self.lost(e, "reading the reply"))?;
-        Ok(RunOutput { status, stdout, stderr })
+        let (stdout, stderr, status) =
+            collect(&mut channel).map_err(|e| self.lost(e, "reading the reply"))?;
+        Ok(RunOutput {
+            status,
+            stdout,
+            stderr,
+        })
     }
 
     /// The error for input that could not be fed: the receiver's own words
@@ -287,7 +347,10 @@ impl SshTransport {
         match (said, broken) {
             (Ok((_, stderr, _)), _) if !stderr.trim().is_empty() => {
                 let detail = stderr.trim().lines().last().unwrap_or_default().to_string();
-                let detail = detail.strip_prefix("blat-receiver: ").unwrap_or(&detail).to_string();
+                let detail = detail
+                    .strip_prefix("blat-receiver: ")
+                    .unwrap_or(&detail)
+                    .to_string();
                 e.context(format!("sending to the receiver failed: {detail}"))
             }
             (_, Some(io)) => self.lost(io, "sending"),
@@ -337,7 +400,12 @@ impl Transport for SshTransport {
 
 impl Drop for SshTransport {
     fn drop(&mut self) {
-        for session in self.idle.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        for session in self
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
             let _ = session.disconnect(None, "blat done", None);
         }
     }
@@ -379,13 +447,18 @@ fn collect(channel: &mut Channel) -> io::Result<(String, String, i32)> {
             status = 128;
         }
     }
-    Ok((String::from_utf8_lossy(&stdout).into_owned(), stderr, status))
+    Ok((
+        String::from_utf8_lossy(&stdout).into_owned(),
+        stderr,
+        status,
+    ))
 }
 
 /// Refuses a private key that OpenSSH would refuse: one that belongs to the
 /// user blat runs as and that group or others may read or write.
 fn check_identity(path: &Path) -> Result<()> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read identity {}", path.display()))?;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read identity {}", path.display()))?;
     if meta.is_dir() {
         bail!("cannot read identity {}: it is a directory", path.display());
     }
@@ -405,12 +478,17 @@ fn check_identity(path: &Path) -> Result<()> {
 }
 
 fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
-    let addrs: Vec<_> =
-        (host, port).to_socket_addrs().with_context(|| format!("cannot resolve host {host}"))?.collect();
+    let addrs: Vec<_> = (host, port)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve host {host}"))?
+        .collect();
     let mut last = None;
     for addr in &addrs {
-        let attempt =
-            if timeout.is_zero() { TcpStream::connect(addr) } else { TcpStream::connect_timeout(addr, timeout) };
+        let attempt = if timeout.is_zero() {
+            TcpStream::connect(addr)
+        } else {
+            TcpStream::connect_timeout(addr, timeout)
+        };
         match attempt {
             Ok(tcp) => return Ok(tcp),
             Err(e) => last = Some(e),
@@ -418,7 +496,10 @@ fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
     }
     match last {
         Some(e) if e.kind() == io::ErrorKind::TimedOut => {
-            bail!("cannot connect to {host} port {port}: no answer within connect_timeout {}s", timeout.as_secs())
+            bail!(
+                "cannot connect to {host} port {port}: no answer within connect_timeout {}s",
+                timeout.as_secs()
+            )
         }
         Some(e) => bail!("cannot connect to {host} port {port}: {e}"),
         None => bail!("cannot resolve host {host}: no addresses"),
@@ -434,7 +515,9 @@ fn millis(d: Duration) -> u32 {
 /// no shell treats specially, else single-quoted.
 fn shell_word(word: &str) -> String {
     let plain = !word.is_empty()
-        && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./+,:=@%~".contains(&b))
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./+,:=@%~".contains(&b))
         && !word.starts_with('~');
     if plain {
         word.to_string()
@@ -449,7 +532,10 @@ pub fn receiver_sha256() -> String {
 }
 
 fn version_sha(stdout: &str) -> Option<String> {
-    stdout.lines().find_map(|l| l.strip_prefix("sha256 ")).map(|s| s.trim().to_string())
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("sha256 "))
+        .map(|s| s.trim().to_string())
 }
 
 fn first_line(stderr: &str, status: i32) -> String {
@@ -491,9 +577,18 @@ mod tests {
     #[test]
     fn command_lines_survive_forced_command_splitting() {
         let t = transport("dpkg_archive");
-        assert_eq!(t.command_line(&["stat", "pkg"]), "~/.blat/blat-receiver -a dpkg_archive stat pkg");
-        assert_eq!(transport("~/arch").command_line(&["list"]), "~/.blat/blat-receiver -a arch list");
-        assert_eq!(transport("/srv/a b").command_line(&["list"]), "~/.blat/blat-receiver -a '/srv/a b' list");
+        assert_eq!(
+            t.command_line(&["stat", "pkg"]),
+            "~/.blat/blat-receiver -a dpkg_archive stat pkg"
+        );
+        assert_eq!(
+            transport("~/arch").command_line(&["list"]),
+            "~/.blat/blat-receiver -a arch list"
+        );
+        assert_eq!(
+            transport("/srv/a b").command_line(&["list"]),
+            "~/.blat/blat-receiver -a '/srv/a b' list"
+        );
         assert_eq!(shell_word("it's"), r"'it'\''s'");
         assert_eq!(shell_word("~root"), "'~root'");
         assert_eq!(shell_word(""), "''");
@@ -504,7 +599,12 @@ mod tests {
     fn receiver_hash_matches_version_output() {
         let sha = receiver_sha256();
         assert_eq!(sha.len(), 64);
-        assert_eq!(version_sha(&format!("blat-receiver 1\nsha256 {sha}\ndecompressors gzip\n")), Some(sha));
+        assert_eq!(
+            version_sha(&format!(
+                "blat-receiver 1\nsha256 {sha}\ndecompressors gzip\n"
+            )),
+            Some(sha)
+        );
         assert_eq!(version_sha("blat-receiver 1\n"), None);
     }
 
@@ -518,8 +618,14 @@ mod tests {
         check_identity(&key).unwrap();
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
         let err = check_identity(&key).unwrap_err().to_string();
-        assert!(err.contains("accessible by group or others (mode 0640)") && err.contains("chmod 600"), "{err}");
+        assert!(
+            err.contains("accessible by group or others (mode 0640)") && err.contains("chmod 600"),
+            "{err}"
+        );
         let err = check_identity(&dir.path().join("missing")).unwrap_err();
-        assert!(format!("{err:#}").starts_with("cannot read identity"), "{err:#}");
+        assert!(
+            format!("{err:#}").starts_with("cannot read identity"),
+            "{err:#}"
+        );
     }
 }

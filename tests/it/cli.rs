@@ -67,7 +67,13 @@ fn man_pages_match_the_clap_definitions() {
 #[test]
 fn help_names_every_exit_code() {
     let help = Cli::command().render_long_help().to_string();
-    for line in ["0  all done", "1  failed", "2  bad usage", "3  partly done", "4  a target's lock is held"] {
+    for line in [
+        "0  all done",
+        "1  failed",
+        "2  bad usage",
+        "3  partly done",
+        "4  a target's lock is held",
+    ] {
         assert!(help.contains(line), "{line:?} missing from --help:\n{help}");
     }
 }

@@ -27,7 +27,10 @@ pub struct World {
 
 impl World {
     pub fn new() -> World {
-        let dir = tempfile::Builder::new().prefix("blat-test-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("blat-test-")
+            .tempdir()
+            .unwrap();
         // Let an unprivileged target user (SSH tests) reach into the world.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let w = World { dir };
@@ -67,7 +70,11 @@ impl World {
     pub fn build(&self, package: &str, version: &str, mtime: i64, files: Files) -> PathBuf {
         let dir = self.archive().join(package).join(version);
         fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join("descpkg"), format!("Package: {package}\nVersion: {version}\n")).unwrap();
+        fs::write(
+            dir.join("descpkg"),
+            format!("Package: {package}\nVersion: {version}\n"),
+        )
+        .unwrap();
         for (rel, content) in files {
             let path = dir.join(rel);
             fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -112,7 +119,11 @@ impl World {
 
     /// Writes `targets/<name>.conf`.
     pub fn write_target(&self, name: &str, text: &str) {
-        fs::write(self.config().join("targets").join(format!("{name}.conf")), text).unwrap();
+        fs::write(
+            self.config().join("targets").join(format!("{name}.conf")),
+            text,
+        )
+        .unwrap();
     }
 
     /// A local target conf with the given extra lines.
@@ -159,7 +170,10 @@ CREATE TABLE release_content (release_id INTEGER, pv_id INTEGER);
         let (project, release) = name.split_once('/').unwrap();
         if !projects.iter().any(|p| p == project) {
             projects.push(project.to_string());
-            sql.push_str(&format!("INSERT INTO projects VALUES ({}, '{project}');\n", projects.len()));
+            sql.push_str(&format!(
+                "INSERT INTO projects VALUES ({}, '{project}');\n",
+                projects.len()
+            ));
         }
         let pid = projects.iter().position(|p| p == project).unwrap() + 1;
         sql.push_str(&format!(
@@ -170,7 +184,11 @@ CREATE TABLE release_content (release_id INTEGER, pv_id INTEGER);
             let (p, v) = pv.split_once('/').unwrap();
             if !packages.iter().any(|x| x == p) {
                 packages.push(p.to_string());
-                sql.push_str(&format!("INSERT INTO packages VALUES ({}, '{}');\n", packages.len(), p.replace('\'', "''")));
+                sql.push_str(&format!(
+                    "INSERT INTO packages VALUES ({}, '{}');\n",
+                    packages.len(),
+                    p.replace('\'', "''")
+                ));
             }
             let key = (p.to_string(), v.to_string());
             let pvid = match pvs.iter().position(|x| *x == key) {
@@ -186,7 +204,10 @@ CREATE TABLE release_content (release_id INTEGER, pv_id INTEGER);
                     pvs.len()
                 }
             };
-            sql.push_str(&format!("INSERT INTO release_content VALUES ({}, {pvid});\n", rid + 1));
+            sql.push_str(&format!(
+                "INSERT INTO release_content VALUES ({}, {pvid});\n",
+                rid + 1
+            ));
         }
     }
     sql
@@ -221,7 +242,11 @@ pub fn make_writable(dir: &Path) {
     for entry in walk(dir) {
         let meta = fs::symlink_metadata(&entry).unwrap();
         if !meta.file_type().is_symlink() {
-            fs::set_permissions(&entry, fs::Permissions::from_mode(meta.permissions().mode() | 0o200)).unwrap();
+            fs::set_permissions(
+                &entry,
+                fs::Permissions::from_mode(meta.permissions().mode() | 0o200),
+            )
+            .unwrap();
         }
     }
 }
@@ -232,8 +257,14 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut i = 0;
     while i < out.len() {
         let p = out[i].clone();
-        if fs::symlink_metadata(&p).map(|m| m.is_dir()).unwrap_or(false) {
-            let mut children: Vec<PathBuf> = fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()).collect();
+        if fs::symlink_metadata(&p)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
+            let mut children: Vec<PathBuf> = fs::read_dir(&p)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
             children.sort();
             out.extend(children);
         }
@@ -267,7 +298,10 @@ pub fn leftovers(root: &Path) -> Vec<String> {
     walk(root)
         .into_iter()
         .filter(|p| {
-            let n = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let n = p
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
             n.starts_with(".blat-tmp-") || n.starts_with(".blat-del-")
         })
         .map(|p| p.display().to_string())

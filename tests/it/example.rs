@@ -29,12 +29,28 @@ fn the_bundled_example_syncs_and_then_has_nothing_to_do() {
     };
     let first = run();
     assert_exit(&first, 0);
-    assert!(stdout(&first).contains("site-a: sync done: 5 sent"), "{}", stdout(&first));
+    assert!(
+        stdout(&first).contains("site-a: sync done: 5 sent"),
+        "{}",
+        stdout(&first)
+    );
     let target = tmp.path().join("target/example/site-a/dpkg_archive");
     assert!(target.join("libfoo/1.1.0/descpkg").is_file());
-    assert_eq!(fs::read_link(target.join("jats/jats2_current")).unwrap().to_str(), Some("2.1.0"));
-    assert!(!target.join("oldlib").exists(), "closed releases and other projects stay home");
+    assert_eq!(
+        fs::read_link(target.join("jats/jats2_current"))
+            .unwrap()
+            .to_str(),
+        Some("2.1.0")
+    );
+    assert!(
+        !target.join("oldlib").exists(),
+        "closed releases and other projects stay home"
+    );
     let second = run();
     assert_exit(&second, 0);
-    assert!(stdout(&second).contains("site-a: sync done: 0 sent (0 B), 5 up to date"), "{}", stdout(&second));
+    assert!(
+        stdout(&second).contains("site-a: sync done: 0 sent (0 B), 5 up to date"),
+        "{}",
+        stdout(&second)
+    );
 }

@@ -482,7 +482,10 @@ fn watch_picks_up_a_tag_written_while_it_runs() {
         Duration::from_secs(14),
     );
     arrived.expect("the watcher sent the package while it ran");
-    assert!(child.try_wait().unwrap().is_none(), "the watcher was still running");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the watcher was still running"
+    );
     let out = child.wait_with_output().unwrap();
     assert_exit(&out, 0);
     assert!(
@@ -695,7 +698,10 @@ mod over_ssh {
             Duration::from_secs(14),
         );
         arrived.expect("the watcher sent the package over SSH while it ran");
-        assert!(child.try_wait().unwrap().is_none(), "the watcher was still running");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the watcher was still running"
+        );
         assert_exit(&child.wait_with_output().unwrap(), 0);
         same_on_server(&w, &sshd, "p/1.0");
         assert!(waiting(&w, "site").is_empty());
@@ -729,7 +735,10 @@ mod over_ssh {
             Duration::from_secs(25),
         );
         served.expect("the reachable target was served while the frozen one hung");
-        assert!(child.try_wait().unwrap().is_none(), "the run was still waiting on the frozen target");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run was still waiting on the frozen target"
+        );
         let out = child.wait_with_output().unwrap();
         assert!(
             started.elapsed() >= Duration::from_secs(29),

@@ -26,12 +26,21 @@ const T0: i64 = 1_700_000_000;
 fn world(sshd: &Sshd, extra: &str) -> World {
     let w = World::new();
     w.release("a", "1.0", T0);
-    w.release_with("b", "2.0", T0 + 20, &[("deep/er/x.txt", "x"), ("run.sh", "->deep/er/x.txt")]);
+    w.release_with(
+        "b",
+        "2.0",
+        T0 + 20,
+        &[("deep/er/x.txt", "x"), ("run.sh", "->deep/er/x.txt")],
+    );
     w.release("j", "1", T0 + 40);
     w.alias("j", "cur", "1");
     w.write_global("");
     w.write_rm(&[("P/R1", "open", 0, &["a/1.0", "b/2.0"])]);
-    sshd.write_target(&w, "site", &format!("projects = [\"P\"]\npackages = [\"j/cur\"]\n{extra}"));
+    sshd.write_target(
+        &w,
+        "site",
+        &format!("projects = [\"P\"]\npackages = [\"j/cur\"]\n{extra}"),
+    );
     w
 }
 
@@ -57,15 +66,25 @@ fn big_package(w: &World, package: &str, version: &str, mtime: i64, size: usize)
 }
 
 fn assert_same_version(w: &World, sshd: &Sshd, pv: &str) {
-    assert_eq!(common::snapshot(&w.archive().join(pv)), common::snapshot(&sshd.archive().join(pv)), "{pv}");
+    assert_eq!(
+        common::snapshot(&w.archive().join(pv)),
+        common::snapshot(&sshd.archive().join(pv)),
+        "{pv}"
+    );
 }
 
 /// Nothing on the target: no package, no receiver installed.
 #[track_caller]
 fn assert_untouched(sshd: &Sshd) {
-    let entries: Vec<_> = fs::read_dir(sshd.archive()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let entries: Vec<_> = fs::read_dir(sshd.archive())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert!(entries.is_empty(), "target archive changed: {entries:?}");
-    assert!(!sshd.receiver().exists(), "receiver installed although the connection was refused");
+    assert!(
+        !sshd.receiver().exists(),
+        "receiver installed although the connection was refused"
+    );
 }
 
 #[track_caller]
@@ -113,7 +132,12 @@ mod suite {
                 }
             }
         });
-        Harness { world, target: Box::new(target), raw, root: sshd.archive() }
+        Harness {
+            world,
+            target: Box::new(target),
+            raw,
+            root: sshd.archive(),
+        }
     }
 
     /// The suite's cases, each on a server of its own.
@@ -146,7 +170,10 @@ mod suite {
     /// A case added to the suite must run over SSH too.
     #[test]
     fn every_suite_case_runs_over_ssh() {
-        let suite = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/target_suite.rs")).unwrap();
+        let suite = fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/target_suite.rs"),
+        )
+        .unwrap();
         let cases: Vec<&str> = suite
             .lines()
             .filter(|l| l.contains("(make: &dyn Fn(World) -> Harness)"))
@@ -154,7 +181,10 @@ mod suite {
             .collect();
         assert!(!cases.is_empty());
         for case in &cases {
-            assert!(CASES.contains(case), "suite case {case} is not run over SSH: add it to over_ssh! in ssh.rs");
+            assert!(
+                CASES.contains(case),
+                "suite case {case} is not run over SSH: add it to over_ssh! in ssh.rs"
+            );
         }
     }
 }
@@ -171,11 +201,29 @@ fn sync_over_ssh_copies_exactly_and_installs_the_receiver() {
     for pv in ["a/1.0", "b/2.0", "j/1"] {
         assert_same_version(&w, &sshd, pv);
     }
-    assert_eq!(fs::metadata(sshd.archive().join("a/1.0")).unwrap().permissions().mode() & 0o777, 0o555);
-    assert_eq!(fs::read_link(sshd.archive().join("j/cur")).unwrap().to_str(), Some("1"));
-    assert!(sshd.archive().join(".dpkg_archive/packagelist.txt").is_file());
+    assert_eq!(
+        fs::metadata(sshd.archive().join("a/1.0"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o555
+    );
+    assert_eq!(
+        fs::read_link(sshd.archive().join("j/cur"))
+            .unwrap()
+            .to_str(),
+        Some("1")
+    );
+    assert!(sshd
+        .archive()
+        .join(".dpkg_archive/packagelist.txt")
+        .is_file());
     assert_eq!(fs::read_to_string(sshd.receiver()).unwrap(), RECEIVER);
-    assert_eq!(fs::metadata(sshd.receiver()).unwrap().permissions().mode() & 0o777, 0o755);
+    assert_eq!(
+        fs::metadata(sshd.receiver()).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
 
     // A new descpkg mtime replaces the read-only version as the target user.
     let dir = w.archive().join("a/1.0");
@@ -185,7 +233,14 @@ fn sync_over_ssh_copies_exactly_and_installs_the_receiver() {
     let out = w.blat(&["sync", "--target", "site", "--json"]);
     assert_exit(&out, 0);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["targets"][0]["report"]["sent"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(
+        report["targets"][0]["report"]["sent"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "{report}"
+    );
     assert_same_version(&w, &sshd, "a/1.0");
     assert!(common::leftovers(&sshd.archive()).is_empty());
 
@@ -194,8 +249,17 @@ fn sync_over_ssh_copies_exactly_and_installs_the_receiver() {
     let out = w.blat(&["sync", "--target", "site", "--json"]);
     assert_exit(&out, 0);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(report["targets"][0]["report"]["sent"].as_array().unwrap().is_empty(), "{report}");
-    assert_eq!(fs::metadata(sshd.receiver()).unwrap().modified().unwrap(), installed);
+    assert!(
+        report["targets"][0]["report"]["sent"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{report}"
+    );
+    assert_eq!(
+        fs::metadata(sshd.receiver()).unwrap().modified().unwrap(),
+        installed
+    );
 }
 
 #[test]
@@ -211,7 +275,11 @@ fn parallel_senders_use_sessions_of_their_own() {
     let content: Vec<&str> = content.iter().map(String::as_str).collect();
     w.write_global("");
     w.write_rm(&[("P/R1", "open", 0, &content)]);
-    sshd.write_target(&w, "site", "projects = [\"P\"]\nparallel = 3\ncompression = \"zstd\"\n");
+    sshd.write_target(
+        &w,
+        "site",
+        "projects = [\"P\"]\nparallel = 3\ncompression = \"zstd\"\n",
+    );
     let out = sync(&w);
     assert_exit(&out, 0);
     let listed = fs::read_dir(sshd.archive()).unwrap().count();
@@ -220,7 +288,10 @@ fn parallel_senders_use_sessions_of_their_own() {
         assert_same_version(&w, &sshd, pv);
     }
     let logins = sshd.log().matches("Accepted publickey").count();
-    assert!((2..=3).contains(&logins), "{logins} logins: batches should run on parallel sessions, at most 3");
+    assert!(
+        (2..=3).contains(&logins),
+        "{logins} logins: batches should run on parallel sessions, at most 3"
+    );
 }
 
 // ------------------------------------------------------------ host keys
@@ -237,7 +308,11 @@ fn fingerprint(public: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("k.pub");
     fs::write(&f, format!("{public}\n")).unwrap();
-    sh(Command::new("ssh-keygen").arg("-lf").arg(&f)).split_whitespace().nth(1).unwrap().to_string()
+    sh(Command::new("ssh-keygen").arg("-lf").arg(&f))
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -245,7 +320,10 @@ fn unknown_host_is_refused_with_fingerprint_and_keyscan_hint() {
     let Some(sshd) = Sshd::start() else { return };
     // The right key, but recorded for the default port only: not this host.
     let key = sshd.host_key("ed25519");
-    let (w, out) = sync_with_known_hosts(&sshd, &format!("127.0.0.1 {key}\n[otherhost]:{} {key}\n", sshd.port));
+    let (w, out) = sync_with_known_hosts(
+        &sshd,
+        &format!("127.0.0.1 {key}\n[otherhost]:{} {key}\n", sshd.port),
+    );
     let port = sshd.port;
     let kh = sshd.known_hosts.display();
     assert_err_contains(
@@ -278,7 +356,10 @@ fn changed_host_key_is_refused() {
         &[
             &format!("HOST KEY MISMATCH for [127.0.0.1]:{}", sshd.port),
             &fingerprint(&sshd.host_key("ed25519")),
-            &format!("{} line 1 holds another ssh-ed25519 key", sshd.known_hosts.display()),
+            &format!(
+                "{} line 1 holds another ssh-ed25519 key",
+                sshd.known_hosts.display()
+            ),
             "ssh-keygen -R",
         ],
     );
@@ -289,14 +370,21 @@ fn changed_host_key_is_refused() {
 fn hashed_and_ecdsa_only_entries_are_accepted() {
     let Some(sshd) = Sshd::start() else { return };
     // The server prefers ed25519; knowing only its ecdsa key must still work.
-    let text = format!("# only ecdsa\n[127.0.0.1]:{} {}\n", sshd.port, sshd.host_key("ecdsa"));
+    let text = format!(
+        "# only ecdsa\n[127.0.0.1]:{} {}\n",
+        sshd.port,
+        sshd.host_key("ecdsa")
+    );
     let (w, out) = sync_with_known_hosts(&sshd, &text);
     assert_exit(&out, 0);
     assert!(sshd.archive().join("a/1.0/descpkg").is_file());
     // Hashed entries (ssh-keygen -H, HashKnownHosts yes).
     let text = format!("[127.0.0.1]:{} {}\n", sshd.port, sshd.host_key("ed25519"));
     fs::write(&sshd.known_hosts, text).unwrap();
-    sh(Command::new("ssh-keygen").arg("-H").arg("-f").arg(&sshd.known_hosts));
+    sh(Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(&sshd.known_hosts));
     let hashed = fs::read_to_string(&sshd.known_hosts).unwrap();
     assert!(hashed.starts_with("|1|"), "{hashed}");
     assert_exit(&sync(&w), 0);
@@ -314,7 +402,14 @@ fn key_not_in_authorized_keys_is_refused() {
     assert_err_contains(
         &out,
         1,
-        &[&format!("127.0.0.1 refused the key {} for user {}", stranger.display(), sshd.user), "authorized_keys"],
+        &[
+            &format!(
+                "127.0.0.1 refused the key {} for user {}",
+                stranger.display(),
+                sshd.user
+            ),
+            "authorized_keys",
+        ],
     );
     assert_untouched(&sshd);
 }
@@ -339,10 +434,21 @@ fn too_open_identity_is_refused_like_openssh() {
     assert_err_contains(
         &out,
         1,
-        &[&format!("identity {} is accessible by group or others (mode 0644)", key.display()), "chmod 600"],
+        &[
+            &format!(
+                "identity {} is accessible by group or others (mode 0644)",
+                key.display()
+            ),
+            "chmod 600",
+        ],
     );
     assert_untouched(&sshd);
-    assert_eq!(sshd.connections(), 0, "refused before connecting:\n{}", sshd.log());
+    assert_eq!(
+        sshd.connections(),
+        0,
+        "refused before connecting:\n{}",
+        sshd.log()
+    );
 }
 
 #[test]
@@ -351,7 +457,11 @@ fn missing_or_unreadable_identity_is_refused() {
     let w = world(&sshd, "");
     let missing = w.path().join("no_such_key");
     with_identity(&sshd, &w, &missing);
-    assert_err_contains(&sync(&w), 1, &[&format!("cannot read identity {}", missing.display())]);
+    assert_err_contains(
+        &sync(&w),
+        1,
+        &[&format!("cannot read identity {}", missing.display())],
+    );
 
     // A key only its owner may read, used by another user.
     let key = w.path().join("id_private");
@@ -370,16 +480,32 @@ fn missing_or_unreadable_identity_is_refused() {
         cmd = Command::new(&blat);
         fs::create_dir_all(w.state()).unwrap();
         give_to(&sshd.user, &w.state());
-        let uid: u32 = sh(Command::new("id").args(["-u", &sshd.user])).trim().parse().unwrap();
-        let gid: u32 = sh(Command::new("id").args(["-g", &sshd.user])).trim().parse().unwrap();
+        let uid: u32 = sh(Command::new("id").args(["-u", &sshd.user]))
+            .trim()
+            .parse()
+            .unwrap();
+        let gid: u32 = sh(Command::new("id").args(["-g", &sshd.user]))
+            .trim()
+            .parse()
+            .unwrap();
         cmd.uid(uid).gid(gid).env("HOME", &sshd.home);
     } else {
         cmd = Command::new(env!("CARGO_BIN_EXE_blat"));
         fs::set_permissions(&key, fs::Permissions::from_mode(0o000)).unwrap();
     }
-    cmd.arg("-c").arg(w.config()).args(["sync", "--target", "site"]).env_remove("BLAT_NOW");
+    cmd.arg("-c")
+        .arg(w.config())
+        .args(["sync", "--target", "site"])
+        .env_remove("BLAT_NOW");
     let out = cmd.output().unwrap();
-    assert_err_contains(&out, 1, &[&format!("cannot read identity {}: Permission denied", key.display())]);
+    assert_err_contains(
+        &out,
+        1,
+        &[&format!(
+            "cannot read identity {}: Permission denied",
+            key.display()
+        )],
+    );
     assert_untouched(&sshd);
 }
 
@@ -389,10 +515,20 @@ fn missing_or_unreadable_identity_is_refused() {
 fn connection_refused_is_one_clear_line() {
     let Some(sshd) = Sshd::start() else { return };
     let w = world(&sshd, "");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     w.write_target("site", &sshd.target_conf(port, "projects = [\"P\"]"));
     let out = sync(&w);
-    assert_err_contains(&out, 1, &[&format!("cannot connect to 127.0.0.1 port {port}: Connection refused")]);
+    assert_err_contains(
+        &out,
+        1,
+        &[&format!(
+            "cannot connect to 127.0.0.1 port {port}: Connection refused"
+        )],
+    );
 }
 
 #[test]
@@ -401,14 +537,24 @@ fn silent_server_times_out_at_connect_timeout() {
     let w = world(&sshd, "");
     let proxy = Proxy::start(sshd.port, Fault::Freeze, 0);
     sshd.trust_port(proxy.port);
-    w.write_target("site", &sshd.target_conf(proxy.port, "projects = [\"P\"]\nconnect_timeout = \"1s\""));
+    w.write_target(
+        "site",
+        &sshd.target_conf(proxy.port, "projects = [\"P\"]\nconnect_timeout = \"1s\""),
+    );
     let started = Instant::now();
     let out = sync(&w);
-    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_err_contains(
         &out,
         1,
-        &[&format!("SSH handshake with 127.0.0.1:{} timed out (connect_timeout 1s)", proxy.port)],
+        &[&format!(
+            "SSH handshake with 127.0.0.1:{} timed out (connect_timeout 1s)",
+            proxy.port
+        )],
     );
     assert_untouched(&sshd);
 }
@@ -434,10 +580,25 @@ fn connection_cut_mid_package_leaves_nothing_and_next_sync_completes() {
     let extra = "projects = [\"P\"]\npackages = [\"j/cur\"]\ncompression = \"none\"\nparallel = 1";
     w.write_target("site", &sshd.target_conf(proxy.port, extra));
     let out = sync(&w);
-    assert!(proxy.tripped(), "the proxy never cut ({} bytes up): {}", proxy.bytes_up(), stderr(&out));
-    assert_err_contains(&out, 1, &[&format!("connection to {}@127.0.0.1:{} lost", sshd.user, proxy.port)]);
+    assert!(
+        proxy.tripped(),
+        "the proxy never cut ({} bytes up): {}",
+        proxy.bytes_up(),
+        stderr(&out)
+    );
+    assert_err_contains(
+        &out,
+        1,
+        &[&format!(
+            "connection to {}@127.0.0.1:{} lost",
+            sshd.user, proxy.port
+        )],
+    );
     for pv in ["big/1", "a/1.0", "b/2.0", "j/1"] {
-        assert!(!sshd.archive().join(pv).exists(), "{pv} visible after a cut");
+        assert!(
+            !sshd.archive().join(pv).exists(),
+            "{pv} visible after a cut"
+        );
     }
     drop(proxy);
 
@@ -447,7 +608,11 @@ fn connection_cut_mid_package_leaves_nothing_and_next_sync_completes() {
     for pv in ["big/1", "a/1.0", "b/2.0", "j/1"] {
         assert_same_version(&w, &sshd, pv);
     }
-    assert!(common::leftovers(&sshd.archive()).is_empty(), "{:?}", common::leftovers(&sshd.archive()));
+    assert!(
+        common::leftovers(&sshd.archive()).is_empty(),
+        "{:?}",
+        common::leftovers(&sshd.archive())
+    );
 }
 
 #[test]
@@ -462,12 +627,23 @@ fn target_that_stops_answering_fails_at_io_timeout() {
     let started = Instant::now();
     let out = sync(&w);
     let took = started.elapsed();
-    assert!(proxy.tripped(), "the proxy never froze ({} bytes up): {}", proxy.bytes_up(), stderr(&out));
-    assert!(took < Duration::from_secs(30), "a frozen target must not hang blat: {took:?}");
+    assert!(
+        proxy.tripped(),
+        "the proxy never froze ({} bytes up): {}",
+        proxy.bytes_up(),
+        stderr(&out)
+    );
+    assert!(
+        took < Duration::from_secs(30),
+        "a frozen target must not hang blat: {took:?}"
+    );
     assert_err_contains(
         &out,
         1,
-        &[&format!("{}@127.0.0.1:{} stopped answering", sshd.user, proxy.port), "io_timeout 2s"],
+        &[
+            &format!("{}@127.0.0.1:{} stopped answering", sshd.user, proxy.port),
+            "io_timeout 2s",
+        ],
     );
     // The package in flight is half there, under a temporary name only
     // (new packages are staged in <archive>/.blat-tmp-TOKEN-new/).
@@ -475,18 +651,34 @@ fn target_that_stops_answering_fails_at_io_timeout() {
     let staged: Vec<_> = fs::read_dir(sshd.archive())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(".blat-tmp-"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".blat-tmp-")
+        })
         .collect();
     assert_eq!(staged.len(), 1, "{staged:?}");
     let blob = staged[0].join("big/1/blob.bin");
     let got = fs::metadata(&blob).map(|m| m.len()).unwrap_or(0);
-    assert!(got < 24 << 20, "{} holds {got} bytes: the stream was not cut", blob.display());
+    assert!(
+        got < 24 << 20,
+        "{} holds {got} bytes: the stream was not cut",
+        blob.display()
+    );
     drop(proxy);
 
-    w.write_target("site", &sshd.target_conf(sshd.port, "projects = [\"P\"]\ncompression = \"none\""));
+    w.write_target(
+        "site",
+        &sshd.target_conf(sshd.port, "projects = [\"P\"]\ncompression = \"none\""),
+    );
     assert_exit(&sync(&w), 0);
     assert_same_version(&w, &sshd, "big/1");
-    assert!(common::leftovers(&sshd.archive()).is_empty(), "{:?}", common::leftovers(&sshd.archive()));
+    assert!(
+        common::leftovers(&sshd.archive()).is_empty(),
+        "{:?}",
+        common::leftovers(&sshd.archive())
+    );
 }
 
 #[test]
@@ -495,14 +687,22 @@ fn an_idle_session_dropped_by_the_server_is_replaced() {
     // A relay that never fails by itself.
     let proxy = Proxy::start(sshd.port, Fault::Cut, u64::MAX);
     sshd.trust_port(proxy.port);
-    let transport = SshTransport::new(SshConfig { port: proxy.port, ..ssh_config(&sshd) }).unwrap();
+    let transport = SshTransport::new(SshConfig {
+        port: proxy.port,
+        ..ssh_config(&sshd)
+    })
+    .unwrap();
     let df = || transport.run(&["df".to_string()], None).unwrap();
     assert_eq!(df().status, 0);
     proxy.sever();
     let out = df();
     assert_eq!(out.status, 0, "{out:?}");
     assert!(out.stdout.starts_with("avail\t"), "{out:?}");
-    assert_eq!(sshd.log().matches("Accepted publickey").count(), 2, "one new login after the drop");
+    assert_eq!(
+        sshd.log().matches("Accepted publickey").count(),
+        2,
+        "one new login after the drop"
+    );
 }
 
 // ------------------------------------------------------------ the receiver
@@ -524,7 +724,11 @@ fn missing_broken_or_stale_receivers_are_replaced() {
     for (what, planted) in [("broken", "#!/bin/sh\nexit 7\n"), ("stale", stale.as_str())] {
         plant_receiver(&sshd, planted);
         assert_exit(&sync(&w), 0);
-        assert_eq!(fs::read_to_string(sshd.receiver()).unwrap(), RECEIVER, "{what} receiver not replaced");
+        assert_eq!(
+            fs::read_to_string(sshd.receiver()).unwrap(),
+            RECEIVER,
+            "{what} receiver not replaced"
+        );
     }
     assert!(sshd.archive().join("a/1.0/descpkg").is_file());
 }
@@ -547,11 +751,20 @@ fn a_stale_receiver_that_cannot_be_replaced_is_never_run() {
     assert_err_contains(
         &out,
         1,
-        &[&format!("the receiver on {}@127.0.0.1:{} could not be updated", sshd.user, sshd.port), &receiver_sha256()],
+        &[
+            &format!(
+                "the receiver on {}@127.0.0.1:{} could not be updated",
+                sshd.user, sshd.port
+            ),
+            &receiver_sha256(),
+        ],
     );
     assert_eq!(fs::read_to_string(sshd.receiver()).unwrap(), stale);
     let entries: Vec<_> = fs::read_dir(sshd.archive()).unwrap().collect();
-    assert!(entries.is_empty(), "nothing may be sent through a stale receiver");
+    assert!(
+        entries.is_empty(),
+        "nothing may be sent through a stale receiver"
+    );
 }
 
 #[test]
@@ -576,7 +789,12 @@ fn forced_command_key_syncs_and_runs_nothing_else() {
     for pv in ["a/1.0", "b/2.0", "j/1"] {
         assert_same_version(&w, &sshd, pv);
     }
-    assert_eq!(fs::read_link(sshd.archive().join("j/cur")).unwrap().to_str(), Some("1"));
+    assert_eq!(
+        fs::read_link(sshd.archive().join("j/cur"))
+            .unwrap()
+            .to_str(),
+        Some("1")
+    );
 
     // The same key runs nothing but the receiver.
     let pwned = sshd.home.join("pwned");
@@ -592,7 +810,11 @@ fn forced_command_key_syncs_and_runs_nothing_else() {
     }
     let out = sshd.ssh(&key, "id");
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("blat-receiver: refused: this key only runs blat-receiver"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("blat-receiver: refused: this key only runs blat-receiver"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 // ------------------------------------------------------------ min_free
@@ -603,16 +825,34 @@ fn min_free_refuses_what_does_not_fit_and_sends_the_rest() {
     let w = world(&sshd, "");
     // A sparse 2 GiB package: never read, only its size counts.
     let dir = w.build("huge", "1", T0 + 70, &[]);
-    fs::File::create(dir.join("blob.bin")).unwrap().set_len(2 << 30).unwrap();
+    fs::File::create(dir.join("blob.bin"))
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
     common::set_mtime(&dir, T0 + 70);
     common::make_read_only(&dir);
     w.write_rm(&[("P/R1", "open", 0, &["a/1.0", "b/2.0", "huge/1"])]);
     let df = sh(Command::new("df").arg("-Pk").arg(sshd.archive()));
-    let avail_k: u64 = df.lines().nth(1).unwrap().split_whitespace().nth(3).unwrap().parse().unwrap();
-    assert!(avail_k > 2 << 20, "needs more than 2 GiB free for this test");
+    let avail_k: u64 = df
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        avail_k > 2 << 20,
+        "needs more than 2 GiB free for this test"
+    );
     // 1 GiB below what is free: small packages fit, 2 GiB do not.
     let min_free = format!("{}k", avail_k - (1 << 20));
-    sshd.write_target(&w, "site", &format!("projects = [\"P\"]\nmin_free = \"{min_free}\"\n"));
+    sshd.write_target(
+        &w,
+        "site",
+        &format!("projects = [\"P\"]\nmin_free = \"{min_free}\"\n"),
+    );
     let out = sync(&w);
     assert_err_contains(&out, 3, &["huge/1", "min_free"]);
     assert!(!sshd.archive().join("huge").exists());
@@ -637,31 +877,74 @@ fn mixed_batch_of_new_and_known_packages() {
     let pv = |p: &str, v: &str| PackageVersion::new(p, v).unwrap();
     w.release("known", "1", T0);
     let first = pack::scan(&source, &pv("known", "1")).unwrap();
-    assert!(target.receive(&source, &[first], Compression::Gzip(1), &|_| {}).unwrap()[0].result.is_ok());
-    for (p, v) in [("known", "2"), ("known", "3"), ("fresh", "1.0"), ("fresh", "1.1"), ("lonely", "1"), ("b.c", "1")] {
+    assert!(target
+        .receive(&source, &[first], Compression::Gzip(1), &|_| {})
+        .unwrap()[0]
+        .result
+        .is_ok());
+    for (p, v) in [
+        ("known", "2"),
+        ("known", "3"),
+        ("fresh", "1.0"),
+        ("fresh", "1.1"),
+        ("lonely", "1"),
+        ("b.c", "1"),
+    ] {
         w.release(p, v, T0 + 1);
     }
-    let mut batch: Vec<_> =
-        [("known", "2"), ("known", "3"), ("fresh", "1.0"), ("fresh", "1.1"), ("lonely", "1"), ("b.c", "1")]
-            .iter()
-            .map(|(p, v)| pack::scan(&source, &pv(p, v)).unwrap())
-            .collect();
+    let mut batch: Vec<_> = [
+        ("known", "2"),
+        ("known", "3"),
+        ("fresh", "1.0"),
+        ("fresh", "1.1"),
+        ("lonely", "1"),
+        ("b.c", "1"),
+    ]
+    .iter()
+    .map(|(p, v)| pack::scan(&source, &pv(p, v)).unwrap())
+    .collect();
     // Declared counts that do not match: known/3, fresh/1.1 and lonely/1 fail.
     for i in [1, 3, 4] {
         batch[i].files += 1;
     }
-    let results = target.receive(&source, &batch, Compression::Gzip(1), &|_| {}).unwrap();
-    let verdict = |p: &str, v: &str| results.iter().find(|r| r.pv == pv(p, v)).unwrap().result.clone();
+    let results = target
+        .receive(&source, &batch, Compression::Gzip(1), &|_| {})
+        .unwrap();
+    let verdict = |p: &str, v: &str| {
+        results
+            .iter()
+            .find(|r| r.pv == pv(p, v))
+            .unwrap()
+            .result
+            .clone()
+    };
     for (p, v) in [("known", "2"), ("fresh", "1.0"), ("b.c", "1")] {
         assert_eq!(verdict(p, v), Ok(()), "{p}/{v}");
         assert_same_version(&w, &sshd, &format!("{p}/{v}"));
     }
     for (p, v) in [("known", "3"), ("fresh", "1.1"), ("lonely", "1")] {
-        assert!(verdict(p, v).is_err_and(|e| e.contains("files, expected")), "{p}/{v}: {:?}", verdict(p, v));
+        assert!(
+            verdict(p, v).is_err_and(|e| e.contains("files, expected")),
+            "{p}/{v}: {:?}",
+            verdict(p, v)
+        );
         assert!(!sshd.archive().join(p).join(v).exists(), "{p}/{v}");
     }
-    assert!(!sshd.archive().join("lonely").exists(), "a new package with nothing verified never appears");
-    assert!(common::leftovers(&sshd.archive()).is_empty(), "{:?}", common::leftovers(&sshd.archive()));
-    let listed: Vec<String> = target.list().unwrap().versions.keys().map(|p| p.to_string()).collect();
+    assert!(
+        !sshd.archive().join("lonely").exists(),
+        "a new package with nothing verified never appears"
+    );
+    assert!(
+        common::leftovers(&sshd.archive()).is_empty(),
+        "{:?}",
+        common::leftovers(&sshd.archive())
+    );
+    let listed: Vec<String> = target
+        .list()
+        .unwrap()
+        .versions
+        .keys()
+        .map(|p| p.to_string())
+        .collect();
     assert_eq!(listed, ["b.c/1", "fresh/1.0", "known/1", "known/2"]);
 }

@@ -40,8 +40,14 @@ pub struct Sshd {
 /// Run a command that must succeed; returns its stdout.
 #[track_caller]
 pub fn sh(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -55,11 +61,17 @@ fn target_user() -> String {
     if !is_root() {
         return sh(Command::new("id").arg("-un")).trim().to_string();
     }
-    let user = std::env::var("BLAT_TEST_SSH_USER").ok().filter(|u| !u.is_empty()).unwrap_or("blattest".into());
+    let user = std::env::var("BLAT_TEST_SSH_USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or("blattest".into());
     PREPARE.call_once(|| {
         let _ = fs::create_dir_all("/run/sshd");
         let _ = fs::set_permissions("/run/sshd", fs::Permissions::from_mode(0o755));
-        let known = Command::new("id").arg(&user).output().is_ok_and(|o| o.status.success());
+        let known = Command::new("id")
+            .arg(&user)
+            .output()
+            .is_ok_and(|o| o.status.success());
         if !known {
             sh(Command::new("useradd").args(["-m", "-s", "/bin/sh", &user]));
         }
@@ -72,19 +84,27 @@ fn target_user() -> String {
 /// Gives `path` (and everything below) to the target user.
 pub fn give_to(user: &str, path: &Path) {
     if is_root() {
-        sh(Command::new("chown").arg("-R").arg(format!("{user}:")).arg(path));
+        sh(Command::new("chown")
+            .arg("-R")
+            .arg(format!("{user}:"))
+            .arg(path));
     }
 }
 
 /// A new key pair without passphrase; returns the private key's path.
 pub fn keygen(path: &Path, kind: &str) -> PathBuf {
     let _ = fs::remove_file(path);
-    sh(Command::new("ssh-keygen").args(["-q", "-t", kind, "-N", "", "-C", "blat-test", "-f"]).arg(path));
+    sh(Command::new("ssh-keygen")
+        .args(["-q", "-t", kind, "-N", "", "-C", "blat-test", "-f"])
+        .arg(path));
     path.to_path_buf()
 }
 
 pub fn public_key(private: &Path) -> String {
-    fs::read_to_string(private.with_extension("pub")).unwrap().trim().to_string()
+    fs::read_to_string(private.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 impl Sshd {
@@ -98,7 +118,10 @@ impl Sshd {
             return None;
         }
         let user = target_user();
-        let dir = tempfile::Builder::new().prefix("blat-sshd-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("blat-sshd-")
+            .tempdir()
+            .unwrap();
         // sshd reads authorized_keys as the target user: it must get in.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let d = dir.path();
@@ -109,7 +132,11 @@ impl Sshd {
         fs::create_dir_all(home.join("dpkg_archive")).unwrap();
         fs::set_permissions(&home, fs::Permissions::from_mode(0o755)).unwrap();
         give_to(&user, &home);
-        fs::write(d.join("authorized_keys"), format!("{}\n", public_key(&identity))).unwrap();
+        fs::write(
+            d.join("authorized_keys"),
+            format!("{}\n", public_key(&identity)),
+        )
+        .unwrap();
         fs::set_permissions(d.join("authorized_keys"), fs::Permissions::from_mode(0o644)).unwrap();
 
         let mut last_log = String::new();
@@ -138,7 +165,15 @@ impl Sshd {
                 let known_hosts = d.join("known_hosts");
                 let host_key = public_key(&d.join("host_ed25519"));
                 fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_key}\n")).unwrap();
-                return Some(Sshd { dir, port, user, home, identity, known_hosts, child });
+                return Some(Sshd {
+                    dir,
+                    port,
+                    user,
+                    home,
+                    identity,
+                    known_hosts,
+                    child,
+                });
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -163,7 +198,10 @@ impl Sshd {
 
     /// Adds a line to authorized_keys.
     pub fn authorize(&self, line: &str) {
-        let mut f = fs::OpenOptions::new().append(true).open(self.path().join("authorized_keys")).unwrap();
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(self.path().join("authorized_keys"))
+            .unwrap();
         writeln!(f, "{line}").unwrap();
     }
 
@@ -174,13 +212,19 @@ impl Sshd {
 
     /// Records the host key for `port` too (a proxy's), as ssh-keyscan would.
     pub fn trust_port(&self, port: u16) {
-        let mut f = fs::OpenOptions::new().append(true).open(&self.known_hosts).unwrap();
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.known_hosts)
+            .unwrap();
         writeln!(f, "[127.0.0.1]:{port} {}", self.host_key("ed25519")).unwrap();
     }
 
     /// Connections made to the server, besides the one that saw it start.
     pub fn connections(&self) -> usize {
-        self.log().matches("Connection from").count().saturating_sub(1)
+        self.log()
+            .matches("Connection from")
+            .count()
+            .saturating_sub(1)
     }
 
     /// What sshd logged so far.
@@ -212,7 +256,14 @@ impl Sshd {
             .arg(identity)
             .arg("-o")
             .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
-            .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+            ])
             .arg(format!("{}@127.0.0.1", self.user))
             .arg(command)
             .stdin(Stdio::null())
@@ -226,12 +277,20 @@ impl Drop for Sshd {
         let _ = self.child.kill();
         let _ = self.child.wait();
         // The home holds read-only package directories of the target user.
-        let _ = Command::new("chmod").arg("-R").arg("u+rwx").arg(&self.home).status();
+        let _ = Command::new("chmod")
+            .arg("-R")
+            .arg("u+rwx")
+            .arg(&self.home)
+            .status();
     }
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// True once the server greets on `port`; false when it exited or is silent.
@@ -284,21 +343,29 @@ impl Proxy {
         let stop = Arc::new(AtomicBool::new(false));
         let streams = Arc::new(Mutex::new(Vec::new()));
         let acceptor = {
-            let (sent, tripped, stop, streams) = (sent.clone(), tripped.clone(), stop.clone(), streams.clone());
+            let (sent, tripped, stop, streams) =
+                (sent.clone(), tripped.clone(), stop.clone(), streams.clone());
             std::thread::spawn(move || {
                 for client in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
                         return;
                     }
                     let Ok(client) = client else { continue };
-                    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+                    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                        continue;
+                    };
                     {
                         let mut all = streams.lock().unwrap();
                         all.push(client.try_clone().unwrap());
                         all.push(server.try_clone().unwrap());
                     }
-                    let relay =
-                        Relay { fault, after, sent: sent.clone(), tripped: tripped.clone(), stop: stop.clone() };
+                    let relay = Relay {
+                        fault,
+                        after,
+                        sent: sent.clone(),
+                        tripped: tripped.clone(),
+                        stop: stop.clone(),
+                    };
                     let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                     let up = relay.clone();
                     std::thread::spawn(move || up.pump(client, server, true));
@@ -306,7 +373,14 @@ impl Proxy {
                 }
             })
         };
-        Proxy { port, sent, tripped, stop, streams, acceptor: Some(acceptor) }
+        Proxy {
+            port,
+            sent,
+            tripped,
+            stop,
+            streams,
+            acceptor: Some(acceptor),
+        }
     }
 
     /// Closes every connection made so far, as a server dropping idle

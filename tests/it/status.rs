@@ -35,11 +35,19 @@ fn status_shows_runs_tags_and_errors() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let site = &v[0];
     assert_eq!(site["target"], "site");
-    let sync = site["runs"].as_array().unwrap().iter().find(|r| r["command"] == "sync").unwrap();
+    let sync = site["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["command"] == "sync")
+        .unwrap();
     assert_eq!(sync["outcome"], "failed");
     assert_eq!(site["pending_tags"], serde_json::json!(["a::1.0"]));
     assert_eq!(site["rejected_tags"][0]["tag"], "nope::1.0");
-    assert!(site["last_error"]["error"].as_str().unwrap().contains("release P/GONE does not exist"));
+    assert!(site["last_error"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("release P/GONE does not exist"));
 
     let prom = fs::read_to_string(&metrics).unwrap();
     for line in [
@@ -49,14 +57,20 @@ fn status_shows_runs_tags_and_errors() {
         "blat_rejected_tags{target=\"site\"} 1",
         "blat_marked_packages{target=\"site\"} 0",
     ] {
-        assert!(prom.lines().any(|l| l == line), "{line:?} missing in:\n{prom}");
+        assert!(
+            prom.lines().any(|l| l == line),
+            "{line:?} missing in:\n{prom}"
+        );
     }
 
     let text = stdout(&w.blat(&["status"]));
     assert!(text.starts_with("site (archive)\n"), "{text}");
     assert!(text.contains("tags: 1 pending, 1 rejected"), "{text}");
     assert!(text.contains("rejected nope::1.0: "), "{text}");
-    assert!(text.contains("last error: ") && text.contains("sync: cannot read release P/GONE"), "{text}");
+    assert!(
+        text.contains("last error: ") && text.contains("sync: cannot read release P/GONE"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -23,7 +23,10 @@ fn world() -> World {
         ("P/R1", "open", 0, &["a/1.0", "b/2.0"]),
         ("Q/X", "open", 0, &["a/1.1"]),
     ]);
-    w.local_target("site", "projects = [\"P\"]\npackages = [\"j/cur\"]\nwritable_grace = \"1h\"\n");
+    w.local_target(
+        "site",
+        "projects = [\"P\"]\npackages = [\"j/cur\"]\nwritable_grace = \"1h\"\n",
+    );
     w
 }
 
@@ -36,7 +39,13 @@ fn sent(report: &serde_json::Value) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| format!("{}/{}", p["package"].as_str().unwrap(), p["version"].as_str().unwrap()))
+        .map(|p| {
+            format!(
+                "{}/{}",
+                p["package"].as_str().unwrap(),
+                p["version"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
@@ -55,7 +64,11 @@ fn first_sync_copies_the_current_set_exactly() {
     assert_eq!(report["outcome"], "done");
     let t = w.target_dir("site");
     for pv in ["a/1.0", "b/2.0", "j/1"] {
-        assert_eq!(version_tree(&w, &w.archive(), pv), version_tree(&w, &t, pv), "{pv}");
+        assert_eq!(
+            version_tree(&w, &w.archive(), pv),
+            version_tree(&w, &t, pv),
+            "{pv}"
+        );
     }
     assert!(!t.join("old").exists(), "closed release not sent");
     assert!(!t.join("a/1.1").exists(), "other project not sent");
@@ -79,11 +92,18 @@ fn no_change_sync_sends_nothing() {
     let report = json(&out);
     assert!(sent(&report).is_empty(), "{report}");
     assert_eq!(report["targets"][0]["report"]["up_to_date"], 3);
-    assert!(report["targets"][0]["report"]["linked"].as_array().unwrap().is_empty());
+    assert!(report["targets"][0]["report"]["linked"]
+        .as_array()
+        .unwrap()
+        .is_empty());
     assert_eq!(common::snapshot(&w.target_dir("site").join("a")), before);
     // The plain summary line says the same.
     let out = w.blat(&["sync", "--all"]);
-    assert!(stdout(&out).contains("site: sync done: 0 sent (0 B), 3 up to date"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("site: sync done: 0 sent (0 B), 3 up to date"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -115,7 +135,10 @@ fn alias_is_repointed_after_its_version_arrives() {
     assert_eq!(report["targets"][0]["report"]["linked"][0]["version"], "2");
     let t = w.target_dir("site");
     assert_eq!(fs::read_link(t.join("j/cur")).unwrap().to_str(), Some("2"));
-    assert!(t.join("j/1/descpkg").is_file(), "excess is left alone without aging");
+    assert!(
+        t.join("j/1/descpkg").is_file(),
+        "excess is left alone without aging"
+    );
 }
 
 #[test]
@@ -129,7 +152,13 @@ fn writable_package_waits_for_the_grace_then_goes() {
     let report = json(&out);
     assert!(!sent(&report).contains(&"c/0.1".to_string()));
     let skipped = &report["targets"][0]["report"]["skipped"][0];
-    assert_eq!((skipped["pv"]["package"].as_str(), skipped["reason"].as_str()), (Some("c"), Some("writable")));
+    assert_eq!(
+        (
+            skipped["pv"]["package"].as_str(),
+            skipped["reason"].as_str()
+        ),
+        (Some("c"), Some("writable"))
+    );
     assert!(!w.target_dir("site").join("c").exists());
     let late = (T0 + 100 + 3601).to_string();
     let out = w.blat_env(&["sync", "--all", "--json"], &[("BLAT_NOW", &late)]);
@@ -144,13 +173,24 @@ fn unknown_release_is_an_error_and_changes_nothing() {
     w.local_target("site", "releases = [\"P/NOPE\"]\n");
     let out = w.blat(&["sync", "--all"]);
     assert_exit(&out, 1);
-    assert!(stderr(&out).contains("release P/NOPE does not exist"), "{}", stderr(&out));
-    assert!(!w.target_dir("site").exists(), "nothing created on the target");
+    assert!(
+        stderr(&out).contains("release P/NOPE does not exist"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !w.target_dir("site").exists(),
+        "nothing created on the target"
+    );
     // An unknown project too.
     w.local_target("site", "projects = [\"NOPE\"]\n");
     let out = w.blat(&["sync", "--all"]);
     assert_exit(&out, 1);
-    assert!(stderr(&out).contains("project NOPE does not exist"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("project NOPE does not exist"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -160,8 +200,14 @@ fn bad_names_from_the_database_are_refused_by_row() {
     let out = w.blat(&["sync", "--all"]);
     assert_exit(&out, 1);
     let err = stderr(&out);
-    assert!(err.contains("release P/R1: row ") && err.contains("invalid name '..'"), "{err}");
-    assert!(err.contains("'../etc/passwd'"), "the message shows the row: {err}");
+    assert!(
+        err.contains("release P/R1: row ") && err.contains("invalid name '..'"),
+        "{err}"
+    );
+    assert!(
+        err.contains("'../etc/passwd'"),
+        "the message shows the row: {err}"
+    );
     assert!(!w.target_dir("site").exists());
 }
 
@@ -174,7 +220,10 @@ fn held_lock_gives_exit_code_4_and_does_nothing() {
     let out = w.blat(&["sync", "--all"]);
     assert_exit(&out, 4);
     let err = stderr(&out);
-    assert!(err.contains("site") && err.contains("holds its lock"), "{err}");
+    assert!(
+        err.contains("site") && err.contains("holds its lock"),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert!(!w.target_dir("site").exists());
     drop(file);
@@ -188,11 +237,17 @@ fn bad_config_names_file_line_column() {
     let out = w.blat(&["sync", "--all"]);
     assert_exit(&out, 2);
     let err = stderr(&out);
-    assert!(err.contains("targets/site.conf:5:17: invalid duration '4x'"), "{err}");
+    assert!(
+        err.contains("targets/site.conf:5:17: invalid duration '4x'"),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "{err}");
     w.local_target("site", "projets = [\"P\"]\n");
     let err = stderr(&w.blat(&["sync", "--all"]));
-    assert!(err.contains("targets/site.conf:4:1: unknown field `projets`"), "{err}");
+    assert!(
+        err.contains("targets/site.conf:4:1: unknown field `projets`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -224,10 +279,17 @@ fn due_skips_recently_synced_targets() {
     w.write_rm(&[("P/R1", "open", 0, &["a/1.0", "b/2.0", "b/2.1"])]);
     let out = w.blat(&["sync", "--all", "--due"]);
     assert_exit(&out, 0);
-    assert!(stdout(&out).contains("site: sync skipped: not due"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("site: sync skipped: not due"),
+        "{}",
+        stdout(&out)
+    );
     assert!(!w.target_dir("site").join("b/2.1").exists());
     let later = (blat::clock::now() + 4 * 3600 + 1).to_string();
-    assert_exit(&w.blat_env(&["sync", "--all", "--due"], &[("BLAT_NOW", &later)]), 0);
+    assert_exit(
+        &w.blat_env(&["sync", "--all", "--due"], &[("BLAT_NOW", &later)]),
+        0,
+    );
     assert!(w.target_dir("site").join("b/2.1").exists());
 }
 
@@ -247,8 +309,15 @@ fn leftovers_of_a_failed_receive_are_cleared_by_the_next_sync() {
     assert_exit(&out, 0);
     assert_eq!(sent(&json(&out)), ["b/2.0"]);
     assert_eq!(json(&out)["targets"][0]["report"]["leftovers_removed"], 2);
-    assert!(common::leftovers(&t).is_empty(), "{:?}", common::leftovers(&t));
-    assert_eq!(common::snapshot(&w.archive().join("b/2.0")), common::snapshot(&t.join("b/2.0")));
+    assert!(
+        common::leftovers(&t).is_empty(),
+        "{:?}",
+        common::leftovers(&t)
+    );
+    assert_eq!(
+        common::snapshot(&w.archive().join("b/2.0")),
+        common::snapshot(&t.join("b/2.0"))
+    );
 }
 
 #[test]
@@ -258,7 +327,11 @@ fn one_failing_package_does_not_stop_the_others() {
     let dir = w.archive().join("b/2.0");
     common::make_writable(&dir);
     let fifo = dir.join("pipe");
-    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
     common::make_read_only(&dir);
     let out = w.blat(&["sync", "--all", "--json"]);
     assert_exit(&out, 3);
@@ -266,7 +339,13 @@ fn one_failing_package_does_not_stop_the_others() {
     assert_eq!(sent(&report), ["a/1.0", "j/1"]);
     let failed = &report["targets"][0]["report"]["failed"][0];
     assert_eq!(failed["item"], "b/2.0");
-    assert!(failed["error"].as_str().unwrap().contains("unsupported file type"), "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("unsupported file type"),
+        "{failed}"
+    );
     assert!(!w.target_dir("site").join("b/2.0").exists());
     assert!(stderr(&out).contains("b/2.0"), "{}", stderr(&out));
 }
@@ -278,7 +357,13 @@ fn plist_writes_only_the_packagelist() {
     assert_exit(&out, 0);
     let t = w.target_dir("site");
     let plist = fs::read_to_string(t.join(".dpkg_archive/packagelist.txt")).unwrap();
-    assert_eq!(plist.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>(), ["a 1.0", "b 2.0", "j 1"]);
+    assert_eq!(
+        plist
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>(),
+        ["a 1.0", "b 2.0", "j 1"]
+    );
     assert!(!t.join("a").exists(), "plist sends no package");
 }
 
@@ -287,10 +372,18 @@ fn target_selection_is_checked() {
     let w = world();
     let out = w.blat(&["sync"]);
     assert_exit(&out, 2);
-    assert!(stderr(&out).contains("--target NAME or use --all (configured: site)"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--target NAME or use --all (configured: site)"),
+        "{}",
+        stderr(&out)
+    );
     let out = w.blat(&["sync", "--target", "nowhere"]);
     assert_exit(&out, 2);
-    assert!(stderr(&out).contains("unknown target 'nowhere'"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown target 'nowhere'"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -312,7 +405,11 @@ fn zstd_falls_back_to_gzip_when_the_target_lacks_it() {
     let path = bin.display().to_string();
     let out = w.blat_env(&["sync", "--all", "--json"], &[("PATH", &path)]);
     assert_exit(&out, 0);
-    assert!(stderr(&out).contains("the target has no zstd; sending with gzip instead"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the target has no zstd; sending with gzip instead"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(sent(&json(&out)), ["a/1.0", "b/2.0"]);
     // With zstd on the target, no warning.
     let w = world();
@@ -340,7 +437,10 @@ fn a_full_target_disk_leaves_no_partial_package() {
         .status()
         .is_ok_and(|s| s.success());
     if !mounted {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI runs as root and must be able to mount a tmpfs");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI runs as root and must be able to mount a tmpfs"
+        );
         eprintln!("skipped: cannot mount a tmpfs (not root)");
         return;
     }
@@ -352,7 +452,10 @@ fn a_full_target_disk_leaves_no_partial_package() {
         }
     }
     let guard = Unmount(t.clone());
-    w.local_target("site", "projects = [\"P\"]\ncompression = \"none\"\nparallel = 1\n");
+    w.local_target(
+        "site",
+        "projects = [\"P\"]\ncompression = \"none\"\nparallel = 1\n",
+    );
     let out = w.blat(&["sync", "--all", "--json"]);
     // Both packages travel in one batch, one stream: the stream fails, so
     // neither is installed.
@@ -366,13 +469,27 @@ fn a_full_target_disk_leaves_no_partial_package() {
         .map(|f| f["item"].as_str().unwrap())
         .collect();
     assert_eq!(failed, ["a/1.0", "big/1.0"]);
-    assert!(stderr(&out).contains("No space left on device"), "{}", stderr(&out));
-    assert!(!t.join("big").exists() && !t.join("a").exists(), "no partial package");
-    assert!(common::leftovers(&t).is_empty(), "{:?}", common::leftovers(&t));
+    assert!(
+        stderr(&out).contains("No space left on device"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !t.join("big").exists() && !t.join("a").exists(),
+        "no partial package"
+    );
+    assert!(
+        common::leftovers(&t).is_empty(),
+        "{:?}",
+        common::leftovers(&t)
+    );
     // Room again (a bigger file system): the next sync completes.
     drop(guard);
     let out = w.blat(&["sync", "--all", "--json"]);
     assert_exit(&out, 0);
     assert_eq!(sent(&json(&out)), ["a/1.0", "big/1.0"]);
-    assert_eq!(common::snapshot(&w.archive().join("big/1.0")), common::snapshot(&t.join("big/1.0")));
+    assert_eq!(
+        common::snapshot(&w.archive().join("big/1.0")),
+        common::snapshot(&t.join("big/1.0"))
+    );
 }

@@ -28,14 +28,27 @@ pub fn pv(p: &str, v: &str) -> PackageVersion {
 }
 
 fn alias(p: &str, a: &str, v: &str) -> Alias {
-    Alias { package: Name::new(p).unwrap(), alias: Name::new(a).unwrap(), version: Name::new(v).unwrap() }
+    Alias {
+        package: Name::new(p).unwrap(),
+        alias: Name::new(a).unwrap(),
+        version: Name::new(v).unwrap(),
+    }
 }
 
 /// Sends package-versions from the world's archive in one batch.
-fn send(h: &Harness, pvs: &[PackageVersion], compression: Compression) -> Vec<blat::target::Received> {
+fn send(
+    h: &Harness,
+    pvs: &[PackageVersion],
+    compression: Compression,
+) -> Vec<blat::target::Received> {
     let source = SourceArchive::new(h.world.archive());
-    let batch: Vec<_> = pvs.iter().map(|p| pack::scan(&source, p).unwrap()).collect();
-    h.target.receive(&source, &batch, compression, &|_| {}).unwrap()
+    let batch: Vec<_> = pvs
+        .iter()
+        .map(|p| pack::scan(&source, p).unwrap())
+        .collect();
+    h.target
+        .receive(&source, &batch, compression, &|_| {})
+        .unwrap()
 }
 
 /// The tree of one package-version, for comparing source and target.
@@ -55,12 +68,28 @@ pub fn list_empty(make: &dyn Fn(World) -> Harness) {
 pub fn receive_keeps_modes_mtimes_links(make: &dyn Fn(World) -> Harness) {
     let h = make(World::new());
     h.world.release("a", "1.0", 1_600_000_000);
-    h.world.release_with("b", "2.0", 1_600_000_100, &[("deep/er/x.txt", "x"), ("run.sh", "->deep/er/x.txt")]);
-    for compression in [Compression::Gzip(6), Compression::None, Compression::Zstd(3)] {
+    h.world.release_with(
+        "b",
+        "2.0",
+        1_600_000_100,
+        &[("deep/er/x.txt", "x"), ("run.sh", "->deep/er/x.txt")],
+    );
+    for compression in [
+        Compression::Gzip(6),
+        Compression::None,
+        Compression::Zstd(3),
+    ] {
         let results = send(&h, &[pv("a", "1.0"), pv("b", "2.0")], compression);
-        assert!(results.iter().all(|r| r.result.is_ok()), "{compression:?}: {results:?}");
+        assert!(
+            results.iter().all(|r| r.result.is_ok()),
+            "{compression:?}: {results:?}"
+        );
         for p in [pv("a", "1.0"), pv("b", "2.0")] {
-            assert_eq!(tree(&h.world.archive(), &p), tree(&h.root, &p), "{compression:?} {p}");
+            assert_eq!(
+                tree(&h.world.archive(), &p),
+                tree(&h.root, &p),
+                "{compression:?} {p}"
+            );
         }
     }
     let l = h.target.list().unwrap();
@@ -73,15 +102,28 @@ pub fn receive_keeps_modes_mtimes_links(make: &dyn Fn(World) -> Harness) {
 
 pub fn replace_swaps_whole_version(make: &dyn Fn(World) -> Harness) {
     let h = make(World::new());
-    let dir = h.world.release_with("a", "1.0", 1_600_000_000, &[("old.txt", "old")]);
-    assert!(send(&h, &[pv("a", "1.0")], Compression::Gzip(1))[0].result.is_ok());
+    let dir = h
+        .world
+        .release_with("a", "1.0", 1_600_000_000, &[("old.txt", "old")]);
+    assert!(send(&h, &[pv("a", "1.0")], Compression::Gzip(1))[0]
+        .result
+        .is_ok());
     common::make_writable(&dir);
     fs::remove_dir_all(&dir).unwrap();
-    h.world.release_with("a", "1.0", 1_600_000_500, &[("new.txt", "new")]);
-    assert!(send(&h, &[pv("a", "1.0")], Compression::Gzip(1))[0].result.is_ok());
-    assert_eq!(tree(&h.world.archive(), &pv("a", "1.0")), tree(&h.root, &pv("a", "1.0")));
+    h.world
+        .release_with("a", "1.0", 1_600_000_500, &[("new.txt", "new")]);
+    assert!(send(&h, &[pv("a", "1.0")], Compression::Gzip(1))[0]
+        .result
+        .is_ok());
+    assert_eq!(
+        tree(&h.world.archive(), &pv("a", "1.0")),
+        tree(&h.root, &pv("a", "1.0"))
+    );
     assert!(!h.root.join("a/1.0/old.txt").exists());
-    assert_eq!(h.target.list().unwrap().versions[&pv("a", "1.0")], 1_600_000_500);
+    assert_eq!(
+        h.target.list().unwrap().versions[&pv("a", "1.0")],
+        1_600_000_500
+    );
     assert!(common::leftovers(&h.root).is_empty());
 }
 
@@ -95,9 +137,15 @@ pub fn link_and_repoint(make: &dyn Fn(World) -> Harness) {
     assert!(fs::symlink_metadata(h.root.join("j/cur")).is_err());
     send(&h, &[pv("j", "1"), pv("j", "2")], Compression::Gzip(1));
     h.target.link(&alias("j", "cur", "1")).unwrap();
-    assert_eq!(fs::read_link(h.root.join("j/cur")).unwrap(), PathBuf::from("1"));
+    assert_eq!(
+        fs::read_link(h.root.join("j/cur")).unwrap(),
+        PathBuf::from("1")
+    );
     h.target.link(&alias("j", "cur", "2")).unwrap();
-    assert_eq!(fs::read_link(h.root.join("j/cur")).unwrap(), PathBuf::from("2"));
+    assert_eq!(
+        fs::read_link(h.root.join("j/cur")).unwrap(),
+        PathBuf::from("2")
+    );
     let l = h.target.list().unwrap();
     assert_eq!(l.aliases, vec![alias("j", "cur", "2")]);
     // A real version directory is never replaced by an alias.
@@ -123,7 +171,10 @@ pub fn delete_removes_aliases_first(make: &dyn Fn(World) -> Harness) {
     // The last version takes its package directory with it.
     h.target.delete(&pv("j", "2")).unwrap();
     assert!(!h.root.join("j").exists());
-    assert!(h.target.delete(&pv("j", "2")).is_err(), "deleting what is absent is an error");
+    assert!(
+        h.target.delete(&pv("j", "2")).is_err(),
+        "deleting what is absent is an error"
+    );
     assert!(common::leftovers(&h.root).is_empty());
 }
 
@@ -131,10 +182,16 @@ pub fn put_is_atomic_file(make: &dyn Fn(World) -> Harness) {
     let h = make(World::new());
     h.target.put("packagelist.txt", b"# header\na 1\n").unwrap();
     h.target.put("packagelist.txt", b"# header\nb 2\n").unwrap();
-    assert_eq!(fs::read_to_string(h.root.join(".dpkg_archive/packagelist.txt")).unwrap(), "# header\nb 2\n");
+    assert_eq!(
+        fs::read_to_string(h.root.join(".dpkg_archive/packagelist.txt")).unwrap(),
+        "# header\nb 2\n"
+    );
     assert!(h.target.put("../escape", b"x").is_err());
     assert!(!h.root.join("escape").exists());
-    let names: Vec<_> = fs::read_dir(h.root.join(".dpkg_archive")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = fs::read_dir(h.root.join(".dpkg_archive"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 1, "no temporary left: {names:?}");
 }
 
@@ -150,40 +207,91 @@ pub fn gc_removes_leftovers(make: &dyn Fn(World) -> Harness) {
     // What a killed receiver leaves: read-only temp trees beside versions.
     let src = h.world.archive().join("a/1.0");
     for leftover in ["a/.blat-tmp-dead1-2.0", "a/.blat-del-dead2-0.9"] {
-        let out = std::process::Command::new("cp").arg("-a").arg(&src).arg(h.root.join(leftover)).output().unwrap();
+        let out = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&src)
+            .arg(h.root.join(leftover))
+            .output()
+            .unwrap();
         assert!(out.status.success());
     }
     fix_owner(&h);
     let removed = h.target.gc().unwrap();
     assert_eq!(removed.len(), 2, "{removed:?}");
     assert!(common::leftovers(&h.root).is_empty());
-    assert!(h.root.join("a/1.0/descpkg").is_file(), "gc never touches real versions");
+    assert!(
+        h.root.join("a/1.0/descpkg").is_file(),
+        "gc never touches real versions"
+    );
 }
 
 pub fn cut_stream_leaves_nothing(make: &dyn Fn(World) -> Harness) {
     let h = make(World::new());
-    let big: String = (0..200_000).map(|i| char::from(b'a' + (i * 7 % 26) as u8)).collect();
-    h.world.release_with("a", "1.0", 100, &[("big.bin", &big), ("small", "s")]);
+    let big: String = (0..200_000)
+        .map(|i| char::from(b'a' + (i * 7 % 26) as u8))
+        .collect();
+    h.world
+        .release_with("a", "1.0", 100, &[("big.bin", &big), ("small", "s")]);
     let source = SourceArchive::new(h.world.archive());
     let outgoing = pack::scan(&source, &pv("a", "1.0")).unwrap();
     let mut stream = Vec::new();
-    pack::stream(&source, std::slice::from_ref(&outgoing), "cut1", Compression::None, &mut stream, &|_| {}).unwrap();
+    pack::stream(
+        &source,
+        std::slice::from_ref(&outgoing),
+        "cut1",
+        Compression::None,
+        &mut stream,
+        &|_| {},
+    )
+    .unwrap();
     let files = outgoing.files.to_string();
     let bytes = outgoing.bytes.to_string();
-    let args = ["receive", "none", "cut1", "a", "1.0", files.as_str(), bytes.as_str()];
+    let args = [
+        "receive",
+        "none",
+        "cut1",
+        "a",
+        "1.0",
+        files.as_str(),
+        bytes.as_str(),
+    ];
     let out = (h.raw)(&args, Some(&stream[..stream.len() / 2])).unwrap();
     assert_ne!(out.status, 0, "a cut stream must fail");
     assert!(!h.root.join("a/1.0").exists(), "no partial package visible");
-    assert!(common::leftovers(&h.root).is_empty(), "{:?}", common::leftovers(&h.root));
+    assert!(
+        common::leftovers(&h.root).is_empty(),
+        "{:?}",
+        common::leftovers(&h.root)
+    );
     // A wrong declared count is a per-package failure (exit 3 when others arrive).
     h.world.release("b", "1", 100);
     let ob = pack::scan(&source, &pv("b", "1")).unwrap();
     let mut stream = Vec::new();
-    pack::stream(&source, &[outgoing.clone(), ob.clone()], "cnt1", Compression::Gzip(1), &mut stream, &|_| {}).unwrap();
+    pack::stream(
+        &source,
+        &[outgoing.clone(), ob.clone()],
+        "cnt1",
+        Compression::Gzip(1),
+        &mut stream,
+        &|_| {},
+    )
+    .unwrap();
     let wrong = (outgoing.files + 1).to_string();
     let bf = ob.files.to_string();
     let bb = ob.bytes.to_string();
-    let args = ["receive", "gzip", "cnt1", "a", "1.0", wrong.as_str(), bytes.as_str(), "b", "1", bf.as_str(), bb.as_str()];
+    let args = [
+        "receive",
+        "gzip",
+        "cnt1",
+        "a",
+        "1.0",
+        wrong.as_str(),
+        bytes.as_str(),
+        "b",
+        "1",
+        bf.as_str(),
+        bb.as_str(),
+    ];
     let out = (h.raw)(&args, Some(&stream)).unwrap();
     assert_eq!(out.status, 3, "{out:?}");
     assert!(out.stdout.contains("fail\ta\t1.0"), "{out:?}");
@@ -212,9 +320,15 @@ pub fn invalid_names_refused(make: &dyn Fn(World) -> Harness) {
     for args in cases {
         let out = (h.raw)(args, None).unwrap();
         assert_eq!(out.status, 2, "{args:?}: {out:?}");
-        assert!(out.stderr.starts_with("blat-receiver: "), "{args:?}: {out:?}");
+        assert!(
+            out.stderr.starts_with("blat-receiver: "),
+            "{args:?}: {out:?}"
+        );
     }
-    assert!(fs::read_dir(&h.root).unwrap().next().is_none(), "nothing created");
+    assert!(
+        fs::read_dir(&h.root).unwrap().next().is_none(),
+        "nothing created"
+    );
 }
 
 /// After planting files as the test user, give them to the target user.
@@ -302,7 +416,12 @@ mod local {
                 }
             }
         });
-        Harness { world, target: Box::new(target), raw, root }
+        Harness {
+            world,
+            target: Box::new(target),
+            raw,
+            root,
+        }
     }
 
     crate::target_suite!(make);

@@ -62,8 +62,8 @@ pub struct HostKeys<'a> {
 
 impl KnownHosts {
     pub fn load(path: &Path) -> Result<KnownHosts> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read known_hosts {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read known_hosts {}", path.display()))?;
         Ok(KnownHosts::parse(path, &text))
     }
 
@@ -84,19 +84,36 @@ impl KnownHosts {
             if marker != Marker::None {
                 fields.next();
             }
-            let (Some(hosts), Some(key_type), Some(key)) = (fields.next(), fields.next(), fields.next()) else {
+            let (Some(hosts), Some(key_type), Some(key)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
                 continue;
             };
-            let Some(key) = base64_decode(key) else { continue };
-            entries.push(Entry { line: i + 1, marker, hosts: hosts.to_string(), key_type: key_type.to_string(), key });
+            let Some(key) = base64_decode(key) else {
+                continue;
+            };
+            entries.push(Entry {
+                line: i + 1,
+                marker,
+                hosts: hosts.to_string(),
+                key_type: key_type.to_string(),
+                key,
+            });
         }
-        KnownHosts { path: path.to_path_buf(), entries }
+        KnownHosts {
+            path: path.to_path_buf(),
+            entries,
+        }
     }
 
     /// The entries that name `host` at `port`. `session` lends libssh2's
     /// HMAC-SHA1 for hashed entries; it need not be connected yet.
     pub fn for_host(&self, session: &Session, host: &str, port: u16) -> Result<HostKeys<'_>> {
-        let name = if port == 22 { host.to_string() } else { format!("[{host}]:{port}") };
+        let name = if port == 22 {
+            host.to_string()
+        } else {
+            format!("[{host}]:{port}")
+        };
         let mut entries = Vec::new();
         for e in &self.entries {
             let names_it = if e.hosts.starts_with("|1|") {
@@ -108,7 +125,13 @@ impl KnownHosts {
                 entries.push(e);
             }
         }
-        Ok(HostKeys { file: self, name, host: host.to_string(), port, entries })
+        Ok(HostKeys {
+            file: self,
+            name,
+            host: host.to_string(),
+            port,
+            entries,
+        })
     }
 }
 
@@ -120,7 +143,11 @@ impl HostKeys<'_> {
     pub fn algorithm_preference(&self, supported: &[&str]) -> Option<String> {
         let mut algs: Vec<&str> = Vec::new();
         for (key_type, names) in KEY_TYPES {
-            if self.entries.iter().any(|e| e.marker == Marker::None && e.key_type == *key_type) {
+            if self
+                .entries
+                .iter()
+                .any(|e| e.marker == Marker::None && e.key_type == *key_type)
+            {
                 algs.extend(names.iter().copied().filter(|n| supported.contains(n)));
             }
         }
@@ -134,14 +161,23 @@ impl HostKeys<'_> {
         let fp = fingerprint(offered);
         let file = self.file.path.display();
         let keyscan = format!("ssh-keyscan -p {} {} >> {file}", self.port, self.host);
-        if let Some(e) = self.file.entries.iter().find(|e| e.marker == Marker::Revoked && e.key == offered) {
+        if let Some(e) = self
+            .file
+            .entries
+            .iter()
+            .find(|e| e.marker == Marker::Revoked && e.key == offered)
+        {
             anyhow::bail!(
                 "host key of {} is REVOKED ({file} line {}): the host offered {offered_type} {fp}",
                 self.name,
                 e.line
             );
         }
-        let plain: Vec<&&Entry> = self.entries.iter().filter(|e| e.marker == Marker::None).collect();
+        let plain: Vec<&&Entry> = self
+            .entries
+            .iter()
+            .filter(|e| e.marker == Marker::None)
+            .collect();
         if plain.iter().any(|e| e.key == offered) {
             return Ok(());
         }
@@ -168,8 +204,15 @@ impl HostKeys<'_> {
 /// Asks libssh2 whether a hashed entry names `name`: a one-entry store is
 /// checked with the entry's own key, so only the host can fail to match.
 fn hashed_match(session: &Session, entry: &Entry, name: &str) -> Result<bool> {
-    let mut store = session.known_hosts().context("cannot set up known_hosts checking")?;
-    let line = format!("{} {} {}", entry.hosts, entry.key_type, base64_encode(&entry.key, true));
+    let mut store = session
+        .known_hosts()
+        .context("cannot set up known_hosts checking")?;
+    let line = format!(
+        "{} {} {}",
+        entry.hosts,
+        entry.key_type,
+        base64_encode(&entry.key, true)
+    );
     if store.read_str(&line, KnownHostFileKind::OpenSSH).is_err() {
         return Ok(false);
     }
@@ -221,7 +264,10 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 fn base64_encode(data: &[u8], pad: bool) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
         let chars = chunk.len() + 1;
         for i in 0..4 {
             if i < chars {
@@ -280,18 +326,27 @@ mod tests {
         let blob = base64_decode(ED).unwrap();
         assert_eq!(key_type_of(&blob), Some("ssh-ed25519"));
         // `ssh-keygen -lf` of this key says the same.
-        assert_eq!(fingerprint(&blob), "SHA256:y6zMunDNEHP8X9c7DGgKF7CFG528lovywRwncrSLGkg");
+        assert_eq!(
+            fingerprint(&blob),
+            "SHA256:y6zMunDNEHP8X9c7DGgKF7CFG528lovywRwncrSLGkg"
+        );
         assert_eq!(key_type_of(b"\0\0\0\x09abc"), None);
     }
 
     #[test]
     fn patterns_follow_openssh() {
-        assert!(patterns_match("example.com,[10.0.0.1]:2222", "[10.0.0.1]:2222"));
+        assert!(patterns_match(
+            "example.com,[10.0.0.1]:2222",
+            "[10.0.0.1]:2222"
+        ));
         assert!(patterns_match("EXAMPLE.com", "example.COM"));
         assert!(patterns_match("*.example.com", "a.example.com"));
         assert!(patterns_match("host?", "host1"));
         assert!(!patterns_match("host?", "host12"));
-        assert!(!patterns_match("*.example.com,!bad.example.com", "bad.example.com"));
+        assert!(!patterns_match(
+            "*.example.com,!bad.example.com",
+            "bad.example.com"
+        ));
         assert!(!patterns_match("example.com", "[example.com]:2222"));
         assert!(!patterns_match("[example.com]:2222", "example.com"));
     }
@@ -303,8 +358,19 @@ mod tests {
              @cert-authority *.x ssh-ed25519 {ED}\n@unknown h5 ssh-ed25519 {ED}\n"
         );
         let kh = KnownHosts::parse(Path::new("kh"), &text);
-        let got: Vec<(usize, Marker, &str)> = kh.entries.iter().map(|e| (e.line, e.marker, e.hosts.as_str())).collect();
-        assert_eq!(got, vec![(3, Marker::None, "h1"), (6, Marker::Revoked, "h4"), (7, Marker::CertAuthority, "*.x")]);
+        let got: Vec<(usize, Marker, &str)> = kh
+            .entries
+            .iter()
+            .map(|e| (e.line, e.marker, e.hosts.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (3, Marker::None, "h1"),
+                (6, Marker::Revoked, "h4"),
+                (7, Marker::CertAuthority, "*.x")
+            ]
+        );
     }
 
     #[test]
@@ -317,7 +383,13 @@ mod tests {
         let session = Session::new().unwrap();
         let keys = kh.for_host(&session, "h", 2222).unwrap();
         assert_eq!(
-            keys.algorithm_preference(&["ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-256", "ssh-rsa"]).as_deref(),
+            keys.algorithm_preference(&[
+                "ssh-ed25519",
+                "ecdsa-sha2-nistp256",
+                "rsa-sha2-256",
+                "ssh-rsa"
+            ])
+            .as_deref(),
             Some("ecdsa-sha2-nistp256,rsa-sha2-256,ssh-rsa")
         );
         // The test key stands in for both entries' keys, so it matches...
@@ -326,13 +398,22 @@ mod tests {
         let mut other = blob.clone();
         *other.last_mut().unwrap() ^= 1;
         let err = keys.verify(&other).unwrap_err().to_string();
-        assert!(err.starts_with("HOST KEY MISMATCH for [h]:2222: the host offered ssh-ed25519 SHA256:"), "{err}");
-        assert!(err.contains("/kh line 2") && err.contains("ssh-keyscan -p 2222 h >> /kh"), "{err}");
+        assert!(
+            err.starts_with("HOST KEY MISMATCH for [h]:2222: the host offered ssh-ed25519 SHA256:"),
+            "{err}"
+        );
+        assert!(
+            err.contains("/kh line 2") && err.contains("ssh-keyscan -p 2222 h >> /kh"),
+            "{err}"
+        );
 
         let unknown = kh.for_host(&session, "h", 22).unwrap();
         assert_eq!(unknown.algorithm_preference(&["ssh-ed25519"]), None);
         let err = unknown.verify(&blob).unwrap_err().to_string();
-        assert!(err.starts_with("unknown host h: its key is not in known_hosts /kh"), "{err}");
+        assert!(
+            err.starts_with("unknown host h: its key is not in known_hosts /kh"),
+            "{err}"
+        );
         assert!(err.contains("ssh-keyscan -p 22 h >> /kh"), "{err}");
     }
 
@@ -341,9 +422,17 @@ mod tests {
         let blob = base64_decode(ED).unwrap();
         let kh = KnownHosts::parse(Path::new("/kh"), &format!("{HASHED} ssh-ed25519 {ED}\n"));
         let session = Session::new().unwrap();
-        kh.for_host(&session, "h", 2222).unwrap().verify(&blob).unwrap();
+        kh.for_host(&session, "h", 2222)
+            .unwrap()
+            .verify(&blob)
+            .unwrap();
         for (host, port) in [("h", 22), ("h", 2223), ("g", 2222)] {
-            let err = kh.for_host(&session, host, port).unwrap().verify(&blob).unwrap_err().to_string();
+            let err = kh
+                .for_host(&session, host, port)
+                .unwrap()
+                .verify(&blob)
+                .unwrap_err()
+                .to_string();
             assert!(err.starts_with("unknown host"), "{host}:{port}: {err}");
         }
     }
@@ -351,9 +440,17 @@ mod tests {
     #[test]
     fn revoked_keys_are_refused() {
         let blob = base64_decode(ED).unwrap();
-        let kh = KnownHosts::parse(Path::new("/kh"), &format!("h ssh-ed25519 {ED}\n@revoked * ssh-ed25519 {ED}\n"));
+        let kh = KnownHosts::parse(
+            Path::new("/kh"),
+            &format!("h ssh-ed25519 {ED}\n@revoked * ssh-ed25519 {ED}\n"),
+        );
         let session = Session::new().unwrap();
-        let err = kh.for_host(&session, "h", 22).unwrap().verify(&blob).unwrap_err().to_string();
+        let err = kh
+            .for_host(&session, "h", 22)
+            .unwrap()
+            .verify(&blob)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("REVOKED (/kh line 2)"), "{err}");
     }
 }
