@@ -11,8 +11,9 @@
 #
 # Every figure is the median of RUNS runs. The tools take turns, run by run,
 # so that load from elsewhere on a shared machine falls on all of them
-# alike; the target is emptied (and the disk synced) before each run of a
-# transfer, outside the timing. Pipelines use OpenSSH's default cipher.
+# alike; the target is emptied (and the disk synced, and left to settle:
+# SETTLE) before each run of a transfer, outside the timing. Pipelines use
+# OpenSSH's default cipher.
 #
 #   bench/ssh.sh                          # RUNS=5, everything
 #   RUNS=5 CASES="tiny nochange" NOCHANGE="5000x40" bench/ssh.sh
@@ -92,11 +93,17 @@ $SSH "$REMOTE" true || { cat "$SRV/sshd.log" >&2; exit 1; }
 # ---------------------------------------------------------------- helpers
 
 # An empty target archive, its writes flushed, the receiver kept installed.
+# Then SETTLE seconds of rest: for about 30 s after a mass delete, ext4
+# searches past the recently deleted inodes on every create (perf:
+# recently_deleted() under ext4_create), which made whichever tool ran
+# right after a reset pay for the delete, by up to 3x on 275,000 files.
+SETTLE=${SETTLE:-35}
 reset_target() {
     if [ -d "$ARCH" ]; then chmod -R u+w "$ARCH" && rm -rf "$ARCH"; fi
     install -d -m755 "$ARCH"
     [ "$(id -u)" = 0 ] && chown "$TUSER:" "$ARCH"
     sync
+    sleep "$SETTLE"
 }
 
 # Target confs NAME COMPRESSION for the generated world in DIR.
