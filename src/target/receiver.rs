@@ -65,7 +65,8 @@ pub fn parse_listing(text: &str) -> Listing {
     for line in text.lines().filter(|l| !l.is_empty()) {
         let fields: Vec<&str> = line.split('\t').collect();
         let parsed = match fields.as_slice() {
-            ["V", package, version, mtime] => PackageVersion::new(package, version)
+            // A 5th field (the arrival time) comes from newer receivers.
+            ["V", package, version, mtime] | ["V", package, version, mtime, _] => PackageVersion::new(package, version)
                 .ok()
                 .zip(mtime.parse::<i64>().ok())
                 .map(|(pv, m)| {

@@ -343,3 +343,12 @@ pub fn require(var: &str, what: &str) -> Option<String> {
         }
     }
 }
+
+/// The PID of a process that has just ended: stands for the writer of a
+/// leftover temporary that is provably gone.
+pub fn dead_pid() -> u32 {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}

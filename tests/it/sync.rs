@@ -300,11 +300,14 @@ fn leftovers_of_a_failed_receive_are_cleared_by_the_next_sync() {
     let t = w.target_dir("site");
     // What an interrupted transfer leaves: a half-written temp of b/2.0 after
     // b/2.0 itself was lost, plus a half-deleted old version.
+    // Their writer (its PID is in their names) is gone.
+    let dead = common::dead_pid();
+    let tmp = t.join(format!("b/.blat-tmp-{dead}-x1y2z3-0"));
     common::make_writable(&t.join("b"));
-    fs::rename(t.join("b/2.0"), t.join("b/.blat-tmp-x1y2z3-2.0")).unwrap();
-    fs::remove_file(t.join("b/.blat-tmp-x1y2z3-2.0/descpkg")).unwrap();
-    common::make_read_only(&t.join("b/.blat-tmp-x1y2z3-2.0"));
-    fs::create_dir(t.join("a/.blat-del-q-0.9")).unwrap();
+    fs::rename(t.join("b/2.0"), &tmp).unwrap();
+    fs::remove_file(tmp.join("descpkg")).unwrap();
+    common::make_read_only(&tmp);
+    fs::create_dir(t.join(format!("a/.blat-del-{dead}-q-1"))).unwrap();
     let out = w.blat(&["sync", "--all", "--json"]);
     assert_exit(&out, 0);
     assert_eq!(sent(&json(&out)), ["b/2.0"]);
@@ -492,4 +495,50 @@ fn a_full_target_disk_leaves_no_partial_package() {
         common::snapshot(&w.archive().join("big/1.0")),
         common::snapshot(&t.join("big/1.0"))
     );
+}
+
+/// Many versions of packages new to the target, split over concurrent
+/// batches: every version arrives on the first sync, with any `parallel`.
+/// (Two batches holding versions of one new package used to race for its
+/// directory: "cannot rename into place", exit 3.)
+#[test]
+fn first_sync_delivers_every_version_of_new_packages_with_any_parallel() {
+    let w = World::new();
+    let mut pvs = Vec::new();
+    for p in 0..40 {
+        for v in 0..8 {
+            let (pkg, ver) = (format!("p{p}"), format!("{v}.0"));
+            w.release_with(&pkg, &ver, T0 + v, &[("f", "x")]);
+            pvs.push(format!("{pkg}/{ver}"));
+        }
+    }
+    let refs: Vec<&str> = pvs.iter().map(String::as_str).collect();
+    w.write_global("");
+    w.write_rm(&[("P/R1", "open", 0, &refs)]);
+    for parallel in [1, 3, 8, 64] {
+        let t = w.target_dir("site");
+        if t.exists() {
+            common::make_writable(&t);
+            fs::remove_dir_all(&t).unwrap();
+        }
+        w.local_target(
+            "site",
+            &format!("projects = [\"P\"]\nparallel = {parallel}\ncompression = \"none\"\n"),
+        );
+        let out = w.blat(&["sync", "--all", "--json"]);
+        assert_exit(&out, 0);
+        let mut got = sent(&json(&out));
+        got.sort();
+        let mut want = pvs.clone();
+        want.sort();
+        assert_eq!(got, want, "parallel = {parallel}");
+        for pv in &pvs {
+            assert_eq!(
+                common::snapshot(&w.archive().join(pv)),
+                common::snapshot(&t.join(pv)),
+                "parallel = {parallel}: {pv}"
+            );
+        }
+        assert!(common::leftovers(&t).is_empty(), "{:?}", common::leftovers(&t));
+    }
 }
