@@ -200,9 +200,11 @@ pub fn alias_target(link: &Path) -> Result<Name> {
 }
 
 /// True when a package that is still writable may be sent: it has been
-/// writable for longer than `grace`.
+/// writable for longer than `grace`. A zero grace sends writable versions at
+/// once, even one written this very second (a fresh git checkout of an
+/// example archive is all writable and new).
 pub fn past_grace(writable_since: i64, now: i64, grace: Duration) -> bool {
-    now - writable_since > grace.as_secs() as i64
+    grace.is_zero() || now.saturating_sub(writable_since) > grace.as_secs() as i64
 }
 
 #[cfg(test)]
@@ -269,5 +271,13 @@ mod tests {
         let g = Duration::from_secs(3600);
         assert!(!past_grace(1000, 1000 + 3600, g));
         assert!(past_grace(1000, 1000 + 3601, g));
+        assert!(
+            past_grace(1000, 1000, Duration::ZERO),
+            "zero grace: at once"
+        );
+        assert!(
+            past_grace(2000, 1000, Duration::ZERO),
+            "even from the future"
+        );
     }
 }

@@ -66,12 +66,14 @@ pub fn parse_listing(text: &str) -> Listing {
         let fields: Vec<&str> = line.split('\t').collect();
         let parsed = match fields.as_slice() {
             // A 5th field (the arrival time) comes from newer receivers.
-            ["V", package, version, mtime] | ["V", package, version, mtime, _] => PackageVersion::new(package, version)
-                .ok()
-                .zip(mtime.parse::<i64>().ok())
-                .map(|(pv, m)| {
-                    listing.versions.insert(pv, m);
-                }),
+            ["V", package, version, mtime] | ["V", package, version, mtime, _] => {
+                PackageVersion::new(package, version)
+                    .ok()
+                    .zip(mtime.parse::<i64>().ok())
+                    .map(|(pv, m)| {
+                        listing.versions.insert(pv, m);
+                    })
+            }
             ["L", path] => {
                 listing.leftovers.push(path.to_string());
                 Some(())

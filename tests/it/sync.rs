@@ -539,6 +539,135 @@ fn first_sync_delivers_every_version_of_new_packages_with_any_parallel() {
                 "parallel = {parallel}: {pv}"
             );
         }
-        assert!(common::leftovers(&t).is_empty(), "{:?}", common::leftovers(&t));
+        assert!(
+            common::leftovers(&t).is_empty(),
+            "{:?}",
+            common::leftovers(&t)
+        );
     }
+}
+
+/// Bad items fail alone, each with a message naming the package and the
+/// path, while their batch-mates arrive; names at the limit of the name
+/// rule (255 characters) fit every temporary.
+#[test]
+fn bad_items_fail_alone_and_long_names_fit() {
+    let w = World::new();
+    let long_pkg = "p".repeat(255);
+    let long_ver = format!("1.{}", "9".repeat(253));
+    w.release(&long_pkg, &long_ver, T0);
+    w.release(&long_pkg, "2.0", T0);
+    w.release("ok", &long_ver, T0);
+    w.release("blocked", "1.0", T0);
+    w.release("linked", "1.0", T0);
+    w.release("fine", "1.0", T0);
+    w.write_global("");
+    let l1 = format!("{long_pkg}/{long_ver}");
+    let l2 = format!("{long_pkg}/2.0");
+    let l3 = format!("ok/{long_ver}");
+    w.write_rm(&[(
+        "P/R1",
+        "open",
+        0,
+        &[&l1, &l2, &l3, "blocked/1.0", "linked/1.0", "fine/1.0"],
+    )]);
+    w.local_target("site", "projects = [\"P\"]\nparallel = 1\n");
+    let t = w.target_dir("site");
+    fs::create_dir_all(&t).unwrap();
+    // A file where a package directory should be, and a symlink planted
+    // there pointing outside the archive: neither is written through.
+    fs::write(t.join("blocked"), "not a directory").unwrap();
+    let outside = w.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, t.join("linked")).unwrap();
+
+    let out = w.blat(&["sync", "--all", "--json"]);
+    assert_exit(&out, 3);
+    let report = json(&out);
+    let mut got = sent(&report);
+    got.sort();
+    let mut want = vec![l1.clone(), l2.clone(), l3.clone(), "fine/1.0".to_string()];
+    want.sort();
+    assert_eq!(got, want, "{}", report["targets"][0]["report"]["failed"]);
+    let failed = &report["targets"][0]["report"]["failed"];
+    let reason = |item: &str| -> String {
+        failed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["item"] == item)
+            .unwrap_or_else(|| panic!("{item} not failed: {failed}"))["error"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        reason("blocked/1.0").contains(&format!("{}/blocked is not a directory", t.display())),
+        "{}",
+        reason("blocked/1.0")
+    );
+    assert!(
+        reason("linked/1.0").contains("is a symlink: refused"),
+        "{}",
+        reason("linked/1.0")
+    );
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing written through the link"
+    );
+    for pv in [&l1, &l2, &l3, &"fine/1.0".to_string()] {
+        assert_eq!(
+            common::snapshot(&w.archive().join(pv)),
+            common::snapshot(&t.join(pv))
+        );
+    }
+    assert!(
+        common::leftovers(&t).is_empty(),
+        "{:?}",
+        common::leftovers(&t)
+    );
+}
+
+/// A file the master cannot read fails its package with a message naming
+/// the file; the rest of its batch arrives. blat runs as an unprivileged
+/// user here (root reads everything).
+#[test]
+fn an_unreadable_file_fails_its_package_alone() {
+    let w = World::new();
+    w.release("a", "1.0", T0);
+    w.release("c", "1.0", T0);
+    let secret = w.archive().join("b/1.0/secret");
+    w.release_with("b", "1.0", T0, &[("secret", "s"), ("x", "x")]);
+    w.write_global("");
+    w.write_rm(&[("P/R1", "open", 0, &["a/1.0", "b/1.0", "c/1.0"])]);
+    w.local_target("site", "projects = [\"P\"]\nparallel = 1\n");
+    common::make_writable(&w.archive().join("b/1.0"));
+    fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    common::make_read_only(&w.archive().join("b/1.0"));
+    // The whole world belongs to an unprivileged user who runs blat.
+    let chown = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(w.path())
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_blat"))
+        .arg("-c")
+        .arg(w.config())
+        .args(["sync", "--all", "--json"])
+        .env_remove("BLAT_CONFIG")
+        .output()
+        .unwrap();
+    assert_exit(&out, 3);
+    let report = json(&out);
+    assert_eq!(sent(&report), ["a/1.0", "c/1.0"]);
+    let failed = report["targets"][0]["report"]["failed"].to_string();
+    assert!(
+        failed.contains("b/1.0") && failed.contains(&secret.display().to_string()),
+        "{failed}"
+    );
+    assert!(!w.target_dir("site").join("b").exists());
 }
