@@ -5,6 +5,7 @@
 mod age;
 mod cli;
 mod common;
+mod concurrent;
 mod example;
 mod fast;
 mod index;
