@@ -139,7 +139,7 @@ impl SourceArchive {
         if meta.file_type().is_symlink() {
             let link = fs::read_link(&dir)
                 .with_context(|| format!("cannot read alias {}", dir.display()))?;
-            let target = alias_target(&link).with_context(|| {
+            let target = alias_target(&pv.package, &link).with_context(|| {
                 format!(
                     "alias {} points to '{}', not to a sibling version",
                     dir.display(),
@@ -191,12 +191,27 @@ impl SourceArchive {
     }
 }
 
-/// The version an alias symlink points to: a bare sibling name (`1.2.3` or
-/// `./1.2.3`); anything else is not an alias blat will follow.
-pub fn alias_target(link: &Path) -> Result<Name> {
+/// The version an alias symlink of `package` points to. The one rule of
+/// what an alias is (docs/archive.md), on the master and on targets alike:
+/// with `.` components and trailing slashes dropped, its target is `V`,
+/// `../PACKAGE/V`, or an absolute path ending in `/PACKAGE/V`, where V is a
+/// valid version name. Anything else is not an alias blat follows. On a
+/// target an alias protects its version from aging, so the absolute form
+/// is taken without asking where its root is: when in doubt, keep.
+pub fn alias_target(package: &Name, link: &Path) -> Result<Name> {
     let text = link.to_str().context("link target is not UTF-8")?;
-    let text = text.strip_prefix("./").unwrap_or(text);
-    Name::new(text).map_err(anyhow::Error::msg)
+    let absolute = text.starts_with('/');
+    let parts: Vec<&str> = text
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    let version = match (absolute, parts.as_slice()) {
+        (false, [v]) => v,
+        (false, ["..", p, v]) if *p == package.as_str() => v,
+        (true, [.., p, v]) if *p == package.as_str() => v,
+        _ => anyhow::bail!("not a sibling version of {package}"),
+    };
+    Name::new(version).map_err(anyhow::Error::msg)
 }
 
 /// True when a package that is still writable may be sent: it has been
@@ -260,10 +275,37 @@ mod tests {
 
     #[test]
     fn alias_targets() {
-        assert_eq!(alias_target(Path::new("1.2")).unwrap().as_str(), "1.2");
-        assert_eq!(alias_target(Path::new("./1.2")).unwrap().as_str(), "1.2");
-        assert!(alias_target(Path::new("../other/1.2")).is_err());
-        assert!(alias_target(Path::new("/abs")).is_err());
+        let p = Name::new("pkg").unwrap();
+        for (link, version) in [
+            ("1.2", "1.2"),
+            ("./1.2", "1.2"),
+            ("1.2/", "1.2"),
+            ("./1.2//", "1.2"),
+            ("../pkg/1.2", "1.2"),
+            ("./../pkg/./1.2/", "1.2"),
+            ("/srv/dpkg_archive/pkg/1.2", "1.2"),
+            ("/pkg/1.2/", "1.2"),
+        ] {
+            assert_eq!(
+                alias_target(&p, Path::new(link)).unwrap().as_str(),
+                version,
+                "{link}"
+            );
+        }
+        for link in [
+            "../other/1.2",
+            "/abs",
+            "/srv/other/1.2",
+            "..",
+            "../pkg",
+            "sub/1.2",
+            "../../pkg/1.2",
+            ".hidden",
+            "",
+            "/",
+        ] {
+            assert!(alias_target(&p, Path::new(link)).is_err(), "{link}");
+        }
     }
 
     #[test]

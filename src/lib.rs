@@ -15,6 +15,7 @@
 //! - `receiver/blat-receiver`: the target-side sh program, embedded.
 
 pub mod archive;
+pub mod atomic;
 pub mod cli;
 pub mod clock;
 pub mod config;

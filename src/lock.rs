@@ -2,6 +2,7 @@
 //! runs from cron, timers and people never work on one target at once.
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -25,6 +26,7 @@ impl TargetLock {
             .create(true)
             .truncate(false)
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
         match file.try_lock() {
@@ -49,6 +51,7 @@ impl TargetLock {
             .create(true)
             .truncate(false)
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
         match file.try_lock() {

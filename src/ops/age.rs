@@ -254,13 +254,7 @@ impl MarkStore for FileMarks {
         for (pv, t) in marks {
             text.push_str(&format!("{} {} {t}\n", pv.package, pv.version));
         }
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(".blat-tmp-marks-{}", std::process::id()));
-        let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &self.path));
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result.with_context(|| format!("cannot write {}", self.path.display()))
+        crate::atomic::write(&self.path, text.as_bytes())
     }
 }
 

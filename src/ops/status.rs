@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use super::{tag, Context, Selection};
@@ -219,17 +219,5 @@ pub fn metrics(statuses: &[TargetStatus]) -> String {
 
 /// Written beside and renamed over, so the collector never reads half a file.
 fn write_metrics(path: &Path, statuses: &[TargetStatus]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let temp = dir.join(format!(
-        ".{}.blat-tmp-{}",
-        path.file_name()
-            .map_or("metrics".into(), |n| n.to_string_lossy()),
-        std::process::id()
-    ));
-    std::fs::write(&temp, metrics(statuses))
-        .with_context(|| format!("cannot write {}", temp.display()))?;
-    std::fs::rename(&temp, path).with_context(|| format!("cannot write {}", path.display()))
+    crate::atomic::write(path, metrics(statuses).as_bytes())
 }

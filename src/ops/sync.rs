@@ -183,10 +183,15 @@ fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<Sync
     link_aliases(ctx, target, dest.as_ref(), &plan, &present, &mut report);
     match write_packagelist(dest.as_ref(), &set, now) {
         Ok(()) => report.packagelist = true,
-        Err(e) => report.failed.push(Failure {
-            item: "packagelist".into(),
-            error: format!("{e:#}"),
-        }),
+        Err(e) => {
+            let error = format!("{e:#}");
+            ctx.reporter
+                .error(&target.name, &format!("packagelist: {error}"));
+            report.failed.push(Failure {
+                item: "packagelist".into(),
+                error,
+            })
+        }
     }
     if let Some(aging) = super::age::after_sync(
         ctx,

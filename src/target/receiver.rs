@@ -51,12 +51,7 @@ fn check(out: &RunOutput, command: &str) -> Result<()> {
 
 /// A random token for this transfer's temporary names.
 fn token() -> String {
-    use rand::Rng;
-    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..12)
-        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
-        .collect()
+    crate::atomic::token(12)
 }
 
 /// Parses `list`/`stat` output; lines with invalid names are kept aside.
@@ -81,7 +76,10 @@ pub fn parse_listing(text: &str) -> Listing {
             ["A", package, alias, target] => Name::new(package)
                 .ok()
                 .zip(Name::new(alias).ok())
-                .zip(alias_target(std::path::Path::new(target)).ok())
+                .and_then(|(package, alias)| {
+                    let version = alias_target(&package, std::path::Path::new(target)).ok()?;
+                    Some(((package, alias), version))
+                })
                 .map(|((package, alias), version)| {
                     listing.aliases.push(Alias {
                         package,

@@ -258,10 +258,10 @@ impl SshTransport {
             }
         }
         if found.is_none() || !why.is_empty() {
-            let tmp = "~/.blat/.blat-tmp-receiver-$$";
+            // mktemp: an unpredictable name, created exclusively.
             let script = format!(
-                "umask 022 && mkdir -p ~/.blat && cat > {tmp} && chmod 755 {tmp} && mv -f {tmp} {RECEIVER_PATH} || \
-                 {{ rm -f {tmp}; exit 1; }}"
+                "umask 022 && mkdir -p ~/.blat && tmp=$(mktemp ~/.blat/.blat-tmp-$$-receiver-XXXXXXXX) && \
+                 {{ cat > \"$tmp\" && chmod 755 \"$tmp\" && mv -f \"$tmp\" {RECEIVER_PATH} || {{ rm -f \"$tmp\"; exit 1; }}; }}"
             );
             let out = self.exec(session, &script, Some(&mut feed))?;
             if out.status != 0 {
