@@ -60,6 +60,9 @@ impl AgeArgs {
         let archive = self.archive.clone().filter(|_| self.local)?;
         Some(LocalAgeOptions {
             archive,
+            master_archive: crate::config::Config::load(&global.config)
+                .ok()
+                .map(|c| c.archive),
             after: self.after,
             grace: self.grace,
             max_delete: self.max_delete,

@@ -44,6 +44,9 @@ pub struct AgeOptions {
 #[derive(Clone, Debug)]
 pub struct LocalAgeOptions {
     pub archive: PathBuf,
+    /// The source archive of a master configuration found on this machine,
+    /// if any: `age --local` never runs on it, nor inside or around it.
+    pub master_archive: Option<PathBuf>,
     pub after: Duration,
     pub grace: Duration,
     pub max_delete: usize,
@@ -581,9 +584,28 @@ pub fn run_local(reporter: &Reporter, options: &LocalAgeOptions) -> Result<Outco
         ))
         .into());
     }
+    if let Some(master) = &options.master_archive {
+        if crate::config::paths_overlap(&archive, master) {
+            return Err(UsageError(format!(
+                "refusing to age {}: it overlaps the source archive {} of this machine's blat configuration (age --local is for a target's archive)",
+                archive.display(),
+                master.display()
+            ))
+            .into());
+        }
+    }
     let place = archive.display().to_string();
     let dpkg = archive.join(".dpkg_archive");
-    let _lock = if options.dry_run {
+    // No PackageList, nothing to do: not even a lock file is created (this
+    // may not be a target at all).
+    if std::fs::symlink_metadata(&dpkg).is_ok_and(|m| m.file_type().is_symlink()) {
+        anyhow::bail!(
+            "{} is a symlink: refused (blat never writes through one)",
+            dpkg.display()
+        );
+    }
+    let has_list = std::fs::symlink_metadata(dpkg.join(PACKAGELIST)).is_ok();
+    let _lock = if options.dry_run || !has_list {
         None
     } else {
         Some(super::index::lock(&archive, "age", &place)?)

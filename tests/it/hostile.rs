@@ -229,3 +229,70 @@ fn setuid_and_setgid_bits_are_stripped() {
         assert_eq!(mode(&t, p), mode(&dir, p) & !0o6000, "{p}");
     }
 }
+
+/// A local target whose path is the source archive, inside it or around it
+/// is a configuration error (aging would delete from the source), and
+/// `age --local` refuses to run on this machine's master archive.
+#[test]
+fn a_target_overlapping_the_source_archive_is_refused() {
+    let w = world("");
+    let before = common::snapshot(&w.archive());
+    for path in [w.archive(), w.archive().join("a"), w.path().to_path_buf()] {
+        w.write_target(
+            "site",
+            &format!(
+                "kind = \"archive\"\ntransport = \"local\"\npath = \"{}\"\nprojects = [\"P\"]\n[aging]\nmethod = \"immediate\"\n",
+                path.display()
+            ),
+        );
+        let out = w.blat(&["sync", "--all"]);
+        assert_exit(&out, 2);
+        assert!(
+            stderr(&out).contains("site.conf:3:8: path"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("overlaps the source archive"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let out = w.blat(&[
+        "age",
+        "--local",
+        "--after",
+        "0s",
+        "--grace",
+        "0s",
+        "--archive",
+        w.archive().to_str().unwrap(),
+    ]);
+    // A configuration that does not load tells age --local nothing; with
+    // no PackageList there, it ages nothing and writes nothing. With a
+    // valid configuration the master archive is refused outright.
+    assert_exit(&out, 0);
+    assert_eq!(common::snapshot(&w.archive()), before, "nothing written");
+    w.local_target("site", "projects = [\"P\"]\n");
+    let out = w.blat(&[
+        "age",
+        "--local",
+        "--after",
+        "0s",
+        "--grace",
+        "0s",
+        "--archive",
+        w.archive().to_str().unwrap(),
+    ]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("overlaps the source archive"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        common::snapshot(&w.archive()),
+        before,
+        "the source is untouched"
+    );
+}
