@@ -202,7 +202,7 @@ pub fn alias_target(link: &Path) -> Result<Name> {
 /// True when a package that is still writable may be sent: it has been
 /// writable for longer than `grace`.
 pub fn past_grace(writable_since: i64, now: i64, grace: Duration) -> bool {
-    now - writable_since > grace.as_secs() as i64
+    now.saturating_sub(writable_since) > crate::config::units::secs_i64(grace)
 }
 
 #[cfg(test)]

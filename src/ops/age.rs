@@ -328,7 +328,9 @@ pub fn decide(
             }
         };
         d.marks.insert(pv.clone(), first_seen);
-        if method == AgingMethod::Immediate || now - first_seen > after.as_secs() as i64 {
+        if method == AgingMethod::Immediate
+            || now.saturating_sub(first_seen) > crate::config::units::secs_i64(after)
+        {
             d.delete.push(pv.clone());
         } else {
             d.waiting += 1;

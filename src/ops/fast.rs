@@ -135,7 +135,10 @@ pub fn run(ctx: &Context, options: &FastOptions) -> Result<Outcome> {
         // their own connection, never race to migrate a new state file.
         State::open(&ctx.config.state_dir)?;
     }
-    let deadline = Instant::now() + options.watch.unwrap_or_default();
+    // --watch is at most 100 years (units::MAX_DURATION): this cannot fail.
+    let deadline = Instant::now()
+        .checked_add(options.watch.unwrap_or_default())
+        .ok_or_else(|| UsageError("--watch: too long".into()))?;
     let (config, reporter, dry_run) = (&ctx.config, &ctx.reporter, ctx.dry_run);
     let frames: Vec<Frame<FastReport>> = std::thread::scope(|scope| {
         let handles: Vec<_> = targets
@@ -608,7 +611,8 @@ impl<'a> Poller<'a> {
 
     /// Leaves a tag whose source is still being written for a later poll.
     fn keep(&mut self, tag: &str, pv: &PackageVersion, since: i64) {
-        let until = since + self.target.writable_grace.as_secs() as i64;
+        let until =
+            since.saturating_add(crate::config::units::secs_i64(self.target.writable_grace));
         let reason = format!(
             "{pv} is still writable (since {}); sent once it is read-only or after {}",
             crate::clock::rfc3339(since),

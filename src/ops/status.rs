@@ -69,7 +69,7 @@ pub fn run(ctx: &Context, options: &StatusOptions) -> Result<Outcome> {
 
 fn target_status(state: &State, tag_dir: &Path, target: &TargetConfig) -> Result<TargetStatus> {
     let dir = tag_dir.join(&target.name);
-    let after = target.aging.after.as_secs() as i64;
+    let after = crate::config::units::secs_i64(target.aging.after);
     let master = target.aging.method == AgingMethod::Master;
     Ok(TargetStatus {
         target: target.name.clone(),
@@ -90,7 +90,7 @@ fn target_status(state: &State, tag_dir: &Path, target: &TargetConfig) -> Result
                 package,
                 version,
                 since,
-                due: master.then_some(since + after),
+                due: master.then_some(since.saturating_add(after)),
             })
             .collect(),
         last_error: state.last_error(&target.name)?,

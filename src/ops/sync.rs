@@ -114,7 +114,10 @@ pub fn run(ctx: &Context, options: &SyncOptions) -> Result<Outcome> {
 fn is_due(state: &State, target: &TargetConfig) -> Result<bool> {
     Ok(match state.last_success(&target.name, "sync")? {
         None => true,
-        Some(last) => crate::clock::now() - last >= target.sync_interval.as_secs() as i64,
+        Some(last) => {
+            crate::clock::now().saturating_sub(last)
+                >= crate::config::units::secs_i64(target.sync_interval)
+        }
     })
 }
 
