@@ -810,3 +810,34 @@ fn contrib_schedules_use_commands_blat_accepts() {
         }
     }
 }
+
+#[test]
+fn a_watch_too_long_to_hold_is_a_usage_error_not_a_panic() {
+    let w = world();
+    for watch in ["9999999999999999999", "36501d", "18446744073709551615s"] {
+        let out = w.blat(&["fast", "--all", "--watch", watch]);
+        assert_exit(&out, 2);
+        assert!(
+            stderr(&out).contains(&format!(
+                "invalid value '{watch}' for '--watch <DURATION>': invalid duration '{watch}': expected at most 36500d (100 years)"
+            )),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // The same limit for age --local's durations.
+    let out = w.blat(&[
+        "age",
+        "--local",
+        "--archive",
+        w.archive().to_str().unwrap(),
+        "--grace",
+        "9999999999999999999",
+    ]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("expected at most 36500d (100 years)"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -493,3 +493,62 @@ fn a_full_target_disk_leaves_no_partial_package() {
         common::snapshot(&t.join("big/1.0"))
     );
 }
+
+#[test]
+fn durations_and_sizes_too_large_to_hold_are_config_errors() {
+    // Once `after` wrapped negative as i64 seconds: marked and deleted at once.
+    let w = world();
+    assert_exit(&w.blat(&["sync", "--all"]), 0);
+    w.write_rm(&[("P/R1", "open", 0, &["a/1.0"])]);
+    let conf = |aging: &str| {
+        format!("projects = [\"P\"]\npackages = [\"j/cur\"]\n[aging]\nmethod = \"master\"\n{aging}\n")
+    };
+    w.local_target("site", &conf("after = \"9999999999999999999\""));
+    let file = w.config().join("targets/site.conf");
+    for command in ["sync", "age"] {
+        let out = w.blat(&[command, "--all"]);
+        assert_exit(&out, 2);
+        assert!(
+            stderr(&out).contains(&format!(
+                "{}:8:9: invalid duration '9999999999999999999': expected at most 36500d (100 years)",
+                file.display()
+            )),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(w.target_dir("site").join("b/2.0/descpkg").exists());
+    for (aging, place, what) in [
+        ("after = 9223372036854775807", ":8:9:", "invalid duration"),
+        ("after = \"36501d\"", ":8:9:", "at most 36500d"),
+        ("after = \"14d\"\nmax_delete = 1", "", ""),
+    ] {
+        w.local_target("site", &conf(aging));
+        let out = w.blat(&["age", "--all"]);
+        if place.is_empty() {
+            assert_exit(&out, 0);
+        } else {
+            assert_exit(&out, 2);
+            assert!(
+                stderr(&out).contains(place) && stderr(&out).contains(what),
+                "{aging}: {}",
+                stderr(&out)
+            );
+        }
+    }
+    assert!(
+        w.target_dir("site").join("b/2.0/descpkg").exists(),
+        "marked, not deleted"
+    );
+    w.local_target("site", "projects = [\"P\"]\nmin_free = \"17179869184g\"\n");
+    let out = w.blat(&["sync", "--all"]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains(&format!(
+            "{}:5:12: invalid size '17179869184g': expected at most 8 EiB (8589934591g)",
+            file.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
