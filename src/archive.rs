@@ -122,6 +122,23 @@ impl SourceArchive {
         SourceArchive { root: root.into() }
     }
 
+    /// Fails unless the archive root is a directory. A missing archive (a
+    /// share not mounted, a typo in blat.toml) must fail the pass, never
+    /// look like an archive that has none of the packages.
+    pub fn check(&self) -> Result<()> {
+        let root = self.root.display();
+        match fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => {
+                anyhow::bail!("source archive {root} is not a directory (`archive` in blat.toml)")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                anyhow::bail!("source archive {root} does not exist (`archive` in blat.toml)")
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read source archive {root}")),
+        }
+    }
+
     pub fn version_dir(&self, pv: &PackageVersion) -> PathBuf {
         self.root
             .join(pv.package.as_str())

@@ -377,6 +377,9 @@ impl<'a> Poller<'a> {
             Err(e) => return Err(e),
         };
         self.report.busy = false;
+        // Without the archive every tag would look like a missing package
+        // and use up its retries: fail the run instead, tags untouched.
+        self.source.check()?;
         let present: BTreeSet<String> = names
             .iter()
             .filter_map(|n| n.to_str().map(String::from))

@@ -495,6 +495,56 @@ fn a_full_target_disk_leaves_no_partial_package() {
 }
 
 #[test]
+fn a_missing_source_archive_fails_the_target_and_is_no_success_for_due() {
+    let w = world();
+    let moved = w.path().join("archive.unmounted");
+    fs::rename(w.archive(), &moved).unwrap();
+    let expected = format!(
+        "site: sync failed: source archive {} does not exist (`archive` in blat.toml)",
+        w.archive().display()
+    );
+    let out = w.blat(&["sync", "--all", "--json"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+    assert_eq!(json(&out)["targets"][0]["outcome"], "failed");
+    assert!(
+        !w.target_dir("site").join(".dpkg_archive").exists(),
+        "nothing written to the target"
+    );
+    // plist and age (whose pins and aliases need the archive) fail alike.
+    let config = fs::read_to_string(w.config().join("targets/site.conf")).unwrap();
+    for command in ["plist", "age"] {
+        w.local_target("site", "projects = [\"P\"]\n[aging]\nmethod = \"immediate\"\n");
+        let out = w.blat(&[command, "--all"]);
+        assert_exit(&out, 1);
+        assert!(
+            stderr(&out).contains(&format!(
+                "site: {command} failed: source archive {} does not exist",
+                w.archive().display()
+            )),
+            "{command}: {}",
+            stderr(&out)
+        );
+    }
+    // A failed sync is not a successful one: the archive back, --due syncs.
+    fs::write(w.config().join("targets/site.conf"), config).unwrap();
+    fs::rename(&moved, w.archive()).unwrap();
+    let out = w.blat(&["sync", "--all", "--due", "--json"]);
+    assert_exit(&out, 0);
+    assert_eq!(sent(&json(&out)), ["a/1.0", "b/2.0", "j/1"]);
+    // A file where the archive should be is no archive either.
+    fs::rename(w.archive(), &moved).unwrap();
+    fs::write(w.archive(), "").unwrap();
+    let out = w.blat(&["sync", "--all"]);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("is not a directory (`archive` in blat.toml)"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn durations_and_sizes_too_large_to_hold_are_config_errors() {
     // Once `after` wrapped negative as i64 seconds: marked and deleted at once.
     let w = world();
