@@ -514,7 +514,10 @@ fn a_missing_source_archive_fails_the_target_and_is_no_success_for_due() {
     // plist and age (whose pins and aliases need the archive) fail alike.
     let config = fs::read_to_string(w.config().join("targets/site.conf")).unwrap();
     for command in ["plist", "age"] {
-        w.local_target("site", "projects = [\"P\"]\n[aging]\nmethod = \"immediate\"\n");
+        w.local_target(
+            "site",
+            "projects = [\"P\"]\n[aging]\nmethod = \"immediate\"\n",
+        );
         let out = w.blat(&[command, "--all"]);
         assert_exit(&out, 1);
         assert!(
@@ -551,7 +554,9 @@ fn durations_and_sizes_too_large_to_hold_are_config_errors() {
     assert_exit(&w.blat(&["sync", "--all"]), 0);
     w.write_rm(&[("P/R1", "open", 0, &["a/1.0"])]);
     let conf = |aging: &str| {
-        format!("projects = [\"P\"]\npackages = [\"j/cur\"]\n[aging]\nmethod = \"master\"\n{aging}\n")
+        format!(
+            "projects = [\"P\"]\npackages = [\"j/cur\"]\n[aging]\nmethod = \"master\"\n{aging}\n"
+        )
     };
     w.local_target("site", &conf("after = \"9999999999999999999\""));
     let file = w.config().join("targets/site.conf");
