@@ -607,3 +607,49 @@ fn durations_and_sizes_too_large_to_hold_are_config_errors() {
         stderr(&out)
     );
 }
+
+#[test]
+fn leftovers_that_cannot_be_removed_are_a_warning_not_a_failure() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = world();
+    let t = w.target_dir("site");
+    fs::create_dir_all(&t).unwrap();
+    fs::create_dir_all(w.state()).unwrap();
+    common::give_unprivileged(&t);
+    common::give_unprivileged(&w.state());
+    // A leftover temporary in a package directory the target user may not
+    // write: root's when we are root (blat runs as nobody), else read-only.
+    let stuck = t.join("zz/.blat-tmp-abc123-1");
+    fs::create_dir_all(stuck.join("sub")).unwrap();
+    if !common::is_root() {
+        fs::set_permissions(t.join("zz"), fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    let out = w.blat_unprivileged(&["sync", "--all", "--json"], &[]);
+    assert_exit(&out, 0);
+    let report = json(&out);
+    assert_eq!(sent(&report), ["a/1.0", "b/2.0", "j/1"]);
+    let r = &report["targets"][0]["report"];
+    assert_eq!(r["packagelist"], true, "{r}");
+    assert!(
+        r["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("leftover temporaries not removed"),
+        "{r}"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "site: warning: leftover temporaries not removed (the next sync tries again): receiver gc failed: "
+        ) && err.contains("gc: some leftovers could not be removed"),
+        "{err}"
+    );
+    assert!(stuck.exists());
+    assert!(
+        w.blat(&["sync", "--all"]).status.success(),
+        "still fine the next time"
+    );
+    if !common::is_root() {
+        fs::set_permissions(t.join("zz"), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
