@@ -24,12 +24,11 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::tag;
-use super::{CommandReport, Context, Frame, Selection, TargetReport};
+use super::{CommandReport, Context, Frame, LockKind, Selection, TargetReport};
 use crate::archive::{past_grace, Alias, Name, PackageVersion, SourceArchive, SourceEntry};
 use crate::config::units::human_bytes;
 use crate::config::{ArchiveTarget, Config, TargetConfig};
 use crate::error::{outcome_of, LockHeld, Outcome, UsageError};
-use crate::lock::TargetLock;
 use crate::report::Reporter;
 use crate::state::State;
 use crate::target::{self, dryrun::DryRun, Target};
@@ -228,7 +227,7 @@ fn run_target(
         report,
     };
     let _watch_lock = loop {
-        match TargetLock::acquire_watch(&config.state_dir, &target.name) {
+        match super::take_lock(config, reporter, dry_run, &target.name, LockKind::Watch) {
             Ok(lock) => break lock,
             // Under --watch, wait for the previous run (cron's last minute)
             // to finish instead of leaving the target unwatched.
@@ -362,7 +361,13 @@ impl<'a> Poller<'a> {
             self.report.kept.clear();
             return Ok(());
         }
-        let _lock = match TargetLock::acquire(&self.config.state_dir, &self.target.name) {
+        let _lock = match super::take_lock(
+            self.config,
+            self.reporter,
+            self.dry_run,
+            &self.target.name,
+            LockKind::Target,
+        ) {
             Ok(lock) => lock,
             Err(e) if e.downcast_ref::<LockHeld>().is_some() => {
                 if !self.report.busy {

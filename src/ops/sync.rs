@@ -108,7 +108,7 @@ impl TargetReport for SyncReport {
 
 pub fn run(ctx: &Context, options: &SyncOptions) -> Result<Outcome> {
     let targets = ctx.select(&options.selection, |t| t.archive().is_some(), "archive")?;
-    let state = State::open(&ctx.config.state_dir)?;
+    let state = ctx.state()?;
     super::for_each_target(ctx, "sync", &targets, |ctx, target| {
         if options.due && !is_due(&state, target)? {
             return Ok(None);
