@@ -127,7 +127,9 @@ fn status_and_dry_runs_work_for_a_user_who_may_only_read_the_state_dir() {
         ),
         (&["age", "--all", "--dry-run"][..], "would mark a/1.0"),
     ] {
-        let out = w.blat_unprivileged(args, &[]);
+        // Two hours on, a/1.0 (sent just now) is no longer young on arrival.
+        let later = (blat::clock::now() + 7200).to_string();
+        let out = w.blat_unprivileged(args, &[("BLAT_NOW", later.as_str())]);
         assert_exit(&out, 0);
         assert!(
             stdout(&out).contains(plan),
