@@ -122,6 +122,23 @@ impl SourceArchive {
         SourceArchive { root: root.into() }
     }
 
+    /// Fails unless the archive root is a directory. A missing archive (a
+    /// share not mounted, a typo in blat.toml) must fail the pass, never
+    /// look like an archive that has none of the packages.
+    pub fn check(&self) -> Result<()> {
+        let root = self.root.display();
+        match fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => {
+                anyhow::bail!("source archive {root} is not a directory (`archive` in blat.toml)")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                anyhow::bail!("source archive {root} does not exist (`archive` in blat.toml)")
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read source archive {root}")),
+        }
+    }
+
     pub fn version_dir(&self, pv: &PackageVersion) -> PathBuf {
         self.root
             .join(pv.package.as_str())
@@ -219,7 +236,7 @@ pub fn alias_target(package: &Name, link: &Path) -> Result<Name> {
 /// once, even one written this very second (a fresh git checkout of an
 /// example archive is all writable and new).
 pub fn past_grace(writable_since: i64, now: i64, grace: Duration) -> bool {
-    grace.is_zero() || now.saturating_sub(writable_since) > grace.as_secs() as i64
+    grace.is_zero() || now.saturating_sub(writable_since) > crate::config::units::secs_i64(grace)
 }
 
 #[cfg(test)]

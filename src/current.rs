@@ -39,11 +39,14 @@ impl CurrentSet {
 
 /// Builds the current set of `target`: asks the release source, then looks
 /// each package-version up in the source archive (no walking of contents).
+/// A source archive that is not there fails it: every package would look
+/// missing, and alias pins would not resolve to the versions they protect.
 pub fn load(
     target: &TargetConfig,
     source: &mut dyn ReleaseSource,
     archive: &SourceArchive,
 ) -> Result<CurrentSet> {
+    archive.check()?;
     let s3 = matches!(target.kind, TargetKind::S3(_));
     let releases = release::selected_releases(source, &target.releases, &target.projects, s3)?;
     let mut set = CurrentSet {

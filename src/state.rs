@@ -4,10 +4,10 @@
 //! The schema evolves by `user_version` migrations that are only ever
 //! appended, never edited or removed, so any older state file upgrades.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::error::Outcome;
 
@@ -64,6 +64,9 @@ const MIGRATIONS: &[&str] = &[
 /// An open state file.
 pub struct State {
     conn: Connection,
+    /// `None` for [`State::open_read_only`] of a state file that does not
+    /// exist (an empty in-memory stand-in).
+    file: Option<PathBuf>,
 }
 
 /// One finished (or still running) command run on a target.
@@ -89,11 +92,111 @@ impl State {
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .with_context(|| format!("cannot use state file {}", path.display()))?;
-        let mut state = State { conn };
+        let mut state = State {
+            conn,
+            file: Some(path.clone()),
+        };
         state
             .migrate()
             .with_context(|| format!("cannot migrate state file {}", path.display()))?;
         Ok(state)
+    }
+
+    /// Opens the state for a pass that writes nothing (`status`, any
+    /// `--dry-run`), so that a user who may only read `state_dir` can run
+    /// it: creates no directory and no file, never migrates, and the
+    /// connection refuses writes. A missing state file is an empty state
+    /// (see [`State::recorded`]).
+    ///
+    /// The state file is a WAL database. While a writer has it open, its
+    /// `-wal` and `-shm` files exist and a read-only connection reads
+    /// through them. When there is no `-wal` file no connection has it
+    /// open and the database file holds everything: it is read as
+    /// `immutable` (no locks, no WAL), because a read-only connection would
+    /// create `-wal` and `-shm` files (owned by whoever runs the dry run,
+    /// which could lock the real runs out), or fail where it cannot. A
+    /// read-only open that fails for another reason falls back to
+    /// `immutable` too (then a writer's last commits may not show yet).
+    pub fn open_read_only(state_dir: &Path) -> Result<State> {
+        let path = state_dir.join("blat.db");
+        match std::fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return State::empty(),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot open state file {}", path.display()))
+            }
+            Ok(_) => {}
+        }
+        let open = |uri: String| -> Result<(Connection, i64)> {
+            let conn = Connection::open_with_flags(
+                uri,
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | OpenFlags::SQLITE_OPEN_URI
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(std::time::Duration::from_secs(30))?;
+            // The first read is where a WAL file without its -shm fails.
+            let version = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            Ok((conn, version))
+        };
+        let uri = format!("file:{}", uri_path(&path));
+        let immutable = format!("{uri}?mode=ro&immutable=1");
+        let mut wal = path.clone().into_os_string();
+        wal.push("-wal");
+        let opened = if Path::new(&wal).exists() {
+            open(format!("{uri}?mode=ro")).or_else(|_| open(immutable))
+        } else {
+            open(immutable)
+        };
+        let (conn, version) =
+            opened.with_context(|| format!("cannot read state file {}", path.display()))?;
+        let version = usize::try_from(version).unwrap_or(usize::MAX);
+        if version == 0 {
+            // Created by a run that has not set it up yet: nothing recorded.
+            return State::empty();
+        }
+        if version > MIGRATIONS.len() {
+            anyhow::bail!(
+                "state file {} has schema version {version}, newer than this blat knows ({})",
+                path.display(),
+                MIGRATIONS.len()
+            );
+        }
+        if version < MIGRATIONS.len() {
+            anyhow::bail!(
+                "state file {} has schema version {version}, older than this blat's ({}): it is upgraded by the first run that may write it (one without --dry-run)",
+                path.display(),
+                MIGRATIONS.len()
+            );
+        }
+        Ok(State {
+            conn,
+            file: Some(path),
+        })
+    }
+
+    /// [`State::open_read_only`] or [`State::open`].
+    pub fn open_for(state_dir: &Path, read_only: bool) -> Result<State> {
+        if read_only {
+            State::open_read_only(state_dir)
+        } else {
+            State::open(state_dir)
+        }
+    }
+
+    /// An empty state in memory: what a state file that does not exist holds.
+    fn empty() -> Result<State> {
+        let mut state = State {
+            conn: Connection::open_in_memory()?,
+            file: None,
+        };
+        state.migrate()?;
+        Ok(state)
+    }
+
+    /// False when there is no state file (a read-only open of a state
+    /// directory where no run was ever recorded).
+    pub fn recorded(&self) -> bool {
+        self.file.is_some()
     }
 
     fn migrate(&mut self) -> Result<()> {
@@ -286,9 +389,80 @@ impl State {
     }
 }
 
+/// A file path for an SQLite `file:` URI: bytes other than unreserved
+/// characters and `/` are percent-encoded (`?`, `#` and `%` must be).
+fn uri_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_only_open_creates_nothing_and_refuses_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("odd ?#% name");
+        // No state file: an empty state, and nothing created.
+        let state = State::open_read_only(&state_dir).unwrap();
+        assert!(!state.recorded());
+        assert!(state.last_runs("a").unwrap().is_empty());
+        assert!(!state_dir.exists());
+        drop(state);
+        let writer = State::open(&state_dir).unwrap();
+        let id = writer.start_run("a", "sync", 100).unwrap();
+        writer
+            .finish_run(id, 110, Outcome::Done, "ok", None)
+            .unwrap();
+        // While the writer is open (WAL and -shm present) and after it closed.
+        for open_writer in [true, false] {
+            let state = State::open_read_only(&state_dir).unwrap();
+            assert!(state.recorded());
+            assert_eq!(state.last_success("a", "sync").unwrap(), Some(110));
+            let err = state.start_run("a", "sync", 200).unwrap_err();
+            assert!(format!("{err:#}").contains("readonly"), "{err:#}");
+            if open_writer {
+                drop(state);
+            }
+        }
+        drop(writer);
+        let names = |d: &Path| {
+            let mut n: Vec<String> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(&state_dir), ["blat.db"]);
+        let state = State::open_read_only(&state_dir).unwrap();
+        assert_eq!(state.last_success("a", "sync").unwrap(), Some(110));
+        assert_eq!(
+            names(&state_dir),
+            ["blat.db"],
+            "a read-only open leaves no -wal/-shm"
+        );
+    }
+
+    #[test]
+    fn read_only_open_of_an_older_schema_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("blat.db")).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        drop(conn);
+        let err = format!("{:#}", State::open_read_only(dir.path()).err().unwrap());
+        assert!(err.contains("older than this blat's"), "{err}");
+    }
 
     #[test]
     fn migrates_and_records_runs() {

@@ -232,7 +232,9 @@ impl<'de> Deserialize<'de> for DurationValue {
         match Raw::deserialize(d).map_err(|_| {
             de::Error::custom("expected a duration: seconds or a string like \"1h10m\"")
         })? {
-            Raw::Int(n) if n >= 0 => Ok(DurationValue(Duration::from_secs(n as u64))),
+            Raw::Int(n) if n >= 0 => units::duration_from_secs(n.unsigned_abs(), &n.to_string())
+                .map(DurationValue)
+                .map_err(de::Error::custom),
             Raw::Int(n) => Err(de::Error::custom(format!(
                 "invalid duration {n}: must not be negative"
             ))),
@@ -942,6 +944,31 @@ max_delete = 50
                 "[aging]\nmethod = \"sometimes\"\n",
                 "x.conf:5:10:",
                 "unknown aging method",
+            ),
+            (
+                "[aging]\nmethod = \"immediate\"\nafter = \"9999999999999999999\"\n",
+                "x.conf:6:9:",
+                "invalid duration '9999999999999999999': expected at most 36500d (100 years)",
+            ),
+            (
+                "[aging]\nmethod = \"master\"\nafter = 9223372036854775807\n",
+                "x.conf:6:9:",
+                "invalid duration '9223372036854775807': expected at most 36500d (100 years)",
+            ),
+            (
+                "sync_interval = \"36501d\"\n",
+                "x.conf:4:17:",
+                "expected at most 36500d (100 years)",
+            ),
+            (
+                "min_free = \"17179869184g\"\n",
+                "x.conf:4:12:",
+                "invalid size '17179869184g': expected at most 8 EiB",
+            ),
+            (
+                "min_free = 9223372036854775807\n",
+                "x.conf:4:12:",
+                "expected at most 8 EiB",
             ),
         ];
         for (extra, place, msg) in cases {

@@ -325,7 +325,9 @@ pub fn decide(
             }
         };
         d.marks.insert(pv.clone(), first_seen);
-        if method == AgingMethod::Immediate || now - first_seen > after.as_secs() as i64 {
+        if method == AgingMethod::Immediate
+            || now.saturating_sub(first_seen) > crate::config::units::secs_i64(after)
+        {
             d.delete.push(pv.clone());
         } else {
             d.waiting += 1;
@@ -461,7 +463,7 @@ pub fn after_sync(
     if matches!(method, AgingMethod::None | AgingMethod::Target) {
         return None;
     }
-    let state = match State::open(&ctx.config.state_dir) {
+    let state = match ctx.state() {
         Ok(s) => s,
         Err(e) => {
             let mut r = AgingReport::new(method);
@@ -507,7 +509,7 @@ fn rules(target: &TargetConfig, force: bool) -> Rules {
 /// `blat age` on the master, for each selected archive target.
 pub fn run(ctx: &Context, options: &AgeOptions) -> Result<Outcome> {
     let targets = ctx.select(&options.selection, |t| t.archive().is_some(), "archive")?;
-    let state = State::open(&ctx.config.state_dir)?;
+    let state = ctx.state()?;
     super::for_each_target(ctx, "age", &targets, |ctx, target| {
         age_target(ctx, &state, target, options.force).map(Some)
     })

@@ -400,7 +400,7 @@ fn s3sync_target(
     // A release source that fails stops the pass here: nothing is deleted.
     let set = ctx.with_source(|s| current::load(target, s, &source))?;
     // Read even under --dry-run (the plan depends on it); written only without.
-    let state = State::open(&ctx.config.state_dir)?;
+    let state = ctx.state()?;
     let writer = open_state((!ctx.dry_run).then_some(ctx.config.state_dir.as_path()))?;
     let ledger = Ledger {
         state: writer.as_ref(),

@@ -46,6 +46,9 @@ pub struct SyncReport {
     pub linked: Vec<Alias>,
     pub excess: usize,
     pub leftovers_removed: usize,
+    /// What went wrong without failing the pass (leftovers that stayed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub packagelist: bool,
     /// What aging did after the PackageList (methods `immediate`, `master`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -96,13 +99,16 @@ impl TargetReport for SyncReport {
         } else {
             "packagelist not written".into()
         });
+        if !self.warnings.is_empty() {
+            parts.push("leftover temporaries not removed".into());
+        }
         format!("{} in {:.1}s", parts.join(", "), self.seconds)
     }
 }
 
 pub fn run(ctx: &Context, options: &SyncOptions) -> Result<Outcome> {
     let targets = ctx.select(&options.selection, |t| t.archive().is_some(), "archive")?;
-    let state = State::open(&ctx.config.state_dir)?;
+    let state = ctx.state()?;
     super::for_each_target(ctx, "sync", &targets, |ctx, target| {
         if options.due && !is_due(&state, target)? {
             return Ok(None);
@@ -114,7 +120,10 @@ pub fn run(ctx: &Context, options: &SyncOptions) -> Result<Outcome> {
 fn is_due(state: &State, target: &TargetConfig) -> Result<bool> {
     Ok(match state.last_success(&target.name, "sync")? {
         None => true,
-        Some(last) => crate::clock::now() - last >= target.sync_interval.as_secs() as i64,
+        Some(last) => {
+            crate::clock::now().saturating_sub(last)
+                >= crate::config::units::secs_i64(target.sync_interval)
+        }
     })
 }
 
@@ -141,12 +150,23 @@ fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<Sync
     };
     let listing = dest.list()?;
     // The listing shows leftovers of interrupted runs; only then is gc run.
+    // Housekeeping only: a leftover that cannot be removed (a file system
+    // gone read-only, foreign permissions) is a warning, the sync goes on.
     if !listing.leftovers.is_empty() {
-        let removed = dest.gc()?;
-        report.leftovers_removed = removed.len();
-        for l in &removed {
-            ctx.reporter
-                .detail(&target.name, &format!("removed leftover {l}"));
+        match dest.gc() {
+            Ok(removed) => {
+                report.leftovers_removed = removed.len();
+                for l in &removed {
+                    ctx.reporter
+                        .detail(&target.name, &format!("removed leftover {l}"));
+                }
+            }
+            Err(e) => {
+                let warning =
+                    format!("leftover temporaries not removed (the next sync tries again): {e:#}");
+                ctx.reporter.warn(&target.name, &warning);
+                report.warnings.push(warning);
+            }
         }
     }
     for bad in &listing.rejected {

@@ -55,17 +55,26 @@ fn token() -> String {
 }
 
 /// Parses `list`/`stat` output; lines with invalid names are kept aside.
+/// A `V` line has the descpkg mtime and, from newer receivers, a fifth
+/// field: the descpkg's ctime on the target (its arrival).
 pub fn parse_listing(text: &str) -> Listing {
     let mut listing = Listing::default();
     for line in text.lines().filter(|l| !l.is_empty()) {
         let fields: Vec<&str> = line.split('\t').collect();
         let parsed = match fields.as_slice() {
-            // A 5th field (the arrival time) comes from newer receivers.
-            ["V", package, version, mtime] | ["V", package, version, mtime, _] => {
+            ["V", package, version, mtime, arrived @ ..] if arrived.len() <= 1 => {
+                let arrived = match arrived.first() {
+                    None => Some(None),
+                    Some(a) => a.parse::<i64>().ok().map(Some),
+                };
                 PackageVersion::new(package, version)
                     .ok()
                     .zip(mtime.parse::<i64>().ok())
-                    .map(|(pv, m)| {
+                    .zip(arrived)
+                    .map(|((pv, m), a)| {
+                        if let Some(a) = a {
+                            listing.arrived.insert(pv.clone(), a);
+                        }
                         listing.versions.insert(pv, m);
                     })
             }
@@ -261,5 +270,25 @@ mod tests {
         assert_eq!(l.aliases.len(), 1);
         assert_eq!(l.aliases[0].version.as_str(), "1.0");
         assert_eq!(l.rejected.len(), 3);
+        assert!(l.arrived.is_empty(), "old receivers report no arrival");
+    }
+
+    #[test]
+    fn listing_takes_an_optional_arrival_time() {
+        let l = parse_listing(
+            "V\tp\t1.0\t1700000000\t1700000500\nV\tq\t2\t1700000000\nV\tr\t1\t5\tsoon\nV\ts\t1\t5\t6\t7\nV\tt\t1\t5\t\n",
+        );
+        let pv = |p: &str, v: &str| PackageVersion::new(p, v).unwrap();
+        assert_eq!(
+            l.versions.keys().cloned().collect::<Vec<_>>(),
+            [pv("p", "1.0"), pv("q", "2")]
+        );
+        assert_eq!(l.versions[&pv("p", "1.0")], 1_700_000_000);
+        assert_eq!(
+            l.arrived,
+            std::collections::BTreeMap::from([(pv("p", "1.0"), 1_700_000_500)])
+        );
+        // A bad arrival, six fields, or an empty fifth field: the line is refused.
+        assert_eq!(l.rejected.len(), 3, "{:?}", l.rejected);
     }
 }

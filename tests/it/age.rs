@@ -481,3 +481,53 @@ fn age_local_takes_its_lock() {
     assert!(stderr(&out).contains(&busy), "{}", stderr(&out));
     assert!(on_target(&w, "b/1"));
 }
+
+/// Needs a receiver whose `list` gives each version's arrival (the
+/// descpkg's ctime on the target) as a fifth field of its `V` lines.
+#[test]
+fn a_package_fast_sent_before_the_release_lists_it_is_young_for_the_grace() {
+    // Built long ago (descpkg mtime T0), released to the target today by
+    // fast, before the Release Manager lists it: aging must leave it for
+    // writable_grace after it arrived, whatever its descpkg mtime says.
+    let w = World::new();
+    w.release("a", "1", T0);
+    w.release("hot", "1", T0 + 5);
+    w.write_global("");
+    w.write_rm(&[("P/R1", "open", 0, &["a/1"])]);
+    w.local_target(
+        "t",
+        "releases = [\"P/R1\"]\nwritable_grace = \"1h\"\n[aging]\nmethod = \"immediate\"\n",
+    );
+    assert_exit(&w.blat(&["tag", "hot", "1", "--target", "t"]), 0);
+    assert_exit(&w.blat(&["fast", "--target", "t"]), 0);
+    assert!(on_target(&w, "hot/1"), "fast sent it");
+    let now = blat::clock::now();
+
+    let out = w.blat(&["sync", "--target", "t", "--json"]);
+    assert_exit(&out, 0);
+    let r = report(&out);
+    assert!(pvs(&r["aging"]["deleted"]).is_empty(), "{r}");
+    assert!(
+        on_target(&w, "hot/1"),
+        "deleted within the grace of its arrival"
+    );
+    let out = w.blat(&["age", "--target", "t", "--json"]);
+    assert_exit(&out, 0);
+    assert!(on_target(&w, "hot/1"));
+    // On the target itself (age --local lists through the same receiver).
+    let out = local(&w, now + 60, &["--after", "0s", "--grace", "1h", "--json"]);
+    assert_exit(&out, 0);
+    let r = json(&out)["report"].clone();
+    assert!(pvs(&r["marked"]).is_empty(), "{r}");
+    assert_eq!(r["excess"], 0, "{r}");
+
+    // Once the grace since its arrival is over, it is excess like any other.
+    let later = (now + 3 * 3600).to_string();
+    let out = w.blat_env(
+        &["sync", "--target", "t", "--json"],
+        &[("BLAT_NOW", later.as_str())],
+    );
+    assert_exit(&out, 0);
+    assert_eq!(pvs(&report(&out)["aging"]["deleted"]), ["hot/1"]);
+    assert!(!on_target(&w, "hot/1"));
+}

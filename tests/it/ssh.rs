@@ -1008,3 +1008,91 @@ fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
 }
+
+// ------------------------------------------------------------ the README's setup
+
+/// The shell lines of the README between `<!-- test: NAME ... -->` and
+/// `<!-- /test -->` (its indented code), so the documented steps are the
+/// tested ones.
+fn readme_steps(name: &str) -> Vec<String> {
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = format!("<!-- test: {name} ");
+    let from = readme
+        .find(&start)
+        .unwrap_or_else(|| panic!("README.md has no {start}... marker"));
+    let block = &readme[from..];
+    let block = &block[..block.find("<!-- /test -->").expect("an end marker")];
+    let steps: Vec<String> = block
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.strip_prefix("    "))
+        .map(String::from)
+        .collect();
+    assert!(!steps.is_empty(), "no steps in README block {name}");
+    steps
+}
+
+#[test]
+fn readme_target_setup_leaves_a_receiver_that_updates_itself() {
+    let Some(sshd) = Sshd::start() else { return };
+    let w = world(&sshd, "");
+    // The fixture made the user (useradd -m -s /bin/sh, as documented) and
+    // a home of its own; the steps make its archive (a link) from scratch.
+    fs::remove_dir(sshd.archive()).unwrap();
+    let srv = sshd.path().join("srv/dpkg_archive");
+    let home = sshd.home.display().to_string();
+    let mut ran = Vec::new();
+    for step in readme_steps("target-setup")
+        .into_iter()
+        .chain(readme_steps("receiver-install"))
+    {
+        if step.starts_with("useradd ") {
+            continue;
+        }
+        let line = step
+            .replace("~pkgadmin", &home)
+            .replace("pkgadmin", &sshd.user)
+            .replace("/srv/dpkg_archive", &srv.display().to_string());
+        // From a checkout, as the README's receiver/blat-receiver assumes.
+        sh(Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .current_dir(env!("CARGO_MANIFEST_DIR")));
+        ran.push(line);
+    }
+    assert!(
+        ran.iter().any(|l| l.contains("blat-receiver")),
+        "the receiver is installed by hand: {ran:?}"
+    );
+    assert_eq!(fs::read_to_string(sshd.receiver()).unwrap(), RECEIVER);
+    // Later blat brings a new receiver: the one installed by hand is stale.
+    let mut old = fs::OpenOptions::new()
+        .append(true)
+        .open(sshd.receiver())
+        .unwrap();
+    std::io::Write::write_all(&mut old, b"\n# an older receiver\n").unwrap();
+    drop(old);
+    // An unrestricted key lets blat update it (a restricted one never
+    // does): the update is written beside it, in ~/.blat, which the
+    // documented steps leave to the target user.
+    let out = sync(&w);
+    assert_exit(&out, 0);
+    assert_eq!(
+        fs::read_to_string(sshd.receiver()).unwrap(),
+        RECEIVER,
+        "updated"
+    );
+    assert!(fs::symlink_metadata(sshd.archive())
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    for pv in ["a/1.0", "b/2.0"] {
+        assert_same_version(&w, &sshd, pv);
+        assert!(
+            srv.join(pv).join("descpkg").is_file(),
+            "{pv} in {}",
+            srv.display()
+        );
+    }
+}

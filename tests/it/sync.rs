@@ -671,3 +671,164 @@ fn an_unreadable_file_fails_its_package_alone() {
     );
     assert!(!w.target_dir("site").join("b").exists());
 }
+
+#[test]
+fn a_missing_source_archive_fails_the_target_and_is_no_success_for_due() {
+    let w = world();
+    let moved = w.path().join("archive.unmounted");
+    fs::rename(w.archive(), &moved).unwrap();
+    let expected = format!(
+        "site: sync failed: source archive {} does not exist (`archive` in blat.toml)",
+        w.archive().display()
+    );
+    let out = w.blat(&["sync", "--all", "--json"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+    assert_eq!(json(&out)["targets"][0]["outcome"], "failed");
+    assert!(
+        !w.target_dir("site").join(".dpkg_archive").exists(),
+        "nothing written to the target"
+    );
+    // plist and age (whose pins and aliases need the archive) fail alike.
+    let config = fs::read_to_string(w.config().join("targets/site.conf")).unwrap();
+    for command in ["plist", "age"] {
+        w.local_target(
+            "site",
+            "projects = [\"P\"]\n[aging]\nmethod = \"immediate\"\n",
+        );
+        let out = w.blat(&[command, "--all"]);
+        assert_exit(&out, 1);
+        assert!(
+            stderr(&out).contains(&format!(
+                "site: {command} failed: source archive {} does not exist",
+                w.archive().display()
+            )),
+            "{command}: {}",
+            stderr(&out)
+        );
+    }
+    // A failed sync is not a successful one: the archive back, --due syncs.
+    fs::write(w.config().join("targets/site.conf"), config).unwrap();
+    fs::rename(&moved, w.archive()).unwrap();
+    let out = w.blat(&["sync", "--all", "--due", "--json"]);
+    assert_exit(&out, 0);
+    assert_eq!(sent(&json(&out)), ["a/1.0", "b/2.0", "j/1"]);
+    // A file where the archive should be is no archive either.
+    fs::rename(w.archive(), &moved).unwrap();
+    fs::write(w.archive(), "").unwrap();
+    let out = w.blat(&["sync", "--all"]);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("is not a directory (`archive` in blat.toml)"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn durations_and_sizes_too_large_to_hold_are_config_errors() {
+    // Once `after` wrapped negative as i64 seconds: marked and deleted at once.
+    let w = world();
+    assert_exit(&w.blat(&["sync", "--all"]), 0);
+    w.write_rm(&[("P/R1", "open", 0, &["a/1.0"])]);
+    let conf = |aging: &str| {
+        format!(
+            "projects = [\"P\"]\npackages = [\"j/cur\"]\n[aging]\nmethod = \"master\"\n{aging}\n"
+        )
+    };
+    w.local_target("site", &conf("after = \"9999999999999999999\""));
+    let file = w.config().join("targets/site.conf");
+    for command in ["sync", "age"] {
+        let out = w.blat(&[command, "--all"]);
+        assert_exit(&out, 2);
+        assert!(
+            stderr(&out).contains(&format!(
+                "{}:8:9: invalid duration '9999999999999999999': expected at most 36500d (100 years)",
+                file.display()
+            )),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(w.target_dir("site").join("b/2.0/descpkg").exists());
+    for (aging, place, what) in [
+        ("after = 9223372036854775807", ":8:9:", "invalid duration"),
+        ("after = \"36501d\"", ":8:9:", "at most 36500d"),
+        ("after = \"14d\"\nmax_delete = 1", "", ""),
+    ] {
+        w.local_target("site", &conf(aging));
+        let out = w.blat(&["age", "--all"]);
+        if place.is_empty() {
+            assert_exit(&out, 0);
+        } else {
+            assert_exit(&out, 2);
+            assert!(
+                stderr(&out).contains(place) && stderr(&out).contains(what),
+                "{aging}: {}",
+                stderr(&out)
+            );
+        }
+    }
+    assert!(
+        w.target_dir("site").join("b/2.0/descpkg").exists(),
+        "marked, not deleted"
+    );
+    w.local_target("site", "projects = [\"P\"]\nmin_free = \"17179869184g\"\n");
+    let out = w.blat(&["sync", "--all"]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains(&format!(
+            "{}:5:12: invalid size '17179869184g': expected at most 8 EiB (8589934591g)",
+            file.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn leftovers_that_cannot_be_removed_are_a_warning_not_a_failure() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = world();
+    let t = w.target_dir("site");
+    fs::create_dir_all(&t).unwrap();
+    fs::create_dir_all(w.state()).unwrap();
+    common::give_unprivileged(&t);
+    common::give_unprivileged(&w.state());
+    // A leftover temporary in a package directory the target user may not
+    // write: root's when we are root (blat runs as nobody), else read-only.
+    // Its writer (the PID in its name) is gone, so gc tries to remove it.
+    let stuck = t.join(format!("zz/.blat-tmp-{}-abc123-1", common::dead_pid()));
+    fs::create_dir_all(stuck.join("sub")).unwrap();
+    if !common::is_root() {
+        fs::set_permissions(t.join("zz"), fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    let out = w.blat_unprivileged(&["sync", "--all", "--json"], &[]);
+    assert_exit(&out, 0);
+    let report = json(&out);
+    assert_eq!(sent(&report), ["a/1.0", "b/2.0", "j/1"]);
+    let r = &report["targets"][0]["report"];
+    assert_eq!(r["packagelist"], true, "{r}");
+    assert!(
+        r["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("leftover temporaries not removed"),
+        "{r}"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "site: warning: leftover temporaries not removed (the next sync tries again): receiver gc failed: "
+        ) && err.contains("gc: some leftovers could not be removed"),
+        "{err}"
+    );
+    assert!(stuck.exists());
+    assert!(
+        w.blat(&["sync", "--all"]).status.success(),
+        "still fine the next time"
+    );
+    if !common::is_root() {
+        fs::set_permissions(t.join("zz"), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
