@@ -24,6 +24,7 @@ pub mod error;
 pub mod index;
 pub mod lock;
 pub mod ops;
+pub mod packagelist;
 pub mod plan;
 pub mod release;
 pub mod report;

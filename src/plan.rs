@@ -133,7 +133,8 @@ pub fn plan(set: &CurrentSet, listing: &Listing, now: i64, grace: Duration) -> P
 }
 
 /// Package-versions on the target that aging may remove. Empty when the
-/// current set is empty: an empty answer never deletes anything. Never
+/// set says aging is blocked (empty, or a release or project the Release
+/// Manager answered nothing for): an empty answer never deletes anything. Never
 /// excess: the current set, pins, aliased versions, and a package-version
 /// that is young: its descpkg mtime is within `grace` of `now` (or later),
 /// or its arrival on the target (when the listing has it) is within `grace`
@@ -149,7 +150,7 @@ pub fn excess(
     now: i64,
     grace: Duration,
 ) -> Vec<PackageVersion> {
-    if set.is_empty() {
+    if set.aging_blocked().is_some() {
         return Vec::new();
     }
     // Versions that any alias on the target, or any wanted alias, points to.

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::sync::Failure;
 use super::{Context, Selection, TargetReport};
-use crate::archive::{Name, PackageVersion, SourceArchive, SourceEntry};
+use crate::archive::{Name, PackageVersion, SourceArchive};
 use crate::config::units::{human_bytes, human_duration};
 use crate::config::{AgingMethod, TargetConfig};
 use crate::current::{self, CurrentSet};
@@ -55,7 +55,7 @@ pub struct LocalAgeOptions {
 }
 
 /// The PackageList the master writes, under `<archive>/.dpkg_archive/`.
-pub const PACKAGELIST: &str = "packagelist.txt";
+pub const PACKAGELIST: &str = crate::packagelist::NAME;
 /// The marks of `age --local`, beside it.
 pub const MARKS_FILE: &str = "blat-age-marks.txt";
 
@@ -360,12 +360,12 @@ impl Ager<'_> {
         now: i64,
     ) -> Result<AgingReport> {
         let method = self.rules.method;
-        if set.is_empty() {
+        if let Some(why) = set.aging_blocked() {
             // A wrong release name or a database that answered nothing must
             // never empty a target; the marks stay as they are, too.
             self.reporter
-                .warn(self.name, "the current set is empty: nothing is aged");
-            return Ok(AgingReport::skipped(method, "the current set is empty"));
+                .warn(self.name, &format!("{why}: nothing is aged"));
+            return Ok(AgingReport::skipped(method, &why));
         }
         let mut report = AgingReport::new(method);
         report.excess = excess.len();
@@ -613,7 +613,7 @@ pub fn run_local(reporter: &Reporter, options: &LocalAgeOptions) -> Result<Outco
         Some(super::index::lock(&archive, "age", &place)?)
     };
     let method = AgingMethod::Target;
-    let report = match read_packagelist(&dpkg.join(PACKAGELIST))? {
+    let report = match crate::packagelist::read(&dpkg.join(PACKAGELIST))? {
         None => {
             reporter.warn(
                 &place,
@@ -677,34 +677,6 @@ pub fn run_local(reporter: &Reporter, options: &LocalAgeOptions) -> Result<Outco
         println!("{}", serde_json::to_string_pretty(&json)?);
     }
     Ok(outcome)
-}
-
-/// The current set as the master wrote it: `None` when there is no
-/// PackageList; an empty set when it lists nothing. A line that is not
-/// `package version` stops the pass: a list we cannot read is no basis
-/// for deleting anything.
-fn read_packagelist(path: &Path) -> Result<Option<CurrentSet>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    let mut set = CurrentSet::default();
-    for (n, line) in text.lines().enumerate() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let pv = match fields.as_slice() {
-            [p, v] => PackageVersion::new(p, v),
-            _ => Err("expected 'package version'".to_string()),
-        }
-        .map_err(|e| anyhow::anyhow!("{}:{}: {e}; nothing is aged", path.display(), n + 1))?;
-        // Only membership matters for aging: what the master's archive held
-        // for it is not known here, and not needed.
-        set.versions.insert(pv, SourceEntry::Missing);
-    }
-    Ok(Some(set))
 }
 
 #[cfg(test)]
@@ -784,28 +756,5 @@ mod tests {
             err.contains(&format!("{}:3: expected", store.path.display())),
             "{err}"
         );
-    }
-
-    #[test]
-    fn packagelist_lines_and_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(PACKAGELIST);
-        assert!(read_packagelist(&path).unwrap().is_none());
-        std::fs::write(&path, "# blat packagelist written x\n# releases: P/R\n").unwrap();
-        assert!(read_packagelist(&path).unwrap().unwrap().is_empty());
-        std::fs::write(&path, "# h\na 1.0\nb 2\n").unwrap();
-        let set = read_packagelist(&path).unwrap().unwrap();
-        assert_eq!(
-            set.versions.keys().cloned().collect::<Vec<_>>(),
-            vec![pv("a", "1.0"), pv("b", "2")]
-        );
-        for bad in ["a\n", "a 1 x\n", "../etc 1\n"] {
-            std::fs::write(&path, format!("ok 1\n{bad}")).unwrap();
-            let err = format!("{:#}", read_packagelist(&path).unwrap_err());
-            assert!(
-                err.contains(&format!("{}:2: ", path.display())) && err.contains("nothing is aged"),
-                "{err}"
-            );
-        }
     }
 }

@@ -932,9 +932,8 @@ fn age(
     report: &mut S3SyncReport,
 ) -> Result<()> {
     let name = target.name.as_str();
-    if set.is_empty() {
-        ctx.reporter
-            .warn(name, "the current set is empty: nothing is aged");
+    if let Some(why) = set.aging_blocked() {
+        ctx.reporter.warn(name, &format!("{why}: nothing is aged"));
         return Ok(());
     }
     let excess = plan::excess(set, bucket, now, target.writable_grace);

@@ -504,22 +504,9 @@ fn link_aliases(
     }
 }
 
-/// The PackageList: a `#` header with the time and releases, then one
-/// `package version` a line, sorted.
-pub fn packagelist_text(set: &CurrentSet, now: i64) -> String {
-    let mut text = format!(
-        "# blat packagelist written {}\n",
-        crate::clock::rfc3339(now)
-    );
-    let releases: Vec<String> = set.releases.iter().map(|r| r.to_string()).collect();
-    text.push_str(&format!("# releases: {}\n", releases.join(" ")));
-    for line in set.package_list() {
-        text.push_str(&line);
-        text.push('\n');
-    }
-    text
-}
-
 pub fn write_packagelist(dest: &dyn Target, set: &CurrentSet, now: i64) -> Result<()> {
-    dest.put("packagelist.txt", packagelist_text(set, now).as_bytes())
+    dest.put(
+        crate::packagelist::NAME,
+        crate::packagelist::text(set, now).as_bytes(),
+    )
 }

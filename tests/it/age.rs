@@ -210,6 +210,63 @@ fn an_empty_current_set_deletes_nothing_and_keeps_the_marks() {
     assert_eq!(marks(&w).len(), 3, "marks untouched");
 }
 
+/// The guard judges what the Release Manager answered, per release and
+/// project, not the set after pins: a release that answers no rows while
+/// pins keep the set non-empty deletes nothing (it used to delete all but
+/// the pins), on the master and, through the PackageList, on the target.
+#[test]
+fn pins_never_make_an_empty_answer_look_like_a_current_set() {
+    for (config, unanswered) in [
+        ("releases = [\"P/R1\"]", "release P/R1"),
+        ("releases = [\"P/R1\", \"P/R2\"]", "release P/R2"),
+        ("projects = [\"P\"]", "project P"),
+    ] {
+        let w = world("method = \"immediate\"");
+        // R1 answers nothing (or R2 does, or P has no open release).
+        match unanswered {
+            "release P/R1" => w.write_rm(&[("P/R1", "open", 0, &[])]),
+            "release P/R2" => {
+                w.write_rm(&[("P/R1", "open", 0, &["a/1"]), ("P/R2", "open", 0, &[])])
+            }
+            _ => w.write_rm(&[("P/R1", "closed", 0, &["a/1"])]),
+        }
+        w.local_target(
+            "t",
+            &format!("{config}\npackages = [\"p/1\", \"j/cur\"]\nwritable_grace = \"1h\"\n[aging]\nmethod = \"immediate\"\n"),
+        );
+        for args in [
+            &["sync", "--target", "t", "--json"][..],
+            &["age", "--target", "t", "--json"][..],
+        ] {
+            let out = at(&w, NOW + 30 * DAY, args);
+            assert_exit(&out, 0);
+            let want =
+                format!("the Release Manager answered nothing for {unanswered}: nothing is aged");
+            assert!(stderr(&out).contains(&want), "{config}: {}", stderr(&out));
+        }
+        for pv in ["a/1", "b/1", "c/1", "d/1", "y/1", "p/1", "j/1"] {
+            assert!(on_target(&w, pv), "{config}: {pv} deleted");
+        }
+        // The PackageList says so, and age --local on the target obeys it.
+        let list =
+            fs::read_to_string(w.target_dir("t").join(".dpkg_archive/packagelist.txt")).unwrap();
+        assert!(
+            list.contains(&format!("# unanswered: {unanswered}\n")),
+            "{list}"
+        );
+        let out = local(&w, NOW + 30 * DAY, &["--after", "0s"]);
+        assert_exit(&out, 0);
+        assert!(
+            stderr(&out).contains("answered nothing"),
+            "{}",
+            stderr(&out)
+        );
+        for pv in ["a/1", "b/1", "c/1", "d/1", "y/1", "p/1", "j/1"] {
+            assert!(on_target(&w, pv), "{config}: age --local deleted {pv}");
+        }
+    }
+}
+
 #[test]
 fn a_release_source_error_deletes_nothing() {
     let w = world("method = \"immediate\"");
