@@ -1,5 +1,5 @@
 //! The package archive: validated names, package-versions, the descpkg change
-//! key, aliases and the writable-grace rule (SPEC §1).
+//! key, aliases and the writable-grace rule (docs/archive.md).
 //!
 //! Every name that reaches a path or a command, whatever its source (config,
 //! tag file, database row, target listing), goes through [`Name::new`].

@@ -1,5 +1,5 @@
 //! Configuration: `blat.toml` plus one `targets/<name>.conf` per target
-//! (SPEC §3), parsed into a validated [`Config`] that the rest of blat uses.
+//! (docs/configuration.md), parsed into a validated [`Config`] that the rest of blat uses.
 //!
 //! Every error names the file, line and column and says what was expected.
 //! Relative paths in a config file are taken relative to the directory that

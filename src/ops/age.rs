@@ -1,4 +1,4 @@
-//! Aging (SPEC §5): removing package-versions that left the current set.
+//! Aging (docs/aging.md): removing package-versions that left the current set.
 //! `blat age` runs it alone on the master, `sync` runs it after its
 //! transfers and PackageList, and `blat age --local` runs it on a target
 //! itself from the PackageList the master sent (method `target`).

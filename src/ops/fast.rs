@@ -1,5 +1,5 @@
 //! `blat fast`: consume tags, so a released package reaches its targets in
-//! seconds instead of at the next full sync (SPEC §1 Tags, §2).
+//! seconds instead of at the next full sync (docs/archive.md, Tags).
 //!
 //! Each selected archive target gets its own thread for the whole run, so a
 //! slow or unreachable target never delays the others. A thread holds the

@@ -913,7 +913,7 @@ fn aliases(
 }
 
 /// Applies the target's aging method to the excess ZIPs, with the guards
-/// of SPEC §5 as archive targets have them ([`plan::excess`],
+/// of docs/aging.md as archive targets have them ([`plan::excess`],
 /// [`age::decide`]): an empty set deletes nothing; pins, alias versions and
 /// young ZIPs are never excess; more than `max_delete` deletions are refused
 /// without `--force`.

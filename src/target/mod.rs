@@ -1,5 +1,5 @@
 //! Archive targets: remote (SSH) or local copies of the archive, all driven
-//! through the same receiver protocol (`receiver/PROTOCOL.md`).
+//! through the same receiver protocol (`docs/protocol.md`).
 //!
 //! [`Target`] is the contract every transport meets; the shared suite in
 //! `tests/target_suite.rs` runs it against each one. Transports only know how

@@ -1,4 +1,4 @@
-//! The receiver protocol (`receiver/PROTOCOL.md`) spoken over any
+//! The receiver protocol (`docs/protocol.md`) spoken over any
 //! [`Transport`]: arguments out, tab-separated records back, every name in
 //! them validated before use.
 

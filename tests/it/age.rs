@@ -1,4 +1,4 @@
-//! Aging end to end (SPEC §5): `immediate` inside `sync`, `master` marks
+//! Aging end to end (docs/aging.md): `immediate` inside `sync`, `master` marks
 //! and deletes after `after`, `blat age --local` on a target with no
 //! configuration, and every guard: empty current set, release source
 //! errors, pins, aliases, young packages, max_delete, --dry-run.

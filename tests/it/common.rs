@@ -180,7 +180,7 @@ impl World {
     }
 }
 
-/// The reference schema (SPEC §1) with the given releases, as SQL.
+/// The reference schema (docs/archive.md) with the given releases, as SQL.
 pub fn rm_sql(releases: &[(&str, &str, i32, &[&str])]) -> String {
     let mut sql = String::from(
         "CREATE TABLE projects (project_id INTEGER PRIMARY KEY, name TEXT UNIQUE);
