@@ -256,3 +256,46 @@ fn chrono_now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+/// `fast` shares sync's send path: tags for many versions of packages new
+/// to the target, sent over concurrent batches, all arrive in one pass.
+#[test]
+fn fast_delivers_every_tagged_version_of_new_packages() {
+    let w = World::new();
+    let mut pvs = Vec::new();
+    for p in 0..10 {
+        for v in 0..6 {
+            let (pkg, ver) = (format!("q{p}"), format!("{v}.1"));
+            w.release_with(&pkg, &ver, T0 + v, &[("f", "x"), ("d/g", "y")]);
+            pvs.push(format!("{pkg}/{ver}"));
+        }
+    }
+    w.write_global("");
+    w.write_rm(&[("P/R1", "open", 0, &[])]);
+    w.local_target("site", "parallel = 8\ncompression = \"none\"\n");
+    for pv in &pvs {
+        let (p, v) = pv.split_once('/').unwrap();
+        assert_exit(&w.blat(&["tag", p, v]), 0);
+    }
+    let out = w.blat(&["fast", "--all"]);
+    assert_exit(&out, 0);
+    let t = w.target_dir("site");
+    for pv in &pvs {
+        assert_eq!(
+            common::snapshot(&w.archive().join(pv)),
+            common::snapshot(&t.join(pv)),
+            "{pv}"
+        );
+    }
+    let left: Vec<_> = fs::read_dir(w.path().join("tags/site"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| !n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "every tag consumed: {left:?}");
+    assert!(
+        common::leftovers(&t).is_empty(),
+        "{:?}",
+        common::leftovers(&t)
+    );
+}
