@@ -21,6 +21,7 @@ pub mod clock;
 pub mod config;
 pub mod current;
 pub mod error;
+pub mod exec;
 pub mod index;
 pub mod lock;
 pub mod ops;

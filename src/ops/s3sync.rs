@@ -11,8 +11,7 @@
 //! is current, and the answer is remembered. Nothing is ever re-uploaded
 //! just because the state file is gone.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
@@ -573,24 +572,15 @@ fn ask_store_all<'a>(
     parallel: usize,
     asks: &[(&'a PackageVersion, i64)],
 ) -> HashMap<&'a PackageVersion, Result<(Judgement, Option<Upload>)>> {
-    let next = Mutex::new(asks.iter());
-    let answers = Mutex::new(HashMap::new());
-    std::thread::scope(|scope| {
-        for _ in 0..parallel.min(asks.len()) {
-            scope.spawn(|| loop {
-                let Some(&(pv, mtime)) = next.lock().unwrap_or_else(|e| e.into_inner()).next()
-                else {
-                    return;
-                };
-                let answer = ask_store(store, &zip_key(prefix, pv), pv, mtime);
-                answers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(pv, answer);
-            });
+    crate::exec::drain(asks.iter(), parallel, |queue| {
+        let mut answers = Vec::new();
+        while let Some(&(pv, mtime)) = queue.next() {
+            answers.push((pv, ask_store(store, &zip_key(prefix, pv), pv, mtime)));
         }
-    });
-    answers.into_inner().unwrap_or_else(|e| e.into_inner())
+        answers
+    })
+    .into_iter()
+    .collect()
 }
 
 /// One HEAD for an object the state file cannot vouch for; returns the
@@ -658,20 +648,11 @@ fn upload_all(
         source,
         store,
         progress: &progress,
-        work: Mutex::new(queue.iter().cloned().collect()),
-        results: Mutex::new(Vec::new()),
     };
-    let workers = s3.parallel.min(queue.len()).max(1);
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| uploader.work());
-        }
+    let mut results = crate::exec::drain(queue.iter().cloned(), s3.parallel, |work| {
+        uploader.work(work)
     });
     progress.finish();
-    let mut results = uploader
-        .results
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner());
     results.sort_by(|a, b| a.0.cmp(&b.0));
     for (pv, result) in results {
         match result {
@@ -701,44 +682,36 @@ struct Uploader<'a> {
     source: &'a SourceArchive,
     store: &'a dyn ObjectStore,
     progress: &'a TransferProgress<'a>,
-    work: Mutex<VecDeque<(PackageVersion, i64)>>,
-    results: Mutex<Vec<(PackageVersion, Result<Stored, String>)>>,
 }
 
+/// One package's upload: what was stored, or why not.
+type Uploaded = (PackageVersion, Result<Stored, String>);
+
 impl Uploader<'_> {
-    fn work(&self) {
+    fn work(&self, work: &crate::exec::Queue<(PackageVersion, i64)>) -> Vec<Uploaded> {
+        let mut results = Vec::new();
         // Each worker its own connection: SQLite connections are not shared
         // across threads, and rows are written as uploads end.
         let state = match open_state(self.state_dir) {
             Ok(state) => state,
             Err(e) => {
                 self.reporter.error(self.target, &format!("{e:#}"));
-                return;
+                return results;
             }
         };
         let ledger = Ledger {
             state: state.as_ref(),
             target: self.target,
         };
-        loop {
-            let Some((pv, mtime)) = self
-                .work
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop_front()
-            else {
-                return;
-            };
+        while let Some((pv, mtime)) = work.next() {
             let result = self.upload(&ledger, &pv, mtime);
             self.progress.package_done();
             if result.is_ok() {
                 self.reporter.detail(self.target, &format!("uploaded {pv}"));
             }
-            self.results
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((pv, result.map_err(|e| format!("{e:#}"))));
+            results.push((pv, result.map_err(|e| format!("{e:#}"))));
         }
+        results
     }
 
     fn upload(&self, ledger: &Ledger, pv: &PackageVersion, mtime: i64) -> Result<Stored> {

@@ -2,7 +2,7 @@
 //! missing or differs, create or repoint aliases once their version is there,
 //! write the PackageList, then age as configured.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -328,76 +328,81 @@ pub fn send_packages(
         compression,
         ..archive_cfg.clone()
     };
-    let queue: Mutex<VecDeque<PackageVersion>> = Mutex::new(pvs.iter().cloned().collect());
-    let free = Mutex::new(free);
-    let results: Mutex<Vec<Sent>> = Mutex::new(Vec::new());
     let progress = reporter.transfer(&target.name, pvs.len());
-    let workers = archive_cfg.parallel.min(pvs.len()).max(1);
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                worker(
-                    reporter,
-                    target,
-                    archive_cfg,
-                    source,
-                    dest,
-                    &queue,
-                    &free,
-                    &results,
-                    &progress,
-                )
-            });
-        }
+    let sender = Sender {
+        reporter,
+        target,
+        archive_cfg,
+        source,
+        dest,
+        free: Mutex::new(free),
+        progress: &progress,
+    };
+    let mut results = crate::exec::drain(pvs.iter().cloned(), archive_cfg.parallel, |queue| {
+        sender.work(queue)
     });
     progress.finish();
-    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
     results.sort_by(|a, b| a.0.cmp(&b.0));
     results
 }
 
-#[allow(clippy::too_many_arguments)]
-fn worker(
-    reporter: &crate::report::Reporter,
-    target: &TargetConfig,
-    archive_cfg: &ArchiveTarget,
-    source: &SourceArchive,
-    dest: &dyn Target,
-    queue: &Mutex<VecDeque<PackageVersion>>,
-    free: &Mutex<Option<u64>>,
-    results: &Mutex<Vec<Sent>>,
-    progress: &TransferProgress,
-) {
-    let record = |pv: PackageVersion, bytes: u64, r: Result<(), String>| {
-        results
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((pv, bytes, r));
-    };
-    loop {
-        // Fill a batch: scan each package (one walk) as it is taken.
+/// What the send workers share.
+struct Sender<'a> {
+    reporter: &'a crate::report::Reporter,
+    target: &'a TargetConfig,
+    archive_cfg: &'a ArchiveTarget,
+    source: &'a SourceArchive,
+    dest: &'a dyn Target,
+    /// The target's free space as we estimate it, when `min_free` is set.
+    free: Mutex<Option<u64>>,
+    progress: &'a TransferProgress<'a>,
+}
+
+impl Sender<'_> {
+    /// One worker: fills a batch from the queue, streams it, until the
+    /// queue is empty.
+    fn work(&self, queue: &crate::exec::Queue<PackageVersion>) -> Vec<Sent> {
+        let mut results = Vec::new();
+        loop {
+            let batch = self.fill_batch(queue, &mut results);
+            if batch.is_empty() {
+                return results;
+            }
+            self.send_batch(&batch, &mut results);
+        }
+    }
+
+    /// Takes packages until the batch is full, scanning each (one walk) as
+    /// it is taken; a package that cannot be scanned or would break
+    /// `min_free` fails alone.
+    fn fill_batch(
+        &self,
+        queue: &crate::exec::Queue<PackageVersion>,
+        results: &mut Vec<Sent>,
+    ) -> Vec<Outgoing> {
         let mut batch: Vec<Outgoing> = Vec::new();
         let mut batch_bytes = 0;
         while batch.len() < BATCH_PACKAGES && batch_bytes < BATCH_BYTES {
-            let Some(pv) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else {
+            let Some(pv) = queue.next() else {
                 break;
             };
-            let outgoing = match pack::scan(source, &pv) {
+            let outgoing = match pack::scan(self.source, &pv) {
                 Ok(o) => o,
                 Err(e) => {
-                    record(pv, 0, Err(format!("{e:#}")));
+                    results.push((pv, 0, Err(format!("{e:#}"))));
                     continue;
                 }
             };
-            if let Some(avail) = free.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-                if avail.saturating_sub(outgoing.bytes) < archive_cfg.min_free {
+            let min_free = self.archive_cfg.min_free;
+            if let Some(avail) = self.free.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                if avail.saturating_sub(outgoing.bytes) < min_free {
                     let msg = format!(
                         "not sent: {} would leave less than min_free {} free on the target ({} free)",
                         human_bytes(outgoing.bytes),
-                        human_bytes(archive_cfg.min_free),
+                        human_bytes(min_free),
                         human_bytes(*avail)
                     );
-                    record(pv, 0, Err(msg));
+                    results.push((pv, 0, Err(msg)));
                     continue;
                 }
                 *avail -= outgoing.bytes;
@@ -405,13 +410,18 @@ fn worker(
             batch_bytes += outgoing.bytes;
             batch.push(outgoing);
         }
-        if batch.is_empty() {
-            return;
-        }
+        batch
+    }
+
+    /// Streams one batch into one receiver run.
+    fn send_batch(&self, batch: &[Outgoing], results: &mut Vec<Sent>) {
         let sizes: Vec<(PackageVersion, u64)> =
             batch.iter().map(|o| (o.pv.clone(), o.bytes)).collect();
-        let add = |n: u64| progress.add_bytes(n);
-        match dest.receive(source, &batch, archive_cfg.compression, &add) {
+        let add = |n: u64| self.progress.add_bytes(n);
+        match self
+            .dest
+            .receive(self.source, batch, self.archive_cfg.compression, &add)
+        {
             Ok(received) => {
                 for r in received {
                     let bytes = sizes
@@ -419,19 +429,19 @@ fn worker(
                         .find(|(pv, _)| *pv == r.pv)
                         .map_or(0, |(_, b)| *b);
                     if r.result.is_ok() {
-                        reporter.detail(
-                            &target.name,
+                        self.reporter.detail(
+                            &self.target.name,
                             &format!("sent {} ({})", r.pv, human_bytes(bytes)),
                         );
                     }
-                    progress.package_done();
-                    record(r.pv, bytes, r.result);
+                    self.progress.package_done();
+                    results.push((r.pv, bytes, r.result));
                 }
             }
             Err(e) => {
                 let msg = format!("{e:#}");
                 for (pv, _) in sizes {
-                    record(pv, 0, Err(msg.clone()));
+                    results.push((pv, 0, Err(msg.clone())));
                 }
             }
         }
