@@ -4,6 +4,7 @@
 //! The schema evolves by `user_version` migrations that are only ever
 //! appended, never edited or removed, so any older state file upgrades.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -79,6 +80,19 @@ pub struct Run {
     pub outcome: Option<String>,
     pub summary: Option<String>,
     pub error: Option<String>,
+}
+
+/// What one upload left in the bucket (a row of `uploads`). For an alias
+/// object, `version` is the version it names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upload {
+    pub key: String,
+    pub package: String,
+    pub version: String,
+    pub descpkg_mtime: i64,
+    pub size: u64,
+    pub etag: String,
+    pub uploaded: i64,
 }
 
 impl State {
@@ -223,11 +237,6 @@ impl State {
             tx.commit()?;
         }
     }
-
-    pub fn connection(&self) -> &Connection {
-        &self.conn
-    }
-
     /// Records the start of a run; returns its id for [`State::finish_run`].
     pub fn start_run(&self, target: &str, command: &str, now: i64) -> Result<i64> {
         self.conn.execute(
@@ -385,6 +394,88 @@ impl State {
             }
         }
         tx.commit()?;
+        Ok(())
+    }
+
+    /// In WAL mode `synchronous = NORMAL` keeps the file consistent but
+    /// skips an fsync per commit: a power cut may forget the last S3 upload
+    /// rows, which costs one HEAD each at the next pass, while thousands of
+    /// small uploads would otherwise spend more time in fsync than uploading.
+    pub fn relax_sync(&self) -> Result<()> {
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .context("cannot set up the state file")
+    }
+
+    /// What `s3sync` left in the bucket of `target`, by key.
+    pub fn uploads(&self, target: &str) -> Result<HashMap<String, Upload>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT key, package, version, descpkg_mtime, size, etag, uploaded FROM uploads WHERE target = ?1",
+        )?;
+        let rows = stmt.query_map(params![target], |r| {
+            Ok(Upload {
+                key: r.get(0)?,
+                package: r.get(1)?,
+                version: r.get(2)?,
+                descpkg_mtime: r.get(3)?,
+                size: r.get::<_, i64>(4)? as u64,
+                etag: r.get(5)?,
+                uploaded: r.get(6)?,
+            })
+        })?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let row = row?;
+            out.insert(row.key.clone(), row);
+        }
+        Ok(out)
+    }
+
+    pub fn record_upload(&self, target: &str, u: &Upload) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO uploads (target, key, package, version, descpkg_mtime, size, etag, uploaded)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![target, u.key, u.package, u.version, u.descpkg_mtime, u.size as i64, u.etag, u.uploaded],
+        )?;
+        Ok(())
+    }
+
+    pub fn forget_upload(&self, target: &str, key: &str) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM uploads WHERE target = ?1 AND key = ?2",
+            params![target, key],
+        )?;
+        Ok(())
+    }
+
+    /// Multipart uploads started and not known to have ended: (key, upload id).
+    pub fn open_multiparts(&self, target: &str) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT key, upload_id FROM multipart_uploads WHERE target = ?1 ORDER BY started",
+        )?;
+        let rows = stmt.query_map(params![target], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn multipart_started(
+        &self,
+        target: &str,
+        key: &str,
+        upload_id: &str,
+        now: i64,
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO multipart_uploads (target, key, upload_id, started) VALUES (?1, ?2, ?3, ?4)",
+            params![target, key, upload_id, now],
+        )?;
+        Ok(())
+    }
+
+    pub fn multipart_ended(&self, target: &str, upload_id: &str) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM multipart_uploads WHERE target = ?1 AND upload_id = ?2",
+            params![target, upload_id],
+        )?;
         Ok(())
     }
 }

@@ -15,7 +15,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
-use rusqlite::params;
 use serde::Serialize;
 
 use super::age::{self, DryRunMarks, MarkStore, StateMarks};
@@ -28,7 +27,9 @@ use crate::current::{self, CurrentSet};
 use crate::error::Outcome;
 use crate::plan::{self, SkipReason, Skipped};
 use crate::report::{Reporter, TransferProgress};
-use crate::state::State;
+use crate::state::{State, Upload};
+use crate::store::dryrun::DryRun;
+use crate::store::keys::{alias_key, parse_key, zip_key, KeyKind, MTIME_META};
 use crate::store::s3::S3Store;
 use crate::store::{zip, Multipart, ObjectInfo, ObjectStore, Put, Requests, Stored};
 use crate::target::Listing;
@@ -40,8 +41,6 @@ pub struct S3SyncOptions {
     pub force: bool,
 }
 
-/// The user metadata that carries the change key with each ZIP.
-pub const MTIME_META: &str = "descpkg-mtime";
 /// An alias object is one line; anything longer is not ours.
 const ALIAS_LIMIT: u64 = 1024;
 
@@ -140,55 +139,7 @@ pub fn run(ctx: &Context, options: &S3SyncOptions) -> Result<Outcome> {
     })
 }
 
-// ---- keys ------------------------------------------------------------------
-
-/// `{prefix}{package}/{package}_{version}.zip`
-pub fn zip_key(prefix: &str, pv: &PackageVersion) -> String {
-    format!("{prefix}{}/{}_{}.zip", pv.package, pv.package, pv.version)
-}
-
-/// `{prefix}{package}/{alias}.txt`
-pub fn alias_key(prefix: &str, package: &Name, alias: &Name) -> String {
-    format!("{prefix}{package}/{alias}.txt")
-}
-
-/// What a key in the bucket is to blat; anything else is left alone.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KeyKind {
-    Zip(PackageVersion),
-    Alias { package: Name, alias: Name },
-}
-
-pub fn parse_key(prefix: &str, key: &str) -> Option<KeyKind> {
-    let (package, file) = key.strip_prefix(prefix)?.split_once('/')?;
-    let package = Name::new(package).ok()?;
-    if let Some(version) = file
-        .strip_prefix(&format!("{package}_"))
-        .and_then(|f| f.strip_suffix(".zip"))
-    {
-        return Some(KeyKind::Zip(PackageVersion {
-            package,
-            version: Name::new(version).ok()?,
-        }));
-    }
-    let alias = Name::new(file.strip_suffix(".txt")?).ok()?;
-    Some(KeyKind::Alias { package, alias })
-}
-
 // ---- what the state file remembers -----------------------------------------
-
-/// What one upload left in the bucket (a row of `uploads`). For an alias
-/// object, `version` is the version it names.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Upload {
-    pub key: String,
-    pub package: String,
-    pub version: String,
-    pub descpkg_mtime: i64,
-    pub size: u64,
-    pub etag: String,
-    pub uploaded: i64,
-}
 
 /// The state file as `s3sync` uses it, for one target. Without a state (a
 /// dry run) it remembers nothing new.
@@ -207,66 +158,29 @@ fn open_state(state_dir: Option<&std::path::Path>) -> Result<Option<State>> {
         return Ok(None);
     };
     let state = State::open(dir)?;
-    state
-        .connection()
-        .pragma_update(None, "synchronous", "NORMAL")
-        .context("cannot set up the state file")?;
+    state.relax_sync()?;
     Ok(Some(state))
 }
 
 impl Ledger<'_> {
+    /// What the state remembers of the bucket, by key (read even under
+    /// `--dry-run`, from the read-only state).
     fn uploads(&self, state: &State) -> Result<HashMap<String, Upload>> {
-        let mut stmt = state.connection().prepare(
-            "SELECT key, package, version, descpkg_mtime, size, etag, uploaded FROM uploads WHERE target = ?1",
-        )?;
-        let rows = stmt.query_map(params![self.target], |r| {
-            Ok(Upload {
-                key: r.get(0)?,
-                package: r.get(1)?,
-                version: r.get(2)?,
-                descpkg_mtime: r.get(3)?,
-                size: r.get::<_, i64>(4)? as u64,
-                etag: r.get(5)?,
-                uploaded: r.get(6)?,
-            })
-        })?;
-        let mut out = HashMap::new();
-        for row in rows {
-            let row = row?;
-            out.insert(row.key.clone(), row);
-        }
-        Ok(out)
+        state.uploads(self.target)
     }
 
     fn record(&self, u: &Upload) -> Result<()> {
-        let Some(state) = self.state else {
-            return Ok(());
-        };
-        state.connection().execute(
-            "INSERT OR REPLACE INTO uploads (target, key, package, version, descpkg_mtime, size, etag, uploaded)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![self.target, u.key, u.package, u.version, u.descpkg_mtime, u.size as i64, u.etag, u.uploaded],
-        )?;
-        Ok(())
+        self.state
+            .map_or(Ok(()), |s| s.record_upload(self.target, u))
     }
 
     fn forget(&self, key: &str) -> Result<()> {
-        let Some(state) = self.state else {
-            return Ok(());
-        };
-        state.connection().execute(
-            "DELETE FROM uploads WHERE target = ?1 AND key = ?2",
-            params![self.target, key],
-        )?;
-        Ok(())
+        self.state
+            .map_or(Ok(()), |s| s.forget_upload(self.target, key))
     }
 
     fn open_multiparts(&self, state: &State) -> Result<Vec<(String, String)>> {
-        let mut stmt = state.connection().prepare(
-            "SELECT key, upload_id FROM multipart_uploads WHERE target = ?1 ORDER BY started",
-        )?;
-        let rows = stmt.query_map(params![self.target], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        state.open_multiparts(self.target)
     }
 
     fn multipart(&self, event: &Multipart) -> Result<()> {
@@ -274,16 +188,11 @@ impl Ledger<'_> {
             return Ok(());
         };
         match event {
-            Multipart::Started { key, upload_id } => state.connection().execute(
-                "INSERT OR REPLACE INTO multipart_uploads (target, key, upload_id, started) VALUES (?1, ?2, ?3, ?4)",
-                params![self.target, key, upload_id, crate::clock::now()],
-            )?,
-            Multipart::Ended { upload_id, .. } => state.connection().execute(
-                "DELETE FROM multipart_uploads WHERE target = ?1 AND upload_id = ?2",
-                params![self.target, upload_id],
-            )?,
-        };
-        Ok(())
+            Multipart::Started { key, upload_id } => {
+                state.multipart_started(self.target, key, upload_id, crate::clock::now())
+            }
+            Multipart::Ended { upload_id, .. } => state.multipart_ended(self.target, upload_id),
+        }
     }
 }
 
@@ -971,59 +880,6 @@ fn age(
 }
 
 // ---- dry run ----------------------------------------------------------------
-
-/// Under `--dry-run`: reads go to the store, changes only print the plan.
-/// The body of a put is never produced, so nothing is zipped.
-struct DryRun<'a, S> {
-    inner: S,
-    target: &'a str,
-    reporter: &'a Reporter,
-}
-
-impl<S: ObjectStore> ObjectStore for DryRun<'_, S> {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        self.inner.list(prefix)
-    }
-    fn head(&self, key: &str) -> Result<Option<crate::store::ObjectHead>> {
-        self.inner.head(key)
-    }
-    fn get(&self, key: &str, limit: u64) -> Result<Option<Vec<u8>>> {
-        self.inner.get(key, limit)
-    }
-    fn put(
-        &self,
-        put: &Put,
-        _body: &mut dyn FnMut(&mut dyn std::io::Write) -> Result<()>,
-    ) -> Result<Stored> {
-        self.reporter.plan_line(
-            self.target,
-            &format!("would upload {} ({})", put.key, human_bytes(put.size_hint)),
-        );
-        Ok(Stored {
-            size: 0,
-            etag: String::new(),
-            parts: 0,
-        })
-    }
-    fn delete(&self, key: &str) -> Result<()> {
-        self.reporter
-            .plan_line(self.target, &format!("would delete {key}"));
-        Ok(())
-    }
-    fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
-        self.reporter.plan_line(
-            self.target,
-            &format!("would abort the interrupted upload of {key} ({upload_id})"),
-        );
-        Ok(())
-    }
-    fn requests(&self) -> Requests {
-        self.inner.requests()
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -661,11 +661,7 @@ fn interrupted_multipart_upload_is_aborted_by_the_next_pass() {
         .unwrap();
     let state = blat::state::State::open(&w.state()).unwrap();
     state
-        .connection()
-        .execute(
-            "INSERT INTO multipart_uploads (target, key, upload_id, started) VALUES ('ci', 'packages/a/a_2.zip', ?1, 1)",
-            [started.upload_id().unwrap()],
-        )
+        .multipart_started("ci", "packages/a/a_2.zip", started.upload_id().unwrap(), 1)
         .unwrap();
     drop(state);
     assert_eq!(open_multipart_uploads(&b), 1);
