@@ -303,16 +303,21 @@ fn s3sync_target(
     force: bool,
 ) -> Result<S3SyncReport> {
     let started = Instant::now();
-    let name = target.name.as_str();
     let source = SourceArchive::new(&ctx.config.archive);
     // A release source that fails stops the pass here: nothing is deleted.
     let set = ctx.with_source(|s| current::load(target, s, &source))?;
     // Read even under --dry-run (the plan depends on it); written only without.
     let state = ctx.state()?;
     let writer = open_state((!ctx.dry_run).then_some(ctx.config.state_dir.as_path()))?;
-    let ledger = Ledger {
-        state: writer.as_ref(),
-        target: name,
+    let pass = Pass {
+        ctx,
+        target,
+        s3,
+        store,
+        ledger: Ledger {
+            state: writer.as_ref(),
+            target: &target.name,
+        },
     };
     let mut report = S3SyncReport {
         store: store.describe(),
@@ -320,117 +325,15 @@ fn s3sync_target(
         wanted: set.versions.len(),
         ..S3SyncReport::default()
     };
-
-    for (key, upload_id) in ledger.open_multiparts(&state)? {
-        match store.abort_multipart(&key, &upload_id) {
-            Ok(()) => {
-                ledger.multipart(&Multipart::Ended {
-                    key: &key,
-                    upload_id: &upload_id,
-                })?;
-                report.aborted_uploads += 1;
-                ctx.reporter
-                    .info(name, &format!("aborted the interrupted upload of {key}"));
-            }
-            Err(e) => ctx.reporter.warn(name, &format!("{e:#}")),
-        }
-    }
-
+    pass.abort_interrupted(&state, &mut report)?;
     let listing: BTreeMap<String, ObjectInfo> = store
         .list(&s3.prefix)?
         .into_iter()
         .map(|o| (o.key.clone(), o))
         .collect();
-    let mut known = ledger.uploads(&state)?;
-    // Objects removed behind blat's back are forgotten, so they count as missing.
-    for key in known
-        .keys()
-        .filter(|k| !listing.contains_key(*k))
-        .cloned()
-        .collect::<Vec<_>>()
-    {
-        ledger.forget(&key)?;
-        known.remove(&key);
-    }
+    let mut known = pass.known_objects(&state, &listing)?;
     let now = crate::clock::now();
-
-    // Decide each wanted ZIP: from the listing and the state file, then one
-    // HEAD (in parallel) for each object the state file cannot vouch for.
-    let mut judged: Vec<(&PackageVersion, i64, Option<i64>, Judgement)> = Vec::new();
-    for (pv, entry) in &set.versions {
-        let SourceEntry::Version {
-            descpkg_mtime,
-            writable_since,
-        } = entry
-        else {
-            report.skipped.push(Skipped {
-                pv: pv.clone(),
-                reason: SkipReason::NotInArchive,
-            });
-            continue;
-        };
-        let key = zip_key(&s3.prefix, pv);
-        let judgement = judge(listing.get(&key), known.get(&key), *descpkg_mtime);
-        judged.push((pv, *descpkg_mtime, *writable_since, judgement));
-    }
-    let asks: Vec<(&PackageVersion, i64)> = judged
-        .iter()
-        .filter(|j| j.3 == Judgement::AskStore)
-        .map(|j| (j.0, j.1))
-        .collect();
-    let mut answers = ask_store_all(store, &s3.prefix, s3.parallel, &asks);
-    let mut present: BTreeSet<PackageVersion> = BTreeSet::new();
-    let mut queue: Vec<(PackageVersion, i64)> = Vec::new();
-    for (pv, descpkg_mtime, writable_since, mut judgement) in judged {
-        if judgement == Judgement::AskStore {
-            judgement = match answers.remove(pv) {
-                Some(Ok((j, Some(upload)))) => {
-                    ledger.record(&upload)?;
-                    report.adopted += 1;
-                    known.insert(upload.key.clone(), upload);
-                    j
-                }
-                Some(Ok((j, None))) => j,
-                Some(Err(e)) => {
-                    report.failed.push(Failure {
-                        item: pv.to_string(),
-                        error: format!("{e:#}"),
-                    });
-                    continue;
-                }
-                None => unreachable!("every unknown object is asked about"),
-            };
-        }
-        match judgement {
-            Judgement::UpToDate => {
-                report.up_to_date += 1;
-                present.insert(pv.clone());
-            }
-            Judgement::Upload(reason) => {
-                if let Some(since) = writable_since {
-                    if !crate::archive::past_grace(since, now, target.writable_grace) {
-                        report.skipped.push(Skipped {
-                            pv: pv.clone(),
-                            reason: SkipReason::Writable { since },
-                        });
-                        continue;
-                    }
-                }
-                ctx.reporter
-                    .detail(name, &format!("upload {pv} ({reason})"));
-                queue.push((pv.clone(), descpkg_mtime));
-            }
-            Judgement::AskStore => unreachable!("asked above"),
-        }
-    }
-    for s in &report.skipped {
-        let line = format!("skip {}: {}", s.pv, s.reason);
-        if ctx.dry_run {
-            ctx.reporter.plan_line(name, &line)
-        } else {
-            ctx.reporter.info(name, &line)
-        }
-    }
+    let (queue, mut present) = pass.decide(&set, &listing, &mut known, now, &mut report)?;
 
     upload_all(
         ctx,
@@ -447,7 +350,7 @@ fn s3sync_target(
         target,
         s3,
         store,
-        &ledger,
+        &pass.ledger,
         &set,
         &listing,
         &mut known,
@@ -459,7 +362,7 @@ fn s3sync_target(
         target,
         s3,
         store,
-        &ledger,
+        &pass.ledger,
         &state,
         &set,
         &bucket_listing(&s3.prefix, &listing, &known, alias_objects, &unreadable),
@@ -471,6 +374,155 @@ fn s3sync_target(
     report.requests = store.requests();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The ZIPs to upload (with their descpkg mtime) and those already there.
+type Decided = (Vec<(PackageVersion, i64)>, BTreeSet<PackageVersion>);
+
+/// What the steps of one target's pass share.
+struct Pass<'a> {
+    ctx: &'a Context,
+    target: &'a TargetConfig,
+    s3: &'a S3Target,
+    store: &'a dyn ObjectStore,
+    ledger: Ledger<'a>,
+}
+
+impl Pass<'_> {
+    /// Aborts the multipart uploads an interrupted pass left open (they
+    /// cost storage until aborted).
+    fn abort_interrupted(&self, state: &State, report: &mut S3SyncReport) -> Result<()> {
+        let name = self.target.name.as_str();
+        for (key, upload_id) in self.ledger.open_multiparts(state)? {
+            match self.store.abort_multipart(&key, &upload_id) {
+                Ok(()) => {
+                    self.ledger.multipart(&Multipart::Ended {
+                        key: &key,
+                        upload_id: &upload_id,
+                    })?;
+                    report.aborted_uploads += 1;
+                    self.ctx
+                        .reporter
+                        .info(name, &format!("aborted the interrupted upload of {key}"));
+                }
+                Err(e) => self.ctx.reporter.warn(name, &format!("{e:#}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// What the state file remembers of the bucket, less the objects
+    /// removed behind blat's back (forgotten, so they count as missing).
+    fn known_objects(
+        &self,
+        state: &State,
+        listing: &BTreeMap<String, ObjectInfo>,
+    ) -> Result<HashMap<String, Upload>> {
+        let mut known = self.ledger.uploads(state)?;
+        let gone: Vec<String> = known
+            .keys()
+            .filter(|k| !listing.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.ledger.forget(&key)?;
+            known.remove(&key);
+        }
+        Ok(known)
+    }
+
+    /// Decides each wanted ZIP from the listing and the state file, then
+    /// with one HEAD (in parallel) for each object the state file cannot
+    /// vouch for. Returns what to upload and what is already there.
+    fn decide(
+        &self,
+        set: &CurrentSet,
+        listing: &BTreeMap<String, ObjectInfo>,
+        known: &mut HashMap<String, Upload>,
+        now: i64,
+        report: &mut S3SyncReport,
+    ) -> Result<Decided> {
+        let prefix = &self.s3.prefix;
+        let mut judged: Vec<(&PackageVersion, i64, Option<i64>, Judgement)> = Vec::new();
+        for (pv, entry) in &set.versions {
+            let SourceEntry::Version {
+                descpkg_mtime,
+                writable_since,
+            } = entry
+            else {
+                report.skipped.push(Skipped {
+                    pv: pv.clone(),
+                    reason: SkipReason::NotInArchive,
+                });
+                continue;
+            };
+            let key = zip_key(prefix, pv);
+            let judgement = judge(listing.get(&key), known.get(&key), *descpkg_mtime);
+            judged.push((pv, *descpkg_mtime, *writable_since, judgement));
+        }
+        let asks: Vec<(&PackageVersion, i64)> = judged
+            .iter()
+            .filter(|j| j.3 == Judgement::AskStore)
+            .map(|j| (j.0, j.1))
+            .collect();
+        let mut answers = ask_store_all(self.store, prefix, self.s3.parallel, &asks);
+        let mut present = BTreeSet::new();
+        let mut queue = Vec::new();
+        for (pv, descpkg_mtime, writable_since, mut judgement) in judged {
+            if judgement == Judgement::AskStore {
+                judgement = match answers.remove(pv) {
+                    Some(Ok((j, Some(upload)))) => {
+                        self.ledger.record(&upload)?;
+                        report.adopted += 1;
+                        known.insert(upload.key.clone(), upload);
+                        j
+                    }
+                    Some(Ok((j, None))) => j,
+                    Some(Err(e)) => {
+                        report.failed.push(Failure {
+                            item: pv.to_string(),
+                            error: format!("{e:#}"),
+                        });
+                        continue;
+                    }
+                    None => unreachable!("every unknown object is asked about"),
+                };
+            }
+            match judgement {
+                Judgement::UpToDate => {
+                    report.up_to_date += 1;
+                    present.insert(pv.clone());
+                }
+                Judgement::Upload(reason) => {
+                    let grace = self.target.writable_grace;
+                    match writable_since {
+                        Some(since) if !crate::archive::past_grace(since, now, grace) => {
+                            report.skipped.push(Skipped {
+                                pv: pv.clone(),
+                                reason: SkipReason::Writable { since },
+                            })
+                        }
+                        _ => {
+                            self.ctx
+                                .reporter
+                                .detail(&self.target.name, &format!("upload {pv} ({reason})"));
+                            queue.push((pv.clone(), descpkg_mtime));
+                        }
+                    }
+                }
+                Judgement::AskStore => unreachable!("asked above"),
+            }
+        }
+        for s in &report.skipped {
+            let line = format!("skip {}: {}", s.pv, s.reason);
+            if self.ctx.dry_run {
+                self.ctx.reporter.plan_line(&self.target.name, &line)
+            } else {
+                self.ctx.reporter.info(&self.target.name, &line)
+            }
+        }
+        Ok((queue, present))
+    }
 }
 
 /// The HEADs of [`ask_store`] for many objects, `parallel` at a time (a
