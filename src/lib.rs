@@ -33,3 +33,4 @@ pub mod state;
 #[cfg(feature = "s3")]
 pub mod store;
 pub mod target;
+pub mod transfer;

@@ -42,6 +42,11 @@ pub fn text(set: &CurrentSet, now: i64) -> String {
     text
 }
 
+/// Writes the PackageList of `set` to a target, atomically.
+pub fn write(dest: &dyn crate::target::Target, set: &CurrentSet, now: i64) -> Result<()> {
+    dest.put(NAME, text(set, now).as_bytes())
+}
+
 /// Reads a PackageList as a current set (membership only: what the master's
 /// archive held is not known here). `None` when there is none; a line that
 /// is not `package version` with valid names is an error naming the line.

@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use super::sync::Failure;
+use super::Failure;
 use super::{Context, Selection, TargetReport};
 use crate::archive::{Name, PackageVersion, SourceArchive};
 use crate::config::units::{human_bytes, human_duration};
@@ -536,7 +536,7 @@ fn age_target(
     // before anything on the target is touched.
     let source = SourceArchive::new(&ctx.config.archive);
     let set = ctx.with_source(|s| current::load(target, s, &source))?;
-    let dest = super::sync::open_target(ctx, target)?;
+    let dest = ctx.open_target(target)?;
     let listing = dest.list()?;
     for bad in &listing.rejected {
         ctx.reporter.warn(
@@ -610,7 +610,7 @@ pub fn run_local(reporter: &Reporter, options: &LocalAgeOptions) -> Result<Outco
     let _lock = if options.dry_run || !has_list {
         None
     } else {
-        Some(super::index::lock(&archive, "age", &place)?)
+        Some(crate::lock::archive_lock(&archive, "age", &place)?)
     };
     let method = AgingMethod::Target;
     let report = match crate::packagelist::read(&dpkg.join(PACKAGELIST))? {

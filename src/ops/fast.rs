@@ -534,7 +534,7 @@ impl<'a> Poller<'a> {
             }
         }
         let to_send: Vec<PackageVersion> = to_send.into_iter().collect();
-        let results = super::sync::send_packages(
+        let results = crate::transfer::send_packages(
             self.reporter,
             self.target,
             self.archive_cfg,

@@ -23,6 +23,15 @@ use crate::lock::{Probe, TargetLock};
 use crate::release::{self, ReleaseSource};
 use crate::report::Reporter;
 use crate::state::State;
+use crate::target::{dryrun::DryRun, Target};
+
+/// One item of a pass that failed (a package-version, an alias, the
+/// PackageList, an aging deletion) and why; the pass goes on without it.
+#[derive(Debug, Serialize)]
+pub struct Failure {
+    pub item: String,
+    pub error: String,
+}
 
 /// Which targets a command works on.
 #[derive(Clone, Debug, Default)]
@@ -47,6 +56,16 @@ impl Context {
             dry_run,
             source: RefCell::new(None),
         }
+    }
+
+    /// Opens a target for a pass; under `--dry-run` its changes only print.
+    pub fn open_target(&self, target: &TargetConfig) -> Result<Box<dyn Target + '_>> {
+        let inner = crate::target::open(&self.config, target)?;
+        Ok(if self.dry_run {
+            Box::new(DryRun::new(inner, &target.name, &self.reporter))
+        } else {
+            inner
+        })
     }
 
     /// The state file: read-only under `--dry-run` (nothing is created,

@@ -18,7 +18,7 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use super::age::{self, DryRunMarks, MarkStore, StateMarks};
-use super::sync::Failure;
+use super::Failure;
 use super::{Context, Selection, TargetReport};
 use crate::archive::{Alias, Name, PackageVersion, SourceArchive, SourceEntry};
 use crate::config::units::{human_bytes, human_duration};
