@@ -18,4 +18,5 @@ mod ssh;
 mod sshd;
 mod status;
 mod sync;
+mod tagdir;
 mod target_suite;
