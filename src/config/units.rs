@@ -10,7 +10,10 @@ use std::time::Duration;
 /// `s`, `m`, `h`, `d` (`1h10m`, `2d12h`, `90s`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let expected = || {
-        format!("invalid duration '{text}': expected seconds or terms like 90s, 5m, 1h10m, 2d12h")
+        format!(
+            "invalid duration '{}': expected seconds or terms like 90s, 5m, 1h10m, 2d12h",
+            printable(text)
+        )
     };
     let text_trimmed = text.trim();
     if text_trimmed.is_empty() {
@@ -56,7 +59,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// `b` (a 1 KiB block), `m` (MiB) or `g` (GiB).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let expected = || {
-        format!("invalid size '{text}': expected a number with suffix k, b, m or g (e.g. 512k, 2g)")
+        format!(
+            "invalid size '{}': expected a number with suffix k, b, m or g (e.g. 512k, 2g)",
+            printable(text)
+        )
     };
     let t = text.trim();
     let (number, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
@@ -74,6 +80,20 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     };
     let n: u64 = number.parse().map_err(|_| expected())?;
     n.checked_mul(multiplier).ok_or_else(expected)
+}
+
+/// `text` with its control characters (newlines, escapes) escaped, so an
+/// error that repeats it stays one printable line.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Formats a byte count for people: `1.5 MiB`.

@@ -671,6 +671,11 @@ fn read_packagelist(path: &Path) -> Result<Option<CurrentSet>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
+    parse_packagelist(path, &text).map(Some)
+}
+
+/// The body of [`read_packagelist`]: `text` as read from `path`.
+pub fn parse_packagelist(path: &Path, text: &str) -> Result<CurrentSet> {
     let mut set = CurrentSet::default();
     for (n, line) in text.lines().enumerate() {
         if line.starts_with('#') || line.trim().is_empty() {
@@ -686,7 +691,7 @@ fn read_packagelist(path: &Path) -> Result<Option<CurrentSet>> {
         // for it is not known here, and not needed.
         set.versions.insert(pv, SourceEntry::Missing);
     }
-    Ok(Some(set))
+    Ok(set)
 }
 
 #[cfg(test)]

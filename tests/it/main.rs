@@ -8,6 +8,7 @@ mod common;
 mod concurrent;
 mod example;
 mod fast;
+mod fuzz;
 mod index;
 #[cfg(feature = "odbc")]
 mod odbc;
