@@ -28,6 +28,9 @@ pub struct TargetStatus {
     pub runs: Vec<Run>,
     pub pending_tags: Vec<String>,
     pub rejected_tags: Vec<tag::Rejected>,
+    /// Why the tag directory could not be read (a symlink is refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags_error: Option<String>,
     pub marked: Vec<Marked>,
     pub last_error: Option<Run>,
 }
@@ -79,6 +82,7 @@ fn target_status(state: &State, tag_dir: &Path, target: &TargetConfig) -> Result
     let dir = tag_dir.join(&target.name);
     let after = crate::config::units::secs_i64(target.aging.after);
     let master = target.aging.method == AgingMethod::Master;
+    let tags = tag::overview(&dir);
     Ok(TargetStatus {
         target: target.name.clone(),
         kind: match target.kind {
@@ -86,11 +90,9 @@ fn target_status(state: &State, tag_dir: &Path, target: &TargetConfig) -> Result
             TargetKind::S3(_) => "s3",
         },
         runs: state.last_runs(&target.name)?,
-        pending_tags: tag::pending(&dir)?
-            .iter()
-            .map(|n| n.to_string_lossy().into_owned())
-            .collect(),
-        rejected_tags: tag::rejected(&dir)?,
+        pending_tags: tags.pending,
+        rejected_tags: tags.rejected,
+        tags_error: tags.error,
         marked: state
             .marks(&target.name)?
             .into_iter()
@@ -133,6 +135,9 @@ pub fn text(statuses: &[TargetStatus]) -> String {
             s.pending_tags.len(),
             s.rejected_tags.len()
         );
+        if let Some(e) = &s.tags_error {
+            let _ = writeln!(out, "  tags: error: {e}");
+        }
         for r in &s.rejected_tags {
             let _ = writeln!(out, "    rejected {}: {}", r.tag, r.reason);
         }

@@ -8,6 +8,7 @@ mod common;
 mod concurrent;
 mod example;
 mod fast;
+mod fuzz;
 mod hostile;
 mod index;
 #[cfg(feature = "odbc")]
@@ -19,4 +20,5 @@ mod ssh;
 mod sshd;
 mod status;
 mod sync;
+mod tagdir;
 mod target_suite;
