@@ -29,7 +29,7 @@ use crate::current::{self, CurrentSet};
 use crate::error::Outcome;
 use crate::plan::{self, SkipReason, Skipped};
 use crate::report::{Reporter, TransferProgress};
-use crate::state::State;
+use crate::state::{RunFacts, State};
 use crate::store::s3::S3Store;
 use crate::store::{zip, Multipart, ObjectInfo, ObjectStore, Put, Requests, Stored};
 use crate::target::Listing;
@@ -64,6 +64,17 @@ pub struct S3SyncReport {
     pub excess: usize,
     pub marked: usize,
     pub deleted: Vec<PackageVersion>,
+    /// Package-versions of the current set not in the bucket as they are in
+    /// the archive after this pass (failed, still writable, not in the source
+    /// archive).
+    pub behind: usize,
+    /// Aging ran (methods `immediate` and `master`, on a current set that
+    /// is not empty).
+    #[serde(skip)]
+    pub aged: bool,
+    /// Deletions due that aging refused (more than max_delete).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub aging_refused: usize,
     /// Multipart uploads an interrupted pass left open, aborted now.
     pub aborted_uploads: usize,
     pub requests: Requests,
@@ -115,6 +126,23 @@ impl TargetReport for S3SyncReport {
         parts.push(format!("{} requests", self.requests.total()));
         format!("{} in {:.1}s", parts.join(", "), self.seconds)
     }
+
+    fn facts(&self) -> RunFacts {
+        let n = |v: usize| Some(v as u64);
+        RunFacts {
+            seconds: Some(self.seconds),
+            sent: n(self.uploaded.len()),
+            bytes_sent: Some(self.bytes_uploaded),
+            failed: n(self.failed.len()),
+            behind: n(self.behind),
+            aging_refused: self.aged.then_some(self.aging_refused as u64),
+            free_bytes: None,
+        }
+    }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 pub fn run(ctx: &Context, options: &S3SyncOptions) -> Result<Outcome> {
@@ -534,6 +562,16 @@ fn s3sync_target(
         &mut report,
         &mut present,
     );
+    // A package the source archive lacks counts only when the bucket lacks it.
+    report.behind = set
+        .versions
+        .iter()
+        .filter(|(pv, entry)| {
+            !present.contains(*pv)
+                && (matches!(entry, SourceEntry::Version { .. })
+                    || !listing.contains_key(&zip_key(&s3.prefix, pv)))
+        })
+        .count();
     let (alias_objects, unreadable) = aliases(
         ctx,
         target,
@@ -943,6 +981,7 @@ fn age(
         AgingMethod::None | AgingMethod::Target => return Ok(()),
         m => m,
     };
+    report.aged = true;
     // The same marks and decision as archive targets (ops::age).
     let marks = StateMarks {
         state,
@@ -969,6 +1008,7 @@ fn age(
         say(format!("unmark {pv}: no longer excess"));
     }
     if d.delete.len() > target.aging.max_delete && !force {
+        report.aging_refused = d.delete.len();
         report.failed.push(Failure {
             item: "aging".into(),
             error: format!(

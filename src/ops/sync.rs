@@ -17,7 +17,7 @@ use crate::current::{self, CurrentSet};
 use crate::error::Outcome;
 use crate::plan::{self, Plan};
 use crate::report::TransferProgress;
-use crate::state::State;
+use crate::state::{RunFacts, State};
 use crate::target::{self, dryrun::DryRun, pack, Outgoing, Target};
 
 #[derive(Clone, Debug, Default)]
@@ -44,6 +44,13 @@ pub struct SyncReport {
     pub failed: Vec<Failure>,
     pub skipped: Vec<plan::Skipped>,
     pub linked: Vec<Alias>,
+    /// Package-versions of the current set still missing on the target, or
+    /// there with another descpkg mtime, after this sync: failed, refused
+    /// (min_free), still writable, or not in the source archive.
+    pub behind: usize,
+    /// The target's free space as read at the start of the sync.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub free_bytes: Option<u64>,
     pub excess: usize,
     pub leftovers_removed: usize,
     /// What went wrong without failing the pass (leftovers that stayed).
@@ -103,6 +110,23 @@ impl TargetReport for SyncReport {
             parts.push("leftover temporaries not removed".into());
         }
         format!("{} in {:.1}s", parts.join(", "), self.seconds)
+    }
+
+    fn facts(&self) -> RunFacts {
+        let n = |v: usize| Some(v as u64);
+        RunFacts {
+            seconds: Some(self.seconds),
+            sent: n(self.sent.len()),
+            bytes_sent: Some(self.bytes_sent),
+            failed: n(self.failed.len()),
+            behind: n(self.behind),
+            aging_refused: self
+                .aging
+                .as_ref()
+                .filter(|a| a.skipped.is_none())
+                .map(|a| a.refused_count as u64),
+            free_bytes: self.free_bytes,
+        }
     }
 }
 
@@ -188,6 +212,10 @@ fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<Sync
         }
     }
     report.skipped = plan.skipped.clone();
+    // The free space, once per sync: for min_free, and for status.
+    if !ctx.dry_run {
+        report.free_bytes = read_free(&ctx.reporter, target, archive_cfg, dest.as_ref());
+    }
 
     let mut present: BTreeSet<PackageVersion> = listing.versions.keys().cloned().collect();
     send_all(
@@ -200,6 +228,17 @@ fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<Sync
         &mut report,
         &mut present,
     );
+    // Behind: what was missing or differing before, less what arrived. A
+    // package the source archive lacks counts only when the target lacks it.
+    report.behind = plan.send.len().saturating_sub(report.sent.len())
+        + plan
+            .skipped
+            .iter()
+            .filter(|s| match s.reason {
+                plan::SkipReason::Writable { .. } => true,
+                plan::SkipReason::NotInArchive => !listing.versions.contains_key(&s.pv),
+            })
+            .count();
     link_aliases(ctx, target, dest.as_ref(), &plan, &present, &mut report);
     match write_packagelist(dest.as_ref(), &set, now) {
         Ok(()) => report.packagelist = true,
@@ -262,15 +301,8 @@ fn send_all(
         }
     }
     let pvs: Vec<PackageVersion> = plan.send.iter().map(|s| s.pv.clone()).collect();
-    let results = send_packages(
-        &ctx.reporter,
-        target,
-        archive_cfg,
-        source,
-        dest,
-        &pvs,
-        ctx.dry_run,
-    );
+    let free = report.free_bytes.filter(|_| archive_cfg.min_free > 0);
+    let results = send_with_free(&ctx.reporter, target, archive_cfg, source, dest, &pvs, free);
     for (pv, bytes, result) in results {
         match result {
             Ok(()) => {
@@ -308,21 +340,52 @@ pub fn send_packages(
     if pvs.is_empty() {
         return Vec::new();
     }
-    // Free space: the target's figure once, then our own running estimate.
     let free = if archive_cfg.min_free > 0 && !dry_run {
-        match dest.df() {
-            Ok(avail) => Some(avail),
-            Err(e) => {
-                reporter.warn(
-                    &target.name,
-                    &format!("cannot read free space, min_free not checked: {e:#}"),
-                );
-                None
-            }
-        }
+        read_free(reporter, target, archive_cfg, dest)
     } else {
         None
     };
+    send_with_free(reporter, target, archive_cfg, source, dest, pvs, free)
+}
+
+/// The target's free space (one receiver call); a failure is a warning when
+/// `min_free` needs the figure, a detail otherwise.
+fn read_free(
+    reporter: &crate::report::Reporter,
+    target: &TargetConfig,
+    archive_cfg: &ArchiveTarget,
+    dest: &dyn Target,
+) -> Option<u64> {
+    match dest.df() {
+        Ok(avail) => Some(avail),
+        Err(e) if archive_cfg.min_free > 0 => {
+            reporter.warn(
+                &target.name,
+                &format!("cannot read free space, min_free not checked: {e:#}"),
+            );
+            None
+        }
+        Err(e) => {
+            reporter.detail(&target.name, &format!("cannot read free space: {e:#}"));
+            None
+        }
+    }
+}
+
+/// [`send_packages`] with the target's free space already read: `free` is
+/// checked against `min_free` (`None`: not checked), as a running estimate.
+fn send_with_free(
+    reporter: &crate::report::Reporter,
+    target: &TargetConfig,
+    archive_cfg: &ArchiveTarget,
+    source: &SourceArchive,
+    dest: &dyn Target,
+    pvs: &[PackageVersion],
+    free: Option<u64>,
+) -> Vec<Sent> {
+    if pvs.is_empty() {
+        return Vec::new();
+    }
     let compression = usable_compression(reporter, target, archive_cfg.compression, dest);
     let archive_cfg = &ArchiveTarget {
         compression,

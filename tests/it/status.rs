@@ -64,7 +64,20 @@ fn status_shows_runs_tags_and_errors() {
     }
 
     let text = stdout(&w.blat(&["status"]));
-    assert!(text.starts_with("site (archive)\n"), "{text}");
+    let mut lines = text.lines();
+    assert!(
+        lines.next().unwrap().starts_with("TARGET  "),
+        "a header, then one line per target:\n{text}"
+    );
+    let line = lines.next().unwrap();
+    assert!(line.starts_with("site (archive)  "), "{text}");
+    assert!(
+        line.contains(" ago)  yes: 1 tag pending (oldest ")
+            && line.contains("sync: cannot read release P/GONE"),
+        "{text}"
+    );
+    assert_eq!(lines.next(), Some(""), "{text}");
+    assert_eq!(lines.next(), Some("site (archive)"), "{text}");
     assert!(text.contains("tags: 1 pending, 1 rejected"), "{text}");
     assert!(text.contains("rejected nope::1.0: "), "{text}");
     assert!(
@@ -110,7 +123,16 @@ fn status_and_dry_runs_work_for_a_user_who_may_only_read_the_state_dir() {
     let out = w.blat_unprivileged(&["status"], &[]);
     assert_exit(&out, 0);
     let text = stdout(&out);
-    assert!(text.starts_with("site (archive)\n"), "{text}");
+    assert!(text.starts_with("TARGET  "), "{text}");
+    assert!(
+        text.lines().nth(1).unwrap().starts_with("site (archive)  "),
+        "{text}"
+    );
+    assert!(
+        text.contains(" ago)  yes: 1 tag pending (oldest "),
+        "{text}"
+    );
+    assert!(text.contains("\nsite (archive)\n  sync "), "{text}");
     assert!(text.contains("  sync "), "{text}");
     assert!(text.contains("tags: 1 pending"), "{text}");
     let out = w.blat_unprivileged(&["status", "--json"], &[]);
