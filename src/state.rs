@@ -69,6 +69,7 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE runs ADD COLUMN failed INTEGER;
     ALTER TABLE runs ADD COLUMN behind INTEGER;
     ALTER TABLE runs ADD COLUMN aging_refused INTEGER;
+    ALTER TABLE runs ADD COLUMN problem TEXT;
     CREATE TABLE free_space (
         target TEXT PRIMARY KEY,
         bytes INTEGER NOT NULL,
@@ -122,6 +123,10 @@ pub struct RunFacts {
     /// Deletions due that aging refused (more than max_delete); `Some(0)`
     /// when the run aged and refused nothing.
     pub aging_refused: Option<u64>,
+    /// What went wrong first in a run that failed or partly failed without
+    /// an error of its own (a package, an alias, the PackageList, a tag,
+    /// aging's refusal), with how many more failed.
+    pub problem: Option<String>,
     /// The target's free space, as read during the run.
     #[serde(skip)]
     pub free_bytes: Option<u64>,
@@ -136,10 +141,10 @@ pub struct FreeSpace {
 
 /// The columns of a [`Run`], in the order [`run_row`] reads them.
 const RUN_COLUMNS: &str = "target, command, started, finished, outcome, summary, error, \
-    seconds, sent, bytes_sent, failed, behind, aging_refused";
+    seconds, sent, bytes_sent, failed, behind, aging_refused, problem";
 /// The same for a schema before [`FACTS_VERSION`].
 const RUN_COLUMNS_V2: &str = "target, command, started, finished, outcome, summary, error, \
-    NULL, NULL, NULL, NULL, NULL, NULL";
+    NULL, NULL, NULL, NULL, NULL, NULL, NULL";
 
 fn run_row(r: &rusqlite::Row) -> rusqlite::Result<Run> {
     let count = |i: usize| -> rusqlite::Result<Option<u64>> {
@@ -161,6 +166,7 @@ fn run_row(r: &rusqlite::Row) -> rusqlite::Result<Run> {
             failed: count(10)?,
             behind: count(11)?,
             aging_refused: count(12)?,
+            problem: r.get(13)?,
             free_bytes: None,
         },
     })
@@ -370,7 +376,7 @@ impl State {
         let n = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
         self.conn.execute(
             "UPDATE runs SET seconds = ?2, sent = ?3, bytes_sent = ?4, failed = ?5,
-                behind = ?6, aging_refused = ?7 WHERE id = ?1",
+                behind = ?6, aging_refused = ?7, problem = ?8 WHERE id = ?1",
             params![
                 id,
                 facts.seconds,
@@ -378,7 +384,8 @@ impl State {
                 n(facts.bytes_sent),
                 n(facts.failed),
                 n(facts.behind),
-                n(facts.aging_refused)
+                n(facts.aging_refused),
+                facts.problem
             ],
         )?;
         if let Some(bytes) = facts.free_bytes {
@@ -514,15 +521,20 @@ impl State {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The most recent run of `target` that ended with an error.
+    /// The most recent run of `target` that ended with an error, or (from
+    /// schema 3 on) with a problem (see [`RunFacts::problem`]).
     pub fn last_error(&self, target: &str) -> Result<Option<Run>> {
         Ok(self
             .conn
             .query_row(
                 &format!(
-                    "SELECT {} FROM runs
-                     WHERE target = ?1 AND error IS NOT NULL ORDER BY id DESC LIMIT 1",
-                    self.run_columns()
+                    "SELECT {} FROM runs WHERE target = ?1 AND ({}) ORDER BY id DESC LIMIT 1",
+                    self.run_columns(),
+                    if self.version >= FACTS_VERSION {
+                        "error IS NOT NULL OR problem IS NOT NULL"
+                    } else {
+                        "error IS NOT NULL"
+                    }
                 ),
                 params![target],
                 run_row,
@@ -713,6 +725,7 @@ mod tests {
             failed: Some(2),
             behind: Some(2),
             aging_refused: Some(0),
+            problem: Some("p/1: no space left (and 1 more)".into()),
             free_bytes: Some(1 << 40),
         };
         state.record_facts(id, 110, &facts).unwrap();

@@ -184,6 +184,7 @@ impl TargetReport for AgingReport {
         RunFacts {
             failed: Some(self.failures().len() as u64),
             aging_refused: self.skipped.is_none().then_some(self.refused_count as u64),
+            problem: super::first_problem(self.failures().into_iter().map(|f| (f.item, f.error))),
             ..RunFacts::default()
         }
     }

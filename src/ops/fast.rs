@@ -126,6 +126,14 @@ impl TargetReport for FastReport {
             sent: Some(self.sent.len() as u64),
             bytes_sent: Some(self.bytes_sent),
             failed: Some((self.failed.len() + self.rejected.len()) as u64),
+            problem: super::first_problem(
+                self.rejected
+                    .iter()
+                    .chain(&self.failed)
+                    .map(|t| (t.tag.clone(), t.reason.clone()))
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            ),
             ..Default::default()
         }
     }

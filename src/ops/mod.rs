@@ -179,6 +179,20 @@ pub trait TargetReport: Serialize {
     }
 }
 
+/// [`RunFacts::problem`] from a run's failures, (item, why) each: the first
+/// one, and how many more.
+pub fn first_problem(
+    mut failures: impl ExactSizeIterator<Item = (String, String)>,
+) -> Option<String> {
+    let more = failures.len().saturating_sub(1);
+    let (item, why) = failures.next()?;
+    Some(if more == 0 {
+        format!("{item}: {why}")
+    } else {
+        format!("{item}: {why} (and {more} more)")
+    })
+}
+
 /// The frame of every per-target pass: lock, run, record, summarise.
 #[derive(Serialize)]
 pub struct Frame<R: Serialize> {

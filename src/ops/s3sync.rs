@@ -136,6 +136,11 @@ impl TargetReport for S3SyncReport {
             failed: n(self.failed.len()),
             behind: n(self.behind),
             aging_refused: self.aged.then_some(self.aging_refused as u64),
+            problem: super::first_problem(
+                self.failed
+                    .iter()
+                    .map(|f| (f.item.clone(), f.error.clone())),
+            ),
             free_bytes: None,
         }
     }

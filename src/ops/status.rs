@@ -307,7 +307,12 @@ fn cells(s: &TargetStatus) -> [String; 4] {
             "{} ago, {}: {}",
             age(s.now.saturating_sub(e.finished.unwrap_or(e.started))),
             e.command,
-            one_line(e.error.as_deref().unwrap_or(""))
+            one_line(
+                e.error
+                    .as_deref()
+                    .or(e.facts.problem.as_deref())
+                    .unwrap_or("")
+            )
         ),
         None => "-".to_string(),
     };
@@ -446,7 +451,10 @@ pub fn text(statuses: &[TargetStatus]) -> String {
                 "  last error: {} {}: {}",
                 when(e.finished),
                 e.command,
-                e.error.as_deref().unwrap_or("")
+                e.error
+                    .as_deref()
+                    .or(e.facts.problem.as_deref())
+                    .unwrap_or("")
             );
         }
     }

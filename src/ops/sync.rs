@@ -125,6 +125,11 @@ impl TargetReport for SyncReport {
                 .as_ref()
                 .filter(|a| a.skipped.is_none())
                 .map(|a| a.refused_count as u64),
+            problem: super::first_problem(
+                self.failed
+                    .iter()
+                    .map(|f| (f.item.clone(), f.error.clone())),
+            ),
             free_bytes: self.free_bytes,
         }
     }
