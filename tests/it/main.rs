@@ -10,6 +10,7 @@ mod example;
 mod fast;
 mod hostile;
 mod index;
+mod man;
 mod monitoring;
 #[cfg(feature = "odbc")]
 mod odbc;
