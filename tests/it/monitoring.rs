@@ -193,3 +193,38 @@ fn the_alert_rules_use_only_metrics_blat_writes() {
         );
     }
 }
+
+/// The README's Monitoring section names every metric family and alert.
+#[test]
+fn the_readme_names_every_metric_and_alert() {
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Monitoring\n")
+        .nth(1)
+        .expect("README has a section Monitoring")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    for line in blat::ops::status::metrics(&[]).lines() {
+        if let Some(name) = line
+            .strip_prefix("# TYPE ")
+            .and_then(|l| l.split(' ').next())
+        {
+            assert!(
+                section.contains(&format!("`{name}`")) || section.contains(&format!("`{name}{{")),
+                "README's Monitoring lacks {name}"
+            );
+        }
+    }
+    let rules = fs::read_to_string(contrib().join("blat.rules.yml")).unwrap();
+    for alert in rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+    {
+        assert!(
+            section.contains(&format!("`{alert}`")),
+            "README lacks {alert}"
+        );
+    }
+}
