@@ -132,8 +132,15 @@ pub fn run(ctx: &Context, options: &StatusOptions) -> Result<Outcome> {
                 ctx.config.state_dir.join("blat.db").display()
             );
         }
-        print!("{}", table(&statuses));
-        if ctx.reporter.verbosity() > 0 {
+        if statuses.is_empty() {
+            println!(
+                "no targets configured: no {}",
+                ctx.config.dir.join("targets/*.conf").display()
+            );
+        } else {
+            print!("{}", table(&statuses));
+        }
+        if ctx.reporter.verbosity() > 0 && !statuses.is_empty() {
             print!("\n{}", text(&statuses));
         }
     }
