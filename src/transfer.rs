@@ -36,21 +36,52 @@ pub fn send_packages(
     if pvs.is_empty() {
         return Vec::new();
     }
-    // Free space: the target's figure once, then our own running estimate.
     let free = if archive_cfg.min_free > 0 && !dry_run {
-        match dest.df() {
-            Ok(avail) => Some(avail),
-            Err(e) => {
-                reporter.warn(
-                    &target.name,
-                    &format!("cannot read free space, min_free not checked: {e:#}"),
-                );
-                None
-            }
-        }
+        read_free(reporter, target, archive_cfg, dest)
     } else {
         None
     };
+    send_with_free(reporter, target, archive_cfg, source, dest, pvs, free)
+}
+
+/// The target's free space (one receiver call); a failure is a warning when
+/// `min_free` needs the figure, a detail otherwise.
+pub fn read_free(
+    reporter: &crate::report::Reporter,
+    target: &TargetConfig,
+    archive_cfg: &ArchiveTarget,
+    dest: &dyn Target,
+) -> Option<u64> {
+    match dest.df() {
+        Ok(avail) => Some(avail),
+        Err(e) if archive_cfg.min_free > 0 => {
+            reporter.warn(
+                &target.name,
+                &format!("cannot read free space, min_free not checked: {e:#}"),
+            );
+            None
+        }
+        Err(e) => {
+            reporter.detail(&target.name, &format!("cannot read free space: {e:#}"));
+            None
+        }
+    }
+}
+
+/// [`send_packages`] with the target's free space already read: `free` is
+/// checked against `min_free` (`None`: not checked), as a running estimate.
+pub fn send_with_free(
+    reporter: &crate::report::Reporter,
+    target: &TargetConfig,
+    archive_cfg: &ArchiveTarget,
+    source: &SourceArchive,
+    dest: &dyn Target,
+    pvs: &[PackageVersion],
+    free: Option<u64>,
+) -> Vec<Sent> {
+    if pvs.is_empty() {
+        return Vec::new();
+    }
     let compression = usable_compression(reporter, target, archive_cfg.compression, dest);
     let archive_cfg = &ArchiveTarget {
         compression,

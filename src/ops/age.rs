@@ -27,7 +27,7 @@ use crate::current::{self, CurrentSet};
 use crate::error::{Outcome, UsageError};
 use crate::plan;
 use crate::report::Reporter;
-use crate::state::State;
+use crate::state::{RunFacts, State};
 use crate::target::{
     dryrun::DryRun, local::LocalTransport, receiver::ReceiverTarget, Listing, Target,
 };
@@ -76,6 +76,9 @@ pub struct AgingReport {
     /// Why nothing was deleted although something was due (max_delete).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// How many deletions were due and refused (max_delete).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub refused_count: usize,
     /// Why aging did nothing at all (empty current set, method elsewhere).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
@@ -102,6 +105,7 @@ impl AgingReport {
             unmarked: Vec::new(),
             waiting: 0,
             refused: None,
+            refused_count: 0,
             skipped: None,
             failed: Vec::new(),
         }
@@ -175,6 +179,19 @@ impl TargetReport for AgingReport {
     fn summary(&self) -> String {
         self.summary()
     }
+
+    fn facts(&self) -> RunFacts {
+        RunFacts {
+            failed: Some(self.failures().len() as u64),
+            aging_refused: self.skipped.is_none().then_some(self.refused_count as u64),
+            problem: super::first_problem(self.failures().into_iter().map(|f| (f.item, f.error))),
+            ..RunFacts::default()
+        }
+    }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Where the marks of a target live: blat's state file on the master, a
@@ -399,6 +416,7 @@ impl Ager<'_> {
             );
             self.reporter.error(self.name, &why);
             report.refused = Some(why);
+            report.refused_count = d.delete.len();
             report.waiting += d.delete.len();
             d.delete.clear();
         }

@@ -119,6 +119,24 @@ impl TargetReport for FastReport {
         };
         format!("{} in {:.1}s{polls}", parts.join(", "), self.seconds)
     }
+
+    fn facts(&self) -> crate::state::RunFacts {
+        crate::state::RunFacts {
+            seconds: Some(self.seconds),
+            sent: Some(self.sent.len() as u64),
+            bytes_sent: Some(self.bytes_sent),
+            failed: Some((self.failed.len() + self.rejected.len()) as u64),
+            problem: super::first_problem(
+                self.rejected
+                    .iter()
+                    .chain(&self.failed)
+                    .map(|t| (t.tag.clone(), t.reason.clone()))
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            ),
+            ..Default::default()
+        }
+    }
 }
 
 pub fn run(ctx: &Context, options: &FastOptions) -> Result<Outcome> {
@@ -269,8 +287,11 @@ fn run_target(
     };
     if let (Some(state), Some(id)) = (&state, run_id) {
         let summary = report.as_ref().map(|r| r.summary()).unwrap_or_default();
-        if let Err(e) =
-            state.finish_run(id, crate::clock::now(), outcome, &summary, error.as_deref())
+        let facts = report.as_ref().map(|r| r.facts()).unwrap_or_default();
+        let now = crate::clock::now();
+        if let Err(e) = state
+            .finish_run(id, now, outcome, &summary, error.as_deref())
+            .and_then(|()| state.record_facts(id, now, &facts))
         {
             reporter.warn(
                 &target.name,

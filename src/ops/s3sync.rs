@@ -27,7 +27,7 @@ use crate::current::{self, CurrentSet};
 use crate::error::Outcome;
 use crate::plan::{self, SkipReason, Skipped};
 use crate::report::{Reporter, TransferProgress};
-use crate::state::{State, Upload};
+use crate::state::{RunFacts, State, Upload};
 use crate::store::dryrun::DryRun;
 use crate::store::keys::{alias_key, parse_key, zip_key, KeyKind, MTIME_META};
 use crate::store::s3::S3Store;
@@ -62,6 +62,17 @@ pub struct S3SyncReport {
     pub excess: usize,
     pub marked: usize,
     pub deleted: Vec<PackageVersion>,
+    /// Package-versions of the current set not in the bucket as they are in
+    /// the archive after this pass (failed, still writable, not in the source
+    /// archive).
+    pub behind: usize,
+    /// Aging ran (methods `immediate` and `master`, on a current set that
+    /// is not empty).
+    #[serde(skip)]
+    pub aged: bool,
+    /// Deletions due that aging refused (more than max_delete).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub aging_refused: usize,
     /// Multipart uploads an interrupted pass left open, aborted now.
     pub aborted_uploads: usize,
     pub requests: Requests,
@@ -113,6 +124,28 @@ impl TargetReport for S3SyncReport {
         parts.push(format!("{} requests", self.requests.total()));
         format!("{} in {:.1}s", parts.join(", "), self.seconds)
     }
+
+    fn facts(&self) -> RunFacts {
+        let n = |v: usize| Some(v as u64);
+        RunFacts {
+            seconds: Some(self.seconds),
+            sent: n(self.uploaded.len()),
+            bytes_sent: Some(self.bytes_uploaded),
+            failed: n(self.failed.len()),
+            behind: n(self.behind),
+            aging_refused: self.aged.then_some(self.aging_refused as u64),
+            problem: super::first_problem(
+                self.failed
+                    .iter()
+                    .map(|f| (f.item.clone(), f.error.clone())),
+            ),
+            free_bytes: None,
+        }
+    }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 pub fn run(ctx: &Context, options: &S3SyncOptions) -> Result<Outcome> {
@@ -345,6 +378,16 @@ fn s3sync_target(
         &mut report,
         &mut present,
     );
+    // A package the source archive lacks counts only when the bucket lacks it.
+    report.behind = set
+        .versions
+        .iter()
+        .filter(|(pv, entry)| {
+            !present.contains(*pv)
+                && (matches!(entry, SourceEntry::Version { .. })
+                    || !listing.contains_key(&zip_key(&s3.prefix, pv)))
+        })
+        .count();
     let (alias_objects, unreadable) = aliases(
         ctx,
         target,
@@ -876,6 +919,7 @@ fn age(
         AgingMethod::None | AgingMethod::Target => return Ok(()),
         m => m,
     };
+    report.aged = true;
     // The same marks and decision as archive targets (ops::age).
     let marks = StateMarks {
         state,
@@ -902,6 +946,7 @@ fn age(
         say(format!("unmark {pv}: no longer excess"));
     }
     if d.delete.len() > target.aging.max_delete && !force {
+        report.aging_refused = d.delete.len();
         report.failed.push(Failure {
             item: "aging".into(),
             error: format!(

@@ -15,7 +15,7 @@ use crate::config::{ArchiveTarget, TargetConfig};
 use crate::current;
 use crate::error::Outcome;
 use crate::plan::{self, Plan};
-use crate::state::State;
+use crate::state::{RunFacts, State};
 use crate::target::Target;
 
 #[derive(Clone, Debug, Default)]
@@ -37,6 +37,13 @@ pub struct SyncReport {
     pub failed: Vec<Failure>,
     pub skipped: Vec<plan::Skipped>,
     pub linked: Vec<Alias>,
+    /// Package-versions of the current set still missing on the target, or
+    /// there with another descpkg mtime, after this sync: failed, refused
+    /// (min_free), still writable, or not in the source archive.
+    pub behind: usize,
+    /// The target's free space as read at the start of the sync.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub free_bytes: Option<u64>,
     pub excess: usize,
     pub leftovers_removed: usize,
     /// What went wrong without failing the pass (leftovers that stayed).
@@ -90,6 +97,28 @@ impl TargetReport for SyncReport {
             parts.push("leftover temporaries not removed".into());
         }
         format!("{} in {:.1}s", parts.join(", "), self.seconds)
+    }
+
+    fn facts(&self) -> RunFacts {
+        let n = |v: usize| Some(v as u64);
+        RunFacts {
+            seconds: Some(self.seconds),
+            sent: n(self.sent.len()),
+            bytes_sent: Some(self.bytes_sent),
+            failed: n(self.failed.len()),
+            behind: n(self.behind),
+            aging_refused: self
+                .aging
+                .as_ref()
+                .filter(|a| a.skipped.is_none())
+                .map(|a| a.refused_count as u64),
+            problem: super::first_problem(
+                self.failed
+                    .iter()
+                    .map(|f| (f.item.clone(), f.error.clone())),
+            ),
+            free_bytes: self.free_bytes,
+        }
     }
 }
 
@@ -165,6 +194,11 @@ fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<Sync
         }
     }
     report.skipped = plan.skipped.clone();
+    // The free space, once per sync: for min_free, and for status.
+    if !ctx.dry_run {
+        report.free_bytes =
+            crate::transfer::read_free(&ctx.reporter, target, archive_cfg, dest.as_ref());
+    }
 
     let mut present: BTreeSet<PackageVersion> = listing.versions.keys().cloned().collect();
     send_all(
@@ -177,6 +211,17 @@ fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<Sync
         &mut report,
         &mut present,
     );
+    // Behind: what was missing or differing before, less what arrived. A
+    // package the source archive lacks counts only when the target lacks it.
+    report.behind = plan.send.len().saturating_sub(report.sent.len())
+        + plan
+            .skipped
+            .iter()
+            .filter(|s| match s.reason {
+                plan::SkipReason::Writable { .. } => true,
+                plan::SkipReason::NotInArchive => !listing.versions.contains_key(&s.pv),
+            })
+            .count();
     link_aliases(ctx, target, dest.as_ref(), &plan, &present, &mut report);
     match crate::packagelist::write(dest.as_ref(), &set, now) {
         Ok(()) => report.packagelist = true,
@@ -239,14 +284,15 @@ fn send_all(
         }
     }
     let pvs: Vec<PackageVersion> = plan.send.iter().map(|s| s.pv.clone()).collect();
-    let results = crate::transfer::send_packages(
+    let free = report.free_bytes.filter(|_| archive_cfg.min_free > 0);
+    let results = crate::transfer::send_with_free(
         &ctx.reporter,
         target,
         archive_cfg,
         source,
         dest,
         &pvs,
-        ctx.dry_run,
+        free,
     );
     for (pv, bytes, result) in results {
         match result {

@@ -406,6 +406,27 @@ pub fn require(var: &str, what: &str) -> Option<String> {
     }
 }
 
+/// For tests that run an outside tool (promtool, mandoc, groff): its path
+/// on `$PATH`; when it is missing, panics under `CI=true` (scripts/test-env
+/// installs it from Debian package `package`) and otherwise skips with a
+/// note.
+pub fn require_tool(name: &str, package: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{name} is required under CI=true but not on PATH (scripts/test-env installs Debian package {package})");
+        }
+        eprintln!(
+            "skipped: {name} not on PATH (Debian package {package}; scripts/test installs it)"
+        );
+    }
+    found
+}
+
 /// The PID of a process that has just ended: stands for the writer of a
 /// leftover temporary that is provably gone.
 pub fn dead_pid() -> u32 {

@@ -11,6 +11,8 @@ mod fast;
 mod fuzz;
 mod hostile;
 mod index;
+mod man;
+mod monitoring;
 #[cfg(feature = "odbc")]
 mod odbc;
 mod release_suite;
