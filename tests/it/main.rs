@@ -8,6 +8,7 @@ mod common;
 mod example;
 mod fast;
 mod index;
+mod model;
 #[cfg(feature = "odbc")]
 mod odbc;
 mod release_suite;
