@@ -671,7 +671,13 @@ impl Tmpfs {
     pub fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
         fs::create_dir_all(path).unwrap();
         let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=755"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=755"),
+                "tmpfs",
+            ])
             .arg(path)
             .output();
         match out {
@@ -698,7 +704,11 @@ impl Tmpfs {
             .arg(&self.path)
             .status()
             .unwrap();
-        assert!(st.success(), "cannot remount {} with size {size}", self.path.display());
+        assert!(
+            st.success(),
+            "cannot remount {} with size {size}",
+            self.path.display()
+        );
     }
 }
 

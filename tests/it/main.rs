@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod example;
 mod fast;
+mod faults;
 mod index;
 mod model;
 #[cfg(feature = "odbc")]
