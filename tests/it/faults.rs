@@ -97,10 +97,10 @@ impl Harness {
     fn generate(&mut self) {
         for p in 0..10 {
             let package = format!("p{p}");
-            let n = if p < 3 {
+            let n = if p < 2 {
                 self.rng.range(20, 40)
             } else {
-                self.rng.range(1, 12)
+                self.rng.range(1, 8)
             };
             for v in 0..n {
                 self.build(&package, &format!("{v}.0"), T0 + v as i64);
@@ -123,8 +123,8 @@ impl Harness {
             let size = self.rng.range(0, 3000) as usize;
             files.push((format!("d{}/f{i}", i % 3), self.rng.bytes(size, false)));
         }
-        if self.rng.chance(12) {
-            let size = self.rng.range(1 << 20, 3 << 20) as usize;
+        if self.rng.chance(6) {
+            let size = self.rng.range(512 << 10, 2 << 20) as usize;
             files.push(("blob.bin".into(), self.rng.bytes(size, true)));
         }
         let dir = self
@@ -206,7 +206,7 @@ impl Harness {
                     .unwrap()
             };
             cmd = Command::new(&blat);
-            if crate::sshd::sh(&mut Command::new("id").arg("-u")).trim() == "0" {
+            if crate::sshd::sh(Command::new("id").arg("-u")).trim() == "0" {
                 cmd.uid(id("-u")).gid(id("-g"));
             }
         }
@@ -345,7 +345,8 @@ impl Harness {
             .get(name(cmd))
             .copied()
             .unwrap_or(Duration::from_millis(1500));
-        let delay = Duration::from_millis(self.rng.below(typical.as_millis() as u64 + 50));
+        let delay =
+            Duration::from_micros(self.rng.below(typical.as_micros() as u64 * 9 / 10 + 1000));
         let pick = self.rng.next_u64();
         let mut child = self.blat_command(&argv).spawn().unwrap();
         let started = Instant::now();
@@ -362,15 +363,23 @@ impl Harness {
                 }
             }
             Victim::Receiver => {
-                // The first receiver shell seen after the delay.
+                // Mostly a receiver that changes the target (receive,
+                // delete), sometimes any (list, version, link, put, gc).
+                let changing = !pick.is_multiple_of(4);
                 std::thread::sleep(delay / 2);
                 while child.try_wait().unwrap().is_none() {
-                    let shells = common::processes(|a| self.is_receiver(a));
+                    let shells: Vec<(i32, Vec<String>)> =
+                        common::processes(|a| self.is_receiver(a))
+                            .into_iter()
+                            .filter(|(_, a)| {
+                                !changing || a.iter().any(|w| w == "receive" || w == "delete")
+                            })
+                            .collect();
                     if !shells.is_empty() {
                         let (pid, argv) = &shells[(pick % shells.len() as u64) as usize];
                         let what: Vec<&String> = argv
                             .iter()
-                            .skip_while(|a| !(a.as_str() == "-a"))
+                            .skip_while(|a| a.as_str() != "-a")
                             .skip(2)
                             .take(3)
                             .collect();
@@ -388,6 +397,18 @@ impl Harness {
             }
         }
         let out = child.wait_with_output().unwrap();
+        // A process that was exiting anyway takes the signal as a zombie:
+        // only a run that died of it counts.
+        if victim == Victim::Blat {
+            use std::os::unix::process::ExitStatusExt;
+            if out.status.signal() != Some(libc::SIGKILL) {
+                killed = None;
+            }
+        }
+        if killed.is_none() {
+            // It ended first: aim earlier next time.
+            self.typical.insert(name(cmd), started.elapsed());
+        }
         let what = match &killed {
             Some(k) => format!("killed {k}"),
             None => "no kill (it had ended)".into(),
@@ -542,6 +563,9 @@ fn campaign(default_seed: u64, ssh: bool, victim: Victim, cmds: &[Cmd], kills: u
             h.check_visible("after the kill");
         }
         h.converge();
+    }
+    if std::env::var("BLAT_FAULTS_LOG").is_ok() {
+        eprintln!("{}", h.log.join("\n"));
     }
     eprintln!(
         "faults: seed {seed}: {} kills of {victim:?} ({}) in {rounds} rounds, {:.1}s",
