@@ -12,7 +12,7 @@
 #
 # Data: ROWS (default 200000) distinct package-versions (ROWS/10 packages with
 # 10 versions each) split evenly over RELEASES (default 50) open releases of
-# project BENCH, in the reference schema (SPEC §1) with primary keys and an
+# project BENCH, in the reference schema (docs/archive.md) with primary keys and an
 # index on release_content(release_id), as any real RM has. The target
 # selects `projects = ["BENCH"]`, so every row is loaded.
 #

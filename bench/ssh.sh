@@ -93,10 +93,11 @@ $SSH "$REMOTE" true || { cat "$SRV/sshd.log" >&2; exit 1; }
 # ---------------------------------------------------------------- helpers
 
 # An empty target archive, its writes flushed, the receiver kept installed.
-# Then SETTLE seconds of rest: for about 30 s after a mass delete, ext4
-# searches past the recently deleted inodes on every create (perf:
-# recently_deleted() under ext4_create), which made whichever tool ran
-# right after a reset pay for the delete, by up to 3x on 275,000 files.
+# Then SETTLE seconds of rest: for 30 s after a mass delete, ext4 without a
+# journal (this VM's root file system) searches past the recently deleted
+# inodes on every create (perf: recently_deleted() under ext4_create), which
+# made whichever tool ran right after a reset pay for the delete, up to 3x
+# on 275,000 files.
 SETTLE=${SETTLE:-35}
 reset_target() {
     if [ -d "$ARCH" ]; then chmod -R u+w "$ARCH" && rm -rf "$ARCH"; fi

@@ -1,4 +1,4 @@
--- The example Release Manager: the reference schema (SPEC §1) and a few
+-- The example Release Manager: the reference schema (docs/archive.md) and a few
 -- releases over the packages in examples/archive. blat loads a `.sql` path
 -- into an in-memory SQLite database at each run.
 CREATE TABLE projects (project_id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL);

@@ -1,5 +1,5 @@
 //! The package archive: validated names, package-versions, the descpkg change
-//! key, aliases and the writable-grace rule (SPEC §1).
+//! key, aliases and the writable-grace rule (docs/archive.md).
 //!
 //! Every name that reaches a path or a command, whatever its source (config,
 //! tag file, database row, target listing), goes through [`Name::new`].
@@ -122,6 +122,23 @@ impl SourceArchive {
         SourceArchive { root: root.into() }
     }
 
+    /// Fails unless the archive root is a directory. A missing archive (a
+    /// share not mounted, a typo in blat.toml) must fail the pass, never
+    /// look like an archive that has none of the packages.
+    pub fn check(&self) -> Result<()> {
+        let root = self.root.display();
+        match fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => {
+                anyhow::bail!("source archive {root} is not a directory (`archive` in blat.toml)")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                anyhow::bail!("source archive {root} does not exist (`archive` in blat.toml)")
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read source archive {root}")),
+        }
+    }
+
     pub fn version_dir(&self, pv: &PackageVersion) -> PathBuf {
         self.root
             .join(pv.package.as_str())
@@ -139,7 +156,7 @@ impl SourceArchive {
         if meta.file_type().is_symlink() {
             let link = fs::read_link(&dir)
                 .with_context(|| format!("cannot read alias {}", dir.display()))?;
-            let target = alias_target(&link).with_context(|| {
+            let target = alias_target(&pv.package, &link).with_context(|| {
                 format!(
                     "alias {} points to '{}', not to a sibling version",
                     dir.display(),
@@ -191,18 +208,35 @@ impl SourceArchive {
     }
 }
 
-/// The version an alias symlink points to: a bare sibling name (`1.2.3` or
-/// `./1.2.3`); anything else is not an alias blat will follow.
-pub fn alias_target(link: &Path) -> Result<Name> {
+/// The version an alias symlink of `package` points to. The one rule of
+/// what an alias is (docs/archive.md), on the master and on targets alike:
+/// with `.` components and trailing slashes dropped, its target is `V`,
+/// `../PACKAGE/V`, or an absolute path ending in `/PACKAGE/V`, where V is a
+/// valid version name. Anything else is not an alias blat follows. On a
+/// target an alias protects its version from aging, so the absolute form
+/// is taken without asking where its root is: when in doubt, keep.
+pub fn alias_target(package: &Name, link: &Path) -> Result<Name> {
     let text = link.to_str().context("link target is not UTF-8")?;
-    let text = text.strip_prefix("./").unwrap_or(text);
-    Name::new(text).map_err(anyhow::Error::msg)
+    let absolute = text.starts_with('/');
+    let parts: Vec<&str> = text
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    let version = match (absolute, parts.as_slice()) {
+        (false, [v]) => v,
+        (false, ["..", p, v]) if *p == package.as_str() => v,
+        (true, [.., p, v]) if *p == package.as_str() => v,
+        _ => anyhow::bail!("not a sibling version of {package}"),
+    };
+    Name::new(version).map_err(anyhow::Error::msg)
 }
 
 /// True when a package that is still writable may be sent: it has been
-/// writable for longer than `grace`.
+/// writable for longer than `grace`. A zero grace sends writable versions at
+/// once, even one written this very second (a fresh git checkout of an
+/// example archive is all writable and new).
 pub fn past_grace(writable_since: i64, now: i64, grace: Duration) -> bool {
-    now - writable_since > grace.as_secs() as i64
+    grace.is_zero() || now.saturating_sub(writable_since) > crate::config::units::secs_i64(grace)
 }
 
 #[cfg(test)]
@@ -258,10 +292,37 @@ mod tests {
 
     #[test]
     fn alias_targets() {
-        assert_eq!(alias_target(Path::new("1.2")).unwrap().as_str(), "1.2");
-        assert_eq!(alias_target(Path::new("./1.2")).unwrap().as_str(), "1.2");
-        assert!(alias_target(Path::new("../other/1.2")).is_err());
-        assert!(alias_target(Path::new("/abs")).is_err());
+        let p = Name::new("pkg").unwrap();
+        for (link, version) in [
+            ("1.2", "1.2"),
+            ("./1.2", "1.2"),
+            ("1.2/", "1.2"),
+            ("./1.2//", "1.2"),
+            ("../pkg/1.2", "1.2"),
+            ("./../pkg/./1.2/", "1.2"),
+            ("/srv/dpkg_archive/pkg/1.2", "1.2"),
+            ("/pkg/1.2/", "1.2"),
+        ] {
+            assert_eq!(
+                alias_target(&p, Path::new(link)).unwrap().as_str(),
+                version,
+                "{link}"
+            );
+        }
+        for link in [
+            "../other/1.2",
+            "/abs",
+            "/srv/other/1.2",
+            "..",
+            "../pkg",
+            "sub/1.2",
+            "../../pkg/1.2",
+            ".hidden",
+            "",
+            "/",
+        ] {
+            assert!(alias_target(&p, Path::new(link)).is_err(), "{link}");
+        }
     }
 
     #[test]
@@ -269,5 +330,13 @@ mod tests {
         let g = Duration::from_secs(3600);
         assert!(!past_grace(1000, 1000 + 3600, g));
         assert!(past_grace(1000, 1000 + 3601, g));
+        assert!(
+            past_grace(1000, 1000, Duration::ZERO),
+            "zero grace: at once"
+        );
+        assert!(
+            past_grace(2000, 1000, Duration::ZERO),
+            "even from the future"
+        );
     }
 }

@@ -21,11 +21,32 @@ pub struct CurrentSet {
     pub aliases: BTreeSet<Alias>,
     /// Pins and alias targets: never excess, whatever the releases say.
     pub protected: BTreeSet<PackageVersion>,
+    /// What the Release Manager answered nothing for (`release P/R`,
+    /// `project P`): aging judges the answer, not the set after pins, so a
+    /// pin never makes an empty answer look like a current set.
+    pub unanswered: Vec<String>,
 }
 
 impl CurrentSet {
     pub fn is_empty(&self) -> bool {
         self.versions.is_empty()
+    }
+
+    /// Why aging must delete nothing from a target judged by this set, if
+    /// it must not: an empty set, or a release or project the Release
+    /// Manager answered nothing for (a wrong name, a database that lost
+    /// its rows).
+    pub fn aging_blocked(&self) -> Option<String> {
+        if self.versions.is_empty() {
+            Some("the current set is empty".into())
+        } else if !self.unanswered.is_empty() {
+            Some(format!(
+                "the Release Manager answered nothing for {}",
+                self.unanswered.join(", ")
+            ))
+        } else {
+            None
+        }
     }
 
     /// `package version` lines, sorted: the body of the PackageList.
@@ -39,21 +60,48 @@ impl CurrentSet {
 
 /// Builds the current set of `target`: asks the release source, then looks
 /// each package-version up in the source archive (no walking of contents).
+/// A source archive that is not there fails it: every package would look
+/// missing, and alias pins would not resolve to the versions they protect.
 pub fn load(
     target: &TargetConfig,
     source: &mut dyn ReleaseSource,
     archive: &SourceArchive,
 ) -> Result<CurrentSet> {
+    archive.check()?;
     let s3 = matches!(target.kind, TargetKind::S3(_));
     let releases = release::selected_releases(source, &target.releases, &target.projects, s3)?;
     let mut set = CurrentSet {
         releases: releases.clone(),
         ..CurrentSet::default()
     };
+    let mut answered: BTreeMap<&ReleaseName, usize> = BTreeMap::new();
     for rel in &releases {
-        for pv in release::release_content(source, rel)? {
+        let content = release::release_content(source, rel)?;
+        answered.insert(rel, content.len());
+        for pv in content {
             add(&mut set, archive, pv, false)?;
         }
+    }
+    for rel in &target.releases {
+        if answered.get(rel).copied().unwrap_or(0) == 0 {
+            set.unanswered.push(format!("release {rel}"));
+        }
+    }
+    for project in &target.projects {
+        let rows: usize = answered
+            .iter()
+            .filter(|(r, _)| &r.project == project)
+            .map(|(_, n)| n)
+            .sum();
+        if rows == 0 {
+            set.unanswered.push(format!("project {project}"));
+        }
+    }
+    if target.releases.is_empty()
+        && target.projects.is_empty()
+        && answered.values().sum::<usize>() == 0
+    {
+        set.unanswered.push("its releases".into());
     }
     for pin in &target.packages {
         add(&mut set, archive, pin.clone(), true)?;

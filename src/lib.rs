@@ -15,14 +15,17 @@
 //! - `receiver/blat-receiver`: the target-side sh program, embedded.
 
 pub mod archive;
+pub mod atomic;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod current;
 pub mod error;
+pub mod exec;
 pub mod index;
 pub mod lock;
 pub mod ops;
+pub mod packagelist;
 pub mod plan;
 pub mod release;
 pub mod report;

@@ -2,6 +2,7 @@
 //! runs from cron, timers and people never work on one target at once.
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -25,6 +26,7 @@ impl TargetLock {
             .create(true)
             .truncate(false)
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
         match file.try_lock() {
@@ -34,6 +36,27 @@ impl TargetLock {
                 Err(e).with_context(|| format!("cannot lock {}", path.display()))
             }
         }
+    }
+
+    /// The lock of `target` for a pass that changes nothing (`--dry-run`):
+    /// it creates no directory and no file. The lock file is opened
+    /// read-only (enough for `flock`) and taken, so a dry run still says
+    /// so when a real run holds it ([`LockHeld`]); no lock file means no
+    /// run ever held it ([`Probe::Free`]); one we may not open cannot be
+    /// checked ([`Probe::Unknown`]), which the caller reports and goes on.
+    pub fn probe(state_dir: &Path, target: &str) -> Result<Probe> {
+        probe(
+            &state_dir.join("locks").join(format!("{target}.lock")),
+            target,
+        )
+    }
+
+    /// [`TargetLock::probe`] for the watcher lock of `blat fast`.
+    pub fn probe_watch(state_dir: &Path, target: &str) -> Result<Probe> {
+        probe(
+            &state_dir.join("locks").join(format!("{target}.watch")),
+            target,
+        )
     }
 
     /// The watcher lock of `blat fast` (`locks/<target>.watch`, never a
@@ -49,6 +72,7 @@ impl TargetLock {
             .create(true)
             .truncate(false)
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
         match file.try_lock() {
@@ -58,6 +82,38 @@ impl TargetLock {
                 Err(e).with_context(|| format!("cannot lock {}", path.display()))
             }
         }
+    }
+}
+
+/// What [`TargetLock::probe`] found.
+#[derive(Debug)]
+pub enum Probe {
+    /// The lock, held for as long as this lives.
+    Held(TargetLock),
+    /// No lock file: no run holds the lock.
+    Free,
+    /// The lock file could not be opened (why, for a warning).
+    Unknown(String),
+}
+
+fn probe(path: &Path, target: &str) -> Result<Probe> {
+    let file = match OpenOptions::new().read(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Probe::Free),
+        Err(e) => {
+            return Ok(Probe::Unknown(format!(
+                "cannot open lock file {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(Probe::Held(TargetLock { _file: file })),
+        Err(TryLockError::WouldBlock) => Err(LockHeld(target.to_string()).into()),
+        Err(TryLockError::Error(e)) => Ok(Probe::Unknown(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -74,6 +130,32 @@ mod tests {
         assert!(TargetLock::acquire(dir.path(), "b").is_ok());
         drop(first);
         assert!(TargetLock::acquire(dir.path(), "a").is_ok());
+    }
+
+    #[test]
+    fn probe_creates_nothing_and_sees_a_held_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        assert!(matches!(
+            TargetLock::probe(&state, "a").unwrap(),
+            Probe::Free
+        ));
+        assert!(!state.exists(), "a probe creates nothing");
+        let real = TargetLock::acquire(&state, "a").unwrap();
+        assert!(TargetLock::probe(&state, "a")
+            .unwrap_err()
+            .downcast_ref::<LockHeld>()
+            .is_some());
+        drop(real);
+        let held = TargetLock::probe(&state, "a").unwrap();
+        assert!(matches!(held, Probe::Held(_)));
+        // A real run started meanwhile finds it busy, as with any holder.
+        assert!(TargetLock::acquire(&state, "a").is_err());
+        drop(held);
+        assert!(matches!(
+            TargetLock::probe_watch(&state, "a").unwrap(),
+            Probe::Free
+        ));
     }
 
     #[test]

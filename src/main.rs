@@ -34,8 +34,19 @@ fn run(cli: &Cli) -> Result<Outcome> {
         config.verbose.saturating_add(g.verbose)
     };
     let mut reporter = Reporter::new(verbosity, g.json);
-    if let Some(log) = &config.log_file {
-        reporter.set_log_file(log)?;
+    // `status` writes nothing, not even to the log; a dry run logs when it
+    // can, but a user who may not write the log can still run one.
+    if let Some(log) = config
+        .log_file
+        .as_ref()
+        .filter(|_| !matches!(cli.command, Command::Status(_)))
+    {
+        if let Err(e) = reporter.set_log_file(log) {
+            if !g.dry_run {
+                return Err(e);
+            }
+            reporter.warn("", &format!("{e:#}; this dry run is not logged there"));
+        }
     }
     let ctx = Context::new(config, reporter, g.dry_run);
     match &cli.command {

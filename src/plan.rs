@@ -133,14 +133,24 @@ pub fn plan(set: &CurrentSet, listing: &Listing, now: i64, grace: Duration) -> P
 }
 
 /// Package-versions on the target that aging may remove. Empty when the
-/// current set is empty: an empty answer never deletes anything.
+/// set says aging is blocked (empty, or a release or project the Release
+/// Manager answered nothing for): an empty answer never deletes anything. Never
+/// excess: the current set, pins, aliased versions, and a package-version
+/// that is young: its descpkg mtime is within `grace` of `now` (or later),
+/// or its arrival on the target (when the listing has it) is within `grace`
+/// of `now`. A package built long ago but just delivered by `fast`, before
+/// the Release Manager lists it, is thus kept for `grace` after it arrived.
+/// An arrival is the descpkg's ctime, which nobody sets by hand: one ahead
+/// of `now` is the target's clock running ahead, believed up to `grace`
+/// (a skew of minutes still protects); one further ahead is a clock gone
+/// wrong (or a test's `BLAT_NOW` in the past) and is not believed.
 pub fn excess(
     set: &CurrentSet,
     listing: &Listing,
     now: i64,
     grace: Duration,
 ) -> Vec<PackageVersion> {
-    if set.is_empty() {
+    if set.aging_blocked().is_some() {
         return Vec::new();
     }
     // Versions that any alias on the target, or any wanted alias, points to.
@@ -150,6 +160,9 @@ pub fn excess(
         .chain(set.aliases.iter())
         .map(|a| (a.package.as_str(), a.version.as_str()))
         .collect();
+    let grace = crate::config::units::secs_i64(grace);
+    let young = |t: i64| now.saturating_sub(t) <= grace;
+    let arrived_young = |t: i64| young(t) && t.saturating_sub(now) <= grace;
     listing
         .versions
         .iter()
@@ -157,7 +170,8 @@ pub fn excess(
             !set.versions.contains_key(*pv)
                 && !set.protected.contains(*pv)
                 && !aliased.contains(&(pv.package.as_str(), pv.version.as_str()))
-                && now - **mtime > grace.as_secs() as i64
+                && !young(**mtime)
+                && !listing.arrived.get(*pv).is_some_and(|&a| arrived_young(a))
         })
         .map(|(pv, _)| pv.clone())
         .collect()
@@ -292,5 +306,33 @@ mod tests {
             plan(&set, &listing, NOW, GRACE).excess,
             vec![pv("old", "1")]
         );
+    }
+
+    #[test]
+    fn a_recent_arrival_is_young_whatever_its_descpkg_mtime() {
+        let mut set = CurrentSet::default();
+        set.versions.insert(pv("keep", "1"), released(1));
+        let mut listing = Listing::default();
+        for p in ["fresh", "edge", "stale", "unknown"] {
+            listing.versions.insert(pv(p, "1"), 10);
+        }
+        // Delivered (by fast) a minute ago; exactly `grace` ago; long ago;
+        // and an old receiver that does not say.
+        listing.arrived.insert(pv("fresh", "1"), NOW - 60);
+        listing.arrived.insert(pv("edge", "1"), NOW - 3600);
+        listing.arrived.insert(pv("stale", "1"), NOW - 3601);
+        assert_eq!(
+            excess(&set, &listing, NOW, GRACE),
+            vec![pv("stale", "1"), pv("unknown", "1")]
+        );
+        // Either time being young is enough: a young descpkg that arrived long ago.
+        listing.versions.insert(pv("stale", "1"), NOW - 10);
+        assert_eq!(excess(&set, &listing, NOW, GRACE), vec![pv("unknown", "1")]);
+        // An arrival ahead of now (the target's clock ahead) is young up to
+        // the grace; further ahead it is not believed.
+        listing.arrived.insert(pv("unknown", "1"), NOW + 3600);
+        assert!(excess(&set, &listing, NOW, GRACE).is_empty());
+        listing.arrived.insert(pv("unknown", "1"), NOW + 3601);
+        assert_eq!(excess(&set, &listing, NOW, GRACE), vec![pv("unknown", "1")]);
     }
 }

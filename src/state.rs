@@ -4,10 +4,11 @@
 //! The schema evolves by `user_version` migrations that are only ever
 //! appended, never edited or removed, so any older state file upgrades.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::error::Outcome;
 
@@ -64,6 +65,9 @@ const MIGRATIONS: &[&str] = &[
 /// An open state file.
 pub struct State {
     conn: Connection,
+    /// `None` for [`State::open_read_only`] of a state file that does not
+    /// exist (an empty in-memory stand-in).
+    file: Option<PathBuf>,
 }
 
 /// One finished (or still running) command run on a target.
@@ -78,6 +82,19 @@ pub struct Run {
     pub error: Option<String>,
 }
 
+/// What one upload left in the bucket (a row of `uploads`). For an alias
+/// object, `version` is the version it names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upload {
+    pub key: String,
+    pub package: String,
+    pub version: String,
+    pub descpkg_mtime: i64,
+    pub size: u64,
+    pub etag: String,
+    pub uploaded: i64,
+}
+
 impl State {
     /// Opens (creating and migrating as needed) `<state_dir>/blat.db`.
     pub fn open(state_dir: &Path) -> Result<State> {
@@ -89,11 +106,111 @@ impl State {
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .with_context(|| format!("cannot use state file {}", path.display()))?;
-        let mut state = State { conn };
+        let mut state = State {
+            conn,
+            file: Some(path.clone()),
+        };
         state
             .migrate()
             .with_context(|| format!("cannot migrate state file {}", path.display()))?;
         Ok(state)
+    }
+
+    /// Opens the state for a pass that writes nothing (`status`, any
+    /// `--dry-run`), so that a user who may only read `state_dir` can run
+    /// it: creates no directory and no file, never migrates, and the
+    /// connection refuses writes. A missing state file is an empty state
+    /// (see [`State::recorded`]).
+    ///
+    /// The state file is a WAL database. While a writer has it open, its
+    /// `-wal` and `-shm` files exist and a read-only connection reads
+    /// through them. When there is no `-wal` file no connection has it
+    /// open and the database file holds everything: it is read as
+    /// `immutable` (no locks, no WAL), because a read-only connection would
+    /// create `-wal` and `-shm` files (owned by whoever runs the dry run,
+    /// which could lock the real runs out), or fail where it cannot. A
+    /// read-only open that fails for another reason falls back to
+    /// `immutable` too (then a writer's last commits may not show yet).
+    pub fn open_read_only(state_dir: &Path) -> Result<State> {
+        let path = state_dir.join("blat.db");
+        match std::fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return State::empty(),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot open state file {}", path.display()))
+            }
+            Ok(_) => {}
+        }
+        let open = |uri: String| -> Result<(Connection, i64)> {
+            let conn = Connection::open_with_flags(
+                uri,
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | OpenFlags::SQLITE_OPEN_URI
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(std::time::Duration::from_secs(30))?;
+            // The first read is where a WAL file without its -shm fails.
+            let version = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            Ok((conn, version))
+        };
+        let uri = format!("file:{}", uri_path(&path));
+        let immutable = format!("{uri}?mode=ro&immutable=1");
+        let mut wal = path.clone().into_os_string();
+        wal.push("-wal");
+        let opened = if Path::new(&wal).exists() {
+            open(format!("{uri}?mode=ro")).or_else(|_| open(immutable))
+        } else {
+            open(immutable)
+        };
+        let (conn, version) =
+            opened.with_context(|| format!("cannot read state file {}", path.display()))?;
+        let version = usize::try_from(version).unwrap_or(usize::MAX);
+        if version == 0 {
+            // Created by a run that has not set it up yet: nothing recorded.
+            return State::empty();
+        }
+        if version > MIGRATIONS.len() {
+            anyhow::bail!(
+                "state file {} has schema version {version}, newer than this blat knows ({})",
+                path.display(),
+                MIGRATIONS.len()
+            );
+        }
+        if version < MIGRATIONS.len() {
+            anyhow::bail!(
+                "state file {} has schema version {version}, older than this blat's ({}): it is upgraded by the first run that may write it (one without --dry-run)",
+                path.display(),
+                MIGRATIONS.len()
+            );
+        }
+        Ok(State {
+            conn,
+            file: Some(path),
+        })
+    }
+
+    /// [`State::open_read_only`] or [`State::open`].
+    pub fn open_for(state_dir: &Path, read_only: bool) -> Result<State> {
+        if read_only {
+            State::open_read_only(state_dir)
+        } else {
+            State::open(state_dir)
+        }
+    }
+
+    /// An empty state in memory: what a state file that does not exist holds.
+    fn empty() -> Result<State> {
+        let mut state = State {
+            conn: Connection::open_in_memory()?,
+            file: None,
+        };
+        state.migrate()?;
+        Ok(state)
+    }
+
+    /// False when there is no state file (a read-only open of a state
+    /// directory where no run was ever recorded).
+    pub fn recorded(&self) -> bool {
+        self.file.is_some()
     }
 
     fn migrate(&mut self) -> Result<()> {
@@ -120,11 +237,6 @@ impl State {
             tx.commit()?;
         }
     }
-
-    pub fn connection(&self) -> &Connection {
-        &self.conn
-    }
-
     /// Records the start of a run; returns its id for [`State::finish_run`].
     pub fn start_run(&self, target: &str, command: &str, now: i64) -> Result<i64> {
         self.conn.execute(
@@ -284,11 +396,164 @@ impl State {
         tx.commit()?;
         Ok(())
     }
+
+    /// In WAL mode `synchronous = NORMAL` keeps the file consistent but
+    /// skips an fsync per commit: a power cut may forget the last S3 upload
+    /// rows, which costs one HEAD each at the next pass, while thousands of
+    /// small uploads would otherwise spend more time in fsync than uploading.
+    pub fn relax_sync(&self) -> Result<()> {
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .context("cannot set up the state file")
+    }
+
+    /// What `s3sync` left in the bucket of `target`, by key.
+    pub fn uploads(&self, target: &str) -> Result<HashMap<String, Upload>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT key, package, version, descpkg_mtime, size, etag, uploaded FROM uploads WHERE target = ?1",
+        )?;
+        let rows = stmt.query_map(params![target], |r| {
+            Ok(Upload {
+                key: r.get(0)?,
+                package: r.get(1)?,
+                version: r.get(2)?,
+                descpkg_mtime: r.get(3)?,
+                size: r.get::<_, i64>(4)? as u64,
+                etag: r.get(5)?,
+                uploaded: r.get(6)?,
+            })
+        })?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let row = row?;
+            out.insert(row.key.clone(), row);
+        }
+        Ok(out)
+    }
+
+    pub fn record_upload(&self, target: &str, u: &Upload) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO uploads (target, key, package, version, descpkg_mtime, size, etag, uploaded)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![target, u.key, u.package, u.version, u.descpkg_mtime, u.size as i64, u.etag, u.uploaded],
+        )?;
+        Ok(())
+    }
+
+    pub fn forget_upload(&self, target: &str, key: &str) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM uploads WHERE target = ?1 AND key = ?2",
+            params![target, key],
+        )?;
+        Ok(())
+    }
+
+    /// Multipart uploads started and not known to have ended: (key, upload id).
+    pub fn open_multiparts(&self, target: &str) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT key, upload_id FROM multipart_uploads WHERE target = ?1 ORDER BY started",
+        )?;
+        let rows = stmt.query_map(params![target], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn multipart_started(
+        &self,
+        target: &str,
+        key: &str,
+        upload_id: &str,
+        now: i64,
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO multipart_uploads (target, key, upload_id, started) VALUES (?1, ?2, ?3, ?4)",
+            params![target, key, upload_id, now],
+        )?;
+        Ok(())
+    }
+
+    pub fn multipart_ended(&self, target: &str, upload_id: &str) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM multipart_uploads WHERE target = ?1 AND upload_id = ?2",
+            params![target, upload_id],
+        )?;
+        Ok(())
+    }
+}
+
+/// A file path for an SQLite `file:` URI: bytes other than unreserved
+/// characters and `/` are percent-encoded (`?`, `#` and `%` must be).
+fn uri_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_only_open_creates_nothing_and_refuses_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("odd ?#% name");
+        // No state file: an empty state, and nothing created.
+        let state = State::open_read_only(&state_dir).unwrap();
+        assert!(!state.recorded());
+        assert!(state.last_runs("a").unwrap().is_empty());
+        assert!(!state_dir.exists());
+        drop(state);
+        let writer = State::open(&state_dir).unwrap();
+        let id = writer.start_run("a", "sync", 100).unwrap();
+        writer
+            .finish_run(id, 110, Outcome::Done, "ok", None)
+            .unwrap();
+        // While the writer is open (WAL and -shm present) and after it closed.
+        for open_writer in [true, false] {
+            let state = State::open_read_only(&state_dir).unwrap();
+            assert!(state.recorded());
+            assert_eq!(state.last_success("a", "sync").unwrap(), Some(110));
+            let err = state.start_run("a", "sync", 200).unwrap_err();
+            assert!(format!("{err:#}").contains("readonly"), "{err:#}");
+            if open_writer {
+                drop(state);
+            }
+        }
+        drop(writer);
+        let names = |d: &Path| {
+            let mut n: Vec<String> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(&state_dir), ["blat.db"]);
+        let state = State::open_read_only(&state_dir).unwrap();
+        assert_eq!(state.last_success("a", "sync").unwrap(), Some(110));
+        assert_eq!(
+            names(&state_dir),
+            ["blat.db"],
+            "a read-only open leaves no -wal/-shm"
+        );
+    }
+
+    #[test]
+    fn read_only_open_of_an_older_schema_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("blat.db")).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        drop(conn);
+        let err = format!("{:#}", State::open_read_only(dir.path()).err().unwrap());
+        assert!(err.contains("older than this blat's"), "{err}");
+    }
 
     #[test]
     fn migrates_and_records_runs() {

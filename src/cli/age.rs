@@ -21,7 +21,9 @@ use crate::ops::age::{AgeOptions, LocalAgeOptions};
 ///
 /// Never excess: anything when the current set is empty (or the packagelist is missing or
 /// empty), pinned packages, aliases and the versions they point to, package-versions whose
-/// descpkg is younger than writable_grace. A release source error stops before any deletion.
+/// descpkg is younger than writable_grace or that arrived on the target less than
+/// writable_grace ago (the descpkg's ctime there: fast may send a package before the Release
+/// Manager lists it). A release source error stops before any deletion.
 /// More deletions than max_delete in one pass are refused as a whole (nothing deleted, exit
 /// code 1) unless --force. Deletions rename the version aside before removing it, and remove
 /// the aliases pointing to it first. --dry-run prints each "would delete".
@@ -39,7 +41,8 @@ pub struct AgeArgs {
     /// With --local: delete once marked for longer than this
     #[arg(long, value_name = "DURATION", default_value = "14d", value_parser = parse_duration, requires = "local")]
     pub after: Duration,
-    /// With --local: a package-version whose descpkg is younger than this is never excess
+    /// With --local: a package-version whose descpkg is younger than this, or that arrived less
+    /// than this ago, is never excess
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration, requires = "local")]
     pub grace: Duration,
     /// With --local: refuse a pass that would delete more than this many package-versions
@@ -60,6 +63,9 @@ impl AgeArgs {
         let archive = self.archive.clone().filter(|_| self.local)?;
         Some(LocalAgeOptions {
             archive,
+            master_archive: crate::config::Config::load(&global.config)
+                .ok()
+                .map(|c| c.archive),
             after: self.after,
             grace: self.grace,
             max_delete: self.max_delete,

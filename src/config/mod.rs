@@ -1,5 +1,5 @@
 //! Configuration: `blat.toml` plus one `targets/<name>.conf` per target
-//! (SPEC §3), parsed into a validated [`Config`] that the rest of blat uses.
+//! (docs/configuration.md), parsed into a validated [`Config`] that the rest of blat uses.
 //!
 //! Every error names the file, line and column and says what was expected.
 //! Relative paths in a config file are taken relative to the directory that
@@ -232,7 +232,9 @@ impl<'de> Deserialize<'de> for DurationValue {
         match Raw::deserialize(d).map_err(|_| {
             de::Error::custom("expected a duration: seconds or a string like \"1h10m\"")
         })? {
-            Raw::Int(n) if n >= 0 => Ok(DurationValue(Duration::from_secs(n as u64))),
+            Raw::Int(n) if n >= 0 => units::duration_from_secs(n.unsigned_abs(), &n.to_string())
+                .map(DurationValue)
+                .map_err(de::Error::custom),
             Raw::Int(n) => Err(de::Error::custom(format!(
                 "invalid duration {n}: must not be negative"
             ))),
@@ -400,6 +402,31 @@ fn read(path: &Path) -> Result<String> {
         .map_err(|e| UsageError(format!("{}: cannot read: {e}", path.display())).into())
 }
 
+/// `path` as the file system resolves it: symlinks of its existing part
+/// followed, the part that does not exist yet appended as it is.
+pub fn real_path(path: &Path) -> PathBuf {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(existing) {
+            return rest.iter().rev().fold(real, |p, c| p.join(c));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
+/// True when one of the two directories is the other or lies inside it.
+pub fn paths_overlap(a: &Path, b: &Path) -> bool {
+    let (a, b) = (real_path(a), real_path(b));
+    a.starts_with(&b) || b.starts_with(&a)
+}
+
 impl Config {
     /// Reads `DIR/blat.toml` and every `DIR/targets/*.conf`, afresh.
     pub fn load(dir: &Path) -> Result<Config> {
@@ -455,7 +482,7 @@ impl Config {
                     path: &path,
                     text: &text,
                 };
-                targets.push(target(&src, name)?);
+                targets.push(target(&src, name, &archive)?);
             }
         }
         targets.sort_by(|a, b| a.name.cmp(&b.name));
@@ -532,7 +559,7 @@ fn release_manager(src: &Source, raw: RawReleaseManager) -> Result<ReleaseManage
     }
 }
 
-fn target(src: &Source, name: &str) -> Result<TargetConfig> {
+fn target(src: &Source, name: &str, source_archive: &Path) -> Result<TargetConfig> {
     let raw: RawTarget = src.parse()?;
     let parallel = match &raw.parallel {
         None => 4,
@@ -564,7 +591,7 @@ fn target(src: &Source, name: &str) -> Result<TargetConfig> {
                     format!("`{key}` is for kind = \"s3\" targets"),
                 ));
             }
-            TargetKind::Archive(archive_target(src, &raw, parallel)?)
+            TargetKind::Archive(archive_target(src, &raw, parallel, source_archive)?)
         }
         "s3" => {
             if let Some((key, Some(span))) = archive_keys.iter().find(|(_, s)| s.is_some()) {
@@ -665,7 +692,12 @@ fn target(src: &Source, name: &str) -> Result<TargetConfig> {
     })
 }
 
-fn archive_target(src: &Source, raw: &RawTarget, parallel: usize) -> Result<ArchiveTarget> {
+fn archive_target(
+    src: &Source,
+    raw: &RawTarget,
+    parallel: usize,
+    source_archive: &Path,
+) -> Result<ArchiveTarget> {
     let transport_name = raw
         .transport
         .as_ref()
@@ -692,9 +724,20 @@ fn archive_target(src: &Source, raw: &RawTarget, parallel: usize) -> Result<Arch
                     "transport = \"local\" needs `path` (the target archive directory)",
                 )
             })?;
-            Transport::Local {
-                path: src.resolve(path)?,
+            let resolved = src.resolve(path)?;
+            // Aging on a target deletes there: a target inside the source
+            // archive, or holding it, would delete from the source.
+            if paths_overlap(&resolved, source_archive) {
+                return Err(src.error(
+                    path.span(),
+                    format!(
+                        "path {} overlaps the source archive {}: a local target must be outside it and must not contain it",
+                        resolved.display(),
+                        source_archive.display()
+                    ),
+                ));
             }
+            Transport::Local { path: resolved }
         }
         "ssh" => {
             if let Some(p) = &raw.path {
@@ -768,6 +811,36 @@ mod tests {
     fn load_err(global: &str, targets: &[(&str, &str)]) -> String {
         let dir = write_config(global, targets);
         format!("{:#}", Config::load(dir.path()).unwrap_err())
+    }
+
+    #[test]
+    fn a_local_target_overlapping_the_source_archive_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let archive = root.path().join("a");
+        std::fs::create_dir_all(archive.join("pkg")).unwrap();
+        std::os::unix::fs::symlink(&archive, root.path().join("alias-of-a")).unwrap();
+        let global = GLOBAL.replace("/srv/a", archive.to_str().unwrap());
+        for path in [
+            archive.clone(),
+            archive.join("pkg"),
+            archive.join("not/yet"),
+            root.path().to_path_buf(),
+            root.path().join("alias-of-a/sub"),
+        ] {
+            let site = format!(
+                "kind = \"archive\"\ntransport = \"local\"\npath = \"{}\"\n",
+                path.display()
+            );
+            let e = load_err(&global, &[("t.conf", &site)]);
+            assert!(e.contains("t.conf:3:8: path"), "{e}");
+            assert!(e.contains("overlaps the source archive"), "{e}");
+        }
+        let beside = format!(
+            "kind = \"archive\"\ntransport = \"local\"\npath = \"{}\"\n",
+            root.path().join("a2").display()
+        );
+        let dir = write_config(&global, &[("t.conf", &beside)]);
+        Config::load(dir.path()).unwrap();
     }
 
     #[test]
@@ -871,6 +944,31 @@ max_delete = 50
                 "[aging]\nmethod = \"sometimes\"\n",
                 "x.conf:5:10:",
                 "unknown aging method",
+            ),
+            (
+                "[aging]\nmethod = \"immediate\"\nafter = \"9999999999999999999\"\n",
+                "x.conf:6:9:",
+                "invalid duration '9999999999999999999': expected at most 36500d (100 years)",
+            ),
+            (
+                "[aging]\nmethod = \"master\"\nafter = 9223372036854775807\n",
+                "x.conf:6:9:",
+                "invalid duration '9223372036854775807': expected at most 36500d (100 years)",
+            ),
+            (
+                "sync_interval = \"36501d\"\n",
+                "x.conf:4:17:",
+                "expected at most 36500d (100 years)",
+            ),
+            (
+                "min_free = \"17179869184g\"\n",
+                "x.conf:4:12:",
+                "invalid size '17179869184g': expected at most 8 EiB",
+            ),
+            (
+                "min_free = 9223372036854775807\n",
+                "x.conf:4:12:",
+                "expected at most 8 EiB",
             ),
         ];
         for (extra, place, msg) in cases {

@@ -6,12 +6,39 @@
 
 use std::time::Duration;
 
+/// The longest duration blat accepts: 100 years (36500 days). Every
+/// duration then fits in i64 seconds, and `Instant + duration` and
+/// `now + duration` arithmetic cannot overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(MAX_DURATION_SECS);
+const MAX_DURATION_SECS: u64 = 36500 * 86400;
+
+/// The largest size blat accepts: 2^63 - 1 bytes (8 EiB, 8589934591g), so
+/// every size fits in an i64 as well as a u64.
+pub const MAX_SIZE: u64 = i64::MAX as u64;
+
+/// A number of seconds as a duration, refused beyond [`MAX_DURATION`].
+pub fn duration_from_secs(secs: u64, shown: &str) -> Result<Duration, String> {
+    if secs > MAX_DURATION_SECS {
+        return Err(format!(
+            "invalid duration '{shown}': expected at most 36500d (100 years)"
+        ));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// A duration's whole seconds as an i64, for arithmetic with epoch times
+/// (saturating; configured durations never come near the limit).
+pub fn secs_i64(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
 /// Parses a duration: whole seconds, or a sum of terms with suffixes
-/// `s`, `m`, `h`, `d` (`1h10m`, `2d12h`, `90s`).
+/// `s`, `m`, `h`, `d` (`1h10m`, `2d12h`, `90s`), at most [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let expected = || {
         format!("invalid duration '{text}': expected seconds or terms like 90s, 5m, 1h10m, 2d12h")
     };
+    let too_long = || duration_from_secs(u64::MAX, text).unwrap_err();
     let text_trimmed = text.trim();
     if text_trimmed.is_empty() {
         return Err(expected());
@@ -34,11 +61,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         if digits.is_empty() {
             return Err(expected());
         }
-        let n: u64 = digits.parse().map_err(|_| expected())?;
+        // Digits only: parsing fails on overflow alone, which is too long.
+        let n: u64 = digits.parse().map_err(|_| too_long())?;
         total = n
             .checked_mul(unit)
             .and_then(|v| total.checked_add(v))
-            .ok_or_else(expected)?;
+            .ok_or_else(too_long)?;
         digits.clear();
         terms += 1;
     }
@@ -47,13 +75,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         if terms > 0 {
             return Err(expected());
         }
-        total = digits.parse().map_err(|_| expected())?;
+        total = digits.parse().map_err(|_| too_long())?;
     }
-    Ok(Duration::from_secs(total))
+    duration_from_secs(total, text)
 }
 
 /// Parses a size in bytes: a number with suffix `k` (KiB, also the default),
-/// `b` (a 1 KiB block), `m` (MiB) or `g` (GiB).
+/// `b` (a 1 KiB block), `m` (MiB) or `g` (GiB), at most [`MAX_SIZE`].
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let expected = || {
         format!("invalid size '{text}': expected a number with suffix k, b, m or g (e.g. 512k, 2g)")
@@ -72,8 +100,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "g" => 1024 * 1024 * 1024,
         _ => return Err(expected()),
     };
-    let n: u64 = number.parse().map_err(|_| expected())?;
-    n.checked_mul(multiplier).ok_or_else(expected)
+    let too_big = || format!("invalid size '{text}': expected at most 8 EiB (8589934591g)");
+    let n: u64 = number.parse().map_err(|_| {
+        // All digits, but more than u64 holds.
+        too_big()
+    })?;
+    n.checked_mul(multiplier)
+        .filter(|&bytes| bytes <= MAX_SIZE)
+        .ok_or_else(too_big)
 }
 
 /// Formats a byte count for people: `1.5 MiB`.
@@ -124,6 +158,9 @@ mod tests {
             ("1d1h1m1s", 90061),
             ("1h1h", 7200),
             (" 14d ", 14 * 86400),
+            ("36500d", 36500 * 86400),
+            ("3153600000", 3_153_600_000),
+            ("36499d23h59m60s", 36500 * 86400),
         ] {
             assert_eq!(
                 parse_duration(text),
@@ -153,6 +190,38 @@ mod tests {
     }
 
     #[test]
+    fn durations_beyond_100_years_rejected() {
+        // Each of these once wrapped negative as i64 seconds, overflowed a
+        // u64, or would overflow `Instant + duration`.
+        for text in [
+            "36501d",
+            "36500d1s",
+            "3153600001",
+            "9999999999999999999",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999",
+            "213503982334601d",
+            "5124095576030431h",
+            "307445734561825860m",
+            "9223372036854775807s",
+            "9223372036854775808s",
+            "18446744073709551615s1s",
+            "36500d36500d",
+        ] {
+            let err = parse_duration(text).unwrap_err();
+            assert_eq!(
+                err,
+                format!("invalid duration '{text}': expected at most 36500d (100 years)")
+            );
+        }
+        assert_eq!(secs_i64(MAX_DURATION), 3_153_600_000);
+        assert!(std::time::Instant::now()
+            .checked_add(MAX_DURATION)
+            .is_some());
+    }
+
+    #[test]
     fn sizes_accepted() {
         for (text, bytes) in [
             ("0", 0),
@@ -162,6 +231,9 @@ mod tests {
             ("3m", 3 << 20),
             ("2g", 2 << 30),
             ("2G", 2 << 30),
+            ("8589934591g", 8589934591 << 30),
+            ("8796093022207m", 8796093022207 << 20),
+            ("9007199254740991", 9007199254740991 << 10),
         ] {
             assert_eq!(parse_size(text), Ok(bytes), "{text}");
         }
@@ -181,6 +253,28 @@ mod tests {
         ] {
             let err = parse_size(text).unwrap_err();
             assert!(err.contains(&format!("'{text}'")), "{err}");
+        }
+    }
+
+    #[test]
+    fn sizes_beyond_8_eib_rejected() {
+        // Within u64 after multiplying, but not within i64; or not even u64.
+        for text in [
+            "8589934592g",
+            "17179869184g",
+            "17179869183g",
+            "8796093022208m",
+            "9007199254740992",
+            "9007199254740992k",
+            "18014398509481984b",
+            "18446744073709551615",
+            "18446744073709551616g",
+        ] {
+            let err = parse_size(text).unwrap_err();
+            assert_eq!(
+                err,
+                format!("invalid size '{text}': expected at most 8 EiB (8589934591g)")
+            );
         }
     }
 

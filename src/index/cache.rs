@@ -11,11 +11,10 @@
 
 use std::collections::HashMap;
 use std::fs::Metadata;
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 const MAGIC: &str = "blat-index-cache 1";
 
@@ -175,15 +174,7 @@ impl Cache {
 
     /// Writes the cache atomically (temporary file, then rename).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(".blat-tmp-index-cache-{}", std::process::id()));
-        let result = std::fs::File::create(&tmp)
-            .and_then(|mut f| f.write_all(self.text().as_bytes()))
-            .and_then(|()| std::fs::rename(&tmp, path));
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result.with_context(|| format!("cannot write {}", path.display()))
+        crate::atomic::write(path, self.text().as_bytes())
     }
 }
 

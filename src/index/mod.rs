@@ -395,12 +395,9 @@ impl Scan {
 
     fn write_list(&self, threads: usize) -> Result<Written, WriteError> {
         let dir = dpkg_dir(&self.root);
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        crate::atomic::own_dir(&dir)?;
         let list = dir.join(LIST);
-        let tmp = TempFile(dir.join(format!(".blat-tmp-index-{}", std::process::id())));
-        let file =
-            File::create(&tmp.0).with_context(|| format!("cannot create {}", tmp.0.display()))?;
+        let file = crate::atomic::AtomicFile::create(&list)?;
         let mut old = match &self.cache {
             Some(_) => Some(
                 OldList::open(&list)
@@ -429,11 +426,8 @@ impl Scan {
         let file = out
             .into_inner()
             .map_err(|e| e.into_error())
-            .with_context(|| format!("cannot write {}", tmp.0.display()))?;
-        drop(file);
-        std::fs::rename(&tmp.0, &list)
-            .with_context(|| format!("cannot replace {}", list.display()))?;
-        std::mem::forget(tmp);
+            .with_context(|| format!("cannot write {}", list.display()))?;
+        file.commit()?;
         let meta = std::fs::symlink_metadata(&list)
             .with_context(|| format!("cannot read {}", list.display()))?;
         written.cache.list = Some(Fingerprint::of(&meta));
@@ -594,15 +588,6 @@ enum WriteError {
 impl From<anyhow::Error> for WriteError {
     fn from(e: anyhow::Error) -> WriteError {
         WriteError::Failed(e)
-    }
-}
-
-/// A temporary file removed when dropped (unless forgotten after the rename).
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
     }
 }
 

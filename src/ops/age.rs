@@ -1,4 +1,4 @@
-//! Aging (SPEC §5): removing package-versions that left the current set.
+//! Aging (docs/aging.md): removing package-versions that left the current set.
 //! `blat age` runs it alone on the master, `sync` runs it after its
 //! transfers and PackageList, and `blat age --local` runs it on a target
 //! itself from the PackageList the master sent (method `target`).
@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::sync::Failure;
 use super::{Context, Selection, TargetReport};
-use crate::archive::{Name, PackageVersion, SourceArchive, SourceEntry};
+use crate::archive::{Name, PackageVersion, SourceArchive};
 use crate::config::units::{human_bytes, human_duration};
 use crate::config::{AgingMethod, TargetConfig};
 use crate::current::{self, CurrentSet};
@@ -44,6 +44,9 @@ pub struct AgeOptions {
 #[derive(Clone, Debug)]
 pub struct LocalAgeOptions {
     pub archive: PathBuf,
+    /// The source archive of a master configuration found on this machine,
+    /// if any: `age --local` never runs on it, nor inside or around it.
+    pub master_archive: Option<PathBuf>,
     pub after: Duration,
     pub grace: Duration,
     pub max_delete: usize,
@@ -52,7 +55,7 @@ pub struct LocalAgeOptions {
 }
 
 /// The PackageList the master writes, under `<archive>/.dpkg_archive/`.
-pub const PACKAGELIST: &str = "packagelist.txt";
+pub const PACKAGELIST: &str = crate::packagelist::NAME;
 /// The marks of `age --local`, beside it.
 pub const MARKS_FILE: &str = "blat-age-marks.txt";
 
@@ -254,13 +257,7 @@ impl MarkStore for FileMarks {
         for (pv, t) in marks {
             text.push_str(&format!("{} {} {t}\n", pv.package, pv.version));
         }
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(".blat-tmp-marks-{}", std::process::id()));
-        let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &self.path));
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result.with_context(|| format!("cannot write {}", self.path.display()))
+        crate::atomic::write(&self.path, text.as_bytes())
     }
 }
 
@@ -328,7 +325,9 @@ pub fn decide(
             }
         };
         d.marks.insert(pv.clone(), first_seen);
-        if method == AgingMethod::Immediate || now - first_seen > after.as_secs() as i64 {
+        if method == AgingMethod::Immediate
+            || now.saturating_sub(first_seen) > crate::config::units::secs_i64(after)
+        {
             d.delete.push(pv.clone());
         } else {
             d.waiting += 1;
@@ -361,12 +360,12 @@ impl Ager<'_> {
         now: i64,
     ) -> Result<AgingReport> {
         let method = self.rules.method;
-        if set.is_empty() {
+        if let Some(why) = set.aging_blocked() {
             // A wrong release name or a database that answered nothing must
             // never empty a target; the marks stay as they are, too.
             self.reporter
-                .warn(self.name, "the current set is empty: nothing is aged");
-            return Ok(AgingReport::skipped(method, "the current set is empty"));
+                .warn(self.name, &format!("{why}: nothing is aged"));
+            return Ok(AgingReport::skipped(method, &why));
         }
         let mut report = AgingReport::new(method);
         report.excess = excess.len();
@@ -464,7 +463,7 @@ pub fn after_sync(
     if matches!(method, AgingMethod::None | AgingMethod::Target) {
         return None;
     }
-    let state = match State::open(&ctx.config.state_dir) {
+    let state = match ctx.state() {
         Ok(s) => s,
         Err(e) => {
             let mut r = AgingReport::new(method);
@@ -510,7 +509,7 @@ fn rules(target: &TargetConfig, force: bool) -> Rules {
 /// `blat age` on the master, for each selected archive target.
 pub fn run(ctx: &Context, options: &AgeOptions) -> Result<Outcome> {
     let targets = ctx.select(&options.selection, |t| t.archive().is_some(), "archive")?;
-    let state = State::open(&ctx.config.state_dir)?;
+    let state = ctx.state()?;
     super::for_each_target(ctx, "age", &targets, |ctx, target| {
         age_target(ctx, &state, target, options.force).map(Some)
     })
@@ -587,15 +586,34 @@ pub fn run_local(reporter: &Reporter, options: &LocalAgeOptions) -> Result<Outco
         ))
         .into());
     }
+    if let Some(master) = &options.master_archive {
+        if crate::config::paths_overlap(&archive, master) {
+            return Err(UsageError(format!(
+                "refusing to age {}: it overlaps the source archive {} of this machine's blat configuration (age --local is for a target's archive)",
+                archive.display(),
+                master.display()
+            ))
+            .into());
+        }
+    }
     let place = archive.display().to_string();
     let dpkg = archive.join(".dpkg_archive");
-    let _lock = if options.dry_run {
+    // No PackageList, nothing to do: not even a lock file is created (this
+    // may not be a target at all).
+    if std::fs::symlink_metadata(&dpkg).is_ok_and(|m| m.file_type().is_symlink()) {
+        anyhow::bail!(
+            "{} is a symlink: refused (blat never writes through one)",
+            dpkg.display()
+        );
+    }
+    let has_list = std::fs::symlink_metadata(dpkg.join(PACKAGELIST)).is_ok();
+    let _lock = if options.dry_run || !has_list {
         None
     } else {
         Some(super::index::lock(&archive, "age", &place)?)
     };
     let method = AgingMethod::Target;
-    let report = match read_packagelist(&dpkg.join(PACKAGELIST))? {
+    let report = match crate::packagelist::read(&dpkg.join(PACKAGELIST))? {
         None => {
             reporter.warn(
                 &place,
@@ -659,34 +677,6 @@ pub fn run_local(reporter: &Reporter, options: &LocalAgeOptions) -> Result<Outco
         println!("{}", serde_json::to_string_pretty(&json)?);
     }
     Ok(outcome)
-}
-
-/// The current set as the master wrote it: `None` when there is no
-/// PackageList; an empty set when it lists nothing. A line that is not
-/// `package version` stops the pass: a list we cannot read is no basis
-/// for deleting anything.
-fn read_packagelist(path: &Path) -> Result<Option<CurrentSet>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    let mut set = CurrentSet::default();
-    for (n, line) in text.lines().enumerate() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let pv = match fields.as_slice() {
-            [p, v] => PackageVersion::new(p, v),
-            _ => Err("expected 'package version'".to_string()),
-        }
-        .map_err(|e| anyhow::anyhow!("{}:{}: {e}; nothing is aged", path.display(), n + 1))?;
-        // Only membership matters for aging: what the master's archive held
-        // for it is not known here, and not needed.
-        set.versions.insert(pv, SourceEntry::Missing);
-    }
-    Ok(Some(set))
 }
 
 #[cfg(test)]
@@ -766,28 +756,5 @@ mod tests {
             err.contains(&format!("{}:3: expected", store.path.display())),
             "{err}"
         );
-    }
-
-    #[test]
-    fn packagelist_lines_and_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(PACKAGELIST);
-        assert!(read_packagelist(&path).unwrap().is_none());
-        std::fs::write(&path, "# blat packagelist written x\n# releases: P/R\n").unwrap();
-        assert!(read_packagelist(&path).unwrap().unwrap().is_empty());
-        std::fs::write(&path, "# h\na 1.0\nb 2\n").unwrap();
-        let set = read_packagelist(&path).unwrap().unwrap();
-        assert_eq!(
-            set.versions.keys().cloned().collect::<Vec<_>>(),
-            vec![pv("a", "1.0"), pv("b", "2")]
-        );
-        for bad in ["a\n", "a 1 x\n", "../etc 1\n"] {
-            std::fs::write(&path, format!("ok 1\n{bad}")).unwrap();
-            let err = format!("{:#}", read_packagelist(&path).unwrap_err());
-            assert!(
-                err.contains(&format!("{}:2: ", path.display())) && err.contains("nothing is aged"),
-                "{err}"
-            );
-        }
     }
 }

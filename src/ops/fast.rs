@@ -1,5 +1,5 @@
 //! `blat fast`: consume tags, so a released package reaches its targets in
-//! seconds instead of at the next full sync (SPEC §1 Tags, §2).
+//! seconds instead of at the next full sync (docs/archive.md, Tags).
 //!
 //! Each selected archive target gets its own thread for the whole run, so a
 //! slow or unreachable target never delays the others. A thread holds the
@@ -24,12 +24,11 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::tag;
-use super::{CommandReport, Context, Frame, Selection, TargetReport};
+use super::{CommandReport, Context, Frame, LockKind, Selection, TargetReport};
 use crate::archive::{past_grace, Alias, Name, PackageVersion, SourceArchive, SourceEntry};
 use crate::config::units::human_bytes;
 use crate::config::{ArchiveTarget, Config, TargetConfig};
 use crate::error::{outcome_of, LockHeld, Outcome, UsageError};
-use crate::lock::TargetLock;
 use crate::report::Reporter;
 use crate::state::State;
 use crate::target::{self, dryrun::DryRun, Target};
@@ -135,7 +134,10 @@ pub fn run(ctx: &Context, options: &FastOptions) -> Result<Outcome> {
         // their own connection, never race to migrate a new state file.
         State::open(&ctx.config.state_dir)?;
     }
-    let deadline = Instant::now() + options.watch.unwrap_or_default();
+    // --watch is at most 100 years (units::MAX_DURATION): this cannot fail.
+    let deadline = Instant::now()
+        .checked_add(options.watch.unwrap_or_default())
+        .ok_or_else(|| UsageError("--watch: too long".into()))?;
     let (config, reporter, dry_run) = (&ctx.config, &ctx.reporter, ctx.dry_run);
     let frames: Vec<Frame<FastReport>> = std::thread::scope(|scope| {
         let handles: Vec<_> = targets
@@ -225,7 +227,7 @@ fn run_target(
         report,
     };
     let _watch_lock = loop {
-        match TargetLock::acquire_watch(&config.state_dir, &target.name) {
+        match super::take_lock(config, reporter, dry_run, &target.name, LockKind::Watch) {
             Ok(lock) => break lock,
             // Under --watch, wait for the previous run (cron's last minute)
             // to finish instead of leaving the target unwatched.
@@ -359,7 +361,13 @@ impl<'a> Poller<'a> {
             self.report.kept.clear();
             return Ok(());
         }
-        let _lock = match TargetLock::acquire(&self.config.state_dir, &self.target.name) {
+        let _lock = match super::take_lock(
+            self.config,
+            self.reporter,
+            self.dry_run,
+            &self.target.name,
+            LockKind::Target,
+        ) {
             Ok(lock) => lock,
             Err(e) if e.downcast_ref::<LockHeld>().is_some() => {
                 if !self.report.busy {
@@ -374,6 +382,9 @@ impl<'a> Poller<'a> {
             Err(e) => return Err(e),
         };
         self.report.busy = false;
+        // Without the archive every tag would look like a missing package
+        // and use up its retries: fail the run instead, tags untouched.
+        self.source.check()?;
         let present: BTreeSet<String> = names
             .iter()
             .filter_map(|n| n.to_str().map(String::from))
@@ -608,7 +619,8 @@ impl<'a> Poller<'a> {
 
     /// Leaves a tag whose source is still being written for a later poll.
     fn keep(&mut self, tag: &str, pv: &PackageVersion, since: i64) {
-        let until = since + self.target.writable_grace.as_secs() as i64;
+        let until =
+            since.saturating_add(crate::config::units::secs_i64(self.target.writable_grace));
         let reason = format!(
             "{pv} is still writable (since {}); sent once it is read-only or after {}",
             crate::clock::rfc3339(since),

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::config::{Config, TargetConfig};
 use crate::error::{outcome_of, Outcome, UsageError};
-use crate::lock::TargetLock;
+use crate::lock::{Probe, TargetLock};
 use crate::release::{self, ReleaseSource};
 use crate::report::Reporter;
 use crate::state::State;
@@ -47,6 +47,25 @@ impl Context {
             dry_run,
             source: RefCell::new(None),
         }
+    }
+
+    /// The state file: read-only under `--dry-run` (nothing is created,
+    /// nothing written; a missing file is an empty state).
+    pub fn state(&self) -> Result<State> {
+        State::open_for(&self.config.state_dir, self.dry_run)
+    }
+
+    /// The target lock for a pass. Under `--dry-run` it creates nothing: an
+    /// existing lock file is taken (a held lock still refuses the dry run),
+    /// a missing one means no run holds it, an unreadable one is a warning.
+    pub fn lock(&self, target: &str) -> Result<Option<TargetLock>> {
+        take_lock(
+            &self.config,
+            &self.reporter,
+            self.dry_run,
+            target,
+            LockKind::Target,
+        )
     }
 
     /// The release source, opened on first use and shared by all targets.
@@ -112,6 +131,43 @@ impl Context {
     }
 }
 
+/// Which lock of a target.
+#[derive(Clone, Copy, Debug)]
+pub enum LockKind {
+    /// `<target>.lock`: every pass on the target.
+    Target,
+    /// `<target>.watch`: one tag watcher (`blat fast`).
+    Watch,
+}
+
+/// Takes a lock of `target`; see [`Context::lock`] for `--dry-run`.
+pub fn take_lock(
+    config: &Config,
+    reporter: &Reporter,
+    dry_run: bool,
+    target: &str,
+    kind: LockKind,
+) -> Result<Option<TargetLock>> {
+    let dir = &config.state_dir;
+    let probe = match (dry_run, kind) {
+        (false, LockKind::Target) => return TargetLock::acquire(dir, target).map(Some),
+        (false, LockKind::Watch) => return TargetLock::acquire_watch(dir, target).map(Some),
+        (true, LockKind::Target) => TargetLock::probe(dir, target)?,
+        (true, LockKind::Watch) => TargetLock::probe_watch(dir, target)?,
+    };
+    Ok(match probe {
+        Probe::Held(lock) => Some(lock),
+        Probe::Free => None,
+        Probe::Unknown(why) => {
+            reporter.warn(
+                target,
+                &format!("{why}; going on without the lock (a dry run changes nothing)"),
+            );
+            None
+        }
+    })
+}
+
 /// What one target's pass reports.
 pub trait TargetReport: Serialize {
     fn outcome(&self) -> Outcome;
@@ -149,7 +205,7 @@ pub fn for_each_target<R: TargetReport>(
     targets: &[TargetConfig],
     mut pass: impl FnMut(&Context, &TargetConfig) -> Result<Option<R>>,
 ) -> Result<Outcome> {
-    let state = State::open(&ctx.config.state_dir)?;
+    let state = ctx.state()?;
     let mut frames = Vec::new();
     for target in targets {
         let frame = run_one(ctx, &state, command, target, &mut pass);
@@ -202,7 +258,7 @@ fn run_one<R: TargetReport>(
         error,
         report,
     };
-    let _lock = match TargetLock::acquire(&ctx.config.state_dir, &target.name) {
+    let _lock = match ctx.lock(&target.name) {
         Ok(lock) => lock,
         Err(e) => return frame(outcome_of(&e), Some(format!("{e:#}")), None),
     };

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use super::{tag, Context, Selection};
@@ -51,7 +51,9 @@ pub fn run(ctx: &Context, options: &StatusOptions) -> Result<Outcome> {
         options.selection.clone()
     };
     let targets = ctx.select(&selection, |_| true, "")?;
-    let state = State::open(&ctx.config.state_dir)?;
+    // Reads only: a user who may only read state_dir can run it, and a
+    // missing state file (no run yet) creates nothing.
+    let state = State::open_read_only(&ctx.config.state_dir)?;
     let statuses = targets
         .iter()
         .map(|t| target_status(&state, &ctx.config.tag_dir, t))
@@ -62,6 +64,12 @@ pub fn run(ctx: &Context, options: &StatusOptions) -> Result<Outcome> {
     if ctx.reporter.json() {
         println!("{}", serde_json::to_string_pretty(&statuses)?);
     } else {
+        if !state.recorded() {
+            println!(
+                "no runs recorded: no state file {}",
+                ctx.config.state_dir.join("blat.db").display()
+            );
+        }
         print!("{}", text(&statuses));
     }
     Ok(Outcome::Done)
@@ -69,7 +77,7 @@ pub fn run(ctx: &Context, options: &StatusOptions) -> Result<Outcome> {
 
 fn target_status(state: &State, tag_dir: &Path, target: &TargetConfig) -> Result<TargetStatus> {
     let dir = tag_dir.join(&target.name);
-    let after = target.aging.after.as_secs() as i64;
+    let after = crate::config::units::secs_i64(target.aging.after);
     let master = target.aging.method == AgingMethod::Master;
     Ok(TargetStatus {
         target: target.name.clone(),
@@ -90,7 +98,7 @@ fn target_status(state: &State, tag_dir: &Path, target: &TargetConfig) -> Result
                 package,
                 version,
                 since,
-                due: master.then_some(since + after),
+                due: master.then_some(since.saturating_add(after)),
             })
             .collect(),
         last_error: state.last_error(&target.name)?,
@@ -219,17 +227,5 @@ pub fn metrics(statuses: &[TargetStatus]) -> String {
 
 /// Written beside and renamed over, so the collector never reads half a file.
 fn write_metrics(path: &Path, statuses: &[TargetStatus]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let temp = dir.join(format!(
-        ".{}.blat-tmp-{}",
-        path.file_name()
-            .map_or("metrics".into(), |n| n.to_string_lossy()),
-        std::process::id()
-    ));
-    std::fs::write(&temp, metrics(statuses))
-        .with_context(|| format!("cannot write {}", temp.display()))?;
-    std::fs::rename(&temp, path).with_context(|| format!("cannot write {}", path.display()))
+    crate::atomic::write(path, metrics(statuses).as_bytes())
 }

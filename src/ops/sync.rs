@@ -2,7 +2,7 @@
 //! missing or differs, create or repoint aliases once their version is there,
 //! write the PackageList, then age as configured.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -46,6 +46,9 @@ pub struct SyncReport {
     pub linked: Vec<Alias>,
     pub excess: usize,
     pub leftovers_removed: usize,
+    /// What went wrong without failing the pass (leftovers that stayed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub packagelist: bool,
     /// What aging did after the PackageList (methods `immediate`, `master`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -96,13 +99,16 @@ impl TargetReport for SyncReport {
         } else {
             "packagelist not written".into()
         });
+        if !self.warnings.is_empty() {
+            parts.push("leftover temporaries not removed".into());
+        }
         format!("{} in {:.1}s", parts.join(", "), self.seconds)
     }
 }
 
 pub fn run(ctx: &Context, options: &SyncOptions) -> Result<Outcome> {
     let targets = ctx.select(&options.selection, |t| t.archive().is_some(), "archive")?;
-    let state = State::open(&ctx.config.state_dir)?;
+    let state = ctx.state()?;
     super::for_each_target(ctx, "sync", &targets, |ctx, target| {
         if options.due && !is_due(&state, target)? {
             return Ok(None);
@@ -114,7 +120,10 @@ pub fn run(ctx: &Context, options: &SyncOptions) -> Result<Outcome> {
 fn is_due(state: &State, target: &TargetConfig) -> Result<bool> {
     Ok(match state.last_success(&target.name, "sync")? {
         None => true,
-        Some(last) => crate::clock::now() - last >= target.sync_interval.as_secs() as i64,
+        Some(last) => {
+            crate::clock::now().saturating_sub(last)
+                >= crate::config::units::secs_i64(target.sync_interval)
+        }
     })
 }
 
@@ -141,12 +150,23 @@ fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<Sync
     };
     let listing = dest.list()?;
     // The listing shows leftovers of interrupted runs; only then is gc run.
+    // Housekeeping only: a leftover that cannot be removed (a file system
+    // gone read-only, foreign permissions) is a warning, the sync goes on.
     if !listing.leftovers.is_empty() {
-        let removed = dest.gc()?;
-        report.leftovers_removed = removed.len();
-        for l in &removed {
-            ctx.reporter
-                .detail(&target.name, &format!("removed leftover {l}"));
+        match dest.gc() {
+            Ok(removed) => {
+                report.leftovers_removed = removed.len();
+                for l in &removed {
+                    ctx.reporter
+                        .detail(&target.name, &format!("removed leftover {l}"));
+                }
+            }
+            Err(e) => {
+                let warning =
+                    format!("leftover temporaries not removed (the next sync tries again): {e:#}");
+                ctx.reporter.warn(&target.name, &warning);
+                report.warnings.push(warning);
+            }
         }
     }
     for bad in &listing.rejected {
@@ -183,10 +203,15 @@ fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<Sync
     link_aliases(ctx, target, dest.as_ref(), &plan, &present, &mut report);
     match write_packagelist(dest.as_ref(), &set, now) {
         Ok(()) => report.packagelist = true,
-        Err(e) => report.failed.push(Failure {
-            item: "packagelist".into(),
-            error: format!("{e:#}"),
-        }),
+        Err(e) => {
+            let error = format!("{e:#}");
+            ctx.reporter
+                .error(&target.name, &format!("packagelist: {error}"));
+            report.failed.push(Failure {
+                item: "packagelist".into(),
+                error,
+            })
+        }
     }
     if let Some(aging) = super::age::after_sync(
         ctx,
@@ -303,76 +328,81 @@ pub fn send_packages(
         compression,
         ..archive_cfg.clone()
     };
-    let queue: Mutex<VecDeque<PackageVersion>> = Mutex::new(pvs.iter().cloned().collect());
-    let free = Mutex::new(free);
-    let results: Mutex<Vec<Sent>> = Mutex::new(Vec::new());
     let progress = reporter.transfer(&target.name, pvs.len());
-    let workers = archive_cfg.parallel.min(pvs.len()).max(1);
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                worker(
-                    reporter,
-                    target,
-                    archive_cfg,
-                    source,
-                    dest,
-                    &queue,
-                    &free,
-                    &results,
-                    &progress,
-                )
-            });
-        }
+    let sender = Sender {
+        reporter,
+        target,
+        archive_cfg,
+        source,
+        dest,
+        free: Mutex::new(free),
+        progress: &progress,
+    };
+    let mut results = crate::exec::drain(pvs.iter().cloned(), archive_cfg.parallel, |queue| {
+        sender.work(queue)
     });
     progress.finish();
-    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
     results.sort_by(|a, b| a.0.cmp(&b.0));
     results
 }
 
-#[allow(clippy::too_many_arguments)]
-fn worker(
-    reporter: &crate::report::Reporter,
-    target: &TargetConfig,
-    archive_cfg: &ArchiveTarget,
-    source: &SourceArchive,
-    dest: &dyn Target,
-    queue: &Mutex<VecDeque<PackageVersion>>,
-    free: &Mutex<Option<u64>>,
-    results: &Mutex<Vec<Sent>>,
-    progress: &TransferProgress,
-) {
-    let record = |pv: PackageVersion, bytes: u64, r: Result<(), String>| {
-        results
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((pv, bytes, r));
-    };
-    loop {
-        // Fill a batch: scan each package (one walk) as it is taken.
+/// What the send workers share.
+struct Sender<'a> {
+    reporter: &'a crate::report::Reporter,
+    target: &'a TargetConfig,
+    archive_cfg: &'a ArchiveTarget,
+    source: &'a SourceArchive,
+    dest: &'a dyn Target,
+    /// The target's free space as we estimate it, when `min_free` is set.
+    free: Mutex<Option<u64>>,
+    progress: &'a TransferProgress<'a>,
+}
+
+impl Sender<'_> {
+    /// One worker: fills a batch from the queue, streams it, until the
+    /// queue is empty.
+    fn work(&self, queue: &crate::exec::Queue<PackageVersion>) -> Vec<Sent> {
+        let mut results = Vec::new();
+        loop {
+            let batch = self.fill_batch(queue, &mut results);
+            if batch.is_empty() {
+                return results;
+            }
+            self.send_batch(&batch, &mut results);
+        }
+    }
+
+    /// Takes packages until the batch is full, scanning each (one walk) as
+    /// it is taken; a package that cannot be scanned or would break
+    /// `min_free` fails alone.
+    fn fill_batch(
+        &self,
+        queue: &crate::exec::Queue<PackageVersion>,
+        results: &mut Vec<Sent>,
+    ) -> Vec<Outgoing> {
         let mut batch: Vec<Outgoing> = Vec::new();
         let mut batch_bytes = 0;
         while batch.len() < BATCH_PACKAGES && batch_bytes < BATCH_BYTES {
-            let Some(pv) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else {
+            let Some(pv) = queue.next() else {
                 break;
             };
-            let outgoing = match pack::scan(source, &pv) {
+            let outgoing = match pack::scan(self.source, &pv) {
                 Ok(o) => o,
                 Err(e) => {
-                    record(pv, 0, Err(format!("{e:#}")));
+                    results.push((pv, 0, Err(format!("{e:#}"))));
                     continue;
                 }
             };
-            if let Some(avail) = free.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-                if avail.saturating_sub(outgoing.bytes) < archive_cfg.min_free {
+            let min_free = self.archive_cfg.min_free;
+            if let Some(avail) = self.free.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                if avail.saturating_sub(outgoing.bytes) < min_free {
                     let msg = format!(
                         "not sent: {} would leave less than min_free {} free on the target ({} free)",
                         human_bytes(outgoing.bytes),
-                        human_bytes(archive_cfg.min_free),
+                        human_bytes(min_free),
                         human_bytes(*avail)
                     );
-                    record(pv, 0, Err(msg));
+                    results.push((pv, 0, Err(msg)));
                     continue;
                 }
                 *avail -= outgoing.bytes;
@@ -380,13 +410,18 @@ fn worker(
             batch_bytes += outgoing.bytes;
             batch.push(outgoing);
         }
-        if batch.is_empty() {
-            return;
-        }
+        batch
+    }
+
+    /// Streams one batch into one receiver run.
+    fn send_batch(&self, batch: &[Outgoing], results: &mut Vec<Sent>) {
         let sizes: Vec<(PackageVersion, u64)> =
             batch.iter().map(|o| (o.pv.clone(), o.bytes)).collect();
-        let add = |n: u64| progress.add_bytes(n);
-        match dest.receive(source, &batch, archive_cfg.compression, &add) {
+        let add = |n: u64| self.progress.add_bytes(n);
+        match self
+            .dest
+            .receive(self.source, batch, self.archive_cfg.compression, &add)
+        {
             Ok(received) => {
                 for r in received {
                     let bytes = sizes
@@ -394,19 +429,19 @@ fn worker(
                         .find(|(pv, _)| *pv == r.pv)
                         .map_or(0, |(_, b)| *b);
                     if r.result.is_ok() {
-                        reporter.detail(
-                            &target.name,
+                        self.reporter.detail(
+                            &self.target.name,
                             &format!("sent {} ({})", r.pv, human_bytes(bytes)),
                         );
                     }
-                    progress.package_done();
-                    record(r.pv, bytes, r.result);
+                    self.progress.package_done();
+                    results.push((r.pv, bytes, r.result));
                 }
             }
             Err(e) => {
                 let msg = format!("{e:#}");
                 for (pv, _) in sizes {
-                    record(pv, 0, Err(msg.clone()));
+                    results.push((pv, 0, Err(msg.clone())));
                 }
             }
         }
@@ -479,22 +514,9 @@ fn link_aliases(
     }
 }
 
-/// The PackageList: a `#` header with the time and releases, then one
-/// `package version` a line, sorted.
-pub fn packagelist_text(set: &CurrentSet, now: i64) -> String {
-    let mut text = format!(
-        "# blat packagelist written {}\n",
-        crate::clock::rfc3339(now)
-    );
-    let releases: Vec<String> = set.releases.iter().map(|r| r.to_string()).collect();
-    text.push_str(&format!("# releases: {}\n", releases.join(" ")));
-    for line in set.package_list() {
-        text.push_str(&line);
-        text.push('\n');
-    }
-    text
-}
-
 pub fn write_packagelist(dest: &dyn Target, set: &CurrentSet, now: i64) -> Result<()> {
-    dest.put("packagelist.txt", packagelist_text(set, now).as_bytes())
+    dest.put(
+        crate::packagelist::NAME,
+        crate::packagelist::text(set, now).as_bytes(),
+    )
 }

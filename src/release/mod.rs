@@ -47,7 +47,7 @@ pub fn open(config: &Config) -> Result<Box<dyn ReleaseSource>> {
 #[cfg(feature = "odbc")]
 pub mod odbc;
 
-/// The package-versions of one release, every name validated (SPEC §1): a bad
+/// The package-versions of one release, every name validated (docs/archive.md): a bad
 /// row fails the whole release, naming the row.
 pub fn release_content(
     source: &mut dyn ReleaseSource,

@@ -1,5 +1,5 @@
 //! The Release Manager in any SQL database with an ODBC driver (cargo feature
-//! `odbc`, odbc-api over unixODBC): the reference schema by default (SPEC §1),
+//! `odbc`, odbc-api over unixODBC): the reference schema by default (docs/archive.md),
 //! site-specific SQL per query under `[release_manager.queries]`.
 //!
 //! Results come back in blocks of [`BATCH_ROWS`] rows into columnar text
@@ -27,7 +27,7 @@ use crate::error::UsageError;
 pub const BATCH_ROWS: usize = 4096;
 
 /// The longest value fetched, in bytes. Valid names have at most 255 ASCII
-/// characters (SPEC §1); a longer value is refused instead of being truncated
+/// characters (docs/archive.md); a longer value is refused instead of being truncated
 /// into something that might look valid.
 pub const MAX_VALUE_BYTES: usize = 512;
 

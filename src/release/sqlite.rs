@@ -1,5 +1,5 @@
 //! The Release Manager in a SQLite database with the reference schema
-//! (SPEC §1). A path ending in `.sql` is executed into an in-memory database
+//! (docs/archive.md). A path ending in `.sql` is executed into an in-memory database
 //! at each run instead: the bundled example and test fixtures use that.
 
 use std::path::Path;

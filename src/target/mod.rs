@@ -1,5 +1,5 @@
 //! Archive targets: remote (SSH) or local copies of the archive, all driven
-//! through the same receiver protocol (`receiver/PROTOCOL.md`).
+//! through the same receiver protocol (`docs/protocol.md`).
 //!
 //! [`Target`] is the contract every transport meets; the shared suite in
 //! `tests/target_suite.rs` runs it against each one. Transports only know how
@@ -25,6 +25,12 @@ use crate::config::{Compression, Config, TargetConfig, Transport as TransportCon
 pub struct Listing {
     /// Package-version → descpkg mtime (whole seconds).
     pub versions: BTreeMap<PackageVersion, i64>,
+    /// Package-version → when it arrived on the target (the descpkg's ctime
+    /// there, epoch seconds), for the receivers that report it. Aging keeps
+    /// a package-version that arrived less than `writable_grace` ago, even
+    /// with an old descpkg mtime (`fast` may send it before the Release
+    /// Manager lists it).
+    pub arrived: BTreeMap<PackageVersion, i64>,
     /// Aliases as found (their version may be missing on the target).
     pub aliases: Vec<Alias>,
     /// Lines with names that fail validation: reported, never used.

@@ -78,6 +78,9 @@ fn walk(root: &Path, rel: &Path, out: &mut Vec<PackEntry>) -> Result<()> {
                 path.display()
             );
         }
+        if ft.is_file() && !readable(&path) {
+            bail!("{}: cannot read it (permission denied)", path.display());
+        }
         let is_dir = ft.is_dir();
         out.push(PackEntry {
             rel: rel.clone(),
@@ -90,9 +93,22 @@ fn walk(root: &Path, rel: &Path, out: &mut Vec<PackEntry>) -> Result<()> {
     Ok(())
 }
 
-/// The tar name of a package-version's temporary directory on the target.
-pub fn temp_name(pv: &PackageVersion, token: &str) -> String {
-    format!("{}/.blat-tmp-{token}-{}", pv.package, pv.version)
+/// True when this process may read `path`: checked while scanning, so that
+/// an unreadable file fails its own package before the batch's stream starts.
+fn readable(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    unsafe { libc::access(c.as_ptr(), libc::R_OK) == 0 }
+}
+
+/// The tar name of the directory of entry `index` of a batch (receiver
+/// protocol, `receive`): short whatever the version's length, so that the
+/// receiver's temporary names fit the file system's name limit.
+pub fn member_name(pv: &PackageVersion, token: &str, index: usize) -> String {
+    format!("{}/.blat-tmp-{token}-{index}", pv.package)
 }
 
 /// Writes the batch as one tar stream (compressed as asked) into `out`.
@@ -225,10 +241,10 @@ fn write_tar(
 ) -> Result<()> {
     let mut builder = tar::Builder::new(out);
     builder.follow_symlinks(false);
-    for outgoing in batch {
+    for (index, outgoing) in batch.iter().enumerate() {
         let entries = &outgoing.entries;
         let root = archive.version_dir(&outgoing.pv);
-        let base = PathBuf::from(temp_name(&outgoing.pv, token));
+        let base = PathBuf::from(member_name(&outgoing.pv, token, index));
         for entry in entries {
             let name = if entry.rel.as_os_str().is_empty() {
                 base.clone()
@@ -253,8 +269,12 @@ fn write_tar(
                     .append_data(&mut header, &name, io::empty())
                     .with_context(|| format!("cannot pack {}", path.display()))?;
             } else {
-                let file =
-                    File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+                // A file that became unreadable after the scan is left out:
+                // the receiver's count check then fails its package alone
+                // instead of the whole batch's stream.
+                let Ok(file) = File::open(&path) else {
+                    continue;
+                };
                 let len = entry.meta.len();
                 builder
                     .append_data(&mut header, &name, io::Read::take(file, len))

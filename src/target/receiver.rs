@@ -1,4 +1,4 @@
-//! The receiver protocol (`receiver/PROTOCOL.md`) spoken over any
+//! The receiver protocol (`docs/protocol.md`) spoken over any
 //! [`Transport`]: arguments out, tab-separated records back, every name in
 //! them validated before use.
 
@@ -51,26 +51,33 @@ fn check(out: &RunOutput, command: &str) -> Result<()> {
 
 /// A random token for this transfer's temporary names.
 fn token() -> String {
-    use rand::Rng;
-    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..12)
-        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
-        .collect()
+    crate::atomic::token(12)
 }
 
 /// Parses `list`/`stat` output; lines with invalid names are kept aside.
+/// A `V` line has the descpkg mtime and, from newer receivers, a fifth
+/// field: the descpkg's ctime on the target (its arrival).
 pub fn parse_listing(text: &str) -> Listing {
     let mut listing = Listing::default();
     for line in text.lines().filter(|l| !l.is_empty()) {
         let fields: Vec<&str> = line.split('\t').collect();
         let parsed = match fields.as_slice() {
-            ["V", package, version, mtime] => PackageVersion::new(package, version)
-                .ok()
-                .zip(mtime.parse::<i64>().ok())
-                .map(|(pv, m)| {
-                    listing.versions.insert(pv, m);
-                }),
+            ["V", package, version, mtime, arrived @ ..] if arrived.len() <= 1 => {
+                let arrived = match arrived.first() {
+                    None => Some(None),
+                    Some(a) => a.parse::<i64>().ok().map(Some),
+                };
+                PackageVersion::new(package, version)
+                    .ok()
+                    .zip(mtime.parse::<i64>().ok())
+                    .zip(arrived)
+                    .map(|((pv, m), a)| {
+                        if let Some(a) = a {
+                            listing.arrived.insert(pv.clone(), a);
+                        }
+                        listing.versions.insert(pv, m);
+                    })
+            }
             ["L", path] => {
                 listing.leftovers.push(path.to_string());
                 Some(())
@@ -78,7 +85,10 @@ pub fn parse_listing(text: &str) -> Listing {
             ["A", package, alias, target] => Name::new(package)
                 .ok()
                 .zip(Name::new(alias).ok())
-                .zip(alias_target(std::path::Path::new(target)).ok())
+                .and_then(|(package, alias)| {
+                    let version = alias_target(&package, std::path::Path::new(target)).ok()?;
+                    Some(((package, alias), version))
+                })
                 .map(|((package, alias), version)| {
                     listing.aliases.push(Alias {
                         package,
@@ -260,5 +270,25 @@ mod tests {
         assert_eq!(l.aliases.len(), 1);
         assert_eq!(l.aliases[0].version.as_str(), "1.0");
         assert_eq!(l.rejected.len(), 3);
+        assert!(l.arrived.is_empty(), "old receivers report no arrival");
+    }
+
+    #[test]
+    fn listing_takes_an_optional_arrival_time() {
+        let l = parse_listing(
+            "V\tp\t1.0\t1700000000\t1700000500\nV\tq\t2\t1700000000\nV\tr\t1\t5\tsoon\nV\ts\t1\t5\t6\t7\nV\tt\t1\t5\t\n",
+        );
+        let pv = |p: &str, v: &str| PackageVersion::new(p, v).unwrap();
+        assert_eq!(
+            l.versions.keys().cloned().collect::<Vec<_>>(),
+            [pv("p", "1.0"), pv("q", "2")]
+        );
+        assert_eq!(l.versions[&pv("p", "1.0")], 1_700_000_000);
+        assert_eq!(
+            l.arrived,
+            std::collections::BTreeMap::from([(pv("p", "1.0"), 1_700_000_500)])
+        );
+        // A bad arrival, six fields, or an empty fifth field: the line is refused.
+        assert_eq!(l.rejected.len(), 3, "{:?}", l.rejected);
     }
 }

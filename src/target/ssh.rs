@@ -49,8 +49,10 @@ SSH targets (transport = \"ssh\", the default):
   In ~pkgadmin/.ssh/authorized_keys, restricted to the receiver:
     restrict,command=\"/home/pkgadmin/.blat/blat-receiver\" ssh-ed25519 AAAA... blat@master
   blat installs and updates ~/.blat/blat-receiver itself (a restricted key can only update it:
-  copy receiver/blat-receiver there once). Host keys are always checked; an unknown or changed
-  key stops the target. connect_timeout (15s) and io_timeout (60s) bound every wait.";
+  copy receiver/blat-receiver there once, into a ~pkgadmin/.blat that pkgadmin owns, or no
+  update can replace it: install -d -o pkgadmin -m 755 ~pkgadmin/.blat, then
+  install -o pkgadmin -m 755 receiver/blat-receiver ~pkgadmin/.blat/). Host keys are always
+  checked; an unknown or changed key stops the target. connect_timeout (15s) and io_timeout (60s) bound every wait.";
 
 /// libssh2 error codes that get their own message.
 const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
@@ -258,10 +260,10 @@ impl SshTransport {
             }
         }
         if found.is_none() || !why.is_empty() {
-            let tmp = "~/.blat/.blat-tmp-receiver-$$";
+            // mktemp: an unpredictable name, created exclusively.
             let script = format!(
-                "umask 022 && mkdir -p ~/.blat && cat > {tmp} && chmod 755 {tmp} && mv -f {tmp} {RECEIVER_PATH} || \
-                 {{ rm -f {tmp}; exit 1; }}"
+                "umask 022 && mkdir -p ~/.blat && tmp=$(mktemp ~/.blat/.blat-tmp-$$-receiver-XXXXXXXX) && \
+                 {{ cat > \"$tmp\" && chmod 755 \"$tmp\" && mv -f \"$tmp\" {RECEIVER_PATH} || {{ rm -f \"$tmp\"; exit 1; }}; }}"
             );
             let out = self.exec(session, &script, Some(&mut feed))?;
             if out.status != 0 {

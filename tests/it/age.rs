@@ -1,4 +1,4 @@
-//! Aging end to end (SPEC §5): `immediate` inside `sync`, `master` marks
+//! Aging end to end (docs/aging.md): `immediate` inside `sync`, `master` marks
 //! and deletes after `after`, `blat age --local` on a target with no
 //! configuration, and every guard: empty current set, release source
 //! errors, pins, aliases, young packages, max_delete, --dry-run.
@@ -208,6 +208,63 @@ fn an_empty_current_set_deletes_nothing_and_keeps_the_marks() {
         assert!(on_target(&w, pv), "{pv} deleted with an empty current set");
     }
     assert_eq!(marks(&w).len(), 3, "marks untouched");
+}
+
+/// The guard judges what the Release Manager answered, per release and
+/// project, not the set after pins: a release that answers no rows while
+/// pins keep the set non-empty deletes nothing (it used to delete all but
+/// the pins), on the master and, through the PackageList, on the target.
+#[test]
+fn pins_never_make_an_empty_answer_look_like_a_current_set() {
+    for (config, unanswered) in [
+        ("releases = [\"P/R1\"]", "release P/R1"),
+        ("releases = [\"P/R1\", \"P/R2\"]", "release P/R2"),
+        ("projects = [\"P\"]", "project P"),
+    ] {
+        let w = world("method = \"immediate\"");
+        // R1 answers nothing (or R2 does, or P has no open release).
+        match unanswered {
+            "release P/R1" => w.write_rm(&[("P/R1", "open", 0, &[])]),
+            "release P/R2" => {
+                w.write_rm(&[("P/R1", "open", 0, &["a/1"]), ("P/R2", "open", 0, &[])])
+            }
+            _ => w.write_rm(&[("P/R1", "closed", 0, &["a/1"])]),
+        }
+        w.local_target(
+            "t",
+            &format!("{config}\npackages = [\"p/1\", \"j/cur\"]\nwritable_grace = \"1h\"\n[aging]\nmethod = \"immediate\"\n"),
+        );
+        for args in [
+            &["sync", "--target", "t", "--json"][..],
+            &["age", "--target", "t", "--json"][..],
+        ] {
+            let out = at(&w, NOW + 30 * DAY, args);
+            assert_exit(&out, 0);
+            let want =
+                format!("the Release Manager answered nothing for {unanswered}: nothing is aged");
+            assert!(stderr(&out).contains(&want), "{config}: {}", stderr(&out));
+        }
+        for pv in ["a/1", "b/1", "c/1", "d/1", "y/1", "p/1", "j/1"] {
+            assert!(on_target(&w, pv), "{config}: {pv} deleted");
+        }
+        // The PackageList says so, and age --local on the target obeys it.
+        let list =
+            fs::read_to_string(w.target_dir("t").join(".dpkg_archive/packagelist.txt")).unwrap();
+        assert!(
+            list.contains(&format!("# unanswered: {unanswered}\n")),
+            "{list}"
+        );
+        let out = local(&w, NOW + 30 * DAY, &["--after", "0s"]);
+        assert_exit(&out, 0);
+        assert!(
+            stderr(&out).contains("answered nothing"),
+            "{}",
+            stderr(&out)
+        );
+        for pv in ["a/1", "b/1", "c/1", "d/1", "y/1", "p/1", "j/1"] {
+            assert!(on_target(&w, pv), "{config}: age --local deleted {pv}");
+        }
+    }
 }
 
 #[test]
@@ -480,4 +537,54 @@ fn age_local_takes_its_lock() {
     let busy = format!("{} (blat age) is busy", w.target_dir("t").display());
     assert!(stderr(&out).contains(&busy), "{}", stderr(&out));
     assert!(on_target(&w, "b/1"));
+}
+
+/// Needs a receiver whose `list` gives each version's arrival (the
+/// descpkg's ctime on the target) as a fifth field of its `V` lines.
+#[test]
+fn a_package_fast_sent_before_the_release_lists_it_is_young_for_the_grace() {
+    // Built long ago (descpkg mtime T0), released to the target today by
+    // fast, before the Release Manager lists it: aging must leave it for
+    // writable_grace after it arrived, whatever its descpkg mtime says.
+    let w = World::new();
+    w.release("a", "1", T0);
+    w.release("hot", "1", T0 + 5);
+    w.write_global("");
+    w.write_rm(&[("P/R1", "open", 0, &["a/1"])]);
+    w.local_target(
+        "t",
+        "releases = [\"P/R1\"]\nwritable_grace = \"1h\"\n[aging]\nmethod = \"immediate\"\n",
+    );
+    assert_exit(&w.blat(&["tag", "hot", "1", "--target", "t"]), 0);
+    assert_exit(&w.blat(&["fast", "--target", "t"]), 0);
+    assert!(on_target(&w, "hot/1"), "fast sent it");
+    let now = blat::clock::now();
+
+    let out = w.blat(&["sync", "--target", "t", "--json"]);
+    assert_exit(&out, 0);
+    let r = report(&out);
+    assert!(pvs(&r["aging"]["deleted"]).is_empty(), "{r}");
+    assert!(
+        on_target(&w, "hot/1"),
+        "deleted within the grace of its arrival"
+    );
+    let out = w.blat(&["age", "--target", "t", "--json"]);
+    assert_exit(&out, 0);
+    assert!(on_target(&w, "hot/1"));
+    // On the target itself (age --local lists through the same receiver).
+    let out = local(&w, now + 60, &["--after", "0s", "--grace", "1h", "--json"]);
+    assert_exit(&out, 0);
+    let r = json(&out)["report"].clone();
+    assert!(pvs(&r["marked"]).is_empty(), "{r}");
+    assert_eq!(r["excess"], 0, "{r}");
+
+    // Once the grace since its arrival is over, it is excess like any other.
+    let later = (now + 3 * 3600).to_string();
+    let out = w.blat_env(
+        &["sync", "--target", "t", "--json"],
+        &[("BLAT_NOW", later.as_str())],
+    );
+    assert_exit(&out, 0);
+    assert_eq!(pvs(&report(&out)["aging"]["deleted"]), ["hot/1"]);
+    assert!(!on_target(&w, "hot/1"));
 }

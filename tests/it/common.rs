@@ -142,6 +142,33 @@ impl World {
         self.blat_env(args, &[])
     }
 
+    /// Runs the built blat as an unprivileged user: `nobody` when the tests
+    /// run as root (from a link to the binary inside the world, a path
+    /// nobody can reach), else as ourselves.
+    pub fn blat_unprivileged(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = if is_root() {
+            let blat = self.path().join("blat");
+            if !blat.exists() && fs::hard_link(env!("CARGO_BIN_EXE_blat"), &blat).is_err() {
+                fs::copy(env!("CARGO_BIN_EXE_blat"), &blat).unwrap();
+            }
+            let mut cmd = Command::new(&blat);
+            let (uid, gid) = unprivileged_ids();
+            cmd.uid(uid).gid(gid);
+            cmd
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_blat"))
+        };
+        cmd.arg("-c").arg(self.config()).args(args);
+        cmd.env_remove("BLAT_CONFIG")
+            .env_remove("BLAT_NOW")
+            .env("HOME", self.path());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
     pub fn blat_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_blat"));
         cmd.arg("-c").arg(self.config()).args(args);
@@ -153,7 +180,7 @@ impl World {
     }
 }
 
-/// The reference schema (SPEC §1) with the given releases, as SQL.
+/// The reference schema (docs/archive.md) with the given releases, as SQL.
 pub fn rm_sql(releases: &[(&str, &str, i32, &[&str])]) -> String {
     let mut sql = String::from(
         "CREATE TABLE projects (project_id INTEGER PRIMARY KEY, name TEXT UNIQUE);
@@ -211,6 +238,41 @@ CREATE TABLE release_content (release_id INTEGER, pv_id INTEGER);
         }
     }
     sql
+}
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+/// The user [`World::blat_unprivileged`] runs as when we are root.
+pub const UNPRIVILEGED: &str = "nobody";
+
+/// Uid and gid of [`UNPRIVILEGED`].
+pub fn unprivileged_ids() -> (u32, u32) {
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id")
+            .args([flag, UNPRIVILEGED])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no user {UNPRIVILEGED}"))
+    };
+    (id("-u"), id("-g"))
+}
+
+/// Gives `path` and everything below to the user of
+/// [`World::blat_unprivileged`] (nothing to do when we are not root).
+pub fn give_unprivileged(path: &Path) {
+    if is_root() {
+        let (uid, gid) = unprivileged_ids();
+        for p in walk(path) {
+            std::os::unix::fs::lchown(&p, Some(uid), Some(gid)).unwrap();
+        }
+    }
 }
 
 pub fn set_mtime(path: &Path, secs: i64) {
@@ -719,4 +781,13 @@ impl Drop for Tmpfs {
             .arg(&self.path)
             .status();
     }
+}
+
+/// The PID of a process that has just ended: stands for the writer of a
+/// leftover temporary that is provably gone.
+pub fn dead_pid() -> u32 {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
 }

@@ -1,6 +1,7 @@
-//! The README's first command: `blat -c examples/config sync --all` works
-//! from a fresh clone. Run here on a copy of `examples/`, so the test never
-//! writes into the work tree.
+//! The README's first command, `blat -c examples/config sync --all`, works
+//! on a fresh clone at once: a `git clone` of this repository's HEAD into a
+//! temporary directory (so every file is new and every version directory
+//! writable, as a checkout leaves them), run in the same second.
 
 use std::fs;
 use std::path::Path;
@@ -11,14 +12,20 @@ use crate::common::{assert_exit, stdout};
 fn the_bundled_example_syncs_and_then_has_nothing_to_do() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let copy = tmp.path().join("examples");
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(repo.join("examples"))
-        .arg(&copy)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let clone = tmp.path().join("clone");
+    let out = std::process::Command::new("git")
+        .args(["clone", "-q", "--no-hardlinks"])
+        .arg(repo)
+        .arg(&clone)
+        .output()
+        .expect("git must be installed to test the README example");
+    assert!(
+        out.status.success(),
+        "git clone of {} failed: {}",
+        repo.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copy = clone.join("examples");
     let run = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_blat"))
             .args(["-c", copy.join("config").to_str().unwrap(), "sync", "--all"])
@@ -34,8 +41,16 @@ fn the_bundled_example_syncs_and_then_has_nothing_to_do() {
         "{}",
         stdout(&first)
     );
-    let target = tmp.path().join("target/example/site-a/dpkg_archive");
-    assert!(target.join("libfoo/1.1.0/descpkg").is_file());
+    let target = clone.join("target/example/site-a/dpkg_archive");
+    for pv in [
+        "libfoo/1.0.0",
+        "libfoo/1.1.0",
+        "jats/2.1.0",
+        "tools/3.2",
+        "zlib/1.2.13",
+    ] {
+        assert!(target.join(pv).join("descpkg").is_file(), "{pv} is missing");
+    }
     assert_eq!(
         fs::read_link(target.join("jats/jats2_current"))
             .unwrap()

@@ -810,3 +810,60 @@ fn contrib_schedules_use_commands_blat_accepts() {
         }
     }
 }
+
+#[test]
+fn a_watch_too_long_to_hold_is_a_usage_error_not_a_panic() {
+    let w = world();
+    for watch in ["9999999999999999999", "36501d", "18446744073709551615s"] {
+        let out = w.blat(&["fast", "--all", "--watch", watch]);
+        assert_exit(&out, 2);
+        assert!(
+            stderr(&out).contains(&format!(
+                "invalid value '{watch}' for '--watch <DURATION>': invalid duration '{watch}': expected at most 36500d (100 years)"
+            )),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // The same limit for age --local's durations.
+    let out = w.blat(&[
+        "age",
+        "--local",
+        "--archive",
+        w.archive().to_str().unwrap(),
+        "--grace",
+        "9999999999999999999",
+    ]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("expected at most 36500d (100 years)"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_missing_source_archive_fails_fast_and_leaves_the_tags_alone() {
+    let w = world();
+    w.local_target("site", "projects = [\"P\"]\ntag_retries = 1\n");
+    assert_exit(&w.blat(&["tag", "p", "1.0"]), 0);
+    let moved = w.path().join("archive.unmounted");
+    fs::rename(w.archive(), &moved).unwrap();
+    let out = w.blat(&["fast", "--all"]);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains(&format!(
+            "site: fast failed: source archive {} does not exist (`archive` in blat.toml)",
+            w.archive().display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    // Not counted as an attempt (tag_retries = 1 would have rejected it).
+    assert_eq!(waiting(&w, "site"), ["p::1.0"]);
+    assert!(!tags(&w, "site").join(".rejected").exists());
+    fs::rename(&moved, w.archive()).unwrap();
+    assert_exit(&w.blat(&["fast", "--all"]), 0);
+    assert!(waiting(&w, "site").is_empty());
+    same_tree(&w, "site", "p/1.0");
+}

@@ -5,9 +5,11 @@
 mod age;
 mod cli;
 mod common;
+mod concurrent;
 mod example;
 mod fast;
 mod faults;
+mod hostile;
 mod index;
 mod model;
 #[cfg(feature = "odbc")]

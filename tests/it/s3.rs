@@ -661,11 +661,7 @@ fn interrupted_multipart_upload_is_aborted_by_the_next_pass() {
         .unwrap();
     let state = blat::state::State::open(&w.state()).unwrap();
     state
-        .connection()
-        .execute(
-            "INSERT INTO multipart_uploads (target, key, upload_id, started) VALUES ('ci', 'packages/a/a_2.zip', ?1, 1)",
-            [started.upload_id().unwrap()],
-        )
+        .multipart_started("ci", "packages/a/a_2.zip", started.upload_id().unwrap(), 1)
         .unwrap();
     drop(state);
     assert_eq!(open_multipart_uploads(&b), 1);
@@ -1036,4 +1032,53 @@ fn wrong_credentials_are_a_clear_error() {
         "a secret never shows: {err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn missing_source_archive_fails_the_pass_and_touches_nothing() {
+    let Some(b) = bucket("noarchive") else { return };
+    let w = s3_world(&b, "[aging]\nmethod = \"immediate\"\n");
+    w.release("a", "1", MTIME);
+    w.write_rm(&[("P/R1", "open", 1, &["a/1"])]);
+    let (out, _) = s3sync(&w, &[], &[]);
+    assert_exit(&out, 0);
+    let before = bucket_objects(&b);
+    let moved = w.path().join("archive.unmounted");
+    fs::rename(w.archive(), &moved).unwrap();
+    let (out, _) = s3sync(&w, &[], &[]);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains(&format!(
+            "ci: s3sync failed: source archive {} does not exist (`archive` in blat.toml)",
+            w.archive().display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(bucket_objects(&b), before);
+}
+
+#[test]
+fn dry_run_works_for_a_user_who_may_only_read_the_state_dir() {
+    let Some(b) = bucket("readonly") else { return };
+    let w = s3_world(&b, "[aging]\nmethod = \"master\"\n");
+    w.release("a", "1", MTIME);
+    w.release("b", "1", MTIME);
+    w.write_rm(&[("P/R1", "open", 1, &["a/1"])]);
+    let (out, _) = s3sync(&w, &[], &[]);
+    assert_exit(&out, 0);
+    w.write_rm(&[("P/R1", "open", 1, &["b/1"])]);
+    let before = common::snapshot(&w.state());
+    let out = w.blat_unprivileged(&["s3sync", "--target", "ci", "--dry-run"], &[]);
+    assert_exit(&out, 0);
+    for line in ["would upload packages/b/b_1.zip", "would mark a/1"] {
+        assert!(
+            stdout(&out).contains(line),
+            "{line}: {}\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+    assert_eq!(common::snapshot(&w.state()), before, "state dir changed");
+    assert_eq!(keys(&b), ["packages/a/a_1.zip"]);
 }

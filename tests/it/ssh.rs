@@ -781,8 +781,24 @@ fn forced_command_key_syncs_and_runs_nothing_else() {
     with_identity(&sshd, &w, &key);
     let conf = fs::read_to_string(w.config().join("targets/site.conf")).unwrap();
     w.write_target("site", &format!("{conf}packages = [\"j/cur\"]\n"));
-    // An older receiver is there (installed by hand): it updates itself.
-    plant_receiver(&sshd, &format!("{RECEIVER}\n# an older receiver\n"));
+    // An older receiver is there (installed by hand): under a forced
+    // command it may not replace itself, and nothing goes through it.
+    let stale = format!("{RECEIVER}\n# an older receiver\n");
+    plant_receiver(&sshd, &stale);
+    let out = sync(&w);
+    assert_err_contains(
+        &out,
+        1,
+        &[
+            "could not be updated",
+            "install: refused: this key is restricted to blat-receiver",
+            "--allow-install",
+        ],
+    );
+    assert_eq!(fs::read_to_string(sshd.receiver()).unwrap(), stale);
+    assert_eq!(fs::read_dir(sshd.archive()).unwrap().count(), 0);
+    // Updated by hand, as the message says: the sync goes through.
+    plant_receiver(&sshd, RECEIVER);
     let out = sync(&w);
     assert_exit(&out, 0);
     assert_eq!(fs::read_to_string(sshd.receiver()).unwrap(), RECEIVER);
@@ -815,6 +831,45 @@ fn forced_command_key_syncs_and_runs_nothing_else() {
         "{}",
         stderr(&out)
     );
+    // Nor can it replace the receiver with a program of its own choosing,
+    // whatever the words it sends.
+    let evil = format!("#!/bin/sh\ntouch {}\n", pwned.display());
+    let evil_sha = sha256_hex(evil.as_bytes());
+    for command in [
+        format!("blat-receiver install {evil_sha}"),
+        format!("blat-receiver --allow-install install {evil_sha}"),
+        format!("blat-receiver -a /tmp --allow-install install {evil_sha}"),
+    ] {
+        let out = sshd.ssh_with_input(&key, &command, evil.as_bytes());
+        assert_ne!(out.status.code(), Some(0), "{command}");
+        assert_eq!(
+            fs::read_to_string(sshd.receiver()).unwrap(),
+            RECEIVER,
+            "{command}"
+        );
+    }
+    sshd.ssh(&key, "blat-receiver version");
+    assert!(!pwned.exists());
+}
+
+/// The operator may allow a restricted receiver to update itself, on the
+/// authorized_keys line: then blat replaces a stale one.
+#[test]
+fn forced_command_with_allow_install_updates_itself() {
+    let Some(sshd) = Sshd::start() else { return };
+    let w = world(&sshd, "");
+    let key = keygen(&sshd.path().join("id_forced"), "ed25519");
+    sshd.authorize(&format!(
+        "restrict,command=\"{} --allow-install\" {}",
+        sshd.receiver().display(),
+        public_key(&key)
+    ));
+    with_identity(&sshd, &w, &key);
+    plant_receiver(&sshd, &format!("{RECEIVER}\n# an older receiver\n"));
+    let out = sync(&w);
+    assert_exit(&out, 0);
+    assert_eq!(fs::read_to_string(sshd.receiver()).unwrap(), RECEIVER);
+    assert_same_version(&w, &sshd, "a/1.0");
 }
 
 // ------------------------------------------------------------ min_free
@@ -947,4 +1002,97 @@ fn mixed_batch_of_new_and_known_packages() {
         .map(|p| p.to_string())
         .collect();
     assert_eq!(listed, ["b.c/1", "fresh/1.0", "known/1", "known/2"]);
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+// ------------------------------------------------------------ the README's setup
+
+/// The shell lines of the README between `<!-- test: NAME ... -->` and
+/// `<!-- /test -->` (its indented code), so the documented steps are the
+/// tested ones.
+fn readme_steps(name: &str) -> Vec<String> {
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = format!("<!-- test: {name} ");
+    let from = readme
+        .find(&start)
+        .unwrap_or_else(|| panic!("README.md has no {start}... marker"));
+    let block = &readme[from..];
+    let block = &block[..block.find("<!-- /test -->").expect("an end marker")];
+    let steps: Vec<String> = block
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.strip_prefix("    "))
+        .map(String::from)
+        .collect();
+    assert!(!steps.is_empty(), "no steps in README block {name}");
+    steps
+}
+
+#[test]
+fn readme_target_setup_leaves_a_receiver_that_updates_itself() {
+    let Some(sshd) = Sshd::start() else { return };
+    let w = world(&sshd, "");
+    // The fixture made the user (useradd -m -s /bin/sh, as documented) and
+    // a home of its own; the steps make its archive (a link) from scratch.
+    fs::remove_dir(sshd.archive()).unwrap();
+    let srv = sshd.path().join("srv/dpkg_archive");
+    let home = sshd.home.display().to_string();
+    let mut ran = Vec::new();
+    for step in readme_steps("target-setup")
+        .into_iter()
+        .chain(readme_steps("receiver-install"))
+    {
+        if step.starts_with("useradd ") {
+            continue;
+        }
+        let line = step
+            .replace("~pkgadmin", &home)
+            .replace("pkgadmin", &sshd.user)
+            .replace("/srv/dpkg_archive", &srv.display().to_string());
+        // From a checkout, as the README's receiver/blat-receiver assumes.
+        sh(Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .current_dir(env!("CARGO_MANIFEST_DIR")));
+        ran.push(line);
+    }
+    assert!(
+        ran.iter().any(|l| l.contains("blat-receiver")),
+        "the receiver is installed by hand: {ran:?}"
+    );
+    assert_eq!(fs::read_to_string(sshd.receiver()).unwrap(), RECEIVER);
+    // Later blat brings a new receiver: the one installed by hand is stale.
+    let mut old = fs::OpenOptions::new()
+        .append(true)
+        .open(sshd.receiver())
+        .unwrap();
+    std::io::Write::write_all(&mut old, b"\n# an older receiver\n").unwrap();
+    drop(old);
+    // An unrestricted key lets blat update it (a restricted one never
+    // does): the update is written beside it, in ~/.blat, which the
+    // documented steps leave to the target user.
+    let out = sync(&w);
+    assert_exit(&out, 0);
+    assert_eq!(
+        fs::read_to_string(sshd.receiver()).unwrap(),
+        RECEIVER,
+        "updated"
+    );
+    assert!(fs::symlink_metadata(sshd.archive())
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    for pv in ["a/1.0", "b/2.0"] {
+        assert_same_version(&w, &sshd, pv);
+        assert!(
+            srv.join(pv).join("descpkg").is_file(),
+            "{pv} in {}",
+            srv.display()
+        );
+    }
 }

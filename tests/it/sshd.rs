@@ -251,7 +251,18 @@ impl Sshd {
 
     /// The system ssh client against this server, for what blat must not do.
     pub fn ssh(&self, identity: &Path, command: &str) -> std::process::Output {
-        Command::new("ssh")
+        self.ssh_with_input(identity, command, b"")
+    }
+
+    /// `ssh` with `input` on its standard input.
+    pub fn ssh_with_input(
+        &self,
+        identity: &Path,
+        command: &str,
+        input: &[u8],
+    ) -> std::process::Output {
+        use std::io::Write;
+        let mut child = Command::new("ssh")
             .args(["-p", &self.port.to_string(), "-i"])
             .arg(identity)
             .arg("-o")
@@ -266,9 +277,16 @@ impl Sshd {
             ])
             .arg(format!("{}@127.0.0.1", self.user))
             .arg(command)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // The far end may refuse before reading: a broken pipe is fine.
+        let _ = stdin.write_all(input);
+        drop(stdin);
+        child.wait_with_output().unwrap()
     }
 }
 

@@ -300,11 +300,14 @@ fn leftovers_of_a_failed_receive_are_cleared_by_the_next_sync() {
     let t = w.target_dir("site");
     // What an interrupted transfer leaves: a half-written temp of b/2.0 after
     // b/2.0 itself was lost, plus a half-deleted old version.
+    // Their writer (its PID is in their names) is gone.
+    let dead = common::dead_pid();
+    let tmp = t.join(format!("b/.blat-tmp-{dead}-x1y2z3-0"));
     common::make_writable(&t.join("b"));
-    fs::rename(t.join("b/2.0"), t.join("b/.blat-tmp-x1y2z3-2.0")).unwrap();
-    fs::remove_file(t.join("b/.blat-tmp-x1y2z3-2.0/descpkg")).unwrap();
-    common::make_read_only(&t.join("b/.blat-tmp-x1y2z3-2.0"));
-    fs::create_dir(t.join("a/.blat-del-q-0.9")).unwrap();
+    fs::rename(t.join("b/2.0"), &tmp).unwrap();
+    fs::remove_file(tmp.join("descpkg")).unwrap();
+    common::make_read_only(&tmp);
+    fs::create_dir(t.join(format!("a/.blat-del-{dead}-q-1"))).unwrap();
     let out = w.blat(&["sync", "--all", "--json"]);
     assert_exit(&out, 0);
     assert_eq!(sent(&json(&out)), ["b/2.0"]);
@@ -492,4 +495,340 @@ fn a_full_target_disk_leaves_no_partial_package() {
         common::snapshot(&w.archive().join("big/1.0")),
         common::snapshot(&t.join("big/1.0"))
     );
+}
+
+/// Many versions of packages new to the target, split over concurrent
+/// batches: every version arrives on the first sync, with any `parallel`.
+/// (Two batches holding versions of one new package used to race for its
+/// directory: "cannot rename into place", exit 3.)
+#[test]
+fn first_sync_delivers_every_version_of_new_packages_with_any_parallel() {
+    let w = World::new();
+    let mut pvs = Vec::new();
+    for p in 0..40 {
+        for v in 0..8 {
+            let (pkg, ver) = (format!("p{p}"), format!("{v}.0"));
+            w.release_with(&pkg, &ver, T0 + v, &[("f", "x")]);
+            pvs.push(format!("{pkg}/{ver}"));
+        }
+    }
+    let refs: Vec<&str> = pvs.iter().map(String::as_str).collect();
+    w.write_global("");
+    w.write_rm(&[("P/R1", "open", 0, &refs)]);
+    for parallel in [1, 3, 8, 64] {
+        let t = w.target_dir("site");
+        if t.exists() {
+            common::make_writable(&t);
+            fs::remove_dir_all(&t).unwrap();
+        }
+        w.local_target(
+            "site",
+            &format!("projects = [\"P\"]\nparallel = {parallel}\ncompression = \"none\"\n"),
+        );
+        let out = w.blat(&["sync", "--all", "--json"]);
+        assert_exit(&out, 0);
+        let mut got = sent(&json(&out));
+        got.sort();
+        let mut want = pvs.clone();
+        want.sort();
+        assert_eq!(got, want, "parallel = {parallel}");
+        for pv in &pvs {
+            assert_eq!(
+                common::snapshot(&w.archive().join(pv)),
+                common::snapshot(&t.join(pv)),
+                "parallel = {parallel}: {pv}"
+            );
+        }
+        assert!(
+            common::leftovers(&t).is_empty(),
+            "{:?}",
+            common::leftovers(&t)
+        );
+    }
+}
+
+/// Bad items fail alone, each with a message naming the package and the
+/// path, while their batch-mates arrive; names at the limit of the name
+/// rule (255 characters) fit every temporary.
+#[test]
+fn bad_items_fail_alone_and_long_names_fit() {
+    let w = World::new();
+    let long_pkg = "p".repeat(255);
+    let long_ver = format!("1.{}", "9".repeat(253));
+    w.release(&long_pkg, &long_ver, T0);
+    w.release(&long_pkg, "2.0", T0);
+    w.release("ok", &long_ver, T0);
+    w.release("blocked", "1.0", T0);
+    w.release("linked", "1.0", T0);
+    w.release("fine", "1.0", T0);
+    w.write_global("");
+    let l1 = format!("{long_pkg}/{long_ver}");
+    let l2 = format!("{long_pkg}/2.0");
+    let l3 = format!("ok/{long_ver}");
+    w.write_rm(&[(
+        "P/R1",
+        "open",
+        0,
+        &[&l1, &l2, &l3, "blocked/1.0", "linked/1.0", "fine/1.0"],
+    )]);
+    w.local_target("site", "projects = [\"P\"]\nparallel = 1\n");
+    let t = w.target_dir("site");
+    fs::create_dir_all(&t).unwrap();
+    // A file where a package directory should be, and a symlink planted
+    // there pointing outside the archive: neither is written through.
+    fs::write(t.join("blocked"), "not a directory").unwrap();
+    let outside = w.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, t.join("linked")).unwrap();
+
+    let out = w.blat(&["sync", "--all", "--json"]);
+    assert_exit(&out, 3);
+    let report = json(&out);
+    let mut got = sent(&report);
+    got.sort();
+    let mut want = vec![l1.clone(), l2.clone(), l3.clone(), "fine/1.0".to_string()];
+    want.sort();
+    assert_eq!(got, want, "{}", report["targets"][0]["report"]["failed"]);
+    let failed = &report["targets"][0]["report"]["failed"];
+    let reason = |item: &str| -> String {
+        failed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["item"] == item)
+            .unwrap_or_else(|| panic!("{item} not failed: {failed}"))["error"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        reason("blocked/1.0").contains(&format!("{}/blocked is not a directory", t.display())),
+        "{}",
+        reason("blocked/1.0")
+    );
+    assert!(
+        reason("linked/1.0").contains("is a symlink: refused"),
+        "{}",
+        reason("linked/1.0")
+    );
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing written through the link"
+    );
+    for pv in [&l1, &l2, &l3, &"fine/1.0".to_string()] {
+        assert_eq!(
+            common::snapshot(&w.archive().join(pv)),
+            common::snapshot(&t.join(pv))
+        );
+    }
+    assert!(
+        common::leftovers(&t).is_empty(),
+        "{:?}",
+        common::leftovers(&t)
+    );
+}
+
+/// A file the master cannot read fails its package with a message naming
+/// the file; the rest of its batch arrives. blat runs as an unprivileged
+/// user here (root reads everything).
+#[test]
+fn an_unreadable_file_fails_its_package_alone() {
+    let w = World::new();
+    w.release("a", "1.0", T0);
+    w.release("c", "1.0", T0);
+    let secret = w.archive().join("b/1.0/secret");
+    w.release_with("b", "1.0", T0, &[("secret", "s"), ("x", "x")]);
+    w.write_global("");
+    w.write_rm(&[("P/R1", "open", 0, &["a/1.0", "b/1.0", "c/1.0"])]);
+    w.local_target("site", "projects = [\"P\"]\nparallel = 1\n");
+    common::make_writable(&w.archive().join("b/1.0"));
+    fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    common::make_read_only(&w.archive().join("b/1.0"));
+    // The whole world belongs to an unprivileged user who runs blat.
+    let chown = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(w.path())
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_blat"))
+        .arg("-c")
+        .arg(w.config())
+        .args(["sync", "--all", "--json"])
+        .env_remove("BLAT_CONFIG")
+        .output()
+        .unwrap();
+    assert_exit(&out, 3);
+    let report = json(&out);
+    assert_eq!(sent(&report), ["a/1.0", "c/1.0"]);
+    let failed = report["targets"][0]["report"]["failed"].to_string();
+    assert!(
+        failed.contains("b/1.0") && failed.contains(&secret.display().to_string()),
+        "{failed}"
+    );
+    assert!(!w.target_dir("site").join("b").exists());
+}
+
+#[test]
+fn a_missing_source_archive_fails_the_target_and_is_no_success_for_due() {
+    let w = world();
+    let moved = w.path().join("archive.unmounted");
+    fs::rename(w.archive(), &moved).unwrap();
+    let expected = format!(
+        "site: sync failed: source archive {} does not exist (`archive` in blat.toml)",
+        w.archive().display()
+    );
+    let out = w.blat(&["sync", "--all", "--json"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+    assert_eq!(json(&out)["targets"][0]["outcome"], "failed");
+    assert!(
+        !w.target_dir("site").join(".dpkg_archive").exists(),
+        "nothing written to the target"
+    );
+    // plist and age (whose pins and aliases need the archive) fail alike.
+    let config = fs::read_to_string(w.config().join("targets/site.conf")).unwrap();
+    for command in ["plist", "age"] {
+        w.local_target(
+            "site",
+            "projects = [\"P\"]\n[aging]\nmethod = \"immediate\"\n",
+        );
+        let out = w.blat(&[command, "--all"]);
+        assert_exit(&out, 1);
+        assert!(
+            stderr(&out).contains(&format!(
+                "site: {command} failed: source archive {} does not exist",
+                w.archive().display()
+            )),
+            "{command}: {}",
+            stderr(&out)
+        );
+    }
+    // A failed sync is not a successful one: the archive back, --due syncs.
+    fs::write(w.config().join("targets/site.conf"), config).unwrap();
+    fs::rename(&moved, w.archive()).unwrap();
+    let out = w.blat(&["sync", "--all", "--due", "--json"]);
+    assert_exit(&out, 0);
+    assert_eq!(sent(&json(&out)), ["a/1.0", "b/2.0", "j/1"]);
+    // A file where the archive should be is no archive either.
+    fs::rename(w.archive(), &moved).unwrap();
+    fs::write(w.archive(), "").unwrap();
+    let out = w.blat(&["sync", "--all"]);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("is not a directory (`archive` in blat.toml)"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn durations_and_sizes_too_large_to_hold_are_config_errors() {
+    // Once `after` wrapped negative as i64 seconds: marked and deleted at once.
+    let w = world();
+    assert_exit(&w.blat(&["sync", "--all"]), 0);
+    w.write_rm(&[("P/R1", "open", 0, &["a/1.0"])]);
+    let conf = |aging: &str| {
+        format!(
+            "projects = [\"P\"]\npackages = [\"j/cur\"]\n[aging]\nmethod = \"master\"\n{aging}\n"
+        )
+    };
+    w.local_target("site", &conf("after = \"9999999999999999999\""));
+    let file = w.config().join("targets/site.conf");
+    for command in ["sync", "age"] {
+        let out = w.blat(&[command, "--all"]);
+        assert_exit(&out, 2);
+        assert!(
+            stderr(&out).contains(&format!(
+                "{}:8:9: invalid duration '9999999999999999999': expected at most 36500d (100 years)",
+                file.display()
+            )),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(w.target_dir("site").join("b/2.0/descpkg").exists());
+    for (aging, place, what) in [
+        ("after = 9223372036854775807", ":8:9:", "invalid duration"),
+        ("after = \"36501d\"", ":8:9:", "at most 36500d"),
+        ("after = \"14d\"\nmax_delete = 1", "", ""),
+    ] {
+        w.local_target("site", &conf(aging));
+        let out = w.blat(&["age", "--all"]);
+        if place.is_empty() {
+            assert_exit(&out, 0);
+        } else {
+            assert_exit(&out, 2);
+            assert!(
+                stderr(&out).contains(place) && stderr(&out).contains(what),
+                "{aging}: {}",
+                stderr(&out)
+            );
+        }
+    }
+    assert!(
+        w.target_dir("site").join("b/2.0/descpkg").exists(),
+        "marked, not deleted"
+    );
+    w.local_target("site", "projects = [\"P\"]\nmin_free = \"17179869184g\"\n");
+    let out = w.blat(&["sync", "--all"]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains(&format!(
+            "{}:5:12: invalid size '17179869184g': expected at most 8 EiB (8589934591g)",
+            file.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn leftovers_that_cannot_be_removed_are_a_warning_not_a_failure() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = world();
+    let t = w.target_dir("site");
+    fs::create_dir_all(&t).unwrap();
+    fs::create_dir_all(w.state()).unwrap();
+    common::give_unprivileged(&t);
+    common::give_unprivileged(&w.state());
+    // A leftover temporary in a package directory the target user may not
+    // write: root's when we are root (blat runs as nobody), else read-only.
+    // Its writer (the PID in its name) is gone, so gc tries to remove it.
+    let stuck = t.join(format!("zz/.blat-tmp-{}-abc123-1", common::dead_pid()));
+    fs::create_dir_all(stuck.join("sub")).unwrap();
+    if !common::is_root() {
+        fs::set_permissions(t.join("zz"), fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    let out = w.blat_unprivileged(&["sync", "--all", "--json"], &[]);
+    assert_exit(&out, 0);
+    let report = json(&out);
+    assert_eq!(sent(&report), ["a/1.0", "b/2.0", "j/1"]);
+    let r = &report["targets"][0]["report"];
+    assert_eq!(r["packagelist"], true, "{r}");
+    assert!(
+        r["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("leftover temporaries not removed"),
+        "{r}"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "site: warning: leftover temporaries not removed (the next sync tries again): receiver gc failed: "
+        ) && err.contains("gc: some leftovers could not be removed"),
+        "{err}"
+    );
+    assert!(stuck.exists());
+    assert!(
+        w.blat(&["sync", "--all"]).status.success(),
+        "still fine the next time"
+    );
+    if !common::is_root() {
+        fs::set_permissions(t.join("zz"), fs::Permissions::from_mode(0o755)).unwrap();
+    }
 }

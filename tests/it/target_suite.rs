@@ -204,9 +204,16 @@ pub fn gc_removes_leftovers(make: &dyn Fn(World) -> Harness) {
     let h = make(World::new());
     h.world.release("a", "1.0", 100);
     send(&h, &[pv("a", "1.0")], Compression::Gzip(1));
-    // What a killed receiver leaves: read-only temp trees beside versions.
+    // What a killed receiver leaves: read-only temp trees beside versions,
+    // named after their writer's PID, which is gone. A live writer's
+    // temporaries (this test's own PID stands for one) are never touched.
     let src = h.world.archive().join("a/1.0");
-    for leftover in ["a/.blat-tmp-dead1-2.0", "a/.blat-del-dead2-0.9"] {
+    let dead = common::dead_pid();
+    let live = std::process::id();
+    let dead_tmp = format!("a/.blat-tmp-{dead}-tok1-0");
+    let dead_del = format!("a/.blat-del-{dead}-tok2-3");
+    let live_tmp = format!("a/.blat-tmp-{live}-tok3-0");
+    for leftover in [&dead_tmp, &dead_del, &live_tmp] {
         let out = std::process::Command::new("cp")
             .arg("-a")
             .arg(&src)
@@ -218,7 +225,10 @@ pub fn gc_removes_leftovers(make: &dyn Fn(World) -> Harness) {
     fix_owner(&h);
     let removed = h.target.gc().unwrap();
     assert_eq!(removed.len(), 2, "{removed:?}");
-    assert!(common::leftovers(&h.root).is_empty());
+    assert_eq!(
+        common::leftovers(&h.root),
+        [h.root.join(&live_tmp).display().to_string()]
+    );
     assert!(
         h.root.join("a/1.0/descpkg").is_file(),
         "gc never touches real versions"
