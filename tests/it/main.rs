@@ -8,10 +8,12 @@ mod common;
 mod concurrent;
 mod example;
 mod fast;
+mod faults;
 mod fuzz;
 mod hostile;
 mod index;
 mod man;
+mod model;
 mod monitoring;
 #[cfg(feature = "odbc")]
 mod odbc;
