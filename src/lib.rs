@@ -14,6 +14,7 @@
 //! - `store` (feature `s3`): `ObjectStore` trait, S3, deterministic package ZIPs.
 //! - `receiver/blat-receiver`: the target-side sh program, embedded.
 
+pub mod aging;
 pub mod archive;
 pub mod atomic;
 pub mod cli;
@@ -32,5 +33,6 @@ pub mod report;
 pub mod state;
 #[cfg(feature = "s3")]
 pub mod store;
+pub mod tags;
 pub mod target;
 pub mod transfer;

@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde::Serialize;
 
-use super::tag;
 use super::{CommandReport, Context, Frame, LockKind, Selection, TargetReport};
 use crate::archive::{past_grace, Alias, Name, PackageVersion, SourceArchive, SourceEntry};
 use crate::config::units::human_bytes;
@@ -31,6 +30,7 @@ use crate::config::{ArchiveTarget, Config, TargetConfig};
 use crate::error::{outcome_of, LockHeld, Outcome, UsageError};
 use crate::report::Reporter;
 use crate::state::State;
+use crate::tags as tag;
 use crate::target::{self, dryrun::DryRun, Target};
 
 #[derive(Clone, Debug, Default)]

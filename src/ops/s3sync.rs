@@ -17,9 +17,9 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use super::age::{self, DryRunMarks, MarkStore, StateMarks};
 use super::Failure;
 use super::{Context, Selection, TargetReport};
+use crate::aging::{self, DryRunMarks, MarkStore, StateMarks};
 use crate::archive::{Alias, Name, PackageVersion, SourceArchive, SourceEntry};
 use crate::config::units::{human_bytes, human_duration};
 use crate::config::{AgingMethod, S3Target, TargetConfig, TargetKind};
@@ -927,7 +927,7 @@ fn age(
     };
     let read_only = DryRunMarks(&marks);
     let marks: &dyn MarkStore = if ctx.dry_run { &read_only } else { &marks };
-    let mut d = age::decide(method, &excess, &marks.load()?, now, target.aging.after);
+    let mut d = aging::decide(method, &excess, &marks.load()?, now, target.aging.after);
     report.marked = d.marked.len();
     let say = |line: String| {
         if ctx.dry_run {

@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{tag, Context, Selection};
+use super::{Context, Selection};
 use crate::config::units::human_bytes;
 use crate::config::{AgingMethod, TargetConfig, TargetKind};
 use crate::error::Outcome;
 use crate::state::{FreeSpace, Run, State};
+use crate::tags as tag;
 
 #[derive(Clone, Debug, Default)]
 pub struct StatusOptions {

@@ -52,7 +52,7 @@ pub struct SyncReport {
     pub packagelist: bool,
     /// What aging did after the PackageList (methods `immediate`, `master`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub aging: Option<super::age::AgingReport>,
+    pub aging: Option<crate::aging::AgingReport>,
     pub seconds: f64,
 }
 
@@ -235,7 +235,7 @@ fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<Sync
             })
         }
     }
-    if let Some(aging) = super::age::after_sync(
+    if let Some(aging) = crate::aging::after_sync(
         ctx,
         target,
         dest.as_ref(),

@@ -23,8 +23,8 @@ use proptest::sample::{select, Index};
 use blat::archive::{Alias, Name, PackageVersion, SourceEntry};
 use blat::config::units::{human_duration, parse_duration, parse_size};
 use blat::current::CurrentSet;
-use blat::ops::tag::{parse_tag, tag_name};
 use blat::packagelist::{parse_at as parse_packagelist, text as packagelist_text};
+use blat::tags::{parse_tag, tag_name};
 use blat::target::receiver::{
     parse_delete_reply, parse_df_reply, parse_listing, parse_receive_reply, parse_version_reply,
 };
