@@ -440,9 +440,9 @@ fn write_version(
 }
 
 impl Case {
-    fn new(seed: u64, ssh: Option<&Sshd>) -> Case {
+    fn new(seed: u64, ssh: Option<&Sshd>, base: &Path) -> Case {
         let mut rng = Rng::new(seed);
-        let world = World::new();
+        let world = World::new_in(base);
         let target = match ssh {
             Some(s) => s.archive(),
             None => world.target_dir("site"),
@@ -1463,9 +1463,9 @@ impl Case {
 
 // ------------------------------------------------------------ running cases
 
-fn run_case(seed: u64, sshd: Option<&Sshd>) -> Result<(), String> {
+fn run_case(seed: u64, sshd: Option<&Sshd>, base: &Path) -> Result<(), String> {
     let t = Instant::now();
-    let mut case = Case::new(seed, sshd);
+    let mut case = Case::new(seed, sshd, base);
     if std::env::var("BLAT_MODEL_TIMING").is_ok() {
         eprintln!(
             "seed {seed}: generated in {:.2}s",
@@ -1573,6 +1573,19 @@ fn run_shard(ssh: bool, shard: u64) {
     } else {
         None
     };
+    // The worlds on a tmpfs when we may mount one (root, as in CI): on
+    // ext4, creating files right after deleting thousands costs seconds.
+    // (Not with BLAT_KEEP=1: a kept world must outlive the shard.)
+    let keep = std::env::var("BLAT_KEEP").is_ok_and(|v| v == "1");
+    let scratch = if keep {
+        None
+    } else {
+        common::Tmpfs::scratch("4g")
+    };
+    let base = match &scratch {
+        Some((_, dir)) => dir.path().to_path_buf(),
+        None => std::env::temp_dir(),
+    };
     let started = Instant::now();
     let mut failures = Vec::new();
     for &seed in &mine {
@@ -1580,7 +1593,7 @@ fn run_shard(ssh: bool, shard: u64) {
             common::empty_dir(&s.archive());
         }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_case(seed, sshd.as_ref())
+            run_case(seed, sshd.as_ref(), &base)
         }));
         let failure = match outcome {
             Ok(Ok(())) => None,
