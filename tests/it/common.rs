@@ -27,9 +27,14 @@ pub struct World {
 
 impl World {
     pub fn new() -> World {
+        World::new_in(&std::env::temp_dir())
+    }
+
+    /// A world below `base` (a file system of the test's choosing).
+    pub fn new_in(base: &Path) -> World {
         let dir = tempfile::Builder::new()
             .prefix("blat-test-")
-            .tempdir()
+            .tempdir_in(base)
             .unwrap();
         // Let an unprivileged target user (SSH tests) reach into the world.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
@@ -779,6 +784,36 @@ impl Tmpfs {
                 None
             }
         }
+    }
+
+    /// A tmpfs to run many small worlds on, when this machine allows it:
+    /// no fallback needed, the tests run on the default temp directory
+    /// otherwise, only slower (ext4 searches its recently deleted inodes
+    /// on each file created after mass deletions).
+    /// (Unmounted before its directory is removed: fields drop in order.)
+    pub fn scratch(size: &str) -> Option<(Tmpfs, tempfile::TempDir)> {
+        let dir = tempfile::Builder::new()
+            .prefix("blat-scratch-")
+            .tempdir()
+            .ok()?;
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=755"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| {
+            let fs = Tmpfs {
+                path: dir.path().to_path_buf(),
+            };
+            (fs, dir)
+        })
     }
 
     pub fn resize(&self, size: &str) {

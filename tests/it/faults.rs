@@ -414,11 +414,20 @@ impl Harness {
             None => "no kill (it had ended)".into(),
         };
         self.note(format!(
-            "blat {}: {what}; exit {:?}",
+            "blat {}: {what}; exit {:?} after {:.2}s",
             argv.join(" "),
-            out.status.code()
+            out.status.code(),
+            started.elapsed().as_secs_f64()
         ));
+        // A kill must not leave blat waiting for a timeout.
+        if started.elapsed() > Duration::from_secs(30) {
+            self.fail(&format!(
+                "the killed run took {:.1}s to end",
+                started.elapsed().as_secs_f64()
+            ));
+        }
         // Whatever the killed run left running must end by itself.
+        let waited = Instant::now();
         if !common::wait_gone(|a| self.is_busy(a), Duration::from_secs(30)) {
             let left = common::processes(|a| self.is_busy(a));
             self.fail(&format!(
@@ -429,6 +438,12 @@ impl Harness {
                         a.join(" ").chars().take(200).collect::<String>()
                     ))
                     .collect::<Vec<_>>()
+            ));
+        }
+        if waited.elapsed() > Duration::from_secs(2) {
+            self.note(format!(
+                "processes of the killed run ended {:.1}s later",
+                waited.elapsed().as_secs_f64()
             ));
         }
         if killed.is_some() {

@@ -69,7 +69,7 @@ impl Version {
 #[derive(Clone, Debug, Default)]
 struct Package {
     versions: BTreeMap<String, Version>,
-    /// Alias → the link text written in the archive (`v` or `./v`).
+    /// Alias → the version it names (the link text takes any form).
     aliases: BTreeMap<String, String>,
 }
 
@@ -118,6 +118,9 @@ struct Current {
     /// (package, alias, version).
     aliases: BTreeSet<(String, String, String)>,
     protected: BTreeSet<Pv>,
+    /// What the Release Manager answered nothing for (`release P/R`,
+    /// `project P`, `its releases`): aging then deletes nothing.
+    unanswered: Vec<String>,
 }
 
 /// What one sync must do and leave.
@@ -131,6 +134,7 @@ struct Expect {
     exit: i32,
     packagelist: Vec<String>,
     releases_line: String,
+    unanswered_line: Option<String>,
 }
 
 struct Case {
@@ -145,6 +149,9 @@ struct Case {
     conf: Conf,
     now: i64,
     model: TargetModel,
+    /// When each version arrived on the target (its descpkg's ctime, the
+    /// kernel's clock), read before each sync.
+    arrivals: BTreeMap<Pv, i64>,
     /// Case-level switches for the rarer edges.
     long_versions: bool,
     set_id_bits: bool,
@@ -433,23 +440,29 @@ fn write_version(
 }
 
 impl Case {
-    fn new(seed: u64, ssh: Option<&Sshd>) -> Case {
+    fn new(seed: u64, ssh: Option<&Sshd>, base: &Path) -> Case {
         let mut rng = Rng::new(seed);
-        let world = World::new();
+        let world = World::new_in(base);
         let target = match ssh {
             Some(s) => s.archive(),
             None => world.target_dir("site"),
         };
         let long_versions = rng.chance(10);
         let set_id_bits = rng.chance(10);
-        let now = T0 + rng.below(1_000_000) as i64;
+        // Mostly a fixed past, where arrival times (real ctimes, years
+        // later) are not believed; sometimes the real clock, where they are.
+        let now = if rng.chance(30) {
+            blat::clock::now()
+        } else {
+            T0 + rng.below(1_000_000) as i64
+        };
         let conf = Conf {
             releases: Vec::new(),
             projects: Vec::new(),
             pins: Vec::new(),
             parallel: 1,
             compression: "gzip",
-            grace: *rng.pick(&[60, 3600, 6 * 3600]),
+            grace: *rng.pick(&[0, 60, 3600, 3600, 6 * 3600]),
             immediate: false,
             max_delete: 50,
             force: false,
@@ -464,6 +477,7 @@ impl Case {
             conf,
             now,
             model: TargetModel::default(),
+            arrivals: BTreeMap::new(),
             long_versions,
             set_id_bits,
             log: Vec::new(),
@@ -561,10 +575,13 @@ impl Case {
     }
 
     fn set_alias(&mut self, package: &str, alias: &str, to: &str) {
-        let text = if self.rng.chance(20) {
-            format!("./{to}")
-        } else {
-            to.to_string()
+        // Every form the alias rule takes (docs/archive.md).
+        let text = match self.rng.below(10) {
+            0 => format!("./{to}"),
+            1 => format!("{to}/"),
+            2 => format!("../{package}/{to}"),
+            3 => format!("{}/{package}/{to}", self.world.archive().display()),
+            _ => to.to_string(),
         };
         let link = self.world.archive().join(package).join(alias);
         let _ = fs::remove_file(&link);
@@ -573,7 +590,7 @@ impl Case {
             .get_mut(package)
             .unwrap()
             .aliases
-            .insert(alias.to_string(), text);
+            .insert(alias.to_string(), to.to_string());
     }
 
     fn all_pvs(&self) -> Vec<Pv> {
@@ -795,8 +812,8 @@ impl Case {
         let Some(pkg) = self.pkgs.get(&pv.0) else {
             return Lookup::Found(Src::Missing);
         };
-        if let Some(text) = pkg.aliases.get(&pv.1) {
-            return Lookup::Alias(text.strip_prefix("./").unwrap_or(text).to_string());
+        if let Some(to) = pkg.aliases.get(&pv.1) {
+            return Lookup::Alias(to.clone());
         }
         match pkg.versions.get(&pv.1) {
             None => Lookup::Found(Src::Missing),
@@ -830,6 +847,32 @@ impl Case {
                 .find(|x| &x.project == p && &x.name == r)
                 .unwrap();
             wanted.extend(rel.content.iter().map(|pv| (pv.clone(), false)));
+        }
+        // Answered: a release with rows; a project with rows in any
+        // selected release of it; with neither list, any rows at all.
+        let rows = |p: &str, r: &str| {
+            self.releases
+                .iter()
+                .find(|x| x.project == p && x.name == r)
+                .map_or(0, |x| x.content.len())
+        };
+        for (p, r) in &self.conf.releases {
+            if rows(p, r) == 0 {
+                cur.unanswered.push(format!("release {p}/{r}"));
+            }
+        }
+        for project in &self.conf.projects {
+            let n: usize = releases
+                .iter()
+                .filter(|(p, _)| p == project)
+                .map(|(p, r)| rows(p, r))
+                .sum();
+            if n == 0 {
+                cur.unanswered.push(format!("project {project}"));
+            }
+        }
+        if self.conf.releases.is_empty() && self.conf.projects.is_empty() {
+            cur.unanswered.push("its releases".into());
         }
         wanted.extend(self.conf.pins.iter().map(|pv| (pv.clone(), true)));
         cur.releases = releases;
@@ -876,7 +919,8 @@ impl Case {
                     if on_target == Some(*mtime) {
                         continue;
                     }
-                    if since.is_some_and(|s| self.now - s <= grace) {
+                    // A zero grace sends writable versions at once.
+                    if grace > 0 && since.is_some_and(|s| self.now - s <= grace) {
                         exp.skipped.insert(format!("{}:writable", pv_text(pv)));
                         continue;
                     }
@@ -892,7 +936,7 @@ impl Case {
                 exp.linked.insert(format!("{p}/{a} -> {v}"));
             }
         }
-        if !cur.versions.is_empty() {
+        if !cur.versions.is_empty() && cur.unanswered.is_empty() {
             let aliased: BTreeSet<Pv> = self
                 .model
                 .aliases
@@ -909,6 +953,7 @@ impl Case {
                         && !cur.protected.contains(*pv)
                         && !aliased.contains(*pv)
                         && self.now - mtime > grace
+                        && !self.arrived_young(pv)
                 })
                 .map(|(pv, _)| pv)
                 .collect();
@@ -930,6 +975,8 @@ impl Case {
             .keys()
             .map(|(p, v)| format!("{p} {v}"))
             .collect();
+        exp.unanswered_line = (!cur.unanswered.is_empty())
+            .then(|| format!("# unanswered: {}", cur.unanswered.join(", ")));
         exp.releases_line = format!(
             "# releases: {}",
             cur.releases
@@ -970,6 +1017,29 @@ impl Case {
                 .aliases
                 .retain(|(ap, _), av| !(ap == p && av == v));
         }
+    }
+
+    /// Reads when each version the model holds arrived on the target.
+    fn read_arrivals(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        self.arrivals = self
+            .model
+            .versions
+            .keys()
+            .filter_map(|(p, v)| {
+                let m = fs::symlink_metadata(self.target.join(p).join(v).join("descpkg")).ok()?;
+                Some(((p.clone(), v.clone()), m.ctime()))
+            })
+            .collect();
+    }
+
+    /// Arrived within the grace (and not implausibly far in the future):
+    /// never excess, `fast` may have sent it before the release lists it.
+    fn arrived_young(&self, pv: &Pv) -> bool {
+        let grace = self.conf.grace;
+        self.arrivals
+            .get(pv)
+            .is_some_and(|&a| self.now - a <= grace && a - self.now <= grace)
     }
 
     fn expected_lines(&self) -> Vec<String> {
@@ -1203,6 +1273,7 @@ impl Case {
             ),
             exp.releases_line.clone(),
         ];
+        want.extend(exp.unanswered_line.clone());
         want.extend(exp.packagelist.iter().cloned());
         let got: Vec<String> = text.lines().map(String::from).collect();
         if want != got {
@@ -1280,7 +1351,7 @@ impl Case {
                 if self.rng.chance(50) {
                     let delta = self.rng.range(1, 100_000) as i64;
                     let m = if self.rng.chance(30) {
-                        self.now - self.rng.below(grace as u64) as i64
+                        self.now - self.rng.below(grace as u64 + 1) as i64
                     } else {
                         self.pkgs[&p].versions[&v].descpkg_mtime - delta
                     };
@@ -1392,9 +1463,9 @@ impl Case {
 
 // ------------------------------------------------------------ running cases
 
-fn run_case(seed: u64, sshd: Option<&Sshd>) -> Result<(), String> {
+fn run_case(seed: u64, sshd: Option<&Sshd>, base: &Path) -> Result<(), String> {
     let t = Instant::now();
-    let mut case = Case::new(seed, sshd);
+    let mut case = Case::new(seed, sshd, base);
     if std::env::var("BLAT_MODEL_TIMING").is_ok() {
         eprintln!(
             "seed {seed}: generated in {:.2}s",
@@ -1408,6 +1479,7 @@ fn run_case(seed: u64, sshd: Option<&Sshd>) -> Result<(), String> {
             case.mutate();
         }
         case.write_world();
+        case.read_arrivals();
         let cur = case.current();
         let exp = case.expect(&cur);
         let t0 = Instant::now();
@@ -1501,6 +1573,19 @@ fn run_shard(ssh: bool, shard: u64) {
     } else {
         None
     };
+    // The worlds on a tmpfs when we may mount one (root, as in CI): on
+    // ext4, creating files right after deleting thousands costs seconds.
+    // (Not with BLAT_KEEP=1: a kept world must outlive the shard.)
+    let keep = std::env::var("BLAT_KEEP").is_ok_and(|v| v == "1");
+    let scratch = if keep {
+        None
+    } else {
+        common::Tmpfs::scratch("4g")
+    };
+    let base = match &scratch {
+        Some((_, dir)) => dir.path().to_path_buf(),
+        None => std::env::temp_dir(),
+    };
     let started = Instant::now();
     let mut failures = Vec::new();
     for &seed in &mine {
@@ -1508,7 +1593,7 @@ fn run_shard(ssh: bool, shard: u64) {
             common::empty_dir(&s.archive());
         }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_case(seed, sshd.as_ref())
+            run_case(seed, sshd.as_ref(), &base)
         }));
         let failure = match outcome {
             Ok(Ok(())) => None,
@@ -1677,8 +1762,10 @@ fn names_at_the_edges_of_the_rule_go_everywhere_a_name_goes() {
             "{pv}"
         );
     };
-    let sync = |what: &str| {
-        let out = w.blat(&["sync", "--all"]);
+    let sync_at = |what: &str, now: Option<i64>| {
+        let now = now.map(|n| n.to_string());
+        let env: Vec<(&str, &str)> = now.iter().map(|n| ("BLAT_NOW", n.as_str())).collect();
+        let out = w.blat_env(&["sync", "--all"], &env);
         assert!(
             out.status.code() == Some(0),
             "{what}: exit {:?}\n{}",
@@ -1695,6 +1782,7 @@ fn names_at_the_edges_of_the_rule_go_everywhere_a_name_goes() {
             common::blat_names(&t)
         );
     };
+    let sync = |what: &str| sync_at(what, None);
 
     // New packages, with a 255-character alias pinned.
     w.alias(&long_p, &long_a, "1");
@@ -1743,10 +1831,11 @@ fn names_at_the_edges_of_the_rule_go_everywhere_a_name_goes() {
         same(&format!("{p}/{long_v}"));
     }
 
-    // Aging deletes them once no release holds them.
+    // Aging deletes them once no release holds them (two hours on: they
+    // arrived just now, and an arrival within the grace protects them).
     release(&w, &["1", "_"]);
     w.local_target("site", &conf("[aging]\nmethod = \"immediate\"\n"));
-    sync("versions aged out");
+    sync_at("versions aged out", Some(blat::clock::now() + 2 * 3600));
     for p in packages {
         assert!(
             !t.join(p).join(&long_v).exists(),
