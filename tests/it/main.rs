@@ -3,6 +3,7 @@
 //! `CI=true` and the server is missing (see `common::require`).
 
 mod age;
+mod check;
 mod cli;
 mod common;
 mod concurrent;
