@@ -200,7 +200,10 @@ pub fn static_script(shell: Shell) -> String {
 pub fn run(args: &CompletionsArgs, config_dir: &std::path::Path) -> anyhow::Result<()> {
     use std::io::Write;
     let text = match (args.targets, args.shell) {
-        (true, _) => target_names(config_dir).join("\n") + "\n",
+        (true, _) => target_names(config_dir)
+            .iter()
+            .map(|name| format!("{name}\n"))
+            .collect(),
         (false, Some(shell)) => script(shell),
         (false, None) => unreachable!("clap requires SHELL without --targets"),
     };

@@ -6,6 +6,7 @@ mod age;
 mod check;
 mod cli;
 mod common;
+mod completions;
 mod concurrent;
 mod example;
 mod fast;
