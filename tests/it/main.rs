@@ -14,6 +14,7 @@ mod hostile;
 mod index;
 #[cfg(feature = "odbc")]
 mod odbc;
+mod package;
 mod release_suite;
 #[cfg(feature = "s3")]
 mod s3;
