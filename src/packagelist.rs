@@ -2,11 +2,13 @@
 //! the current set as the master last computed it. Its writer and its
 //! reader live here, so the two cannot drift (docs/archive.md):
 //!
-//!     # blat packagelist written 2026-11-30T04:00:00Z
-//!     # releases: PROJ/R1.1 PROJ/R2.0
-//!     # unanswered: release PROJ/R9        (only when there is something)
-//!     jats 2.1.0
-//!     libfoo 1.1.0
+//! ```text
+//! # blat packagelist written 2026-11-30T04:00:00Z
+//! # releases: PROJ/R1.1 PROJ/R2.0
+//! # unanswered: release PROJ/R9        (only when there is something)
+//! jats 2.1.0
+//! libfoo 1.1.0
+//! ```
 //!
 //! One `package version` a line, sorted. `age --local` judges the target by
 //! it: an `unanswered` line (the Release Manager answered nothing for a
