@@ -16,6 +16,7 @@
 //! - `store` (feature `s3`): `ObjectStore` trait, S3, deterministic package ZIPs.
 //! - `receiver/blat-receiver`: the target-side sh program, embedded.
 
+pub mod aging;
 pub mod archive;
 pub mod atomic;
 pub mod cli;
@@ -23,6 +24,7 @@ pub mod clock;
 pub mod config;
 pub mod current;
 pub mod error;
+pub mod exec;
 pub mod index;
 pub mod lock;
 pub mod ops;
@@ -33,4 +35,6 @@ pub mod report;
 pub mod state;
 #[cfg(feature = "s3")]
 pub mod store;
+pub mod tags;
 pub mod target;
+pub mod transfer;

@@ -117,6 +117,23 @@ fn probe(path: &Path, target: &str) -> Result<Probe> {
     }
 }
 
+/// The lock of a target-side job on `archive`: `.dpkg_archive/locks/<job>.lock`.
+/// When it is held, the message names the archive and the job.
+pub fn archive_lock(archive: &Path, job: &str, place: &str) -> Result<TargetLock> {
+    // The archive may be a target's, where anyone could have planted a
+    // symlink as .dpkg_archive or its locks/: never written through.
+    let dpkg = archive.join(".dpkg_archive");
+    crate::atomic::own_dir(&dpkg)?;
+    crate::atomic::own_dir(&dpkg.join("locks"))?;
+    TargetLock::acquire(&dpkg, job).map_err(|e| {
+        if e.is::<LockHeld>() {
+            LockHeld(format!("{place} (blat {job})")).into()
+        } else {
+            e
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

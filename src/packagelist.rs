@@ -44,6 +44,11 @@ pub fn text(set: &CurrentSet, now: i64) -> String {
     text
 }
 
+/// Writes the PackageList of `set` to a target, atomically.
+pub fn write(dest: &dyn crate::target::Target, set: &CurrentSet, now: i64) -> Result<()> {
+    dest.put(NAME, text(set, now).as_bytes())
+}
+
 /// Reads a PackageList as a current set (membership only: what the master's
 /// archive held is not known here). `None` when there is none; a line that
 /// is not `package version` with valid names is an error naming the line.
@@ -53,9 +58,13 @@ pub fn read(path: &Path) -> Result<Option<CurrentSet>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    parse(&text)
-        .map(Some)
-        .map_err(|(n, e)| anyhow::anyhow!("{}:{n}: {e}; nothing is aged", path.display()))
+    parse_at(path, &text).map(Some)
+}
+
+/// [`parse`] of `text` as read from `path`, the error naming the file and
+/// line: a list that cannot be read is no basis for deleting anything.
+pub fn parse_at(path: &Path, text: &str) -> Result<CurrentSet> {
+    parse(text).map_err(|(n, e)| anyhow::anyhow!("{}:{n}: {e}; nothing is aged", path.display()))
 }
 
 /// The text of a PackageList as a current set, or the line number (from 1)

@@ -4,6 +4,7 @@
 //! The schema evolves by `user_version` migrations that are only ever
 //! appended, never edited or removed, so any older state file upgrades.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -59,11 +60,33 @@ const MIGRATIONS: &[&str] = &[
         started INTEGER NOT NULL,
         PRIMARY KEY (target, upload_id)
     );",
+    // 3: what each run did, for `status` and its metrics: its duration,
+    // packages sent (bytes) and failed, the package-versions of the current
+    // set still missing or differing after it (sync, s3sync), deletions
+    // aging refused (max_delete); and each target's free space as last read.
+    "ALTER TABLE runs ADD COLUMN seconds REAL;
+    ALTER TABLE runs ADD COLUMN sent INTEGER;
+    ALTER TABLE runs ADD COLUMN bytes_sent INTEGER;
+    ALTER TABLE runs ADD COLUMN failed INTEGER;
+    ALTER TABLE runs ADD COLUMN behind INTEGER;
+    ALTER TABLE runs ADD COLUMN aging_refused INTEGER;
+    ALTER TABLE runs ADD COLUMN problem TEXT;
+    CREATE TABLE free_space (
+        target TEXT PRIMARY KEY,
+        bytes INTEGER NOT NULL,
+        seen INTEGER NOT NULL
+    );",
 ];
+
+/// The first schema version with the per-run facts ([`RunFacts`]) and the
+/// `free_space` table; [`State::open_status`] reads older files without them.
+const FACTS_VERSION: usize = 3;
 
 /// An open state file.
 pub struct State {
     conn: Connection,
+    /// The schema version of the file (older only for [`State::open_status`]).
+    version: usize,
     /// `None` for [`State::open_read_only`] of a state file that does not
     /// exist (an empty in-memory stand-in).
     file: Option<PathBuf>,
@@ -79,6 +102,88 @@ pub struct Run {
     pub outcome: Option<String>,
     pub summary: Option<String>,
     pub error: Option<String>,
+    /// What the run did (absent for runs recorded by an older blat).
+    #[serde(flatten)]
+    pub facts: RunFacts,
+}
+
+/// What one run did, as far as its command knows (`None`: not applicable,
+/// or not known).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct RunFacts {
+    /// Wall-clock duration.
+    pub seconds: Option<f64>,
+    /// Package-versions sent (uploaded, for s3sync).
+    pub sent: Option<u64>,
+    pub bytes_sent: Option<u64>,
+    /// Package-versions (and other items) that failed.
+    pub failed: Option<u64>,
+    /// Package-versions of the current set still missing on the target, or
+    /// there with another descpkg mtime, after the run (sync, s3sync).
+    pub behind: Option<u64>,
+    /// Deletions due that aging refused (more than max_delete); `Some(0)`
+    /// when the run aged and refused nothing.
+    pub aging_refused: Option<u64>,
+    /// What went wrong first in a run that failed or partly failed without
+    /// an error of its own (a package, an alias, the PackageList, a tag,
+    /// aging's refusal), with how many more failed.
+    pub problem: Option<String>,
+    /// The target's free space, as read during the run.
+    #[serde(skip)]
+    pub free_bytes: Option<u64>,
+}
+
+/// A target's free space as last read, and when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FreeSpace {
+    pub bytes: u64,
+    pub seen: i64,
+}
+
+/// The columns of a [`Run`], in the order [`run_row`] reads them.
+const RUN_COLUMNS: &str = "target, command, started, finished, outcome, summary, error, \
+    seconds, sent, bytes_sent, failed, behind, aging_refused, problem";
+/// The same for a schema before [`FACTS_VERSION`].
+const RUN_COLUMNS_V2: &str = "target, command, started, finished, outcome, summary, error, \
+    NULL, NULL, NULL, NULL, NULL, NULL, NULL";
+
+fn run_row(r: &rusqlite::Row) -> rusqlite::Result<Run> {
+    let count = |i: usize| -> rusqlite::Result<Option<u64>> {
+        Ok(r.get::<_, Option<i64>>(i)?
+            .map(|n| u64::try_from(n).unwrap_or(0)))
+    };
+    Ok(Run {
+        target: r.get(0)?,
+        command: r.get(1)?,
+        started: r.get(2)?,
+        finished: r.get(3)?,
+        outcome: r.get(4)?,
+        summary: r.get(5)?,
+        error: r.get(6)?,
+        facts: RunFacts {
+            seconds: r.get(7)?,
+            sent: count(8)?,
+            bytes_sent: count(9)?,
+            failed: count(10)?,
+            behind: count(11)?,
+            aging_refused: count(12)?,
+            problem: r.get(13)?,
+            free_bytes: None,
+        },
+    })
+}
+
+/// What one upload left in the bucket (a row of `uploads`). For an alias
+/// object, `version` is the version it names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upload {
+    pub key: String,
+    pub package: String,
+    pub version: String,
+    pub descpkg_mtime: i64,
+    pub size: u64,
+    pub etag: String,
+    pub uploaded: i64,
 }
 
 impl State {
@@ -94,6 +199,7 @@ impl State {
             .with_context(|| format!("cannot use state file {}", path.display()))?;
         let mut state = State {
             conn,
+            version: MIGRATIONS.len(),
             file: Some(path.clone()),
         };
         state
@@ -118,6 +224,17 @@ impl State {
     /// read-only open that fails for another reason falls back to
     /// `immutable` too (then a writer's last commits may not show yet).
     pub fn open_read_only(state_dir: &Path) -> Result<State> {
+        State::read_only(state_dir, false)
+    }
+
+    /// [`State::open_read_only`] for `status`, which also reads a state
+    /// file an older blat wrote (not yet upgraded by a run that may write
+    /// it): what that schema lacks reads as not known.
+    pub fn open_status(state_dir: &Path) -> Result<State> {
+        State::read_only(state_dir, true)
+    }
+
+    fn read_only(state_dir: &Path, older_too: bool) -> Result<State> {
         let path = state_dir.join("blat.db");
         match std::fs::metadata(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return State::empty(),
@@ -161,7 +278,7 @@ impl State {
                 MIGRATIONS.len()
             );
         }
-        if version < MIGRATIONS.len() {
+        if version < MIGRATIONS.len() && !older_too {
             anyhow::bail!(
                 "state file {} has schema version {version}, older than this blat's ({}): it is upgraded by the first run that may write it (one without --dry-run)",
                 path.display(),
@@ -170,6 +287,7 @@ impl State {
         }
         Ok(State {
             conn,
+            version,
             file: Some(path),
         })
     }
@@ -187,6 +305,7 @@ impl State {
     fn empty() -> Result<State> {
         let mut state = State {
             conn: Connection::open_in_memory()?,
+            version: MIGRATIONS.len(),
             file: None,
         };
         state.migrate()?;
@@ -223,11 +342,6 @@ impl State {
             tx.commit()?;
         }
     }
-
-    pub fn connection(&self) -> &Connection {
-        &self.conn
-    }
-
     /// Records the start of a run; returns its id for [`State::finish_run`].
     pub fn start_run(&self, target: &str, command: &str, now: i64) -> Result<i64> {
         self.conn.execute(
@@ -249,15 +363,116 @@ impl State {
             "UPDATE runs SET finished = ?2, outcome = ?3, summary = ?4, error = ?5 WHERE id = ?1",
             params![id, now, outcome.word(), summary, error],
         )?;
-        // Keep the table small: the last 200 runs per target and command.
+        // Keep the table small: the last 200 runs per target and command,
+        // and the last successful one however old (`sync --due`, status).
         self.conn.execute(
             "DELETE FROM runs WHERE id IN (SELECT id FROM runs r
                WHERE r.target = (SELECT target FROM runs WHERE id = ?1)
                  AND r.command = (SELECT command FROM runs WHERE id = ?1)
-               ORDER BY id DESC LIMIT -1 OFFSET 200)",
+               ORDER BY id DESC LIMIT -1 OFFSET 200)
+             AND id IS NOT (SELECT max(id) FROM runs d
+               WHERE d.target = (SELECT target FROM runs WHERE id = ?1)
+                 AND d.command = (SELECT command FROM runs WHERE id = ?1)
+                 AND d.outcome = 'done')",
             params![id],
         )?;
         Ok(())
+    }
+
+    /// Records what run `id` did (see [`RunFacts`]), and the target's free
+    /// space when the run read it.
+    pub fn record_facts(&self, id: i64, now: i64, facts: &RunFacts) -> Result<()> {
+        let n = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+        self.conn.execute(
+            "UPDATE runs SET seconds = ?2, sent = ?3, bytes_sent = ?4, failed = ?5,
+                behind = ?6, aging_refused = ?7, problem = ?8 WHERE id = ?1",
+            params![
+                id,
+                facts.seconds,
+                n(facts.sent),
+                n(facts.bytes_sent),
+                n(facts.failed),
+                n(facts.behind),
+                n(facts.aging_refused),
+                facts.problem
+            ],
+        )?;
+        if let Some(bytes) = facts.free_bytes {
+            self.conn.execute(
+                "INSERT INTO free_space (target, bytes, seen)
+                   SELECT target, ?2, ?3 FROM runs WHERE id = ?1
+                 ON CONFLICT (target) DO UPDATE SET bytes = excluded.bytes, seen = excluded.seen",
+                params![id, n(Some(bytes)), now],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn run_columns(&self) -> &'static str {
+        if self.version >= FACTS_VERSION {
+            RUN_COLUMNS
+        } else {
+            RUN_COLUMNS_V2
+        }
+    }
+
+    /// The most recent finished run of `command` on `target` that measured
+    /// how far behind the target is (see [`RunFacts::behind`]).
+    pub fn last_behind(&self, target: &str, command: &str) -> Result<Option<Run>> {
+        if self.version < FACTS_VERSION {
+            return Ok(None);
+        }
+        Ok(self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE target = ?1 AND command = ?2
+                     AND behind IS NOT NULL AND finished IS NOT NULL ORDER BY id DESC LIMIT 1"
+                ),
+                params![target, command],
+                run_row,
+            )
+            .optional()?)
+    }
+
+    /// The most recent finished run on `target` that aged (see
+    /// [`RunFacts::aging_refused`]).
+    pub fn last_aging(&self, target: &str) -> Result<Option<Run>> {
+        if self.version < FACTS_VERSION {
+            return Ok(None);
+        }
+        Ok(self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE target = ?1
+                     AND aging_refused IS NOT NULL AND finished IS NOT NULL
+                     ORDER BY finished DESC, id DESC LIMIT 1"
+                ),
+                params![target],
+                run_row,
+            )
+            .optional()?)
+    }
+
+    /// The target's free space as last read (by a sync).
+    pub fn free_space(&self, target: &str) -> Result<Option<FreeSpace>> {
+        if self.version < FACTS_VERSION {
+            return Ok(None);
+        }
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT bytes, seen FROM free_space WHERE target = ?1",
+                params![target],
+                |r| {
+                    Ok(FreeSpace {
+                        bytes: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                        seen: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?)
     }
 
     /// Forgets a run that turned out not to happen (a target not yet due).
@@ -282,44 +497,56 @@ impl State {
 
     /// The most recent run of each command on `target`.
     pub fn last_runs(&self, target: &str) -> Result<Vec<Run>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT target, command, started, finished, outcome, summary, error FROM runs
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {} FROM runs
              WHERE id IN (SELECT max(id) FROM runs WHERE target = ?1 GROUP BY command)
              ORDER BY command",
-        )?;
-        let rows = stmt.query_map(params![target], |r| {
-            Ok(Run {
-                target: r.get(0)?,
-                command: r.get(1)?,
-                started: r.get(2)?,
-                finished: r.get(3)?,
-                outcome: r.get(4)?,
-                summary: r.get(5)?,
-                error: r.get(6)?,
-            })
-        })?;
+            self.run_columns()
+        ))?;
+        let rows = stmt.query_map(params![target], run_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The most recent run of `target` that ended with an error.
+    /// The most recent finished run of each command on `target`.
+    pub fn last_finished_runs(&self, target: &str) -> Result<Vec<Run>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {} FROM runs WHERE id IN (SELECT max(id) FROM runs
+               WHERE target = ?1 AND finished IS NOT NULL GROUP BY command)
+             ORDER BY command",
+            self.run_columns()
+        ))?;
+        let rows = stmt.query_map(params![target], run_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// When each command on `target` last finished with outcome `done`.
+    pub fn last_successes(&self, target: &str) -> Result<Vec<(String, i64)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT command, max(finished) FROM runs
+             WHERE target = ?1 AND outcome = 'done' AND finished IS NOT NULL
+             GROUP BY command ORDER BY command",
+        )?;
+        let rows = stmt.query_map(params![target], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The most recent run of `target` that ended with an error, or (from
+    /// schema 3 on) with a problem (see [`RunFacts::problem`]).
     pub fn last_error(&self, target: &str) -> Result<Option<Run>> {
         Ok(self
             .conn
             .query_row(
-                "SELECT target, command, started, finished, outcome, summary, error FROM runs
-                 WHERE target = ?1 AND error IS NOT NULL ORDER BY id DESC LIMIT 1",
+                &format!(
+                    "SELECT {} FROM runs WHERE target = ?1 AND ({}) ORDER BY id DESC LIMIT 1",
+                    self.run_columns(),
+                    if self.version >= FACTS_VERSION {
+                        "error IS NOT NULL OR problem IS NOT NULL"
+                    } else {
+                        "error IS NOT NULL"
+                    }
+                ),
                 params![target],
-                |r| {
-                    Ok(Run {
-                        target: r.get(0)?,
-                        command: r.get(1)?,
-                        started: r.get(2)?,
-                        finished: r.get(3)?,
-                        outcome: r.get(4)?,
-                        summary: r.get(5)?,
-                        error: r.get(6)?,
-                    })
-                },
+                run_row,
             )
             .optional()?)
     }
@@ -385,6 +612,88 @@ impl State {
             }
         }
         tx.commit()?;
+        Ok(())
+    }
+
+    /// In WAL mode `synchronous = NORMAL` keeps the file consistent but
+    /// skips an fsync per commit: a power cut may forget the last S3 upload
+    /// rows, which costs one HEAD each at the next pass, while thousands of
+    /// small uploads would otherwise spend more time in fsync than uploading.
+    pub fn relax_sync(&self) -> Result<()> {
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .context("cannot set up the state file")
+    }
+
+    /// What `s3sync` left in the bucket of `target`, by key.
+    pub fn uploads(&self, target: &str) -> Result<HashMap<String, Upload>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT key, package, version, descpkg_mtime, size, etag, uploaded FROM uploads WHERE target = ?1",
+        )?;
+        let rows = stmt.query_map(params![target], |r| {
+            Ok(Upload {
+                key: r.get(0)?,
+                package: r.get(1)?,
+                version: r.get(2)?,
+                descpkg_mtime: r.get(3)?,
+                size: r.get::<_, i64>(4)? as u64,
+                etag: r.get(5)?,
+                uploaded: r.get(6)?,
+            })
+        })?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let row = row?;
+            out.insert(row.key.clone(), row);
+        }
+        Ok(out)
+    }
+
+    pub fn record_upload(&self, target: &str, u: &Upload) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO uploads (target, key, package, version, descpkg_mtime, size, etag, uploaded)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![target, u.key, u.package, u.version, u.descpkg_mtime, u.size as i64, u.etag, u.uploaded],
+        )?;
+        Ok(())
+    }
+
+    pub fn forget_upload(&self, target: &str, key: &str) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM uploads WHERE target = ?1 AND key = ?2",
+            params![target, key],
+        )?;
+        Ok(())
+    }
+
+    /// Multipart uploads started and not known to have ended: (key, upload id).
+    pub fn open_multiparts(&self, target: &str) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT key, upload_id FROM multipart_uploads WHERE target = ?1 ORDER BY started",
+        )?;
+        let rows = stmt.query_map(params![target], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn multipart_started(
+        &self,
+        target: &str,
+        key: &str,
+        upload_id: &str,
+        now: i64,
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO multipart_uploads (target, key, upload_id, started) VALUES (?1, ?2, ?3, ?4)",
+            params![target, key, upload_id, now],
+        )?;
+        Ok(())
+    }
+
+    pub fn multipart_ended(&self, target: &str, upload_id: &str) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM multipart_uploads WHERE target = ?1 AND upload_id = ?2",
+            params![target, upload_id],
+        )?;
         Ok(())
     }
 }
@@ -490,6 +799,114 @@ mod tests {
         // Reopening an up-to-date file runs no migration again.
         let state = State::open(dir.path()).unwrap();
         assert_eq!(state.last_success("a", "sync").unwrap(), Some(110));
+    }
+
+    #[test]
+    fn records_what_each_run_did_and_the_free_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        let id = state.start_run("a", "sync", 100).unwrap();
+        state
+            .finish_run(id, 110, Outcome::Partial, "1 sent", None)
+            .unwrap();
+        let facts = RunFacts {
+            seconds: Some(9.5),
+            sent: Some(1),
+            bytes_sent: Some(4096),
+            failed: Some(2),
+            behind: Some(2),
+            aging_refused: Some(0),
+            problem: Some("p/1: no space left (and 1 more)".into()),
+            free_bytes: Some(1 << 40),
+        };
+        state.record_facts(id, 110, &facts).unwrap();
+        // A later sync that failed outright measured nothing.
+        let id = state.start_run("a", "sync", 200).unwrap();
+        state
+            .finish_run(id, 210, Outcome::Failed, "", Some("unreachable"))
+            .unwrap();
+        state
+            .record_facts(
+                id,
+                210,
+                &RunFacts {
+                    seconds: Some(1.0),
+                    ..RunFacts::default()
+                },
+            )
+            .unwrap();
+        let measured = state.last_behind("a", "sync").unwrap().unwrap();
+        assert_eq!(measured.finished, Some(110));
+        assert_eq!(
+            measured.facts,
+            RunFacts {
+                free_bytes: None,
+                ..facts
+            }
+        );
+        assert_eq!(state.last_aging("a").unwrap().unwrap().finished, Some(110));
+        assert_eq!(
+            state.free_space("a").unwrap(),
+            Some(FreeSpace {
+                bytes: 1 << 40,
+                seen: 110
+            })
+        );
+        assert_eq!(state.free_space("b").unwrap(), None);
+        let runs = state.last_finished_runs("a").unwrap();
+        assert_eq!(runs[0].facts.seconds, Some(1.0));
+        assert_eq!(runs[0].facts.sent, None);
+    }
+
+    #[test]
+    fn pruning_keeps_the_last_success() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        let id = state.start_run("a", "sync", 1).unwrap();
+        state.finish_run(id, 2, Outcome::Done, "ok", None).unwrap();
+        for t in 10..260 {
+            let id = state.start_run("a", "sync", t).unwrap();
+            state
+                .finish_run(id, t, Outcome::Failed, "", Some("down"))
+                .unwrap();
+        }
+        assert_eq!(state.last_success("a", "sync").unwrap(), Some(2));
+        assert_eq!(state.last_successes("a").unwrap(), [("sync".into(), 2)]);
+        let n: i64 = state
+            .conn
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 201);
+    }
+
+    #[test]
+    fn status_reads_a_state_file_of_an_older_blat() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("blat.db")).unwrap();
+        for sql in &MIGRATIONS[..2] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute(
+            "INSERT INTO runs (target, command, started, finished, outcome, summary)
+             VALUES ('a', 'sync', 100, 110, 'done', 'ok')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        assert!(State::open_read_only(dir.path()).is_err());
+        let state = State::open_status(dir.path()).unwrap();
+        let runs = state.last_runs("a").unwrap();
+        assert_eq!(runs[0].facts, RunFacts::default());
+        assert_eq!(state.last_finished_runs("a").unwrap().len(), 1);
+        assert!(state.last_behind("a", "sync").unwrap().is_none());
+        assert!(state.last_aging("a").unwrap().is_none());
+        assert!(state.free_space("a").unwrap().is_none());
+        assert_eq!(state.last_success("a", "sync").unwrap(), Some(110));
+        drop(state);
+        // The first run that may write upgrades it.
+        let state = State::open(dir.path()).unwrap();
+        assert_eq!(state.last_runs("a").unwrap()[0].facts.seconds, None);
     }
 
     #[test]

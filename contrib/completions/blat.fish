@@ -40,7 +40,7 @@ complete -c blat -n "__fish_blat_needs_command" -f -a "fast" -d 'Consume tags: s
 complete -c blat -n "__fish_blat_needs_command" -f -a "tag" -d 'Write the tag PACKAGE::VERSION atomically into the tag directory of every archive target (or of each --target), for `blat fast`'
 complete -c blat -n "__fish_blat_needs_command" -f -a "index" -d 'Write the archive\'s content index, .dpkg_archive/dpkg_archive_list.txt: every file and folder, one path a line relative to the archive, sorted by bytes, replaced atomically'
 complete -c blat -n "__fish_blat_needs_command" -f -a "age" -d 'Delete package-versions that left the current set, as each target\'s [aging] method says'
-complete -c blat -n "__fish_blat_needs_command" -f -a "status" -d 'Show per target the last run of each command and its outcome, pending and rejected tags, packages marked for deletion and the last error (all targets unless --target names some)'
+complete -c blat -n "__fish_blat_needs_command" -f -a "status" -d 'Show per target, in one line, the last successful sync and its age, whether the target is behind and the last error; then the last run of each command and its outcome, pending and rejected tags, packages marked for deletion (all targets unless --target names some)'
 complete -c blat -n "__fish_blat_needs_command" -f -a "check" -d 'Verify everything a sync needs, changing nothing (all targets unless --target names some)'
 complete -c blat -n "__fish_blat_needs_command" -f -a "ssh" -d 'Run the system\'s ssh to an SSH target as blat reaches it: its user, identity, port and known_hosts (host keys checked strictly)'
 complete -c blat -n "__fish_blat_needs_command" -f -a "completions" -d 'Print a shell completion script (bash, zsh or fish) on stdout'
@@ -113,7 +113,7 @@ complete -c blat -n "__fish_blat_using_subcommand age" -l dry-run -d 'Show the e
 complete -c blat -n "__fish_blat_using_subcommand age" -l json -d 'Print a machine-readable report on stdout'
 complete -c blat -n "__fish_blat_using_subcommand age" -l all -d 'Work on every configured target of the right kind'
 complete -c blat -n "__fish_blat_using_subcommand age" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c blat -n "__fish_blat_using_subcommand status" -l metrics -d 'Also write Prometheus text format here (node_exporter textfile collector)' -r -F
+complete -c blat -n "__fish_blat_using_subcommand status" -l metrics -d 'Also write Prometheus text format here (node_exporter textfile collector), replaced atomically' -r -F
 complete -c blat -n "__fish_blat_using_subcommand status" -s c -l config -d 'Configuration directory (blat.toml and targets/*.conf)' -r -F
 complete -c blat -n "__fish_blat_using_subcommand status" -l target -d 'Work on this target (repeatable)' -r -f -a "(__fish_blat_targets)"
 complete -c blat -n "__fish_blat_using_subcommand status" -s v -l verbose -d 'More output: -v lists each package, -vv debug'
@@ -121,7 +121,7 @@ complete -c blat -n "__fish_blat_using_subcommand status" -s q -l quiet -d 'Erro
 complete -c blat -n "__fish_blat_using_subcommand status" -l dry-run -d 'Show the exact plan and change nothing'
 complete -c blat -n "__fish_blat_using_subcommand status" -l json -d 'Print a machine-readable report on stdout'
 complete -c blat -n "__fish_blat_using_subcommand status" -l all -d 'Work on every configured target of the right kind'
-complete -c blat -n "__fish_blat_using_subcommand status" -s h -l help -d 'Print help'
+complete -c blat -n "__fish_blat_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c blat -n "__fish_blat_using_subcommand check" -s c -l config -d 'Configuration directory (blat.toml and targets/*.conf)' -r -F
 complete -c blat -n "__fish_blat_using_subcommand check" -l target -d 'Work on this target (repeatable)' -r -f -a "(__fish_blat_targets)"
 complete -c blat -n "__fish_blat_using_subcommand check" -s v -l verbose -d 'More output: -v lists each package, -vv debug'
@@ -154,7 +154,7 @@ complete -c blat -n "__fish_blat_using_subcommand help; and not __fish_seen_subc
 complete -c blat -n "__fish_blat_using_subcommand help; and not __fish_seen_subcommand_from sync plist s3sync fast tag index age status check ssh completions help" -f -a "tag" -d 'Write the tag PACKAGE::VERSION atomically into the tag directory of every archive target (or of each --target), for `blat fast`'
 complete -c blat -n "__fish_blat_using_subcommand help; and not __fish_seen_subcommand_from sync plist s3sync fast tag index age status check ssh completions help" -f -a "index" -d 'Write the archive\'s content index, .dpkg_archive/dpkg_archive_list.txt: every file and folder, one path a line relative to the archive, sorted by bytes, replaced atomically'
 complete -c blat -n "__fish_blat_using_subcommand help; and not __fish_seen_subcommand_from sync plist s3sync fast tag index age status check ssh completions help" -f -a "age" -d 'Delete package-versions that left the current set, as each target\'s [aging] method says'
-complete -c blat -n "__fish_blat_using_subcommand help; and not __fish_seen_subcommand_from sync plist s3sync fast tag index age status check ssh completions help" -f -a "status" -d 'Show per target the last run of each command and its outcome, pending and rejected tags, packages marked for deletion and the last error (all targets unless --target names some)'
+complete -c blat -n "__fish_blat_using_subcommand help; and not __fish_seen_subcommand_from sync plist s3sync fast tag index age status check ssh completions help" -f -a "status" -d 'Show per target, in one line, the last successful sync and its age, whether the target is behind and the last error; then the last run of each command and its outcome, pending and rejected tags, packages marked for deletion (all targets unless --target names some)'
 complete -c blat -n "__fish_blat_using_subcommand help; and not __fish_seen_subcommand_from sync plist s3sync fast tag index age status check ssh completions help" -f -a "check" -d 'Verify everything a sync needs, changing nothing (all targets unless --target names some)'
 complete -c blat -n "__fish_blat_using_subcommand help; and not __fish_seen_subcommand_from sync plist s3sync fast tag index age status check ssh completions help" -f -a "ssh" -d 'Run the system\'s ssh to an SSH target as blat reaches it: its user, identity, port and known_hosts (host keys checked strictly)'
 complete -c blat -n "__fish_blat_using_subcommand help; and not __fish_seen_subcommand_from sync plist s3sync fast tag index age status check ssh completions help" -f -a "completions" -d 'Print a shell completion script (bash, zsh or fish) on stdout'

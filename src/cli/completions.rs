@@ -18,15 +18,20 @@ pub enum Shell {
 /// Print a shell completion script (bash, zsh or fish) on stdout
 #[derive(Debug, Args)]
 #[command(after_long_help = "\
-Install (the Debian package does this):
-  bash  blat completions bash > /usr/share/bash-completion/completions/blat
-  zsh   blat completions zsh > /usr/share/zsh/vendor-completions/_blat
-  fish  blat completions fish > /usr/share/fish/vendor_completions.d/blat.fish
-Target names are completed from the configuration (-c DIR on the command line, else
-$BLAT_CONFIG, else /etc/blat) through blat completions --targets.")]
+Installing (the Debian package does this):
+    blat completions bash > /usr/share/bash-completion/completions/blat
+    blat completions zsh > /usr/share/zsh/vendor-completions/_blat
+    blat completions fish > /usr/share/fish/vendor_completions.d/blat.fish
+  Target names after --target and after blat ssh are completed from the configuration (the
+  -c DIR of the command line being completed, else $BLAT_CONFIG, else /etc/blat), which
+  blat completions --targets lists without parsing it.")]
 pub struct CompletionsArgs {
-    /// The shell to complete in
-    #[arg(value_enum, required_unless_present = "targets")]
+    /// The shell to complete in: bash, zsh or fish
+    #[arg(
+        value_enum,
+        required_unless_present = "targets",
+        hide_possible_values = true
+    )]
     pub shell: Option<Shell>,
     /// Print the configured target names instead, one a line (the scripts call this)
     #[arg(long)]

@@ -6,11 +6,13 @@ use clap::Args;
 /// identity, port and known_hosts (host keys checked strictly)
 #[derive(Debug, Args)]
 #[command(after_long_help = "\
-Runs: ssh -p PORT -l USER -i IDENTITY -o IdentitiesOnly=yes -o UserKnownHostsFile=KNOWN_HOSTS
-  -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o ConnectTimeout=SECONDS
-  -- HOST [COMMAND...]
-and exits with ssh's exit code. A key restricted to the receiver (a forced command) runs
-nothing but it: blat ssh TARGET .blat/blat-receiver version")]
+What it runs:
+    ssh -p PORT -l USER -i IDENTITY -o IdentitiesOnly=yes -o UserKnownHostsFile=KNOWN_HOSTS
+        -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o ConnectTimeout=SECS
+        -- HOST [COMMAND...]
+  with the target's settings, in place of blat: the exit status is ssh's. Host keys are checked
+  against the target's known_hosts only, as blat checks them. A key restricted to the receiver
+  (a forced command) runs nothing else; the receiver itself answers: .blat/blat-receiver version")]
 pub struct SshArgs {
     /// The target's name (an SSH target)
     #[arg(value_name = "TARGET")]

@@ -20,7 +20,8 @@ pub const MAX_SIZE: u64 = i64::MAX as u64;
 pub fn duration_from_secs(secs: u64, shown: &str) -> Result<Duration, String> {
     if secs > MAX_DURATION_SECS {
         return Err(format!(
-            "invalid duration '{shown}': expected at most 36500d (100 years)"
+            "invalid duration '{}': expected at most 36500d (100 years)",
+            printable(shown)
         ));
     }
     Ok(Duration::from_secs(secs))
@@ -36,7 +37,10 @@ pub fn secs_i64(d: Duration) -> i64 {
 /// `s`, `m`, `h`, `d` (`1h10m`, `2d12h`, `90s`), at most [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let expected = || {
-        format!("invalid duration '{text}': expected seconds or terms like 90s, 5m, 1h10m, 2d12h")
+        format!(
+            "invalid duration '{}': expected seconds or terms like 90s, 5m, 1h10m, 2d12h",
+            printable(text)
+        )
     };
     let too_long = || duration_from_secs(u64::MAX, text).unwrap_err();
     let text_trimmed = text.trim();
@@ -84,7 +88,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// `b` (a 1 KiB block), `m` (MiB) or `g` (GiB), at most [`MAX_SIZE`].
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let expected = || {
-        format!("invalid size '{text}': expected a number with suffix k, b, m or g (e.g. 512k, 2g)")
+        format!(
+            "invalid size '{}': expected a number with suffix k, b, m or g (e.g. 512k, 2g)",
+            printable(text)
+        )
     };
     let t = text.trim();
     let (number, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
@@ -100,7 +107,12 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "g" => 1024 * 1024 * 1024,
         _ => return Err(expected()),
     };
-    let too_big = || format!("invalid size '{text}': expected at most 8 EiB (8589934591g)");
+    let too_big = || {
+        format!(
+            "invalid size '{}': expected at most 8 EiB (8589934591g)",
+            printable(text)
+        )
+    };
     let n: u64 = number.parse().map_err(|_| {
         // All digits, but more than u64 holds.
         too_big()
@@ -108,6 +120,20 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     n.checked_mul(multiplier)
         .filter(|&bytes| bytes <= MAX_SIZE)
         .ok_or_else(too_big)
+}
+
+/// `text` with its control characters (newlines, escapes) escaped, so an
+/// error that repeats it stays one printable line.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Formats a byte count for people: `1.5 MiB`.

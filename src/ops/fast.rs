@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde::Serialize;
 
-use super::tag;
 use super::{CommandReport, Context, Frame, LockKind, Selection, TargetReport};
 use crate::archive::{past_grace, Alias, Name, PackageVersion, SourceArchive, SourceEntry};
 use crate::config::units::human_bytes;
@@ -31,6 +30,7 @@ use crate::config::{ArchiveTarget, Config, TargetConfig};
 use crate::error::{outcome_of, LockHeld, Outcome, UsageError};
 use crate::report::Reporter;
 use crate::state::State;
+use crate::tags as tag;
 use crate::target::{self, dryrun::DryRun, Target};
 
 #[derive(Clone, Debug, Default)]
@@ -118,6 +118,24 @@ impl TargetReport for FastReport {
             format!(", {} polls", self.polls)
         };
         format!("{} in {:.1}s{polls}", parts.join(", "), self.seconds)
+    }
+
+    fn facts(&self) -> crate::state::RunFacts {
+        crate::state::RunFacts {
+            seconds: Some(self.seconds),
+            sent: Some(self.sent.len() as u64),
+            bytes_sent: Some(self.bytes_sent),
+            failed: Some((self.failed.len() + self.rejected.len()) as u64),
+            problem: super::first_problem(
+                self.rejected
+                    .iter()
+                    .chain(&self.failed)
+                    .map(|t| (t.tag.clone(), t.reason.clone()))
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            ),
+            ..Default::default()
+        }
     }
 }
 
@@ -269,8 +287,11 @@ fn run_target(
     };
     if let (Some(state), Some(id)) = (&state, run_id) {
         let summary = report.as_ref().map(|r| r.summary()).unwrap_or_default();
-        if let Err(e) =
-            state.finish_run(id, crate::clock::now(), outcome, &summary, error.as_deref())
+        let facts = report.as_ref().map(|r| r.facts()).unwrap_or_default();
+        let now = crate::clock::now();
+        if let Err(e) = state
+            .finish_run(id, now, outcome, &summary, error.as_deref())
+            .and_then(|()| state.record_facts(id, now, &facts))
         {
             reporter.warn(
                 &target.name,
@@ -300,6 +321,9 @@ struct Poller<'a> {
     archive_cfg: &'a ArchiveTarget,
     source: SourceArchive,
     dir: PathBuf,
+    /// The tag directory, open for the poll in progress (nothing in it is
+    /// followed: see `tag::TagDir`).
+    tags: Option<tag::TagDir>,
     /// `None` under `--dry-run`: nothing is counted or recorded.
     state: Option<State>,
     /// Opened on the first poll with work, kept while it works.
@@ -322,9 +346,7 @@ impl<'a> Poller<'a> {
     ) -> Result<Poller<'a>> {
         let dir = tag::tag_dir(config, &target.name);
         if !dry_run {
-            std::fs::create_dir_all(&dir).map_err(|e| {
-                anyhow::anyhow!("cannot create tag directory {}: {e}", dir.display())
-            })?;
+            tag::TagDir::create(&dir)?;
         }
         Ok(Poller {
             config,
@@ -334,6 +356,7 @@ impl<'a> Poller<'a> {
             archive_cfg: target.archive().expect("selected archive targets only"),
             source: SourceArchive::new(&config.archive),
             dir,
+            tags: None,
             state: if dry_run {
                 None
             } else {
@@ -354,13 +377,21 @@ impl<'a> Poller<'a> {
     /// One look at the tag directory, and the work it calls for.
     fn poll(&mut self) -> Result<()> {
         self.report.polls += 1;
-        let names = tag::pending(&self.dir)?;
+        let tags = tag::TagDir::open(&self.dir)?;
+        let names = match &tags {
+            Some(t) => t.pending()?,
+            None => Vec::new(),
+        };
         if names.is_empty() {
             self.report.busy = false;
             self.kept.clear();
             self.report.kept.clear();
             return Ok(());
         }
+        let tags = tags.expect("tags were found in it");
+        // A `.rejected` that is a symlink or a file stops the target: no tag
+        // is touched until someone makes it a directory again.
+        tags.check_rejected()?;
         let _lock = match super::take_lock(
             self.config,
             self.reporter,
@@ -390,10 +421,12 @@ impl<'a> Poller<'a> {
             .filter_map(|n| n.to_str().map(String::from))
             .collect();
         self.kept.retain(|tag, _| present.contains(tag));
+        self.tags = Some(tags);
         let wanted = self.classify(names);
         if !wanted.is_empty() {
             self.deliver(wanted);
         }
+        self.tags = None;
         self.report.kept = self.kept.values().cloned().collect();
         Ok(())
     }
@@ -404,20 +437,29 @@ impl<'a> Poller<'a> {
         let now = crate::clock::now();
         let mut wanted = Vec::new();
         for name in names {
-            let Some(text) = name.to_str() else {
-                let shown = name.to_string_lossy().escape_default().to_string();
-                self.reject(&name, &shown, "invalid tag name: not UTF-8");
-                continue;
-            };
-            let tag = text.to_string();
-            if std::fs::symlink_metadata(self.dir.join(&name)).is_ok_and(|m| m.is_dir()) {
-                self.reject(&name, &tag, "a directory, not a tag file");
-                continue;
+            let tag = tag::shown(&name);
+            // Only a regular file is a tag: anything else (a directory, a
+            // symlink, a FIFO) is moved aside as it is, never opened.
+            let kind = self.tags.as_ref().map(|t| t.kind(&name));
+            match kind {
+                Some(Ok(tag::Kind::File)) => {}
+                Some(Ok(kind)) => {
+                    self.reject(&name, &tag, &format!("{}, not a tag file", kind.describe()));
+                    continue;
+                }
+                // Consumed or moved by someone else meanwhile.
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Some(Err(e)) => {
+                    self.reporter
+                        .warn(self.name(), &format!("cannot look at tag {tag}: {e}"));
+                    continue;
+                }
+                None => continue,
             }
-            let pv = match PackageVersion::parse(text, "::") {
+            let pv = match tag::parse_tag(&name) {
                 Ok(pv) => pv,
                 Err(e) => {
-                    self.reject(&name, &tag, &format!("invalid tag: {e}"));
+                    self.reject(&name, &tag, &e);
                     continue;
                 }
             };
@@ -534,7 +576,7 @@ impl<'a> Poller<'a> {
             }
         }
         let to_send: Vec<PackageVersion> = to_send.into_iter().collect();
-        let results = super::sync::send_packages(
+        let results = crate::transfer::send_packages(
             self.reporter,
             self.target,
             self.archive_cfg,
@@ -606,7 +648,11 @@ impl<'a> Poller<'a> {
                 .plan_line(self.name(), &format!("would remove tag {tag}"));
             return;
         }
-        if let Err(e) = std::fs::remove_file(self.dir.join(tag)) {
+        let removed = match &self.tags {
+            Some(tags) => tags.remove(std::ffi::OsStr::new(tag)),
+            None => Ok(()),
+        };
+        if let Err(e) = removed {
             if e.kind() != std::io::ErrorKind::NotFound {
                 self.reporter
                     .warn(self.name(), &format!("cannot remove tag {tag}: {e}"));
@@ -701,7 +747,11 @@ impl<'a> Poller<'a> {
         }
         self.reporter
             .error(self.name(), &format!("tag {shown} rejected: {reason}"));
-        if let Err(e) = tag::reject(&self.dir, name, reason, crate::clock::now()) {
+        let moved = match &self.tags {
+            Some(tags) => tags.reject(name, reason, crate::clock::now()).map(drop),
+            None => Err(anyhow::anyhow!("the tag directory is not open")),
+        };
+        if let Err(e) = moved {
             self.reporter.error(
                 self.name(),
                 &format!("cannot move tag {shown} aside: {e:#}"),
@@ -753,7 +803,13 @@ impl Wake {
         }
         // SAFETY: `raw` is a fresh descriptor owned by no one else.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let mask = libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_CLOSE_WRITE | libc::IN_ATTRIB;
+        // A tag directory that is a symlink is refused, not watched.
+        let mask = libc::IN_CREATE
+            | libc::IN_MOVED_TO
+            | libc::IN_CLOSE_WRITE
+            | libc::IN_ATTRIB
+            | libc::IN_DONT_FOLLOW
+            | libc::IN_ONLYDIR;
         // SAFETY: `fd` is a valid inotify descriptor, `path` a NUL-terminated string.
         let watch = unsafe {
             libc::inotify_add_watch(std::os::fd::AsRawFd::as_raw_fd(&fd), path.as_ptr(), mask)

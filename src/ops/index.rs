@@ -8,9 +8,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::error::{LockHeld, Outcome, UsageError};
+use crate::error::{Outcome, UsageError};
 use crate::index::{self, IndexReport};
-use crate::lock::TargetLock;
 use crate::report::Reporter;
 
 #[derive(Clone, Debug)]
@@ -45,7 +44,7 @@ pub fn run(reporter: &Reporter, options: &IndexOptions) -> Result<Outcome> {
     let _lock = if options.dry_run {
         None
     } else {
-        Some(lock(&archive, "index", &place)?)
+        Some(crate::lock::archive_lock(&archive, "index", &place)?)
     };
     let started = std::time::Instant::now();
     let threads = options.threads.unwrap_or_else(index::default_threads);
@@ -102,23 +101,6 @@ pub fn run(reporter: &Reporter, options: &IndexOptions) -> Result<Outcome> {
         println!("{}", serde_json::to_string_pretty(&json)?);
     }
     Ok(outcome)
-}
-
-/// The lock of a target-side job on `archive`: `.dpkg_archive/locks/<job>.lock`.
-/// When it is held, the message names the archive and the job.
-pub fn lock(archive: &std::path::Path, job: &str, place: &str) -> Result<TargetLock> {
-    // The archive may be a target's, where anyone could have planted a
-    // symlink as .dpkg_archive or its locks/: never written through.
-    let dpkg = archive.join(".dpkg_archive");
-    crate::atomic::own_dir(&dpkg)?;
-    crate::atomic::own_dir(&dpkg.join("locks"))?;
-    TargetLock::acquire(&dpkg, job).map_err(|e| {
-        if e.is::<LockHeld>() {
-            LockHeld(format!("{place} (blat {job})")).into()
-        } else {
-            e
-        }
-    })
 }
 
 fn summary(r: &IndexReport) -> String {

@@ -24,7 +24,16 @@ use crate::error::{outcome_of, Outcome, UsageError};
 use crate::lock::{Probe, TargetLock};
 use crate::release::{self, ReleaseSource};
 use crate::report::Reporter;
-use crate::state::State;
+use crate::state::{RunFacts, State};
+use crate::target::{dryrun::DryRun, Target};
+
+/// One item of a pass that failed (a package-version, an alias, the
+/// PackageList, an aging deletion) and why; the pass goes on without it.
+#[derive(Debug, Serialize)]
+pub struct Failure {
+    pub item: String,
+    pub error: String,
+}
 
 /// Which targets a command works on.
 #[derive(Clone, Debug, Default)]
@@ -49,6 +58,16 @@ impl Context {
             dry_run,
             source: RefCell::new(None),
         }
+    }
+
+    /// Opens a target for a pass; under `--dry-run` its changes only print.
+    pub fn open_target(&self, target: &TargetConfig) -> Result<Box<dyn Target + '_>> {
+        let inner = crate::target::open(&self.config, target)?;
+        Ok(if self.dry_run {
+            Box::new(DryRun::new(inner, &target.name, &self.reporter))
+        } else {
+            inner
+        })
     }
 
     /// The state file: read-only under `--dry-run` (nothing is created,
@@ -175,6 +194,24 @@ pub trait TargetReport: Serialize {
     fn outcome(&self) -> Outcome;
     /// The one-line summary, without the target name.
     fn summary(&self) -> String;
+    /// What the pass did, for the state file (`status`, its metrics).
+    fn facts(&self) -> RunFacts {
+        RunFacts::default()
+    }
+}
+
+/// [`RunFacts::problem`] from a run's failures, (item, why) each: the first
+/// one, and how many more.
+pub fn first_problem(
+    mut failures: impl ExactSizeIterator<Item = (String, String)>,
+) -> Option<String> {
+    let more = failures.len().saturating_sub(1);
+    let (item, why) = failures.next()?;
+    Some(if more == 0 {
+        format!("{item}: {why}")
+    } else {
+        format!("{item}: {why} (and {more} more)")
+    })
 }
 
 /// The frame of every per-target pass: lock, run, record, summarise.
@@ -272,7 +309,9 @@ fn run_one<R: TargetReport>(
     } else {
         None
     };
+    let started = std::time::Instant::now();
     let result = pass(ctx, target);
+    let seconds = started.elapsed().as_secs_f64();
     let (outcome, error, report) = match result {
         Ok(Some(r)) => (r.outcome(), None, Some(r)),
         Ok(None) => (Outcome::Done, None, None),
@@ -282,8 +321,14 @@ fn run_one<R: TargetReport>(
         let _ = state.discard_run(id);
     } else if let Some(id) = run_id {
         let summary = report.as_ref().map(|r| r.summary()).unwrap_or_default();
-        if let Err(e) =
-            state.finish_run(id, crate::clock::now(), outcome, &summary, error.as_deref())
+        let facts = RunFacts {
+            seconds: Some(seconds),
+            ..report.as_ref().map(|r| r.facts()).unwrap_or_default()
+        };
+        let now = crate::clock::now();
+        if let Err(e) = state
+            .finish_run(id, now, outcome, &summary, error.as_deref())
+            .and_then(|()| state.record_facts(id, now, &facts))
         {
             ctx.reporter.warn(
                 &target.name,

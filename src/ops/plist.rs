@@ -33,8 +33,8 @@ pub fn run(ctx: &Context, selection: &Selection) -> Result<Outcome> {
     super::for_each_target(ctx, "plist", &targets, |ctx, target| {
         let source = SourceArchive::new(&ctx.config.archive);
         let set = ctx.with_source(|s| current::load(target, s, &source))?;
-        let dest = super::sync::open_target(ctx, target)?;
-        super::sync::write_packagelist(dest.as_ref(), &set, crate::clock::now())?;
+        let dest = ctx.open_target(target)?;
+        crate::packagelist::write(dest.as_ref(), &set, crate::clock::now())?;
         Ok(Some(PlistReport {
             releases: set.releases.iter().map(|r| r.to_string()).collect(),
             packages: set.versions.len(),

@@ -11,17 +11,15 @@
 //! is current, and the answer is remembered. Nothing is ever re-uploaded
 //! just because the state file is gone.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
-use rusqlite::params;
 use serde::Serialize;
 
-use super::age::{self, DryRunMarks, MarkStore, StateMarks};
-use super::sync::Failure;
+use super::Failure;
 use super::{Context, Selection, TargetReport};
+use crate::aging::{self, DryRunMarks, MarkStore, StateMarks};
 use crate::archive::{Alias, Name, PackageVersion, SourceArchive, SourceEntry};
 use crate::config::units::{human_bytes, human_duration};
 use crate::config::{AgingMethod, S3Target, TargetConfig, TargetKind};
@@ -29,7 +27,9 @@ use crate::current::{self, CurrentSet};
 use crate::error::Outcome;
 use crate::plan::{self, SkipReason, Skipped};
 use crate::report::{Reporter, TransferProgress};
-use crate::state::State;
+use crate::state::{RunFacts, State, Upload};
+use crate::store::dryrun::DryRun;
+use crate::store::keys::{alias_key, parse_key, zip_key, KeyKind, MTIME_META};
 use crate::store::s3::S3Store;
 use crate::store::{zip, Multipart, ObjectInfo, ObjectStore, Put, Requests, Stored};
 use crate::target::Listing;
@@ -41,8 +41,6 @@ pub struct S3SyncOptions {
     pub force: bool,
 }
 
-/// The user metadata that carries the change key with each ZIP.
-pub const MTIME_META: &str = "descpkg-mtime";
 /// An alias object is one line; anything longer is not ours.
 const ALIAS_LIMIT: u64 = 1024;
 
@@ -64,6 +62,17 @@ pub struct S3SyncReport {
     pub excess: usize,
     pub marked: usize,
     pub deleted: Vec<PackageVersion>,
+    /// Package-versions of the current set not in the bucket as they are in
+    /// the archive after this pass (failed, still writable, not in the source
+    /// archive).
+    pub behind: usize,
+    /// Aging ran (methods `immediate` and `master`, on a current set that
+    /// is not empty).
+    #[serde(skip)]
+    pub aged: bool,
+    /// Deletions due that aging refused (more than max_delete).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub aging_refused: usize,
     /// Multipart uploads an interrupted pass left open, aborted now.
     pub aborted_uploads: usize,
     pub requests: Requests,
@@ -115,6 +124,28 @@ impl TargetReport for S3SyncReport {
         parts.push(format!("{} requests", self.requests.total()));
         format!("{} in {:.1}s", parts.join(", "), self.seconds)
     }
+
+    fn facts(&self) -> RunFacts {
+        let n = |v: usize| Some(v as u64);
+        RunFacts {
+            seconds: Some(self.seconds),
+            sent: n(self.uploaded.len()),
+            bytes_sent: Some(self.bytes_uploaded),
+            failed: n(self.failed.len()),
+            behind: n(self.behind),
+            aging_refused: self.aged.then_some(self.aging_refused as u64),
+            problem: super::first_problem(
+                self.failed
+                    .iter()
+                    .map(|f| (f.item.clone(), f.error.clone())),
+            ),
+            free_bytes: None,
+        }
+    }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 pub fn run(ctx: &Context, options: &S3SyncOptions) -> Result<Outcome> {
@@ -141,55 +172,7 @@ pub fn run(ctx: &Context, options: &S3SyncOptions) -> Result<Outcome> {
     })
 }
 
-// ---- keys ------------------------------------------------------------------
-
-/// `{prefix}{package}/{package}_{version}.zip`
-pub fn zip_key(prefix: &str, pv: &PackageVersion) -> String {
-    format!("{prefix}{}/{}_{}.zip", pv.package, pv.package, pv.version)
-}
-
-/// `{prefix}{package}/{alias}.txt`
-pub fn alias_key(prefix: &str, package: &Name, alias: &Name) -> String {
-    format!("{prefix}{package}/{alias}.txt")
-}
-
-/// What a key in the bucket is to blat; anything else is left alone.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KeyKind {
-    Zip(PackageVersion),
-    Alias { package: Name, alias: Name },
-}
-
-pub fn parse_key(prefix: &str, key: &str) -> Option<KeyKind> {
-    let (package, file) = key.strip_prefix(prefix)?.split_once('/')?;
-    let package = Name::new(package).ok()?;
-    if let Some(version) = file
-        .strip_prefix(&format!("{package}_"))
-        .and_then(|f| f.strip_suffix(".zip"))
-    {
-        return Some(KeyKind::Zip(PackageVersion {
-            package,
-            version: Name::new(version).ok()?,
-        }));
-    }
-    let alias = Name::new(file.strip_suffix(".txt")?).ok()?;
-    Some(KeyKind::Alias { package, alias })
-}
-
 // ---- what the state file remembers -----------------------------------------
-
-/// What one upload left in the bucket (a row of `uploads`). For an alias
-/// object, `version` is the version it names.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Upload {
-    pub key: String,
-    pub package: String,
-    pub version: String,
-    pub descpkg_mtime: i64,
-    pub size: u64,
-    pub etag: String,
-    pub uploaded: i64,
-}
 
 /// The state file as `s3sync` uses it, for one target. Without a state (a
 /// dry run) it remembers nothing new.
@@ -208,66 +191,29 @@ fn open_state(state_dir: Option<&std::path::Path>) -> Result<Option<State>> {
         return Ok(None);
     };
     let state = State::open(dir)?;
-    state
-        .connection()
-        .pragma_update(None, "synchronous", "NORMAL")
-        .context("cannot set up the state file")?;
+    state.relax_sync()?;
     Ok(Some(state))
 }
 
 impl Ledger<'_> {
+    /// What the state remembers of the bucket, by key (read even under
+    /// `--dry-run`, from the read-only state).
     fn uploads(&self, state: &State) -> Result<HashMap<String, Upload>> {
-        let mut stmt = state.connection().prepare(
-            "SELECT key, package, version, descpkg_mtime, size, etag, uploaded FROM uploads WHERE target = ?1",
-        )?;
-        let rows = stmt.query_map(params![self.target], |r| {
-            Ok(Upload {
-                key: r.get(0)?,
-                package: r.get(1)?,
-                version: r.get(2)?,
-                descpkg_mtime: r.get(3)?,
-                size: r.get::<_, i64>(4)? as u64,
-                etag: r.get(5)?,
-                uploaded: r.get(6)?,
-            })
-        })?;
-        let mut out = HashMap::new();
-        for row in rows {
-            let row = row?;
-            out.insert(row.key.clone(), row);
-        }
-        Ok(out)
+        state.uploads(self.target)
     }
 
     fn record(&self, u: &Upload) -> Result<()> {
-        let Some(state) = self.state else {
-            return Ok(());
-        };
-        state.connection().execute(
-            "INSERT OR REPLACE INTO uploads (target, key, package, version, descpkg_mtime, size, etag, uploaded)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![self.target, u.key, u.package, u.version, u.descpkg_mtime, u.size as i64, u.etag, u.uploaded],
-        )?;
-        Ok(())
+        self.state
+            .map_or(Ok(()), |s| s.record_upload(self.target, u))
     }
 
     fn forget(&self, key: &str) -> Result<()> {
-        let Some(state) = self.state else {
-            return Ok(());
-        };
-        state.connection().execute(
-            "DELETE FROM uploads WHERE target = ?1 AND key = ?2",
-            params![self.target, key],
-        )?;
-        Ok(())
+        self.state
+            .map_or(Ok(()), |s| s.forget_upload(self.target, key))
     }
 
     fn open_multiparts(&self, state: &State) -> Result<Vec<(String, String)>> {
-        let mut stmt = state.connection().prepare(
-            "SELECT key, upload_id FROM multipart_uploads WHERE target = ?1 ORDER BY started",
-        )?;
-        let rows = stmt.query_map(params![self.target], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        state.open_multiparts(self.target)
     }
 
     fn multipart(&self, event: &Multipart) -> Result<()> {
@@ -275,16 +221,11 @@ impl Ledger<'_> {
             return Ok(());
         };
         match event {
-            Multipart::Started { key, upload_id } => state.connection().execute(
-                "INSERT OR REPLACE INTO multipart_uploads (target, key, upload_id, started) VALUES (?1, ?2, ?3, ?4)",
-                params![self.target, key, upload_id, crate::clock::now()],
-            )?,
-            Multipart::Ended { upload_id, .. } => state.connection().execute(
-                "DELETE FROM multipart_uploads WHERE target = ?1 AND upload_id = ?2",
-                params![self.target, upload_id],
-            )?,
-        };
-        Ok(())
+            Multipart::Started { key, upload_id } => {
+                state.multipart_started(self.target, key, upload_id, crate::clock::now())
+            }
+            Multipart::Ended { upload_id, .. } => state.multipart_ended(self.target, upload_id),
+        }
     }
 }
 
@@ -395,16 +336,21 @@ fn s3sync_target(
     force: bool,
 ) -> Result<S3SyncReport> {
     let started = Instant::now();
-    let name = target.name.as_str();
     let source = SourceArchive::new(&ctx.config.archive);
     // A release source that fails stops the pass here: nothing is deleted.
     let set = ctx.with_source(|s| current::load(target, s, &source))?;
     // Read even under --dry-run (the plan depends on it); written only without.
     let state = ctx.state()?;
     let writer = open_state((!ctx.dry_run).then_some(ctx.config.state_dir.as_path()))?;
-    let ledger = Ledger {
-        state: writer.as_ref(),
-        target: name,
+    let pass = Pass {
+        ctx,
+        target,
+        s3,
+        store,
+        ledger: Ledger {
+            state: writer.as_ref(),
+            target: &target.name,
+        },
     };
     let mut report = S3SyncReport {
         store: store.describe(),
@@ -412,117 +358,15 @@ fn s3sync_target(
         wanted: set.versions.len(),
         ..S3SyncReport::default()
     };
-
-    for (key, upload_id) in ledger.open_multiparts(&state)? {
-        match store.abort_multipart(&key, &upload_id) {
-            Ok(()) => {
-                ledger.multipart(&Multipart::Ended {
-                    key: &key,
-                    upload_id: &upload_id,
-                })?;
-                report.aborted_uploads += 1;
-                ctx.reporter
-                    .info(name, &format!("aborted the interrupted upload of {key}"));
-            }
-            Err(e) => ctx.reporter.warn(name, &format!("{e:#}")),
-        }
-    }
-
+    pass.abort_interrupted(&state, &mut report)?;
     let listing: BTreeMap<String, ObjectInfo> = store
         .list(&s3.prefix)?
         .into_iter()
         .map(|o| (o.key.clone(), o))
         .collect();
-    let mut known = ledger.uploads(&state)?;
-    // Objects removed behind blat's back are forgotten, so they count as missing.
-    for key in known
-        .keys()
-        .filter(|k| !listing.contains_key(*k))
-        .cloned()
-        .collect::<Vec<_>>()
-    {
-        ledger.forget(&key)?;
-        known.remove(&key);
-    }
+    let mut known = pass.known_objects(&state, &listing)?;
     let now = crate::clock::now();
-
-    // Decide each wanted ZIP: from the listing and the state file, then one
-    // HEAD (in parallel) for each object the state file cannot vouch for.
-    let mut judged: Vec<(&PackageVersion, i64, Option<i64>, Judgement)> = Vec::new();
-    for (pv, entry) in &set.versions {
-        let SourceEntry::Version {
-            descpkg_mtime,
-            writable_since,
-        } = entry
-        else {
-            report.skipped.push(Skipped {
-                pv: pv.clone(),
-                reason: SkipReason::NotInArchive,
-            });
-            continue;
-        };
-        let key = zip_key(&s3.prefix, pv);
-        let judgement = judge(listing.get(&key), known.get(&key), *descpkg_mtime);
-        judged.push((pv, *descpkg_mtime, *writable_since, judgement));
-    }
-    let asks: Vec<(&PackageVersion, i64)> = judged
-        .iter()
-        .filter(|j| j.3 == Judgement::AskStore)
-        .map(|j| (j.0, j.1))
-        .collect();
-    let mut answers = ask_store_all(store, &s3.prefix, s3.parallel, &asks);
-    let mut present: BTreeSet<PackageVersion> = BTreeSet::new();
-    let mut queue: Vec<(PackageVersion, i64)> = Vec::new();
-    for (pv, descpkg_mtime, writable_since, mut judgement) in judged {
-        if judgement == Judgement::AskStore {
-            judgement = match answers.remove(pv) {
-                Some(Ok((j, Some(upload)))) => {
-                    ledger.record(&upload)?;
-                    report.adopted += 1;
-                    known.insert(upload.key.clone(), upload);
-                    j
-                }
-                Some(Ok((j, None))) => j,
-                Some(Err(e)) => {
-                    report.failed.push(Failure {
-                        item: pv.to_string(),
-                        error: format!("{e:#}"),
-                    });
-                    continue;
-                }
-                None => unreachable!("every unknown object is asked about"),
-            };
-        }
-        match judgement {
-            Judgement::UpToDate => {
-                report.up_to_date += 1;
-                present.insert(pv.clone());
-            }
-            Judgement::Upload(reason) => {
-                if let Some(since) = writable_since {
-                    if !crate::archive::past_grace(since, now, target.writable_grace) {
-                        report.skipped.push(Skipped {
-                            pv: pv.clone(),
-                            reason: SkipReason::Writable { since },
-                        });
-                        continue;
-                    }
-                }
-                ctx.reporter
-                    .detail(name, &format!("upload {pv} ({reason})"));
-                queue.push((pv.clone(), descpkg_mtime));
-            }
-            Judgement::AskStore => unreachable!("asked above"),
-        }
-    }
-    for s in &report.skipped {
-        let line = format!("skip {}: {}", s.pv, s.reason);
-        if ctx.dry_run {
-            ctx.reporter.plan_line(name, &line)
-        } else {
-            ctx.reporter.info(name, &line)
-        }
-    }
+    let (queue, mut present) = pass.decide(&set, &listing, &mut known, now, &mut report)?;
 
     upload_all(
         ctx,
@@ -534,12 +378,22 @@ fn s3sync_target(
         &mut report,
         &mut present,
     );
+    // A package the source archive lacks counts only when the bucket lacks it.
+    report.behind = set
+        .versions
+        .iter()
+        .filter(|(pv, entry)| {
+            !present.contains(*pv)
+                && (matches!(entry, SourceEntry::Version { .. })
+                    || !listing.contains_key(&zip_key(&s3.prefix, pv)))
+        })
+        .count();
     let (alias_objects, unreadable) = aliases(
         ctx,
         target,
         s3,
         store,
-        &ledger,
+        &pass.ledger,
         &set,
         &listing,
         &mut known,
@@ -551,7 +405,7 @@ fn s3sync_target(
         target,
         s3,
         store,
-        &ledger,
+        &pass.ledger,
         &state,
         &set,
         &bucket_listing(&s3.prefix, &listing, &known, alias_objects, &unreadable),
@@ -565,6 +419,155 @@ fn s3sync_target(
     Ok(report)
 }
 
+/// The ZIPs to upload (with their descpkg mtime) and those already there.
+type Decided = (Vec<(PackageVersion, i64)>, BTreeSet<PackageVersion>);
+
+/// What the steps of one target's pass share.
+struct Pass<'a> {
+    ctx: &'a Context,
+    target: &'a TargetConfig,
+    s3: &'a S3Target,
+    store: &'a dyn ObjectStore,
+    ledger: Ledger<'a>,
+}
+
+impl Pass<'_> {
+    /// Aborts the multipart uploads an interrupted pass left open (they
+    /// cost storage until aborted).
+    fn abort_interrupted(&self, state: &State, report: &mut S3SyncReport) -> Result<()> {
+        let name = self.target.name.as_str();
+        for (key, upload_id) in self.ledger.open_multiparts(state)? {
+            match self.store.abort_multipart(&key, &upload_id) {
+                Ok(()) => {
+                    self.ledger.multipart(&Multipart::Ended {
+                        key: &key,
+                        upload_id: &upload_id,
+                    })?;
+                    report.aborted_uploads += 1;
+                    self.ctx
+                        .reporter
+                        .info(name, &format!("aborted the interrupted upload of {key}"));
+                }
+                Err(e) => self.ctx.reporter.warn(name, &format!("{e:#}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// What the state file remembers of the bucket, less the objects
+    /// removed behind blat's back (forgotten, so they count as missing).
+    fn known_objects(
+        &self,
+        state: &State,
+        listing: &BTreeMap<String, ObjectInfo>,
+    ) -> Result<HashMap<String, Upload>> {
+        let mut known = self.ledger.uploads(state)?;
+        let gone: Vec<String> = known
+            .keys()
+            .filter(|k| !listing.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.ledger.forget(&key)?;
+            known.remove(&key);
+        }
+        Ok(known)
+    }
+
+    /// Decides each wanted ZIP from the listing and the state file, then
+    /// with one HEAD (in parallel) for each object the state file cannot
+    /// vouch for. Returns what to upload and what is already there.
+    fn decide(
+        &self,
+        set: &CurrentSet,
+        listing: &BTreeMap<String, ObjectInfo>,
+        known: &mut HashMap<String, Upload>,
+        now: i64,
+        report: &mut S3SyncReport,
+    ) -> Result<Decided> {
+        let prefix = &self.s3.prefix;
+        let mut judged: Vec<(&PackageVersion, i64, Option<i64>, Judgement)> = Vec::new();
+        for (pv, entry) in &set.versions {
+            let SourceEntry::Version {
+                descpkg_mtime,
+                writable_since,
+            } = entry
+            else {
+                report.skipped.push(Skipped {
+                    pv: pv.clone(),
+                    reason: SkipReason::NotInArchive,
+                });
+                continue;
+            };
+            let key = zip_key(prefix, pv);
+            let judgement = judge(listing.get(&key), known.get(&key), *descpkg_mtime);
+            judged.push((pv, *descpkg_mtime, *writable_since, judgement));
+        }
+        let asks: Vec<(&PackageVersion, i64)> = judged
+            .iter()
+            .filter(|j| j.3 == Judgement::AskStore)
+            .map(|j| (j.0, j.1))
+            .collect();
+        let mut answers = ask_store_all(self.store, prefix, self.s3.parallel, &asks);
+        let mut present = BTreeSet::new();
+        let mut queue = Vec::new();
+        for (pv, descpkg_mtime, writable_since, mut judgement) in judged {
+            if judgement == Judgement::AskStore {
+                judgement = match answers.remove(pv) {
+                    Some(Ok((j, Some(upload)))) => {
+                        self.ledger.record(&upload)?;
+                        report.adopted += 1;
+                        known.insert(upload.key.clone(), upload);
+                        j
+                    }
+                    Some(Ok((j, None))) => j,
+                    Some(Err(e)) => {
+                        report.failed.push(Failure {
+                            item: pv.to_string(),
+                            error: format!("{e:#}"),
+                        });
+                        continue;
+                    }
+                    None => unreachable!("every unknown object is asked about"),
+                };
+            }
+            match judgement {
+                Judgement::UpToDate => {
+                    report.up_to_date += 1;
+                    present.insert(pv.clone());
+                }
+                Judgement::Upload(reason) => {
+                    let grace = self.target.writable_grace;
+                    match writable_since {
+                        Some(since) if !crate::archive::past_grace(since, now, grace) => {
+                            report.skipped.push(Skipped {
+                                pv: pv.clone(),
+                                reason: SkipReason::Writable { since },
+                            })
+                        }
+                        _ => {
+                            self.ctx
+                                .reporter
+                                .detail(&self.target.name, &format!("upload {pv} ({reason})"));
+                            queue.push((pv.clone(), descpkg_mtime));
+                        }
+                    }
+                }
+                Judgement::AskStore => unreachable!("asked above"),
+            }
+        }
+        for s in &report.skipped {
+            let line = format!("skip {}: {}", s.pv, s.reason);
+            if self.ctx.dry_run {
+                self.ctx.reporter.plan_line(&self.target.name, &line)
+            } else {
+                self.ctx.reporter.info(&self.target.name, &line)
+            }
+        }
+        Ok((queue, present))
+    }
+}
+
 /// The HEADs of [`ask_store`] for many objects, `parallel` at a time (a
 /// lost state file means one per object in the bucket).
 fn ask_store_all<'a>(
@@ -573,24 +576,15 @@ fn ask_store_all<'a>(
     parallel: usize,
     asks: &[(&'a PackageVersion, i64)],
 ) -> HashMap<&'a PackageVersion, Result<(Judgement, Option<Upload>)>> {
-    let next = Mutex::new(asks.iter());
-    let answers = Mutex::new(HashMap::new());
-    std::thread::scope(|scope| {
-        for _ in 0..parallel.min(asks.len()) {
-            scope.spawn(|| loop {
-                let Some(&(pv, mtime)) = next.lock().unwrap_or_else(|e| e.into_inner()).next()
-                else {
-                    return;
-                };
-                let answer = ask_store(store, &zip_key(prefix, pv), pv, mtime);
-                answers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(pv, answer);
-            });
+    crate::exec::drain(asks.iter(), parallel, |queue| {
+        let mut answers = Vec::new();
+        while let Some(&(pv, mtime)) = queue.next() {
+            answers.push((pv, ask_store(store, &zip_key(prefix, pv), pv, mtime)));
         }
-    });
-    answers.into_inner().unwrap_or_else(|e| e.into_inner())
+        answers
+    })
+    .into_iter()
+    .collect()
 }
 
 /// One HEAD for an object the state file cannot vouch for; returns the
@@ -658,20 +652,11 @@ fn upload_all(
         source,
         store,
         progress: &progress,
-        work: Mutex::new(queue.iter().cloned().collect()),
-        results: Mutex::new(Vec::new()),
     };
-    let workers = s3.parallel.min(queue.len()).max(1);
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| uploader.work());
-        }
+    let mut results = crate::exec::drain(queue.iter().cloned(), s3.parallel, |work| {
+        uploader.work(work)
     });
     progress.finish();
-    let mut results = uploader
-        .results
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner());
     results.sort_by(|a, b| a.0.cmp(&b.0));
     for (pv, result) in results {
         match result {
@@ -701,44 +686,36 @@ struct Uploader<'a> {
     source: &'a SourceArchive,
     store: &'a dyn ObjectStore,
     progress: &'a TransferProgress<'a>,
-    work: Mutex<VecDeque<(PackageVersion, i64)>>,
-    results: Mutex<Vec<(PackageVersion, Result<Stored, String>)>>,
 }
 
+/// One package's upload: what was stored, or why not.
+type Uploaded = (PackageVersion, Result<Stored, String>);
+
 impl Uploader<'_> {
-    fn work(&self) {
+    fn work(&self, work: &crate::exec::Queue<(PackageVersion, i64)>) -> Vec<Uploaded> {
+        let mut results = Vec::new();
         // Each worker its own connection: SQLite connections are not shared
         // across threads, and rows are written as uploads end.
         let state = match open_state(self.state_dir) {
             Ok(state) => state,
             Err(e) => {
                 self.reporter.error(self.target, &format!("{e:#}"));
-                return;
+                return results;
             }
         };
         let ledger = Ledger {
             state: state.as_ref(),
             target: self.target,
         };
-        loop {
-            let Some((pv, mtime)) = self
-                .work
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop_front()
-            else {
-                return;
-            };
+        while let Some((pv, mtime)) = work.next() {
             let result = self.upload(&ledger, &pv, mtime);
             self.progress.package_done();
             if result.is_ok() {
                 self.reporter.detail(self.target, &format!("uploaded {pv}"));
             }
-            self.results
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((pv, result.map_err(|e| format!("{e:#}"))));
+            results.push((pv, result.map_err(|e| format!("{e:#}"))));
         }
+        results
     }
 
     fn upload(&self, ledger: &Ledger, pv: &PackageVersion, mtime: i64) -> Result<Stored> {
@@ -942,6 +919,7 @@ fn age(
         AgingMethod::None | AgingMethod::Target => return Ok(()),
         m => m,
     };
+    report.aged = true;
     // The same marks and decision as archive targets (ops::age).
     let marks = StateMarks {
         state,
@@ -949,7 +927,7 @@ fn age(
     };
     let read_only = DryRunMarks(&marks);
     let marks: &dyn MarkStore = if ctx.dry_run { &read_only } else { &marks };
-    let mut d = age::decide(method, &excess, &marks.load()?, now, target.aging.after);
+    let mut d = aging::decide(method, &excess, &marks.load()?, now, target.aging.after);
     report.marked = d.marked.len();
     let say = |line: String| {
         if ctx.dry_run {
@@ -968,6 +946,7 @@ fn age(
         say(format!("unmark {pv}: no longer excess"));
     }
     if d.delete.len() > target.aging.max_delete && !force {
+        report.aging_refused = d.delete.len();
         report.failed.push(Failure {
             item: "aging".into(),
             error: format!(
@@ -998,59 +977,6 @@ fn age(
 }
 
 // ---- dry run ----------------------------------------------------------------
-
-/// Under `--dry-run`: reads go to the store, changes only print the plan.
-/// The body of a put is never produced, so nothing is zipped.
-struct DryRun<'a, S> {
-    inner: S,
-    target: &'a str,
-    reporter: &'a Reporter,
-}
-
-impl<S: ObjectStore> ObjectStore for DryRun<'_, S> {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        self.inner.list(prefix)
-    }
-    fn head(&self, key: &str) -> Result<Option<crate::store::ObjectHead>> {
-        self.inner.head(key)
-    }
-    fn get(&self, key: &str, limit: u64) -> Result<Option<Vec<u8>>> {
-        self.inner.get(key, limit)
-    }
-    fn put(
-        &self,
-        put: &Put,
-        _body: &mut dyn FnMut(&mut dyn std::io::Write) -> Result<()>,
-    ) -> Result<Stored> {
-        self.reporter.plan_line(
-            self.target,
-            &format!("would upload {} ({})", put.key, human_bytes(put.size_hint)),
-        );
-        Ok(Stored {
-            size: 0,
-            etag: String::new(),
-            parts: 0,
-        })
-    }
-    fn delete(&self, key: &str) -> Result<()> {
-        self.reporter
-            .plan_line(self.target, &format!("would delete {key}"));
-        Ok(())
-    }
-    fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
-        self.reporter.plan_line(
-            self.target,
-            &format!("would abort the interrupted upload of {key} ({upload_id})"),
-        );
-        Ok(())
-    }
-    fn requests(&self) -> Requests {
-        self.inner.requests()
-    }
-}
 
 #[cfg(test)]
 mod tests {

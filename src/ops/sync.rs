@@ -2,23 +2,21 @@
 //! missing or differs, create or repoint aliases once their version is there,
 //! write the PackageList, then age as configured.
 
-use std::collections::{BTreeSet, VecDeque};
-use std::sync::Mutex;
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{Context, Selection, TargetReport};
+use super::{Context, Failure, Selection, TargetReport};
 use crate::archive::{Alias, PackageVersion, SourceArchive};
 use crate::config::units::human_bytes;
 use crate::config::{ArchiveTarget, TargetConfig};
-use crate::current::{self, CurrentSet};
+use crate::current;
 use crate::error::Outcome;
 use crate::plan::{self, Plan};
-use crate::report::TransferProgress;
-use crate::state::State;
-use crate::target::{self, dryrun::DryRun, pack, Outgoing, Target};
+use crate::state::{RunFacts, State};
+use crate::target::Target;
 
 #[derive(Clone, Debug, Default)]
 pub struct SyncOptions {
@@ -28,11 +26,6 @@ pub struct SyncOptions {
     /// Allow more deletions than `max_delete` in one pass.
     pub force: bool,
 }
-
-/// A batch closes at this many packages or bytes, whichever comes first:
-/// small packages share one receiver run, big ones stream alone.
-const BATCH_PACKAGES: usize = 64;
-const BATCH_BYTES: u64 = 64 << 20;
 
 #[derive(Debug, Default, Serialize)]
 pub struct SyncReport {
@@ -44,6 +37,13 @@ pub struct SyncReport {
     pub failed: Vec<Failure>,
     pub skipped: Vec<plan::Skipped>,
     pub linked: Vec<Alias>,
+    /// Package-versions of the current set still missing on the target, or
+    /// there with another descpkg mtime, after this sync: failed, refused
+    /// (min_free), still writable, or not in the source archive.
+    pub behind: usize,
+    /// The target's free space as read at the start of the sync.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub free_bytes: Option<u64>,
     pub excess: usize,
     pub leftovers_removed: usize,
     /// What went wrong without failing the pass (leftovers that stayed).
@@ -52,14 +52,8 @@ pub struct SyncReport {
     pub packagelist: bool,
     /// What aging did after the PackageList (methods `immediate`, `master`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub aging: Option<super::age::AgingReport>,
+    pub aging: Option<crate::aging::AgingReport>,
     pub seconds: f64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Failure {
-    pub item: String,
-    pub error: String,
 }
 
 impl TargetReport for SyncReport {
@@ -104,6 +98,28 @@ impl TargetReport for SyncReport {
         }
         format!("{} in {:.1}s", parts.join(", "), self.seconds)
     }
+
+    fn facts(&self) -> RunFacts {
+        let n = |v: usize| Some(v as u64);
+        RunFacts {
+            seconds: Some(self.seconds),
+            sent: n(self.sent.len()),
+            bytes_sent: Some(self.bytes_sent),
+            failed: n(self.failed.len()),
+            behind: n(self.behind),
+            aging_refused: self
+                .aging
+                .as_ref()
+                .filter(|a| a.skipped.is_none())
+                .map(|a| a.refused_count as u64),
+            problem: super::first_problem(
+                self.failed
+                    .iter()
+                    .map(|f| (f.item.clone(), f.error.clone())),
+            ),
+            free_bytes: self.free_bytes,
+        }
+    }
 }
 
 pub fn run(ctx: &Context, options: &SyncOptions) -> Result<Outcome> {
@@ -127,22 +143,12 @@ fn is_due(state: &State, target: &TargetConfig) -> Result<bool> {
     })
 }
 
-/// Opens a target for a pass; under `--dry-run` its changes only print.
-pub fn open_target<'a>(ctx: &'a Context, target: &TargetConfig) -> Result<Box<dyn Target + 'a>> {
-    let inner = target::open(&ctx.config, target)?;
-    Ok(if ctx.dry_run {
-        Box::new(DryRun::new(inner, &target.name, &ctx.reporter))
-    } else {
-        inner
-    })
-}
-
 fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<SyncReport> {
     let started = Instant::now();
     let archive_cfg = target.archive().expect("selected archive targets only");
     let source = SourceArchive::new(&ctx.config.archive);
     let set = ctx.with_source(|s| current::load(target, s, &source))?;
-    let dest = open_target(ctx, target)?;
+    let dest = ctx.open_target(target)?;
     let mut report = SyncReport {
         releases: set.releases.iter().map(|r| r.to_string()).collect(),
         wanted: set.versions.len(),
@@ -188,6 +194,11 @@ fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<Sync
         }
     }
     report.skipped = plan.skipped.clone();
+    // The free space, once per sync: for min_free, and for status.
+    if !ctx.dry_run {
+        report.free_bytes =
+            crate::transfer::read_free(&ctx.reporter, target, archive_cfg, dest.as_ref());
+    }
 
     let mut present: BTreeSet<PackageVersion> = listing.versions.keys().cloned().collect();
     send_all(
@@ -200,8 +211,19 @@ fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<Sync
         &mut report,
         &mut present,
     );
+    // Behind: what was missing or differing before, less what arrived. A
+    // package the source archive lacks counts only when the target lacks it.
+    report.behind = plan.send.len().saturating_sub(report.sent.len())
+        + plan
+            .skipped
+            .iter()
+            .filter(|s| match s.reason {
+                plan::SkipReason::Writable { .. } => true,
+                plan::SkipReason::NotInArchive => !listing.versions.contains_key(&s.pv),
+            })
+            .count();
     link_aliases(ctx, target, dest.as_ref(), &plan, &present, &mut report);
-    match write_packagelist(dest.as_ref(), &set, now) {
+    match crate::packagelist::write(dest.as_ref(), &set, now) {
         Ok(()) => report.packagelist = true,
         Err(e) => {
             let error = format!("{e:#}");
@@ -213,7 +235,7 @@ fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<Sync
             })
         }
     }
-    if let Some(aging) = super::age::after_sync(
+    if let Some(aging) = crate::aging::after_sync(
         ctx,
         target,
         dest.as_ref(),
@@ -262,14 +284,15 @@ fn send_all(
         }
     }
     let pvs: Vec<PackageVersion> = plan.send.iter().map(|s| s.pv.clone()).collect();
-    let results = send_packages(
+    let free = report.free_bytes.filter(|_| archive_cfg.min_free > 0);
+    let results = crate::transfer::send_with_free(
         &ctx.reporter,
         target,
         archive_cfg,
         source,
         dest,
         &pvs,
-        ctx.dry_run,
+        free,
     );
     for (pv, bytes, result) in results {
         match result {
@@ -285,186 +308,6 @@ fn send_all(
                     error,
                 });
             }
-        }
-    }
-}
-
-/// One package-version's transfer: bytes sent, and `Err(reason)` when it did
-/// not arrive.
-pub type Sent = (PackageVersion, u64, Result<(), String>);
-
-/// The send path `sync` and `fast` share: checks free space once (when
-/// `min_free` is set), then streams `pvs` with `parallel` workers in batches.
-/// One package's failure never stops the others; results come back sorted.
-pub fn send_packages(
-    reporter: &crate::report::Reporter,
-    target: &TargetConfig,
-    archive_cfg: &ArchiveTarget,
-    source: &SourceArchive,
-    dest: &dyn Target,
-    pvs: &[PackageVersion],
-    dry_run: bool,
-) -> Vec<Sent> {
-    if pvs.is_empty() {
-        return Vec::new();
-    }
-    // Free space: the target's figure once, then our own running estimate.
-    let free = if archive_cfg.min_free > 0 && !dry_run {
-        match dest.df() {
-            Ok(avail) => Some(avail),
-            Err(e) => {
-                reporter.warn(
-                    &target.name,
-                    &format!("cannot read free space, min_free not checked: {e:#}"),
-                );
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let compression = usable_compression(reporter, target, archive_cfg.compression, dest);
-    let archive_cfg = &ArchiveTarget {
-        compression,
-        ..archive_cfg.clone()
-    };
-    let queue: Mutex<VecDeque<PackageVersion>> = Mutex::new(pvs.iter().cloned().collect());
-    let free = Mutex::new(free);
-    let results: Mutex<Vec<Sent>> = Mutex::new(Vec::new());
-    let progress = reporter.transfer(&target.name, pvs.len());
-    let workers = archive_cfg.parallel.min(pvs.len()).max(1);
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                worker(
-                    reporter,
-                    target,
-                    archive_cfg,
-                    source,
-                    dest,
-                    &queue,
-                    &free,
-                    &results,
-                    &progress,
-                )
-            });
-        }
-    });
-    progress.finish();
-    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    results.sort_by(|a, b| a.0.cmp(&b.0));
-    results
-}
-
-#[allow(clippy::too_many_arguments)]
-fn worker(
-    reporter: &crate::report::Reporter,
-    target: &TargetConfig,
-    archive_cfg: &ArchiveTarget,
-    source: &SourceArchive,
-    dest: &dyn Target,
-    queue: &Mutex<VecDeque<PackageVersion>>,
-    free: &Mutex<Option<u64>>,
-    results: &Mutex<Vec<Sent>>,
-    progress: &TransferProgress,
-) {
-    let record = |pv: PackageVersion, bytes: u64, r: Result<(), String>| {
-        results
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((pv, bytes, r));
-    };
-    loop {
-        // Fill a batch: scan each package (one walk) as it is taken.
-        let mut batch: Vec<Outgoing> = Vec::new();
-        let mut batch_bytes = 0;
-        while batch.len() < BATCH_PACKAGES && batch_bytes < BATCH_BYTES {
-            let Some(pv) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else {
-                break;
-            };
-            let outgoing = match pack::scan(source, &pv) {
-                Ok(o) => o,
-                Err(e) => {
-                    record(pv, 0, Err(format!("{e:#}")));
-                    continue;
-                }
-            };
-            if let Some(avail) = free.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-                if avail.saturating_sub(outgoing.bytes) < archive_cfg.min_free {
-                    let msg = format!(
-                        "not sent: {} would leave less than min_free {} free on the target ({} free)",
-                        human_bytes(outgoing.bytes),
-                        human_bytes(archive_cfg.min_free),
-                        human_bytes(*avail)
-                    );
-                    record(pv, 0, Err(msg));
-                    continue;
-                }
-                *avail -= outgoing.bytes;
-            }
-            batch_bytes += outgoing.bytes;
-            batch.push(outgoing);
-        }
-        if batch.is_empty() {
-            return;
-        }
-        let sizes: Vec<(PackageVersion, u64)> =
-            batch.iter().map(|o| (o.pv.clone(), o.bytes)).collect();
-        let add = |n: u64| progress.add_bytes(n);
-        match dest.receive(source, &batch, archive_cfg.compression, &add) {
-            Ok(received) => {
-                for r in received {
-                    let bytes = sizes
-                        .iter()
-                        .find(|(pv, _)| *pv == r.pv)
-                        .map_or(0, |(_, b)| *b);
-                    if r.result.is_ok() {
-                        reporter.detail(
-                            &target.name,
-                            &format!("sent {} ({})", r.pv, human_bytes(bytes)),
-                        );
-                    }
-                    progress.package_done();
-                    record(r.pv, bytes, r.result);
-                }
-            }
-            Err(e) => {
-                let msg = format!("{e:#}");
-                for (pv, _) in sizes {
-                    record(pv, 0, Err(msg.clone()));
-                }
-            }
-        }
-    }
-}
-
-/// The configured compression, or gzip (with a warning) when it is zstd and
-/// the target's receiver reports no zstd.
-fn usable_compression(
-    reporter: &crate::report::Reporter,
-    target: &TargetConfig,
-    wanted: crate::config::Compression,
-    dest: &dyn Target,
-) -> crate::config::Compression {
-    use crate::config::Compression;
-    if !matches!(wanted, Compression::Zstd(_)) {
-        return wanted;
-    }
-    match dest.version() {
-        Ok(info) if info.decompressors.iter().any(|d| d == "zstd") => wanted,
-        Ok(_) => {
-            reporter.warn(
-                &target.name,
-                "the target has no zstd; sending with gzip instead",
-            );
-            Compression::Gzip(6)
-        }
-        Err(e) => {
-            reporter.warn(
-                &target.name,
-                &format!("cannot ask the target for zstd ({e:#}); sending with gzip"),
-            );
-            Compression::Gzip(6)
         }
     }
 }
@@ -502,11 +345,4 @@ fn link_aliases(
             }),
         }
     }
-}
-
-pub fn write_packagelist(dest: &dyn Target, set: &CurrentSet, now: i64) -> Result<()> {
-    dest.put(
-        crate::packagelist::NAME,
-        crate::packagelist::text(set, now).as_bytes(),
-    )
 }

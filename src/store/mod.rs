@@ -4,6 +4,8 @@
 //! [`s3`]; the shared suite in `tests/it/s3.rs` runs it against a real
 //! server). The ZIP packaging lives beside it in [`zip`].
 
+pub mod dryrun;
+pub mod keys;
 pub mod s3;
 pub mod zip;
 

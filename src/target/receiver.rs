@@ -106,24 +106,109 @@ pub fn parse_listing(text: &str) -> Listing {
     listing
 }
 
+/// Parses `version`'s reply: `blat-receiver <protocol>`, `sha256 <hex>`,
+/// `decompressors <name>...` lines; anything else is ignored.
+pub fn parse_version_reply(text: &str) -> ReceiverInfo {
+    let mut info = ReceiverInfo::default();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("blat-receiver") => info.protocol = words.collect::<Vec<_>>().join(" "),
+            Some("sha256") => info.sha256 = words.next().unwrap_or("-").to_string(),
+            Some("decompressors") => info.decompressors = words.map(String::from).collect(),
+            _ => {}
+        }
+    }
+    info
+}
+
+/// Parses `receive`'s report (`ok\tP\tV` or `fail\tP\tV\treason...` per
+/// package) for the package-versions `sent`: a line naming a package-version
+/// that is invalid is ignored; one not reported on did not arrive, its
+/// reason the receiver's stderr. Every reason is one non-empty line.
+pub fn parse_receive_reply(stdout: &str, stderr: &str, sent: &[&PackageVersion]) -> Vec<Received> {
+    let mut results = Vec::new();
+    for line in stdout.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        let (result, package, version) = match fields.as_slice() {
+            ["ok", p, v] => (Ok(()), *p, *v),
+            ["fail", p, v, reason @ ..] => (Err(one_line(&reason.join(" "))), *p, *v),
+            _ => continue,
+        };
+        if let Ok(pv) = PackageVersion::new(package, version) {
+            results.push(Received { pv, result });
+        }
+    }
+    // Anything the receiver did not report on did not arrive.
+    for pv in sent {
+        if !results.iter().any(|r| r.pv == **pv) {
+            let why = one_line(stderr);
+            results.push(Received {
+                pv: (*pv).clone(),
+                result: Err(if why.is_empty() {
+                    "not confirmed by the receiver".into()
+                } else {
+                    why
+                }),
+            });
+        }
+    }
+    for r in &mut results {
+        if let Err(e) = &mut r.result {
+            if e.is_empty() {
+                *e = "failed (the receiver gave no reason)".into();
+            }
+        }
+    }
+    results
+}
+
+/// A message from the target as one printable line: lines joined by `; `,
+/// other control characters made spaces, ends trimmed.
+fn one_line(text: &str) -> String {
+    let printable: String = text
+        .lines()
+        .map(|l| l.replace(|c: char| c.is_control(), " "))
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    printable.trim().to_string()
+}
+
+/// Parses `delete`'s reply: `alias\tP\tA` per alias removed with the
+/// version, `deleted\tP\tV\tBYTES` (unreadable bytes count as 0).
+pub fn parse_delete_reply(text: &str) -> Deleted {
+    let mut deleted = Deleted::default();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        match fields.as_slice() {
+            ["alias", _, alias] => {
+                if let Ok(a) = Name::new(alias) {
+                    deleted.aliases.push(a);
+                }
+            }
+            ["deleted", _, _, bytes] => deleted.bytes = bytes.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    deleted
+}
+
+/// Parses `df`'s reply: the free bytes of its `avail\tN` line.
+pub fn parse_df_reply(text: &str) -> Result<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("avail\t"))
+        .and_then(|n| n.trim().parse().ok())
+        .context("receiver df gave no free space figure")
+}
+
 impl<T: Transport> Target for ReceiverTarget<T> {
     fn describe(&self) -> String {
         format!("{} ({})", self.name, self.transport.describe())
     }
 
     fn version(&self) -> Result<ReceiverInfo> {
-        let out = self.call(&["version"])?;
-        let mut info = ReceiverInfo::default();
-        for line in out.lines() {
-            let mut words = line.split_whitespace();
-            match words.next() {
-                Some("blat-receiver") => info.protocol = words.collect::<Vec<_>>().join(" "),
-                Some("sha256") => info.sha256 = words.next().unwrap_or("-").to_string(),
-                Some("decompressors") => info.decompressors = words.map(String::from).collect(),
-                _ => {}
-            }
-        }
-        Ok(info)
+        Ok(parse_version_reply(&self.call(&["version"])?))
     }
 
     fn list(&self) -> Result<Listing> {
@@ -166,33 +251,8 @@ impl<T: Transport> Target for ReceiverTarget<T> {
         if out.status != 0 && out.status != 3 {
             check(&out, "receive")?;
         }
-        let mut results = Vec::new();
-        for line in out.stdout.lines() {
-            let fields: Vec<&str> = line.split('\t').collect();
-            let (result, package, version) = match fields.as_slice() {
-                ["ok", p, v] => (Ok(()), *p, *v),
-                ["fail", p, v, reason @ ..] => (Err(reason.join(" ")), *p, *v),
-                _ => continue,
-            };
-            if let Ok(pv) = PackageVersion::new(package, version) {
-                results.push(Received { pv, result });
-            }
-        }
-        // Anything the receiver did not report on did not arrive.
-        for o in scanned {
-            if !results.iter().any(|r| r.pv == o.pv) {
-                let why = out.stderr.trim();
-                results.push(Received {
-                    pv: o.pv.clone(),
-                    result: Err(if why.is_empty() {
-                        "not confirmed by the receiver".into()
-                    } else {
-                        why.into()
-                    }),
-                });
-            }
-        }
-        Ok(results)
+        let sent: Vec<&PackageVersion> = scanned.iter().map(|o| &o.pv).collect();
+        Ok(parse_receive_reply(&out.stdout, &out.stderr, &sent))
     }
 
     fn link(&self, alias: &Alias) -> Result<()> {
@@ -210,20 +270,7 @@ impl<T: Transport> Target for ReceiverTarget<T> {
         let out = self
             .call(&["delete", pv.package.as_str(), pv.version.as_str()])
             .with_context(|| format!("cannot delete {pv}"))?;
-        let mut deleted = Deleted::default();
-        for line in out.lines() {
-            let fields: Vec<&str> = line.split('\t').collect();
-            match fields.as_slice() {
-                ["alias", _, alias] => {
-                    if let Ok(a) = Name::new(alias) {
-                        deleted.aliases.push(a);
-                    }
-                }
-                ["deleted", _, _, bytes] => deleted.bytes = bytes.parse().unwrap_or(0),
-                _ => {}
-            }
-        }
-        Ok(deleted)
+        Ok(parse_delete_reply(&out))
     }
 
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {
@@ -237,11 +284,7 @@ impl<T: Transport> Target for ReceiverTarget<T> {
     }
 
     fn df(&self) -> Result<u64> {
-        let out = self.call(&["df"])?;
-        out.lines()
-            .find_map(|l| l.strip_prefix("avail\t"))
-            .and_then(|n| n.trim().parse().ok())
-            .context("receiver df gave no free space figure")
+        parse_df_reply(&self.call(&["df"])?)
     }
 
     fn gc(&self) -> Result<Vec<String>> {

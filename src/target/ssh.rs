@@ -90,17 +90,22 @@ pub const RECEIVER_PATH: &str = "~/.blat/blat-receiver";
 pub const SETUP_HELP: &str = "\
 SSH targets (transport = \"ssh\", the default):
   On the target: a user with write access to the archive, a POSIX sh login shell, GNU tar,
-  gzip, find, coreutils; e.g. useradd -m pkgadmin, and
-  ln -s /srv/dpkg_archive ~pkgadmin/dpkg_archive   (remote_archive = \"dpkg_archive\", the default)
-  On the master: ssh-keygen -t ed25519 -N '' -f /etc/blat/ssh/id_ed25519 (identity, mode 600)
-  and ssh-keyscan -p 22 HOST >> /etc/blat/ssh/known_hosts (known_hosts; check the fingerprint).
+  gzip, find and coreutils, e.g.
+    useradd -m pkgadmin
+    ln -s /srv/dpkg_archive ~pkgadmin/dpkg_archive    # remote_archive = \"dpkg_archive\"
+  On the master: the key (identity, mode 600) and the target's host key (known_hosts; check
+  the fingerprint):
+    ssh-keygen -t ed25519 -N '' -f /etc/blat/ssh/id_ed25519
+    ssh-keyscan -p 22 HOST >> /etc/blat/ssh/known_hosts
   In ~pkgadmin/.ssh/authorized_keys, restricted to the receiver:
     restrict,command=\"/home/pkgadmin/.blat/blat-receiver\" ssh-ed25519 AAAA... blat@master
-  blat installs and updates ~/.blat/blat-receiver itself (a restricted key can only update it:
+  blat installs and updates ~/.blat/blat-receiver itself. A restricted key can only update it:
   copy receiver/blat-receiver there once, into a ~pkgadmin/.blat that pkgadmin owns, or no
-  update can replace it: install -d -o pkgadmin -m 755 ~pkgadmin/.blat, then
-  install -o pkgadmin -m 755 receiver/blat-receiver ~pkgadmin/.blat/). Host keys are always
-  checked; an unknown or changed key stops the target. connect_timeout (15s) and io_timeout (60s) bound every wait.";
+  update can replace it:
+    install -d -o pkgadmin -m 755 ~pkgadmin/.blat
+    install -o pkgadmin -m 755 receiver/blat-receiver ~pkgadmin/.blat/
+  Host keys are always checked; an unknown or changed key stops the target. connect_timeout
+  (15s) and io_timeout (60s) bound every wait.";
 
 /// libssh2 error codes that get their own message.
 const LIBSSH2_ERROR_TIMEOUT: i32 = -9;

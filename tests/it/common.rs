@@ -27,9 +27,14 @@ pub struct World {
 
 impl World {
     pub fn new() -> World {
+        World::new_in(&std::env::temp_dir())
+    }
+
+    /// A world below `base` (a file system of the test's choosing).
+    pub fn new_in(base: &Path) -> World {
         let dir = tempfile::Builder::new()
             .prefix("blat-test-")
-            .tempdir()
+            .tempdir_in(base)
             .unwrap();
         // Let an unprivileged target user (SSH tests) reach into the world.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
@@ -403,6 +408,434 @@ pub fn require(var: &str, what: &str) -> Option<String> {
             eprintln!("skipped: {what} not available (${var} unset; scripts/test sets it)");
             None
         }
+    }
+}
+
+/// For tests that run an outside tool (promtool, mandoc, groff): its path
+/// on `$PATH`; when it is missing, panics under `CI=true` (scripts/test-env
+/// installs it from Debian package `package`) and otherwise skips with a
+/// note.
+pub fn require_tool(name: &str, package: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{name} is required under CI=true but not on PATH (scripts/test-env installs Debian package {package})");
+        }
+        eprintln!(
+            "skipped: {name} not on PATH (Debian package {package}; scripts/test installs it)"
+        );
+    }
+    found
+}
+
+// ------------------------------------------------------------ randomized tests
+
+/// A small seeded PRNG (SplitMix64) for the randomized tests: the same seed
+/// gives the same case, on any machine, without a dependency.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0x5851_f42d_4c95_7f2d)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+
+    /// True with probability `percent`/100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+
+    /// A derived generator, so that one part of a case does not shift the
+    /// random choices of the next when it changes.
+    pub fn fork(&mut self) -> Rng {
+        Rng::new(self.next_u64())
+    }
+
+    /// `len` bytes: compressible text or incompressible noise.
+    pub fn bytes(&mut self, len: usize, noise: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len);
+        if noise {
+            while out.len() < len {
+                out.extend_from_slice(&self.next_u64().to_le_bytes());
+            }
+            out.truncate(len);
+        } else {
+            const WORDS: &[&str] = &["lib", "bin ", "x86_64", "\n", "#include ", "0.1.2 ", "jats"];
+            while out.len() < len {
+                out.extend_from_slice(self.pick(WORDS).as_bytes());
+            }
+            out.truncate(len);
+        }
+        out
+    }
+}
+
+/// One entry of a [`picture`]: everything blat must keep of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Relative path (bytes escaped); empty for the root itself.
+    pub rel: String,
+    /// `d`, `f`, `l`, or `?` for anything else.
+    pub kind: char,
+    pub mode: u32,
+    /// Files and directories only (symlinks: 0).
+    pub mtime: i64,
+    pub size: u64,
+    /// FNV-1a of a file's content.
+    pub hash: u64,
+    /// A symlink's target (bytes escaped).
+    pub link: String,
+}
+
+impl Entry {
+    /// The entry as one comparable line below `prefix`.
+    pub fn line(&self, prefix: &str) -> String {
+        let path = if self.rel.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{prefix}/{}", self.rel)
+        };
+        match self.kind {
+            'l' => format!("{path} -> {}", self.link),
+            'd' => format!("{path}/ {:04o} {}", self.mode, self.mtime),
+            'f' => format!(
+                "{path} {:04o} {} {}B {:016x}",
+                self.mode, self.mtime, self.size, self.hash
+            ),
+            _ => format!("{path} ? {:04o}", self.mode),
+        }
+    }
+}
+
+pub fn escape(name: &std::ffi::OsStr) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    name.as_bytes().escape_ascii().to_string()
+}
+
+fn fnv(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// A full picture of the tree at `root` (itself included, children sorted by
+/// name bytes): kinds, modes, mtimes, sizes, content hashes, link targets.
+/// An error (something vanished or cannot be read) is a message.
+pub fn picture(root: &Path) -> Result<Vec<Entry>, String> {
+    use std::os::unix::fs::MetadataExt;
+    fn visit(path: &Path, rel: String, out: &mut Vec<Entry>) -> Result<(), String> {
+        let m = fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let ft = m.file_type();
+        let mut e = Entry {
+            rel: rel.clone(),
+            kind: '?',
+            mode: m.mode() & 0o7777,
+            mtime: 0,
+            size: 0,
+            hash: 0,
+            link: String::new(),
+        };
+        if ft.is_symlink() {
+            e.kind = 'l';
+            e.mode = 0;
+            let t = fs::read_link(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            e.link = escape(t.as_os_str());
+            out.push(e);
+        } else if ft.is_file() {
+            e.kind = 'f';
+            e.mtime = m.mtime();
+            e.size = m.len();
+            let data = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            e.hash = fnv(&data);
+            out.push(e);
+        } else if ft.is_dir() {
+            e.kind = 'd';
+            e.mtime = m.mtime();
+            out.push(e);
+            let mut names: Vec<std::ffi::OsString> = fs::read_dir(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .map(|d| d.map(|d| d.file_name()))
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            {
+                use std::os::unix::ffi::OsStrExt;
+                names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            }
+            for name in names {
+                let child_rel = if rel.is_empty() {
+                    escape(&name)
+                } else {
+                    format!("{rel}/{}", escape(&name))
+                };
+                visit(&path.join(&name), child_rel, out)?;
+            }
+        } else {
+            out.push(e);
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    visit(root, String::new(), &mut out)?;
+    Ok(out)
+}
+
+/// Every entry below `root` whose name starts with `.blat-` (temporaries of
+/// any kind: `.blat-tmp-*`, `.blat-del-*`, staging directories), at any depth.
+pub fn blat_names(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_name().to_string_lossy().starts_with(".blat-") {
+                out.push(p.strip_prefix(root).unwrap_or(&p).display().to_string());
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The lines only in `want` (`- `) and only in `got` (`+ `), merged in
+/// sorted order so that two versions of one path stand together; at most
+/// `max` lines. For failure messages that show the difference, not dumps.
+pub fn diff(want: &[String], got: &[String], max: usize) -> String {
+    use std::collections::BTreeSet;
+    let w: BTreeSet<&String> = want.iter().collect();
+    let g: BTreeSet<&String> = got.iter().collect();
+    let mut lines: Vec<(&String, char)> = w
+        .difference(&g)
+        .map(|l| (*l, '-'))
+        .chain(g.difference(&w).map(|l| (*l, '+')))
+        .collect();
+    lines.sort();
+    let missing = lines.iter().filter(|l| l.1 == '-').count();
+    let mut text = format!(
+        "  - expected, not found: {missing}; + found, not expected: {}\n",
+        lines.len() - missing
+    );
+    for (l, sign) in lines.iter().take(max) {
+        let l: String = l.chars().take(300).collect();
+        text.push_str(&format!("  {sign} {l}\n"));
+    }
+    if lines.len() > max {
+        text.push_str("  ...\n");
+    }
+    if lines.is_empty() && want != got {
+        text.push_str("  same lines, other order or multiplicity\n");
+    }
+    text
+}
+
+// ------------------------------------------------------------ processes
+
+/// Processes (pid, argv) whose argv satisfies `pred`, from /proc.
+pub fn processes(pred: impl Fn(&[String]) -> bool) -> Vec<(i32, Vec<String>)> {
+    let mut out = Vec::new();
+    let me = std::process::id() as i32;
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(raw) = fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        if raw.is_empty() {
+            continue; // a zombie or a kernel thread
+        }
+        let argv: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if pred(&argv) {
+            out.push((pid, argv));
+        }
+    }
+    out
+}
+
+/// `kill -9 pid`; false when it was already gone.
+pub fn kill9(pid: i32) -> bool {
+    // SAFETY: kill(2) with a pid we found in /proc; no memory is touched.
+    unsafe { libc::kill(pid, libc::SIGKILL) == 0 }
+}
+
+/// Waits until no process satisfies `pred` (true), or `timeout` passed (false).
+pub fn wait_gone(pred: impl Fn(&[String]) -> bool, timeout: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if processes(&pred).is_empty() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// True when `argv` mentions `path` (as an argument or inside one).
+pub fn mentions(argv: &[String], path: &Path) -> bool {
+    let p = path.display().to_string();
+    argv.iter().any(|a| a.contains(&p))
+}
+
+/// Removes a tree that may hold read-only directories.
+pub fn remove_tree(path: &Path) {
+    if fs::symlink_metadata(path).is_err() {
+        return;
+    }
+    let _ = std::process::Command::new("chmod")
+        .arg("-R")
+        .arg("u+rwx")
+        .arg(path)
+        .status();
+    let _ = fs::remove_dir_all(path);
+}
+
+/// Empties a directory (keeping it, its owner and its mode).
+pub fn empty_dir(dir: &Path) {
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&p);
+            } else {
+                let _ = fs::remove_file(&p);
+            }
+        }
+    }
+}
+
+/// A tmpfs mounted for a test, unmounted on drop.
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (mount's syntax: `2m`) at `path`. `None`
+    /// when that is not possible here: under `CI=true` that panics (CI runs
+    /// as root and must be able to), otherwise the test skips with a note.
+    pub fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
+        fs::create_dir_all(path).unwrap();
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=755"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs {
+                path: path.to_path_buf(),
+            }),
+            other => {
+                let why = match other {
+                    Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                    Err(e) => e.to_string(),
+                };
+                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                    panic!("cannot mount a tmpfs under CI=true (CI runs as root): {why}");
+                }
+                eprintln!("skipped: cannot mount a tmpfs (needs root): {why}");
+                None
+            }
+        }
+    }
+
+    /// A tmpfs to run many small worlds on, when this machine allows it:
+    /// no fallback needed, the tests run on the default temp directory
+    /// otherwise, only slower (ext4 searches its recently deleted inodes
+    /// on each file created after mass deletions).
+    /// (Unmounted before its directory is removed: fields drop in order.)
+    pub fn scratch(size: &str) -> Option<(Tmpfs, tempfile::TempDir)> {
+        let dir = tempfile::Builder::new()
+            .prefix("blat-scratch-")
+            .tempdir()
+            .ok()?;
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=755"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| {
+            let fs = Tmpfs {
+                path: dir.path().to_path_buf(),
+            };
+            (fs, dir)
+        })
+    }
+
+    pub fn resize(&self, size: &str) {
+        let st = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "cannot remount {} with size {size}",
+            self.path.display()
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
     }
 }
 

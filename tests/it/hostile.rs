@@ -296,3 +296,63 @@ fn a_target_overlapping_the_source_archive_is_refused() {
         "the source is untouched"
     );
 }
+
+/// The same hostile target over SSH, the receiver running as an
+/// unprivileged user: a planted symlink as a package directory and as
+/// `.dpkg_archive` is never written through, a victim the target user owns
+/// stays as it was, and aliases in other forms protect their versions.
+#[test]
+fn a_hostile_ssh_target_is_never_written_through() {
+    use crate::sshd::{give_to, Sshd};
+    let Some(sshd) = Sshd::start() else { return };
+    let w = World::new();
+    w.release("a", "1.0", T0);
+    w.release("b", "1.0", T0);
+    w.release("c", "1.0", T0);
+    w.release("c", "2.0", T0);
+    w.write_global("");
+    w.write_rm(&[("P/R1", "open", 0, &["a/1.0", "b/1.0", "c/1.0", "c/2.0"])]);
+    sshd.write_target(
+        &w,
+        "site",
+        "projects = [\"P\"]\n[aging]\nmethod = \"immediate\"\n",
+    );
+    let t = sshd.archive();
+    assert_exit(&w.blat(&["sync", "--all"]), 0);
+    // The target user's own files outside the archive: a victim.
+    let v = sshd.home.join("victim");
+    fs::create_dir_all(v.join("1.0")).unwrap();
+    fs::write(v.join("precious"), "precious").unwrap();
+    give_to(&sshd.user, &v);
+    let before = common::snapshot(&v);
+    // a/ becomes a link to the victim; .dpkg_archive too; c/2.0 gets an
+    // alias in the ../c/V form, then the release drops c.
+    Command::new("rm")
+        .arg("-rf")
+        .arg(t.join("a"))
+        .arg(t.join(".dpkg_archive"))
+        .status()
+        .unwrap();
+    symlink(&v, t.join("a")).unwrap();
+    symlink(&v, t.join(".dpkg_archive")).unwrap();
+    common::make_writable(&t.join("c"));
+    symlink("../c/2.0", t.join("c/up")).unwrap();
+    give_to(&sshd.user, &t);
+    w.write_rm(&[("P/R1", "open", 0, &["a/1.0", "b/1.0"])]);
+    let later = (T0 + 100 * 86400).to_string();
+    let out = w.blat_env(&["sync", "--all"], &[("BLAT_NOW", &later)]);
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("is a symlink: refused"), "{said}");
+    assert_eq!(
+        common::snapshot(&v),
+        before,
+        "nothing written or deleted through a link"
+    );
+    assert!(t.join("b/1.0/descpkg").is_file());
+    assert!(
+        t.join("c/2.0/descpkg").is_file(),
+        "aliased as ../c/2.0: kept"
+    );
+    assert!(!t.join("c/1.0").exists(), "not aliased: aged");
+}

@@ -3,7 +3,7 @@
 //! there, every man page, completion and unit is packaged, the maintainer
 //! scripts are valid sh. scripts/deb-check builds and installs the real thing.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 fn root() -> PathBuf {
@@ -109,26 +109,20 @@ fn every_asset_is_in_the_tree_and_every_piece_is_packaged() {
         assert!(!found.is_empty(), "asset {source} matches no file");
         packaged.extend(found);
     }
-    let must: Vec<PathBuf> = [
-        "man",
-        "contrib/completions",
-        "contrib/systemd",
-        "contrib/cron",
-    ]
-    .iter()
-    .flat_map(|dir| {
-        std::fs::read_dir(root().join(dir))
-            .unwrap()
-            .map(|e| Path::new(dir).join(e.unwrap().file_name()))
-            .collect::<Vec<_>>()
-    })
-    .chain([
-        PathBuf::from("receiver/blat-receiver"),
-        PathBuf::from("examples/release_manager.sql"),
-        PathBuf::from("examples/config/blat.toml"),
-        PathBuf::from("examples/archive/jats/2.1.0/descpkg"),
-    ])
-    .collect();
+    // Every man page, and every file of contrib/ but the maintainer scripts
+    // (completions, units, cron, prometheus, and whatever comes next).
+    let must: Vec<PathBuf> = ["man", "contrib"]
+        .iter()
+        .flat_map(|dir| crate::common::walk(&root().join(dir)))
+        .filter(|p| p.is_file() && !p.starts_with(root().join("contrib/debian")))
+        .map(|p| p.strip_prefix(root()).unwrap().to_path_buf())
+        .chain([
+            PathBuf::from("receiver/blat-receiver"),
+            PathBuf::from("examples/release_manager.sql"),
+            PathBuf::from("examples/config/blat.toml"),
+            PathBuf::from("examples/archive/jats/2.1.0/descpkg"),
+        ])
+        .collect();
     for file in must {
         assert!(
             packaged.contains(&file),

@@ -661,11 +661,7 @@ fn interrupted_multipart_upload_is_aborted_by_the_next_pass() {
         .unwrap();
     let state = blat::state::State::open(&w.state()).unwrap();
     state
-        .connection()
-        .execute(
-            "INSERT INTO multipart_uploads (target, key, upload_id, started) VALUES ('ci', 'packages/a/a_2.zip', ?1, 1)",
-            [started.upload_id().unwrap()],
-        )
+        .multipart_started("ci", "packages/a/a_2.zip", started.upload_id().unwrap(), 1)
         .unwrap();
     drop(state);
     assert_eq!(open_multipart_uploads(&b), 1);
@@ -798,10 +794,26 @@ fn aging_immediate_removes_exactly_the_excess() {
         "{r}"
     );
     assert_eq!(keys(&b), ALL);
+    // status: the refusal, no success since the first pass, nothing behind.
+    let status = |w: &World| -> serde_json::Value {
+        let out = w.blat(&["status", "--json"]);
+        assert_exit(&out, 0);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0].clone()
+    };
+    let st = status(&w);
+    assert_eq!(st["sync_command"], "s3sync", "{st}");
+    assert_eq!(st["aging_refused"]["packages"], 2, "{st}");
+    assert_eq!(st["behind"]["packages"], 0, "{st}");
+    let first_success = st["last_sync"].as_i64().unwrap();
+    assert_eq!(st["runs"][0]["outcome"], "partial", "{st}");
 
     let (out, r) = s3sync(&w, &["--force"], &[]);
     assert_exit(&out, 0);
     assert_eq!(pvs(&r["deleted"]), ["old/1", "old/2"]);
+    let st = status(&w);
+    assert!(st["aging_refused"].is_null(), "{st}");
+    assert!(st["last_sync"].as_i64().unwrap() >= first_success, "{st}");
+    assert_eq!(st["runs"][0]["sent"], 0, "{st}");
     assert_eq!(requests(&r), only(&[("list", 1), ("delete", 2)]));
     let mut left: Vec<&str> = ALL.to_vec();
     left.retain(|k| !k.starts_with("packages/old/"));

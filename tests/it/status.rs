@@ -64,7 +64,20 @@ fn status_shows_runs_tags_and_errors() {
     }
 
     let text = stdout(&w.blat(&["status"]));
-    assert!(text.starts_with("site (archive)\n"), "{text}");
+    let mut lines = text.lines();
+    assert!(
+        lines.next().unwrap().starts_with("TARGET  "),
+        "a header, then one line per target:\n{text}"
+    );
+    let line = lines.next().unwrap();
+    assert!(line.starts_with("site (archive)  "), "{text}");
+    assert!(
+        line.contains(" ago)  yes: 1 tag pending (oldest ")
+            && line.contains("sync: cannot read release P/GONE"),
+        "{text}"
+    );
+    assert_eq!(lines.next(), Some(""), "{text}");
+    assert_eq!(lines.next(), Some("site (archive)"), "{text}");
     assert!(text.contains("tags: 1 pending, 1 rejected"), "{text}");
     assert!(text.contains("rejected nope::1.0: "), "{text}");
     assert!(
@@ -110,7 +123,16 @@ fn status_and_dry_runs_work_for_a_user_who_may_only_read_the_state_dir() {
     let out = w.blat_unprivileged(&["status"], &[]);
     assert_exit(&out, 0);
     let text = stdout(&out);
-    assert!(text.starts_with("site (archive)\n"), "{text}");
+    assert!(text.starts_with("TARGET  "), "{text}");
+    assert!(
+        text.lines().nth(1).unwrap().starts_with("site (archive)  "),
+        "{text}"
+    );
+    assert!(
+        text.contains(" ago)  yes: 1 tag pending (oldest "),
+        "{text}"
+    );
+    assert!(text.contains("\nsite (archive)\n  sync "), "{text}");
     assert!(text.contains("  sync "), "{text}");
     assert!(text.contains("tags: 1 pending"), "{text}");
     let out = w.blat_unprivileged(&["status", "--json"], &[]);
@@ -197,4 +219,147 @@ fn status_and_dry_runs_without_any_state_create_nothing() {
     assert_exit(&w.blat(&["sync", "--all", "--dry-run"]), 0);
     assert_exit(&w.blat(&["status"]), 0);
     assert!(!w.state().exists(), "nothing created");
+}
+
+/// The time the scenario's status looks, and when its runs happened.
+pub const NOW: i64 = 1_800_000_000;
+
+/// Two targets with something to say, status looking at NOW:
+/// - `site` (master aging, sync_interval 20m): synced at NOW-2h and at
+///   NOW-1h, when the release dropped b/1 and c/1 (marked) and listed d/1,
+///   still being built (not sent: behind by one); a fast at NOW-30m
+///   rejected a tag for a package that does not exist (a failed run), and
+///   a tag dropped at NOW-10m waits.
+/// - `aged` (immediate aging, max_delete = 0): the same syncs; the second
+///   refused to delete b/1 and c/1 (a failed run).
+pub fn busy_world() -> World {
+    let w = World::new();
+    for p in ["a", "b", "c"] {
+        w.release(p, "1", 1_700_000_000);
+    }
+    w.write_global("");
+    w.write_rm(&[("P/R1", "open", 0, &["a/1", "b/1", "c/1"])]);
+    w.local_target(
+        "site",
+        "releases = [\"P/R1\"]\ntag_retries = 1\nsync_interval = \"20m\"\n[aging]\nmethod = \"master\"\nafter = \"1d\"\n",
+    );
+    w.local_target(
+        "aged",
+        "releases = [\"P/R1\"]\n[aging]\nmethod = \"immediate\"\nmax_delete = 0\n",
+    );
+    let at = |now: i64, args: &[&str]| w.blat_env(args, &[("BLAT_NOW", &now.to_string())]);
+    assert_exit(&at(NOW - 7200, &["sync", "--all"]), 0);
+    // d/1 is being built: written a minute ago, writable.
+    w.build("d", "1", NOW - 3660, crate::common::DEFAULT_FILES);
+    w.write_rm(&[("P/R1", "open", 0, &["a/1", "d/1"])]);
+    assert_exit(&at(NOW - 3600, &["sync", "--all"]), 1);
+    let tags = w.path().join("tags/site");
+    fs::create_dir_all(&tags).unwrap();
+    fs::write(tags.join("nope::1"), "").unwrap();
+    assert_exit(&at(NOW - 1800, &["fast", "--target", "site"]), 1);
+    fs::write(tags.join("a::1"), "").unwrap();
+    crate::common::set_mtime(&tags.join("a::1"), NOW - 600);
+    w
+}
+
+#[test]
+fn status_says_when_each_target_last_synced_and_who_is_behind() {
+    let w = busy_world();
+    let now = NOW.to_string();
+    // Any user who may read the state can ask.
+    let out = w.blat_unprivileged(&["status", "--json"], &[("BLAT_NOW", &now)]);
+    assert_exit(&out, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let target = |name: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["target"] == name)
+            .unwrap()
+            .clone()
+    };
+    let site = target("site");
+    assert_eq!(site["sync_command"], "sync");
+    assert_eq!(site["last_sync"], NOW - 3600, "{site}");
+    assert_eq!(site["last_sync_age_seconds"], 3600);
+    assert_eq!(site["sync_interval_seconds"], 1200);
+    assert_eq!(site["overdue"], true, "an hour > twice 20m");
+    let behind = &site["behind"];
+    assert_eq!(behind["is_behind"], true);
+    assert_eq!(behind["packages"], 1, "d/1, still being built");
+    assert_eq!(behind["measured"], NOW - 3600);
+    assert_eq!(behind["pending_tags"], 1);
+    assert_eq!(behind["oldest_pending_tag"]["tag"], "a::1");
+    assert_eq!(behind["oldest_pending_tag"]["age_seconds"], 600);
+    assert!(site["free_space"]["bytes"].as_u64().unwrap() > 0, "{site}");
+    assert_eq!(site["free_space"]["seen"], NOW - 3600);
+    assert_eq!(site["next_deletion"], NOW - 3600 + 86400);
+    assert_eq!(site["marked"].as_array().unwrap().len(), 2);
+    assert_eq!(site["aging_refused"], serde_json::Value::Null);
+    assert_eq!(site["last_error"]["command"], "fast", "{site}");
+    let fast = site["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["command"] == "fast")
+        .unwrap();
+    assert_eq!(fast["outcome"], "failed");
+    assert_eq!(fast["failed"], 1, "{fast}");
+    let sync = site["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["command"] == "sync")
+        .unwrap();
+    assert_eq!(sync["behind"], 1, "{sync}");
+    assert_eq!(sync["sent"], 0, "{sync}");
+
+    let aged = target("aged");
+    assert_eq!(
+        aged["last_sync"],
+        NOW - 7200,
+        "the failed sync is no success"
+    );
+    assert_eq!(aged["overdue"], false, "two hours < twice 4h");
+    assert_eq!(aged["behind"]["packages"], 1);
+    assert_eq!(aged["aging_refused"]["packages"], 2, "{aged}");
+    assert_eq!(aged["aging_refused"]["command"], "sync");
+    assert_eq!(aged["last_error"]["command"], "sync", "{aged}");
+    assert!(aged["last_error"]["error"].is_null(), "{aged}");
+    assert!(
+        aged["last_error"]["problem"]
+            .as_str()
+            .unwrap()
+            .starts_with("aging: refused to delete 2 package-versions: more than max_delete = 0"),
+        "{aged}"
+    );
+
+    // The same in one line per target, then the details.
+    let out = w.blat_env(&["status"], &[("BLAT_NOW", &now)]);
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    let t1 = blat::clock::rfc3339(NOW - 7200);
+    let t2 = blat::clock::rfc3339(NOW - 3600);
+    assert_eq!(
+        lines[..3],
+        [
+            "TARGET          LAST SUCCESSFUL SYNC                    BEHIND                                              LAST ERROR".to_string(),
+            format!("aged (archive)  {t1} (2h ago)           yes: 1 package-version                              1h ago, sync: aging: refused to delete 2 package-versions: more than max_delete = 0 in one pass; nothing deleted (check the releases, or run with --force)"),
+            format!("site (archive)  {t2} (1h ago), overdue  yes: 1 package-version, 1 tag pending (oldest 10m)  30m ago, fast: nope::1: nope/1 does not exist in the source archive (gave up after 1 attempts)"),
+        ],
+        "{text}"
+    );
+    for line in [
+        format!("  behind at the last sync ({t2}): 1 package-version of the current set missing or differing"),
+        format!("    oldest pending a::1 since {} (10m)", blat::clock::rfc3339(NOW - 600)),
+        format!("  marked for deletion: 2, next deletion due {}", blat::clock::rfc3339(NOW - 3600 + 86400)),
+        format!("  aging refused 2 deletions at {t2} (sync): more than max_delete; check the releases, or run with --force"),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
+    }
+    assert!(text.contains("  free space: "), "{text}");
+    // -q: the scan lines only.
+    let out = w.blat_env(&["-q", "status"], &[("BLAT_NOW", &now)]);
+    assert_eq!(stdout(&out).lines().count(), 3, "{}", stdout(&out));
 }

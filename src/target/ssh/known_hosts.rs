@@ -239,13 +239,36 @@ fn patterns_match(patterns: &str, name: &str) -> bool {
     matched
 }
 
+/// `*` matches any run, `?` any one byte. Greedy with backtracking to the
+/// last `*` only: O(pattern × text) at worst (trying every split at every
+/// `*` took exponential time: `*a*a*a*a*a*a*a*a*a*a*b` against a 40-byte
+/// host name ran for seconds to minutes).
 fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some((b'*', rest)) => (0..=text.len()).any(|i| wildcard_match(rest, &text[i..])),
-        Some((b'?', rest)) => !text.is_empty() && wildcard_match(rest, &text[1..]),
-        Some((c, rest)) => text.first() == Some(c) && wildcard_match(rest, &text[1..]),
+    let (mut p, mut t) = (0, 0);
+    // After the last `*` seen: where the pattern resumes, and the text
+    // position that `*` has swallowed up to.
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p + 1, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((resume, swallowed)) => {
+                    star = Some((resume, swallowed + 1));
+                    p = resume;
+                    t = swallowed + 1;
+                }
+                None => return false,
+            },
+        }
     }
+    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 /// OpenSSH's fingerprint: `SHA256:` and the unpadded base64 of the digest.
@@ -255,8 +278,8 @@ pub fn fingerprint(blob: &[u8]) -> String {
 
 /// The algorithm name a public key blob starts with (an SSH string).
 pub fn key_type_of(blob: &[u8]) -> Option<&str> {
-    let len = u32::from_be_bytes(blob.get(..4)?.try_into().ok()?) as usize;
-    std::str::from_utf8(blob.get(4..4 + len)?).ok()
+    let len = usize::try_from(u32::from_be_bytes(blob.get(..4)?.try_into().ok()?)).ok()?;
+    std::str::from_utf8(blob.get(4..len.checked_add(4)?)?).ok()
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -452,5 +475,168 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("REVOKED (/kh line 2)"), "{err}");
+    }
+
+    /// Property tests: the parser and matchers read a file anyone with
+    /// write access to it (or to a tool that appends to it) controls.
+    mod properties {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use proptest::sample::select;
+
+        fn config() -> ProptestConfig {
+            let cases = std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(10_000);
+            ProptestConfig {
+                cases,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        }
+
+        fn re(pattern: &str) -> proptest::string::RegexGeneratorStrategy<String> {
+            proptest::string::string_regex(pattern).unwrap()
+        }
+
+        /// The former matcher: every split at every `*` (exponential).
+        fn reference_match(pattern: &[u8], text: &[u8]) -> bool {
+            match pattern.split_first() {
+                None => text.is_empty(),
+                Some((b'*', rest)) => (0..=text.len()).any(|i| reference_match(rest, &text[i..])),
+                Some((b'?', rest)) => !text.is_empty() && reference_match(rest, &text[1..]),
+                Some((c, rest)) => text.first() == Some(c) && reference_match(rest, &text[1..]),
+            }
+        }
+
+        /// A line as found in known_hosts files, good or broken.
+        fn line() -> impl Strategy<Value = String> {
+            let field = prop_oneof![
+                re("[a-z0-9.*?!,\\[\\]:|=+/-]{0,30}"),
+                Just(ED.to_string()),
+                Just(HASHED.to_string()),
+                select(
+                    &[
+                        "ssh-ed25519",
+                        "ssh-rsa",
+                        "@revoked",
+                        "@cert-authority",
+                        "@x",
+                        "#"
+                    ][..]
+                )
+                .prop_map(String::from),
+                any::<String>(),
+            ];
+            (vec(field, 0..5), select(&[" ", "\t", "  ", " \t"][..]))
+                .prop_map(|(fields, sep)| fields.join(sep))
+        }
+
+        fn entry() -> impl Strategy<Value = (Marker, String, String, Vec<u8>)> {
+            (
+                select(&[Marker::None, Marker::Revoked, Marker::CertAuthority][..]),
+                re("[a-z0-9.*?-]{1,12}(,!?[a-z0-9.*?-]{1,12}){0,2}|\\[[a-z0-9.]{1,12}\\]:[0-9]{1,5}"),
+                select(&["ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa"][..]).prop_map(String::from),
+                vec(any::<u8>(), 1..80),
+            )
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn any_file_parses_without_panic(lines in vec(line(), 0..8)) {
+                let text = lines.join("\n");
+                let kh = KnownHosts::parse(Path::new("kh"), &text);
+                let count = text.lines().count();
+                for e in &kh.entries {
+                    prop_assert!(e.line >= 1 && e.line <= count);
+                    prop_assert!(!e.hosts.is_empty() && !e.key_type.is_empty());
+                }
+                let session = Session::new().unwrap();
+                let keys = kh.for_host(&session, "h.example", 2222).unwrap();
+                let _ = keys.algorithm_preference(&["ssh-ed25519", "ssh-rsa"]);
+                let err = keys.verify(b"\0\0\0\x0bssh-ed25519").unwrap_err().to_string();
+                prop_assert!(!err.contains('\n'), "{err}");
+            }
+
+            #[test]
+            fn entries_read_back_as_written(
+                entries in vec(entry(), 0..6),
+                noise in vec(select(&["", "# comment", "   ", "bad-line-only"][..]), 0..6),
+            ) {
+                let mut text = String::new();
+                let mut want = Vec::new();
+                let mut n = 0;
+                for (i, (marker, hosts, key_type, key)) in entries.iter().enumerate() {
+                    if let Some(junk) = noise.get(i) {
+                        text.push_str(junk);
+                        text.push('\n');
+                        n += 1;
+                    }
+                    let mark = match marker {
+                        Marker::None => "",
+                        Marker::Revoked => "@revoked ",
+                        Marker::CertAuthority => "@cert-authority ",
+                    };
+                    text.push_str(&format!("{mark}{hosts} {key_type} {} comment\n", base64_encode(key, true)));
+                    n += 1;
+                    want.push((n, *marker, hosts.clone(), key_type.clone(), key.clone()));
+                }
+                let kh = KnownHosts::parse(Path::new("kh"), &text);
+                let got: Vec<_> = kh
+                    .entries
+                    .iter()
+                    .map(|e| (e.line, e.marker, e.hosts.clone(), e.key_type.clone(), e.key.clone()))
+                    .collect();
+                prop_assert_eq!(got, want);
+            }
+
+            #[test]
+            fn base64_reads_back_and_refuses_cleanly(data in vec(any::<u8>(), 0..100), text in any::<String>()) {
+                prop_assert_eq!(base64_decode(&base64_encode(&data, true)), Some(data.clone()));
+                prop_assert_eq!(base64_decode(&base64_encode(&data, false)), Some(data));
+                if let Some(d) = base64_decode(&text) {
+                    prop_assert_eq!(base64_encode(&d, false), text.trim_end_matches('='));
+                }
+            }
+
+            #[test]
+            fn key_blobs_of_any_bytes(blob in vec(any::<u8>(), 0..64)) {
+                let _ = key_type_of(&blob);
+                prop_assert!(fingerprint(&blob).starts_with("SHA256:"));
+            }
+
+            #[test]
+            fn wildcards_match_as_before(
+                pattern in re("[ab*?]{0,8}"),
+                text in re("[ab]{0,10}"),
+            ) {
+                prop_assert_eq!(
+                    wildcard_match(pattern.as_bytes(), text.as_bytes()),
+                    reference_match(pattern.as_bytes(), text.as_bytes())
+                );
+            }
+
+            #[test]
+            fn patterns_of_any_text(patterns in any::<String>(), name in any::<String>()) {
+                let _ = patterns_match(&patterns, &name);
+            }
+        }
+
+        #[test]
+        fn many_stars_take_no_time() {
+            let started = std::time::Instant::now();
+            let pattern = "*a".repeat(30) + "b";
+            assert!(!patterns_match(&pattern, &"a".repeat(200)));
+            assert!(patterns_match(&pattern, &("a".repeat(200) + "b")));
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(1),
+                "{:?}",
+                started.elapsed()
+            );
+        }
     }
 }

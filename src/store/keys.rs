@@ -1,0 +1,42 @@
+//! Where blat keeps things in a bucket: one ZIP per package-version at
+//! `{prefix}{package}/{package}_{version}.zip`, one alias object per alias at
+//! `{prefix}{package}/{alias}.txt` (the version, one line), and the change
+//! key in each ZIP's metadata. Any other key is not blat's and is left alone.
+
+use crate::archive::{Name, PackageVersion};
+
+/// The user metadata that carries the change key (descpkg mtime) with each ZIP.
+pub const MTIME_META: &str = "descpkg-mtime";
+
+/// `{prefix}{package}/{package}_{version}.zip`
+pub fn zip_key(prefix: &str, pv: &PackageVersion) -> String {
+    format!("{prefix}{}/{}_{}.zip", pv.package, pv.package, pv.version)
+}
+
+/// `{prefix}{package}/{alias}.txt`
+pub fn alias_key(prefix: &str, package: &Name, alias: &Name) -> String {
+    format!("{prefix}{package}/{alias}.txt")
+}
+
+/// What a key in the bucket is to blat; anything else is left alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    Zip(PackageVersion),
+    Alias { package: Name, alias: Name },
+}
+
+pub fn parse_key(prefix: &str, key: &str) -> Option<KeyKind> {
+    let (package, file) = key.strip_prefix(prefix)?.split_once('/')?;
+    let package = Name::new(package).ok()?;
+    if let Some(version) = file
+        .strip_prefix(&format!("{package}_"))
+        .and_then(|f| f.strip_suffix(".zip"))
+    {
+        return Some(KeyKind::Zip(PackageVersion {
+            package,
+            version: Name::new(version).ok()?,
+        }));
+    }
+    let alias = Name::new(file.strip_suffix(".txt")?).ok()?;
+    Some(KeyKind::Alias { package, alias })
+}
