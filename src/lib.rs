@@ -9,8 +9,10 @@
 //! - [`release`]: `ReleaseSource` trait (SQLite; ODBC behind a feature).
 //! - [`current`]: a target's current set, resolved against the archive.
 //! - [`plan`]: pure diff of current set × target listing.
-//! - [`target`]: `Target` trait, the receiver protocol, transports, packing.
-//! - [`ops`]: one pass of each command; [`state`], [`lock`], [`report`].
+//! - [`target`]: `Target` trait, the receiver protocol, transports, packing;
+//!   what the receiver's `check` reports ([`target::facts`]).
+//! - [`ops`]: one pass of each command (and `check`, `ssh`); [`state`],
+//!   [`lock`], [`report`].
 //! - `store` (feature `s3`): `ObjectStore` trait, S3, deterministic package ZIPs.
 //! - `receiver/blat-receiver`: the target-side sh program, embedded.
 
