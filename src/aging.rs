@@ -344,7 +344,7 @@ pub struct Ager<'a> {
 }
 
 impl Ager<'_> {
-    /// Applies the rules to `excess` (from [`plan::excess`] over `set` and
+    /// Applies the rules to `excess` (from [`crate::plan::excess`] over `set` and
     /// `listing`). Deletion failures are recorded, not returned; an `Err`
     /// means the marks could not be read or written.
     pub fn apply(

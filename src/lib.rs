@@ -14,7 +14,7 @@
 //!   another; `ops/mod.rs` is the per-target frame (lock, run record, error
 //!   capture, summary, JSON, exit code) they all use.
 //! - Shared by the commands: [`transfer`] (the send path of sync and fast),
-//!   [`aging`] (the one aging policy and its guards, for sites and buckets),
+//!   [`mod@aging`] (the one aging policy and its guards, for sites and buckets),
 //!   [`packagelist`] (its writer and reader), [`tags`] (the tag-directory
 //!   layout, never followed), [`exec`] (the one executor), [`atomic`] (the one
 //!   atomic write, the one random token), [`lock`], [`state`], [`report`].
