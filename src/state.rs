@@ -195,8 +195,25 @@ impl State {
         let conn = Connection::open(&path)
             .with_context(|| format!("cannot open state file {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .with_context(|| format!("cannot use state file {}", path.display()))?;
+        // Switching a new file to WAL needs a lock that SQLite does not wait
+        // for (its busy handler is not called there): runs opening a new
+        // state file at once try again for up to the same 30 s.
+        let mut tries = 0;
+        loop {
+            match conn.pragma_update(None, "journal_mode", "WAL") {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 3000 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot use state file {}", path.display()))
+                }
+            }
+        }
         let mut state = State {
             conn,
             version: MIGRATIONS.len(),
