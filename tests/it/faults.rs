@@ -213,7 +213,7 @@ impl Harness {
         cmd.arg("-c").arg(self.w.config()).args(args);
         cmd.env_remove("BLAT_CONFIG").env_remove("BLAT_NOW");
         cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(Stdio::null())
             .stderr(Stdio::piped());
         cmd
     }
@@ -396,7 +396,38 @@ impl Harness {
                 }
             }
         }
-        let out = child.wait_with_output().unwrap();
+        // Wait for it (its stderr drained aside, so it never blocks on a
+        // full pipe), noting what still runs on the target if it is slow.
+        let mut stderr_pipe = child.stderr.take().unwrap();
+        let drain = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut e = Vec::new();
+            let _ = stderr_pipe.read_to_end(&mut e);
+            e
+        });
+        let mut stuck = None;
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if stuck.is_none() && started.elapsed() > Duration::from_secs(5) {
+                let procs: Vec<String> = common::processes(|a| self.is_busy(a))
+                    .iter()
+                    .map(|(pid, a)| {
+                        let line = a.join(" ");
+                        let line: String = line.chars().take(160).collect();
+                        format!("{pid}: {line}")
+                    })
+                    .collect();
+                stuck = Some(procs);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let out = std::process::Output {
+            status,
+            stdout: Vec::new(),
+            stderr: drain.join().unwrap(),
+        };
         // A process that was exiting anyway takes the signal as a zombie:
         // only a run that died of it counts.
         if victim == Victim::Blat {
@@ -421,9 +452,16 @@ impl Harness {
         ));
         // A kill must not leave blat waiting for a timeout.
         if started.elapsed() > Duration::from_secs(30) {
+            let err: Vec<String> = common::stderr(&out)
+                .lines()
+                .take(6)
+                .map(|l| l.chars().take(300).collect())
+                .collect();
             self.fail(&format!(
-                "the killed run took {:.1}s to end",
-                started.elapsed().as_secs_f64()
+                "the killed run took {:.1}s to end\n  still running on the target 5s after it began:\n    {}\n  its stderr:\n    {}",
+                started.elapsed().as_secs_f64(),
+                stuck.unwrap_or_default().join("\n    "),
+                err.join("\n    ")
             ));
         }
         // Whatever the killed run left running must end by itself.
