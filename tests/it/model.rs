@@ -135,6 +135,63 @@ struct Expect {
     packagelist: Vec<String>,
     releases_line: String,
     unanswered_line: Option<String>,
+    /// Would be excess but arrived within the grace.
+    kept_by_arrival: usize,
+}
+
+/// What a shard's cases exercised, printed with its summary line: proof
+/// that the interesting paths are taken, not only generated.
+#[derive(Default)]
+struct Stats {
+    rounds: usize,
+    sent: usize,
+    deleted: usize,
+    linked: usize,
+    writable_skipped: usize,
+    not_in_archive: usize,
+    refused: usize,
+    unanswered: usize,
+    kept_by_arrival: usize,
+}
+
+impl Stats {
+    fn add(&mut self, exp: &Expect) {
+        self.rounds += 1;
+        self.sent += exp.sent.len();
+        self.deleted += exp.deleted.len();
+        self.linked += exp.linked.len();
+        self.writable_skipped += exp
+            .skipped
+            .iter()
+            .filter(|s| s.ends_with(":writable"))
+            .count();
+        self.not_in_archive += exp
+            .skipped
+            .iter()
+            .filter(|s| s.ends_with(":not_in_archive"))
+            .count();
+        self.refused += usize::from(exp.refused);
+        self.unanswered += usize::from(exp.unanswered_line.is_some());
+        self.kept_by_arrival += exp.kept_by_arrival;
+    }
+}
+
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} syncs: {} sent, {} deleted, {} aliases linked, {} writable skipped, {} not in the archive, {} deletions refused, {} with unanswered releases, {} kept by arrival",
+            self.rounds,
+            self.sent,
+            self.deleted,
+            self.linked,
+            self.writable_skipped,
+            self.not_in_archive,
+            self.refused,
+            self.unanswered,
+            self.kept_by_arrival
+        )
+    }
 }
 
 struct Case {
@@ -953,10 +1010,15 @@ impl Case {
                         && !cur.protected.contains(*pv)
                         && !aliased.contains(*pv)
                         && self.now - mtime > grace
-                        && !self.arrived_young(pv)
                 })
                 .map(|(pv, _)| pv)
                 .collect();
+            let before = excess.len();
+            let excess: Vec<&Pv> = excess
+                .into_iter()
+                .filter(|pv| !self.arrived_young(pv))
+                .collect();
+            exp.kept_by_arrival = before - excess.len();
             if self.conf.immediate {
                 if excess.len() > self.conf.max_delete && !self.conf.force {
                     exp.refused = true;
@@ -1386,11 +1448,38 @@ impl Case {
                 }
             }
         }
+        // A version removed from the archive (releases may still list it),
+        // or an alias.
+        if self.rng.chance(15) {
+            let pvs = self.all_pvs();
+            if !pvs.is_empty() {
+                let (p, v) = self.rng.pick(&pvs).clone();
+                let aliased = self.pkgs[&p].aliases.values().any(|to| *to == v);
+                if !aliased {
+                    common::remove_tree(&self.version_dir(&p, &v));
+                    self.pkgs.get_mut(&p).unwrap().versions.remove(&v);
+                    self.log.push(format!("remove {p}/{v} from the archive"));
+                }
+            }
+        }
+        if self.rng.chance(10) {
+            let aliases = self.all_aliases();
+            if !aliases.is_empty() {
+                let (p, a) = self.rng.pick(&aliases).clone();
+                fs::remove_file(self.world.archive().join(&p).join(&a)).unwrap();
+                self.pkgs.get_mut(&p).unwrap().aliases.remove(&a);
+                self.log
+                    .push(format!("remove alias {p}/{a} from the archive"));
+            }
+        }
         // Aliases repointed, or new ones.
         if self.rng.chance(50) {
             for (p, a) in self.all_aliases() {
                 if self.rng.chance(50) {
                     let versions: Vec<String> = self.pkgs[&p].versions.keys().cloned().collect();
+                    if versions.is_empty() {
+                        continue;
+                    }
                     let to = self.rng.pick(&versions).clone();
                     self.set_alias(&p, &a, &to);
                     self.log.push(format!("alias {p}/{a} -> {to}"));
@@ -1463,7 +1552,7 @@ impl Case {
 
 // ------------------------------------------------------------ running cases
 
-fn run_case(seed: u64, sshd: Option<&Sshd>, base: &Path) -> Result<(), String> {
+fn run_case(seed: u64, sshd: Option<&Sshd>, base: &Path, stats: &mut Stats) -> Result<(), String> {
     let t = Instant::now();
     let mut case = Case::new(seed, sshd, base);
     if std::env::var("BLAT_MODEL_TIMING").is_ok() {
@@ -1472,7 +1561,11 @@ fn run_case(seed: u64, sshd: Option<&Sshd>, base: &Path) -> Result<(), String> {
             t.elapsed().as_secs_f64()
         );
     }
-    let rounds = if case.rng.chance(30) { 3 } else { 2 };
+    let rounds = match case.rng.below(100) {
+        0..=49 => 2,
+        50..=84 => 3,
+        _ => 4,
+    };
     let mut result = Ok(());
     for round in 0..rounds {
         if round > 0 {
@@ -1486,6 +1579,7 @@ fn run_case(seed: u64, sshd: Option<&Sshd>, base: &Path) -> Result<(), String> {
         let out = case.sync();
         let t1 = Instant::now();
         case.apply(&exp);
+        stats.add(&exp);
         let checked = case.check(&out, &exp);
         if std::env::var("BLAT_MODEL_TIMING").is_ok() {
             eprintln!(
@@ -1588,12 +1682,13 @@ fn run_shard(ssh: bool, shard: u64) {
     };
     let started = Instant::now();
     let mut failures = Vec::new();
+    let mut stats = Stats::default();
     for &seed in &mine {
         if let Some(s) = &sshd {
             common::empty_dir(&s.archive());
         }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_case(seed, sshd.as_ref(), &base)
+            run_case(seed, sshd.as_ref(), &base, &mut stats)
         }));
         let failure = match outcome {
             Ok(Ok(())) => None,
@@ -1612,7 +1707,7 @@ fn run_shard(ssh: bool, shard: u64) {
         }
     }
     eprintln!(
-        "model: {} {} cases (shard {shard}) in {:.1}s, {} failed",
+        "model: {} {} cases (shard {shard}) in {:.1}s, {} failed; {stats}",
         mine.len(),
         if ssh { "ssh" } else { "local" },
         started.elapsed().as_secs_f64(),
