@@ -344,7 +344,7 @@ pub struct Ager<'a> {
 }
 
 impl Ager<'_> {
-    /// Applies the rules to `excess` (from [`plan::excess`] over `set` and
+    /// Applies the rules to `excess` (from [`crate::plan::excess`] over `set` and
     /// `listing`). Deletion failures are recorded, not returned; an `Err`
     /// means the marks could not be read or written.
     pub fn apply(
@@ -442,6 +442,41 @@ impl Ager<'_> {
     }
 }
 
+/// Aging of one archive target on the master, its marks in blat's state
+/// (none are written under `--dry-run`).
+pub struct MasterPass<'a> {
+    pub ctx: &'a Context,
+    pub target: &'a TargetConfig,
+    pub dest: &'a dyn Target,
+    pub state: &'a State,
+    pub force: bool,
+}
+
+impl MasterPass<'_> {
+    pub fn apply(
+        &self,
+        set: &CurrentSet,
+        listing: &Listing,
+        excess: &[PackageVersion],
+        now: i64,
+    ) -> Result<AgingReport> {
+        let marks = StateMarks {
+            state: self.state,
+            target: &self.target.name,
+        };
+        let dry = DryRunMarks(&marks);
+        let ager = Ager {
+            reporter: &self.ctx.reporter,
+            name: &self.target.name,
+            dry_run: self.ctx.dry_run,
+            dest: self.dest,
+            marks: if self.ctx.dry_run { &dry } else { &marks },
+            rules: rules(self.target, self.force),
+        };
+        ager.apply(set, listing, excess, now)
+    }
+}
+
 /// The aging step of `sync`, after the PackageList: `None` when the
 /// target's method leaves excess alone on the master (`none`, `target`).
 #[allow(clippy::too_many_arguments)]
@@ -470,20 +505,14 @@ pub fn after_sync(
             return Some(r);
         }
     };
-    let marks = StateMarks {
-        state: &state,
-        target: &target.name,
-    };
-    let dry = DryRunMarks(&marks);
-    let ager = Ager {
-        reporter: &ctx.reporter,
-        name: &target.name,
-        dry_run: ctx.dry_run,
+    let pass = MasterPass {
+        ctx,
+        target,
         dest,
-        marks: if ctx.dry_run { &dry } else { &marks },
-        rules: rules(target, force),
+        state: &state,
+        force,
     };
-    Some(ager.apply(set, listing, excess, now).unwrap_or_else(|e| {
+    Some(pass.apply(set, listing, excess, now).unwrap_or_else(|e| {
         let mut r = AgingReport::new(method);
         r.failed.push(Failure {
             item: "aging".into(),

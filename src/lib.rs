@@ -2,17 +2,30 @@
 //! remote sites (over SSH, or a local directory) and to an S3 bucket, driven
 //! by a Release Manager database, and keeps those sites tidy.
 //!
-//! Architecture map:
+//! Architecture map (the contract is in `docs/`):
 //! - [`cli`]: clap types → plain options structs (the core never sees clap).
 //! - [`config`]: `blat.toml` + `targets/*.conf` → validated [`config::Config`].
-//! - [`archive`]: names, package-versions, descpkg mtimes, aliases, grace.
+//! - [`archive`]: names, package-versions, descpkg mtimes, the alias rule, grace.
 //! - [`release`]: `ReleaseSource` trait (SQLite; ODBC behind a feature).
-//! - [`current`]: a target's current set, resolved against the archive.
-//! - [`plan`]: pure diff of current set × target listing.
-//! - [`target`]: `Target` trait, the receiver protocol, transports, packing.
-//! - [`ops`]: one pass of each command; [`state`], [`lock`], [`report`].
-//! - `store` (feature `s3`): `ObjectStore` trait, S3, deterministic package ZIPs.
+//! - [`current`]: a target's current set, resolved against the archive, with
+//!   what the Release Manager answered nothing for.
+//! - [`plan`]: pure diff of current set × target listing (send, link, excess).
+//! - [`ops`]: one pass of each command, one file each, none importing
+//!   another; `ops/mod.rs` is the per-target frame (lock, run record, error
+//!   capture, summary, JSON, exit code) they all use.
+//! - Shared by the commands: [`transfer`] (the send path of sync and fast),
+//!   [`mod@aging`] (the one aging policy and its guards, for sites and buckets),
+//!   [`packagelist`] (its writer and reader), [`tags`] (the tag-directory
+//!   layout, never followed), [`exec`] (the one executor), [`atomic`] (the one
+//!   atomic write, the one random token), [`lock`], [`state`], [`report`].
+//! - [`target`]: `Target` trait, the receiver protocol, transports, packing;
+//!   what the receiver's `check` reports ([`target::facts`]).
+//! - `store` (feature `s3`): `ObjectStore` trait, S3, key layout, dry run,
+//!   deterministic package ZIPs.
 //! - `receiver/blat-receiver`: the target-side sh program, embedded.
+//!
+//! A command's path: `main.rs` → `cli/<command>.rs` (arguments → options) →
+//! `ops/<command>.rs` (`run`) → the shared modules above.
 
 pub mod aging;
 pub mod archive;

@@ -18,24 +18,7 @@ pub struct TargetLock {
 impl TargetLock {
     /// Takes the lock of `target` without waiting; [`LockHeld`] when busy.
     pub fn acquire(state_dir: &Path, target: &str) -> Result<TargetLock> {
-        let dir = state_dir.join("locks");
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create lock directory {}", dir.display()))?;
-        let path = dir.join(format!("{target}.lock"));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .with_context(|| format!("cannot open lock file {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => Ok(TargetLock { _file: file }),
-            Err(TryLockError::WouldBlock) => Err(LockHeld(target.to_string()).into()),
-            Err(TryLockError::Error(e)) => {
-                Err(e).with_context(|| format!("cannot lock {}", path.display()))
-            }
-        }
+        take(state_dir, target, "lock")
     }
 
     /// The lock of `target` for a pass that changes nothing (`--dry-run`):
@@ -64,23 +47,29 @@ impl TargetLock {
     /// watcher per target for a whole `--watch`, while the target lock is
     /// taken only around transfers, so `sync` is not shut out for minutes.
     pub fn acquire_watch(state_dir: &Path, target: &str) -> Result<TargetLock> {
-        let dir = state_dir.join("locks");
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create lock directory {}", dir.display()))?;
-        let path = dir.join(format!("{target}.watch"));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .with_context(|| format!("cannot open lock file {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => Ok(TargetLock { _file: file }),
-            Err(TryLockError::WouldBlock) => Err(LockHeld(target.to_string()).into()),
-            Err(TryLockError::Error(e)) => {
-                Err(e).with_context(|| format!("cannot lock {}", path.display()))
-            }
+        take(state_dir, target, "watch")
+    }
+}
+
+/// Takes `<state_dir>/locks/<target>.<suffix>` without waiting (created when
+/// missing, never through a symlink); [`LockHeld`] when another run holds it.
+fn take(state_dir: &Path, target: &str, suffix: &str) -> Result<TargetLock> {
+    let dir = state_dir.join("locks");
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create lock directory {}", dir.display()))?;
+    let path = dir.join(format!("{target}.{suffix}"));
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(TargetLock { _file: file }),
+        Err(TryLockError::WouldBlock) => Err(LockHeld(target.to_string()).into()),
+        Err(TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
         }
     }
 }

@@ -61,11 +61,16 @@ fn run(cli: &Cli) -> Result<Outcome> {
         }
         Command::Age(args) => ops::age::run(&ctx, &args.options(g)),
         Command::Status(args) => ops::status::run(&ctx, &args.options(g)),
+        Command::Check(_) | Command::Ssh(_) | Command::Completions(_) => {
+            unreachable!("run without the frame above")
+        }
     }
 }
 
 /// The target-side commands (`index --archive`, `age --local`, run by cron
-/// on a target) read no configuration: a target has none.
+/// on a target) read no configuration: a target has none. Neither do
+/// `completions`, `check` (it loads it as one of its checks) and `ssh`
+/// (which replaces this process).
 fn run_without_config(cli: &Cli) -> Result<Option<Outcome>> {
     let g = &cli.global;
     let reporter = || {
@@ -86,6 +91,24 @@ fn run_without_config(cli: &Cli) -> Result<Option<Outcome>> {
             Some(options) => ops::age::run_local(&reporter(), &options).map(Some),
             None => Ok(None),
         },
+        // check reads the configuration itself: a configuration that does
+        // not parse is one of its failed checks.
+        Command::Check(args) => {
+            let verbosity = if g.quiet {
+                0
+            } else {
+                1u8.saturating_add(g.verbose)
+            };
+            ops::check::run(&args.options(g), g.json, verbosity).map(Some)
+        }
+        Command::Ssh(args) => {
+            let config = Config::load(&g.config)?;
+            ops::ssh::run(&config, &args.name, &args.command).map(|()| None)
+        }
+        Command::Completions(args) => {
+            blat::cli::completions::run(args, &g.config)?;
+            Ok(Some(Outcome::Done))
+        }
         _ => Ok(None),
     }
 }

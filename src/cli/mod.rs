@@ -2,11 +2,14 @@
 //! arguments into an `ops` options struct; the core never sees clap.
 
 pub mod age;
+pub mod check;
+pub mod completions;
 pub mod fast;
 pub mod index;
 pub mod plist;
 #[cfg(feature = "s3")]
 pub mod s3sync;
+pub mod ssh;
 pub mod status;
 pub mod sync;
 pub mod tag;
@@ -89,4 +92,7 @@ pub enum Command {
     Index(index::IndexArgs),
     Age(age::AgeArgs),
     Status(status::StatusArgs),
+    Check(check::CheckArgs),
+    Ssh(ssh::SshArgs),
+    Completions(completions::CompletionsArgs),
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{Context, Selection, TargetReport};
 use crate::aging::{
-    rules, Ager, AgingReport, DryRunMarks, FileMarks, Rules, StateMarks, MARKS_FILE, PACKAGELIST,
+    Ager, AgingReport, DryRunMarks, FileMarks, MasterPass, Rules, MARKS_FILE, PACKAGELIST,
 };
 use crate::archive::SourceArchive;
 use crate::config::{AgingMethod, TargetConfig};
@@ -84,20 +84,14 @@ fn age_target(
     }
     let now = crate::clock::now();
     let excess = plan::excess(&set, &listing, now, target.writable_grace);
-    let marks = StateMarks {
-        state,
-        target: &target.name,
-    };
-    let dry = DryRunMarks(&marks);
-    let ager = Ager {
-        reporter: &ctx.reporter,
-        name: &target.name,
-        dry_run: ctx.dry_run,
+    let pass = MasterPass {
+        ctx,
+        target,
         dest: dest.as_ref(),
-        marks: if ctx.dry_run { &dry } else { &marks },
-        rules: rules(target, force),
+        state,
+        force,
     };
-    ager.apply(&set, &listing, &excess, now)
+    pass.apply(&set, &listing, &excess, now)
 }
 
 /// `--json` output of `age --local`.

@@ -3,11 +3,13 @@
 //! error capture, summary, exit code) is shared here in [`for_each_target`].
 
 pub mod age;
+pub mod check;
 pub mod fast;
 pub mod index;
 pub mod plist;
 #[cfg(feature = "s3")]
 pub mod s3sync;
+pub mod ssh;
 pub mod status;
 pub mod sync;
 pub mod tag;

@@ -298,7 +298,7 @@ pub fn judge(
     }
 }
 
-/// The bucket as aging sees it, for [`plan::excess`] (the guards archive
+/// The bucket as aging sees it, for [`crate::plan::excess`] (the guards archive
 /// targets use): its ZIPs with their descpkg mtime (from the state file, else
 /// the upload time) and its alias objects. A package with an alias object
 /// blat cannot read is left out: that alias could name any of its versions.
@@ -890,7 +890,7 @@ fn aliases(
 }
 
 /// Applies the target's aging method to the excess ZIPs, with the guards
-/// of docs/aging.md as archive targets have them ([`plan::excess`],
+/// of docs/aging.md as archive targets have them ([`crate::plan::excess`],
 /// [`age::decide`]): an empty set deletes nothing; pins, alias versions and
 /// young ZIPs are never excess; more than `max_delete` deletions are refused
 /// without `--force`.

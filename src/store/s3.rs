@@ -49,6 +49,8 @@ pub struct S3Store {
     /// Bounds PUT and part requests in flight (and so part buffers).
     slots: Arc<Semaphore>,
     counter: Arc<RequestCounter>,
+    /// The AWS chain's provider, for `blat check`.
+    credentials: Option<aws_sdk_s3::config::SharedCredentialsProvider>,
 }
 
 impl S3Store {
@@ -98,6 +100,7 @@ impl S3Store {
             part_size: PART_SIZE,
             slots: Arc::new(Semaphore::new(target.parallel.max(1))),
             counter: Arc::new(RequestCounter::default()),
+            credentials: shared.credentials_provider(),
         })
     }
 
@@ -114,6 +117,44 @@ impl S3Store {
         let needed = (size_hint + size_hint / 20).div_ceil(MAX_PARTS);
         let mib = 1 << 20;
         (needed.div_ceil(mib) * mib).max(self.part_size as u64) as usize
+    }
+
+    /// `blat check`: the name of the AWS chain's provider that gave
+    /// credentials (never a key), or why none did.
+    pub fn credentials_source(&self) -> Result<String> {
+        use aws_sdk_s3::config::ProvideCredentials;
+        let provider = self
+            .credentials
+            .as_ref()
+            .ok_or_else(|| anyhow!("{}: no AWS credentials provider", self.describe()))?;
+        let creds = self
+            .runtime
+            .block_on(provider.provide_credentials())
+            .map_err(|e| anyhow!("{}: no AWS credentials: {}", self.describe(), causes(&e)))?;
+        // The provider's name is only in the Debug form (which redacts the secret).
+        let debug = format!("{creds:?}");
+        Ok(debug
+            .split_once("provider_name: \"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map_or_else(|| "the AWS chain".to_string(), |(name, _)| name.to_string()))
+    }
+
+    /// `blat check`: one listing request for at most one key under
+    /// `prefix`, so a missing bucket or a refused listing shows.
+    pub fn list_one(&self, prefix: &str) -> Result<usize> {
+        self.counter.count(RequestKind::List);
+        let page = self
+            .runtime
+            .block_on(
+                self.client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(prefix)
+                    .max_keys(1)
+                    .send(),
+            )
+            .map_err(|e| self.fail(&format!("cannot list '{prefix}'"), e))?;
+        Ok(page.contents().len())
     }
 
     fn fail<E>(

@@ -7,6 +7,7 @@
 //! lives once, in [`receiver::ReceiverTarget`].
 
 pub mod dryrun;
+pub mod facts;
 pub mod local;
 pub mod pack;
 pub mod receiver;

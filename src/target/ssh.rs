@@ -17,10 +17,11 @@
 //!   `io_timeout` bounds every wait for the target afterwards (0: no limit).
 
 mod known_hosts;
+mod probe;
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
@@ -33,6 +34,53 @@ use ssh2::{Channel, MethodType, Session};
 use super::{InputFn, RunOutput, Transport, RECEIVER};
 use crate::config::SshConfig;
 use known_hosts::KnownHosts;
+pub use probe::{public_key, PublicKey, ReceiverState, SshProbe, StepResult};
+
+/// The steps of connecting to an SSH target, in order. `blat check` shows
+/// each one; a failure names the first that did not pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// The private key file: there, a file, not readable by others.
+    Identity,
+    /// The known_hosts file can be read.
+    KnownHosts,
+    /// The host name resolves.
+    Dns,
+    /// Something answers on the port.
+    Tcp,
+    /// The SSH handshake completes.
+    Handshake,
+    /// The host key is the one known_hosts holds.
+    HostKey,
+    /// The server accepts the key for the user.
+    Login,
+}
+
+impl Step {
+    pub const ALL: [Step; 7] = [
+        Step::Identity,
+        Step::KnownHosts,
+        Step::Dns,
+        Step::Tcp,
+        Step::Handshake,
+        Step::HostKey,
+        Step::Login,
+    ];
+
+    /// The words `blat check` prints.
+    pub fn label(self) -> &'static str {
+        match self {
+            Step::Identity => "identity",
+            Step::KnownHosts => "known_hosts",
+            Step::Dns => "dns",
+            Step::Tcp => "tcp",
+            Step::Handshake => "ssh handshake",
+            Step::HostKey => "host key",
+            Step::Login => "key accepted",
+        }
+    }
+}
 
 /// Where the receiver lives on a target, for the login shell (`~`) and for
 /// the receiver's forced-command check (`*/blat-receiver`) alike.
@@ -150,11 +198,51 @@ impl SshTransport {
     /// Connects, checks the host key, authenticates. Local problems (the
     /// identity, known_hosts) are found before any connection is made.
     fn connect(&self) -> Result<Session> {
+        self.connect_steps(&mut |_, _| {})
+    }
+
+    /// [`SshTransport::connect`], telling `passed` each [`Step`] that
+    /// passed and what it found; on an error, the first step not told of
+    /// is the one that failed.
+    fn connect_steps(&self, passed: &mut dyn FnMut(Step, String)) -> Result<Session> {
         let c = &self.config;
         check_identity(&c.identity)?;
+        passed(
+            Step::Identity,
+            format!(
+                "{} is a private key only its owner reads",
+                c.identity.display()
+            ),
+        );
         let known = KnownHosts::load(&c.known_hosts)?;
+        passed(
+            Step::KnownHosts,
+            format!("{} is readable", c.known_hosts.display()),
+        );
 
-        let tcp = tcp_connect(&c.host, c.port, c.connect_timeout)?;
+        let addrs = resolve(&c.host, c.port)?;
+        passed(
+            Step::Dns,
+            format!(
+                "{} is {}",
+                c.host,
+                addrs
+                    .iter()
+                    .map(|a| a.ip().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        let tcp = tcp_connect(&c.host, c.port, &addrs, c.connect_timeout)?;
+        passed(
+            Step::Tcp,
+            format!(
+                "{} port {} answers",
+                tcp.peer_addr()
+                    .map_or(c.host.clone(), |a| a.ip().to_string()),
+                c.port
+            ),
+        );
         // Small commands are one packet each way: don't let Nagle hold them.
         let _ = tcp.set_nodelay(true);
         let mut session = Session::new().context("cannot start an SSH session")?;
@@ -202,8 +290,26 @@ impl SshTransport {
                 )
             }
         })?;
+        passed(
+            Step::Handshake,
+            format!(
+                "{}:{} speaks SSH ({})",
+                c.host,
+                c.port,
+                session.banner().unwrap_or("no banner")
+            ),
+        );
         let (offered, _) = session.host_key().context("the server sent no host key")?;
         host_keys.verify(offered)?;
+        passed(
+            Step::HostKey,
+            format!(
+                "{} {} is in {}",
+                known_hosts::key_type_of(offered).unwrap_or("unknown-key-type"),
+                known_hosts::fingerprint(offered),
+                c.known_hosts.display()
+            ),
+        );
 
         if let Err(e) = session.userauth_pubkey_file(&c.user, None, &c.identity, None) {
             let code = e.code();
@@ -233,6 +339,15 @@ impl SshTransport {
                 c.user
             );
         }
+        passed(
+            Step::Login,
+            format!(
+                "{} lets {} in with {}",
+                c.host,
+                c.user,
+                c.identity.display()
+            ),
+        );
         session.set_timeout(millis(c.io_timeout));
         Ok(session)
     }
@@ -484,13 +599,25 @@ fn check_identity(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
+fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>> {
     let addrs: Vec<_> = (host, port)
         .to_socket_addrs()
         .with_context(|| format!("cannot resolve host {host}"))?
         .collect();
+    if addrs.is_empty() {
+        bail!("cannot resolve host {host}: no addresses");
+    }
+    Ok(addrs)
+}
+
+fn tcp_connect(
+    host: &str,
+    port: u16,
+    addrs: &[SocketAddr],
+    timeout: Duration,
+) -> Result<TcpStream> {
     let mut last = None;
-    for addr in &addrs {
+    for addr in addrs {
         let attempt = if timeout.is_zero() {
             TcpStream::connect(addr)
         } else {

@@ -3,8 +3,10 @@
 //! `CI=true` and the server is missing (see `common::require`).
 
 mod age;
+mod check;
 mod cli;
 mod common;
+mod completions;
 mod concurrent;
 mod example;
 mod fast;
@@ -17,6 +19,7 @@ mod model;
 mod monitoring;
 #[cfg(feature = "odbc")]
 mod odbc;
+mod package;
 mod release_suite;
 #[cfg(feature = "s3")]
 mod s3;

@@ -654,6 +654,52 @@ rules are in `contrib/prometheus/blat.rules.yml`):
     * * * * *  root  blat -q status --metrics /var/lib/prometheus/node-exporter/blat.prom >/dev/null",
         see_also: &["blat(1)", "blat-sync(1)", "blat-fast(1)", "blat-age(1)", "promtool(1)"],
     },
+    Page {
+        command: "check",
+        exit: "0 when every check holds, 1 when one fails (a configuration that does not parse \
+is a failed check too); 2 for bad usage, such as an unknown `--target`.",
+        files: &[F_CONFIG, F_RECEIVER],
+        environment: &[E_CONFIG, E_PASSWORD, E_AWS],
+        examples: "Before the first sync of a new target: every step, and the authorized_keys \
+line to install there:
+
+    blat check --target site-a
+
+Every target, as JSON (`checks`, `authorized_keys`):
+
+    blat check --json",
+        see_also: &["blat(1)", "blat-sync(1)", "blat-ssh(1)", "blat.conf(5)", "ssh-keyscan(1)"],
+    },
+    Page {
+        command: "ssh",
+        exit: "ssh's own: the remote command's, or 255 when ssh fails (an unknown host key, a \
+refused key); 2 for an unknown target or one that is not an SSH target.",
+        files: &[F_CONFIG],
+        environment: &[E_CONFIG],
+        examples: "A shell on the target, as its user:
+
+    blat ssh site-a
+
+A command there (options after the target are the command's):
+
+    blat ssh site-a df -h dpkg_archive",
+        see_also: &["blat(1)", "blat-check(1)", "blat.conf(5)", "ssh(1)"],
+    },
+    Page {
+        command: "completions",
+        exit: "0; 2 for bad usage. `--targets` prints nothing (and exits 0) when there is no \
+configuration.",
+        files: &[F_CONFIG],
+        environment: &[E_CONFIG],
+        examples: "Load them in the running bash:
+
+    source <(blat completions bash)
+
+The target names the scripts complete:
+
+    blat -c /etc/blat completions --targets",
+        see_also: &["blat(1)", "bash(1)", "zsh(1)", "fish(1)"],
+    },
 ];
 
 const TOP_DESCRIPTION: &str = "blat pushes released build packages from a central package \

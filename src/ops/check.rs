@@ -1,0 +1,955 @@
+//! `blat check`: everything a sync needs, verified without changing
+//! anything: the configuration, the Release Manager and each configured
+//! release and project, the source archive, and for each target what its
+//! kind needs (an SSH target: DNS, TCP, host key, key, receiver, archive
+//! writable, free space, zstd; a local one: its directory; an S3 one:
+//! credentials, bucket, a probe object written and removed). One line per
+//! check, with the fix when it fails; the `authorized_keys` line for each
+//! SSH target. Exit code 0 when every check holds, 1 otherwise.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::{Context, Selection};
+use crate::archive::{SourceArchive, SourceEntry};
+use crate::config::units::human_bytes;
+use crate::config::{
+    ArchiveTarget, Compression, Config, SshConfig, TargetConfig, TargetKind, Transport,
+};
+use crate::error::Outcome;
+use crate::release::{self, ReleaseSource};
+use crate::report::Reporter;
+use crate::target::facts::ArchiveFacts;
+use crate::target::ssh::{self, ReceiverState, SshTransport};
+
+#[derive(Clone, Debug, Default)]
+pub struct CheckOptions {
+    pub config_dir: PathBuf,
+    /// No target named and no `--all`: every target.
+    pub selection: Selection,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Fail,
+    /// Not checked, because an earlier check it needs failed.
+    Skip,
+}
+
+impl Status {
+    fn word(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Fail => "FAIL",
+            Status::Skip => "skip",
+        }
+    }
+}
+
+/// One line of the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    /// `config`, `release manager`, `source archive`, or a target's name.
+    pub scope: String,
+    pub check: String,
+    pub status: Status,
+    pub detail: String,
+    /// What to do about a failure (when the detail does not say it already).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+/// The line to put into a target's `authorized_keys`.
+#[derive(Clone, Debug, Serialize)]
+pub struct AuthorizedKey {
+    pub target: String,
+    pub user: String,
+    pub host: String,
+    /// The target user's home, as the target said, or assumed.
+    pub home: String,
+    pub home_assumed: bool,
+    /// Where the line goes.
+    pub file: String,
+    pub line: String,
+    /// Where the public key came from.
+    pub key_source: String,
+}
+
+#[derive(Serialize)]
+struct CheckReport<'a> {
+    command: &'static str,
+    outcome: Outcome,
+    exit_code: u8,
+    checks: &'a [Check],
+    authorized_keys: &'a [AuthorizedKey],
+}
+
+/// Collects the checks and prints each as it is made (stdout; stderr
+/// under `--json`, whose report is then the only thing on stdout).
+struct Checks {
+    json: bool,
+    checks: Vec<Check>,
+    keys: Vec<AuthorizedKey>,
+}
+
+impl Checks {
+    fn add(&mut self, scope: &str, check: &str, status: Status, detail: impl Into<String>) {
+        self.push(scope, check, status, detail.into(), None);
+    }
+
+    fn fail(
+        &mut self,
+        scope: &str,
+        check: &str,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        self.push(scope, check, Status::Fail, detail.into(), Some(fix.into()));
+    }
+
+    fn push(
+        &mut self,
+        scope: &str,
+        check: &str,
+        status: Status,
+        detail: String,
+        fix: Option<String>,
+    ) {
+        let detail = detail.replace('\n', " ");
+        let mut line = format!("{:<4}  {scope}: {check}: {detail}", status.word());
+        if let Some(fix) = &fix {
+            line.push_str("; fix: ");
+            line.push_str(fix);
+        }
+        self.print(&line);
+        self.checks.push(Check {
+            scope: scope.to_string(),
+            check: check.to_string(),
+            status,
+            detail,
+            fix,
+        });
+    }
+
+    fn print(&self, line: &str) {
+        if self.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.checks.iter().any(|c| c.status == Status::Fail)
+    }
+}
+
+pub fn run(options: &CheckOptions, json: bool, verbosity: u8) -> Result<Outcome> {
+    let mut checks = Checks {
+        json,
+        checks: Vec::new(),
+        keys: Vec::new(),
+    };
+    match Config::load(&options.config_dir) {
+        Err(e) => {
+            checks.fail(
+                "config",
+                "parses",
+                format!("{e:#}"),
+                "point -c DIR (or BLAT_CONFIG) at the configuration directory, or correct the place named (file:line:col; docs/configuration.md lists every key)",
+            );
+        }
+        Ok(config) => {
+            checks.add(
+                "config",
+                "parses",
+                Status::Ok,
+                format!(
+                    "{}: blat.toml and {} target{}",
+                    config.dir.display(),
+                    config.targets.len(),
+                    if config.targets.len() == 1 { "" } else { "s" }
+                ),
+            );
+            let ctx = Context::new(config, Reporter::new(verbosity, json), true);
+            let selection = if options.selection.targets.is_empty() {
+                Selection {
+                    targets: Vec::new(),
+                    all: true,
+                }
+            } else {
+                options.selection.clone()
+            };
+            let targets = ctx.select(&selection, |_| true, "")?;
+            check_everything(&ctx, &targets, &mut checks);
+        }
+    }
+    let outcome = if checks.failed() {
+        Outcome::Failed
+    } else {
+        Outcome::Done
+    };
+    let summary = format!(
+        "check {}: {} ok, {} failed, {} skipped",
+        if outcome == Outcome::Done {
+            "done"
+        } else {
+            "failed"
+        },
+        count(&checks.checks, Status::Ok),
+        count(&checks.checks, Status::Fail),
+        count(&checks.checks, Status::Skip),
+    );
+    eprintln!("{summary}");
+    if json {
+        let report = CheckReport {
+            command: "check",
+            outcome,
+            exit_code: outcome.code(),
+            checks: &checks.checks,
+            authorized_keys: &checks.keys,
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(outcome)
+}
+
+fn count(checks: &[Check], status: Status) -> usize {
+    checks.iter().filter(|c| c.status == status).count()
+}
+
+fn check_everything(ctx: &Context, targets: &[TargetConfig], checks: &mut Checks) {
+    let config = &ctx.config;
+    let source = SourceArchive::new(&config.archive);
+    let archive_ok = check_source_archive(&source, checks);
+
+    let mut rm = match release::open(config) {
+        Ok(rm) => {
+            checks.add(
+                "release manager",
+                "reachable",
+                Status::Ok,
+                format!("{} answers", rm.describe()),
+            );
+            Some(rm)
+        }
+        Err(e) => {
+            checks.fail(
+                "release manager",
+                "reachable",
+                format!("{e:#}"),
+                format!(
+                    "check [release_manager] in {} and that the database is up and lets blat in",
+                    config.dir.join("blat.toml").display()
+                ),
+            );
+            None
+        }
+    };
+
+    for target in targets {
+        let name = target.name.as_str();
+        match rm.as_mut() {
+            Some(rm) => check_releases(rm.as_mut(), target, checks),
+            None => checks.add(
+                name,
+                "releases",
+                Status::Skip,
+                "not checked: the Release Manager is not reachable",
+            ),
+        }
+        if archive_ok {
+            check_pins(&source, target, checks);
+        }
+        match &target.kind {
+            TargetKind::Archive(archive) => match &archive.transport {
+                Transport::Local { path } => check_local(target, archive, path, checks),
+                Transport::Ssh(ssh) => check_ssh(target, archive, ssh, checks),
+            },
+            #[cfg(feature = "s3")]
+            TargetKind::S3(s3) => check_s3(target, s3, checks),
+            #[cfg(not(feature = "s3"))]
+            TargetKind::S3(_) => checks.fail(
+                name,
+                "s3",
+                "this blat was built without S3 support",
+                "build blat with `--features s3` (a default feature)",
+            ),
+        }
+    }
+}
+
+fn check_source_archive(source: &SourceArchive, checks: &mut Checks) -> bool {
+    let root = source.root.display();
+    if let Err(e) = source.check() {
+        checks.fail(
+            "source archive",
+            "readable",
+            format!("{e:#}"),
+            "mount it, or correct `archive` in blat.toml",
+        );
+        return false;
+    }
+    match std::fs::read_dir(&source.root) {
+        Ok(entries) => {
+            let packages = entries
+                .filter_map(|e| e.ok())
+                .filter(|e| {
+                    !e.file_name().to_string_lossy().starts_with('.')
+                        && e.file_type().is_ok_and(|t| t.is_dir())
+                })
+                .count();
+            checks.add(
+                "source archive",
+                "readable",
+                Status::Ok,
+                format!("{root}: {packages} packages"),
+            );
+            true
+        }
+        Err(e) => {
+            checks.fail(
+                "source archive",
+                "readable",
+                format!("cannot list {root}: {e}"),
+                "let the user blat runs as read it (and every package in it)",
+            );
+            false
+        }
+    }
+}
+
+/// Each configured release and project exists, with its package count.
+fn check_releases(rm: &mut dyn ReleaseSource, target: &TargetConfig, checks: &mut Checks) {
+    let name = target.name.as_str();
+    let file = target.file.display().to_string();
+    for rel in &target.releases {
+        match release::release_content(rm, rel) {
+            Ok(content) => checks.add(
+                name,
+                &format!("release {rel}"),
+                Status::Ok,
+                format!("{} package-versions", content.len()),
+            ),
+            Err(e) => checks.fail(
+                name,
+                &format!("release {rel}"),
+                format!("{e:#}"),
+                format!(
+                    "correct `releases` in {file}, or create the release in the Release Manager"
+                ),
+            ),
+        }
+    }
+    for project in &target.projects {
+        let what = format!("project {project}");
+        match release::selected_releases(rm, &[], std::slice::from_ref(project), false) {
+            Ok(open) => {
+                let mut rows = 0;
+                let mut failed = None;
+                for rel in &open {
+                    match release::release_content(rm, rel) {
+                        Ok(content) => rows += content.len(),
+                        Err(e) => {
+                            failed = Some(format!("{e:#}"));
+                            break;
+                        }
+                    }
+                }
+                match failed {
+                    None => checks.add(
+                        name,
+                        &what,
+                        Status::Ok,
+                        format!(
+                            "{} not-closed release{}{}, {rows} package-versions",
+                            open.len(),
+                            if open.len() == 1 { "" } else { "s" },
+                            if open.is_empty() {
+                                String::new()
+                            } else {
+                                format!(
+                                    " ({})",
+                                    open.iter()
+                                        .map(|r| r.release.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                )
+                            }
+                        ),
+                    ),
+                    Some(e) => checks.fail(
+                        name,
+                        &what,
+                        e,
+                        "check the Release Manager's rows for this project",
+                    ),
+                }
+            }
+            Err(e) => checks.fail(
+                name,
+                &what,
+                format!("{e:#}"),
+                format!(
+                    "correct `projects` in {file}, or create the project in the Release Manager"
+                ),
+            ),
+        }
+    }
+    let s3_default = matches!(target.kind, TargetKind::S3(_))
+        && target.releases.is_empty()
+        && target.projects.is_empty();
+    if s3_default {
+        match release::selected_releases(rm, &[], &[], true) {
+            Ok(flagged) => {
+                let rows: Result<usize> = flagged
+                    .iter()
+                    .map(|r| release::release_content(rm, r).map(|c| c.len()))
+                    .sum();
+                match rows {
+                    Ok(rows) => checks.add(
+                        name,
+                        "s3sync releases",
+                        Status::Ok,
+                        format!(
+                            "{} release{} flagged s3sync, {rows} package-versions",
+                            flagged.len(),
+                            if flagged.len() == 1 { "" } else { "s" }
+                        ),
+                    ),
+                    Err(e) => checks.fail(
+                        name,
+                        "s3sync releases",
+                        format!("{e:#}"),
+                        "check the Release Manager's rows for these releases",
+                    ),
+                }
+            }
+            Err(e) => checks.fail(
+                name,
+                "s3sync releases",
+                format!("{e:#}"),
+                "check the Release Manager (releases.s3sync)",
+            ),
+        }
+    } else if target.releases.is_empty() && target.projects.is_empty() {
+        checks.add(
+            name,
+            "releases",
+            Status::Ok,
+            format!(
+                "none configured: only the {} `packages` pins",
+                target.packages.len()
+            ),
+        );
+    }
+}
+
+/// The `packages` pins are in the source archive.
+fn check_pins(source: &SourceArchive, target: &TargetConfig, checks: &mut Checks) {
+    if target.packages.is_empty() {
+        return;
+    }
+    let missing: Vec<String> = target
+        .packages
+        .iter()
+        .filter(|pv| matches!(source.inspect(pv), Ok(SourceEntry::Missing) | Err(_)))
+        .map(|pv| pv.to_string())
+        .collect();
+    if missing.is_empty() {
+        checks.add(
+            &target.name,
+            "pins",
+            Status::Ok,
+            format!(
+                "{} `packages` pin{}, all in the source archive",
+                target.packages.len(),
+                if target.packages.len() == 1 { "" } else { "s" }
+            ),
+        );
+    } else {
+        checks.fail(
+            &target.name,
+            "pins",
+            format!("not in the source archive: {}", missing.join(", ")),
+            format!("correct `packages` in {}", target.file.display()),
+        );
+    }
+}
+
+fn check_local(target: &TargetConfig, archive: &ArchiveTarget, path: &Path, checks: &mut Checks) {
+    let name = target.name.as_str();
+    checks.add(
+        name,
+        "receiver",
+        Status::Ok,
+        "local transport: runs the receiver built into blat (always current)",
+    );
+    if !path.exists() {
+        // The first sync creates it: the nearest existing parent must let us.
+        let parent = path.ancestors().skip(1).find(|p| p.exists());
+        match parent {
+            Some(p) if writable(p) => checks.add(
+                name,
+                "archive",
+                Status::Ok,
+                format!(
+                    "{} does not exist yet; the first sync creates it (in {}, writable)",
+                    path.display(),
+                    p.display()
+                ),
+            ),
+            _ => checks.fail(
+                name,
+                "archive",
+                format!(
+                    "{} does not exist, and blat may not create it{}",
+                    path.display(),
+                    parent.map_or(String::new(), |p| format!(
+                        " ({} is not writable)",
+                        p.display()
+                    ))
+                ),
+                format!(
+                    "create it for the user blat runs as (install -d {}), or correct `path` in {}",
+                    path.display(),
+                    target.file.display()
+                ),
+            ),
+        }
+        return;
+    }
+    let transport = crate::target::local::LocalTransport::new(path.to_path_buf());
+    let out = crate::target::Transport::run(&transport, &["check".to_string()], None);
+    let facts = match out {
+        Ok(out) if out.status == 0 => Ok(ArchiveFacts::parse(&out.stdout)),
+        Ok(out) => Err(out.stderr.trim().replace('\n', "; ")),
+        Err(e) => Err(format!("{e:#}")),
+    };
+    let user = current_user();
+    check_facts(target, archive, &user, facts, false, checks);
+}
+
+fn check_ssh(target: &TargetConfig, archive: &ArchiveTarget, ssh: &SshConfig, checks: &mut Checks) {
+    let name = target.name.as_str();
+    let transport = match SshTransport::new(ssh.clone()) {
+        Ok(t) => t,
+        Err(e) => {
+            checks.fail(name, "ssh", format!("{e:#}"), "see the message");
+            return;
+        }
+    };
+    let probe = transport.probe();
+    for step in &probe.steps {
+        if step.ok {
+            checks.add(name, step.step.label(), Status::Ok, step.detail.clone());
+        } else {
+            let fix = step_fix(step.step, &step.detail, ssh, target);
+            checks.push(
+                name,
+                step.step.label(),
+                Status::Fail,
+                step.detail.clone(),
+                fix,
+            );
+        }
+    }
+    let logged_in = probe.steps.iter().all(|s| s.ok);
+    let receiver_path = |home: &str| format!("{home}/.blat/blat-receiver");
+    let (home, home_assumed) = match &probe.home {
+        Some(h) => (h.clone(), false),
+        None if ssh.user == "root" => ("/root".to_string(), true),
+        None => (format!("/home/{}", ssh.user), true),
+    };
+    let mut receiver_ok = false;
+    if logged_in {
+        let forced = probe.forced.unwrap_or(false);
+        let allow_install = matches!(&probe.facts, Some(Ok(f)) if f.allow_install);
+        let key_kind = match (forced, allow_install) {
+            (false, _) => "the key is not restricted (no forced command)".to_string(),
+            (true, false) => "the key is a forced command (restricted to the receiver)".to_string(),
+            (true, true) => {
+                "the key is a forced command with --allow-install (restricted to the receiver, which may update itself)"
+                    .to_string()
+            }
+        };
+        match (&probe.receiver, &probe.installable) {
+            (Some(ReceiverState::Current), _) => {
+                receiver_ok = true;
+                checks.add(
+                    name,
+                    "receiver",
+                    Status::Ok,
+                    format!(
+                        "{} is current (sha256 {}…); {key_kind}",
+                        ssh::RECEIVER_PATH,
+                        &ssh::receiver_sha256()[..12]
+                    ),
+                )
+            }
+            (Some(state), Some(Ok(how))) => {
+                receiver_ok = true;
+                checks.add(
+                    name,
+                    "receiver",
+                    Status::Ok,
+                    format!("{}; {how}", receiver_state(state)),
+                )
+            }
+            (Some(state), Some(Err(why))) => checks.fail(
+                name,
+                "receiver",
+                format!("{}; {why}", receiver_state(state)),
+                format!(
+                    "copy this blat's receiver (/usr/share/blat/blat-receiver from the package, receiver/blat-receiver in the sources) to the target, then as root there: \
+                     install -d -o {u} -m 755 {home}/.blat && install -o {u} -m 755 blat-receiver {path}{allow}",
+                    u = ssh.user,
+                    path = receiver_path(&home),
+                    allow = if forced && matches!(state, ReceiverState::Stale { .. }) {
+                        "; or add --allow-install to the key's forced command"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+            _ => checks.fail(
+                name,
+                "receiver",
+                "the target did not answer about its receiver",
+                "run blat check -vv again; see the ssh log on the target",
+            ),
+        }
+        let facts = match &probe.facts {
+            Some(Ok(f)) => Ok(f.clone()),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err("not checked".into()),
+        };
+        check_facts(target, archive, &ssh.user, facts, !receiver_ok, checks);
+    } else {
+        for check in ["receiver", "archive", "free space"] {
+            checks.add(name, check, Status::Skip, "not checked: no login");
+        }
+    }
+    match ssh::public_key(&ssh.identity) {
+        Ok(key) => {
+            let line = format!("restrict,command=\"{}\" {}", receiver_path(&home), key.line);
+            let file = format!("{home}/.ssh/authorized_keys");
+            checks.add(
+                name,
+                "public key",
+                Status::Ok,
+                format!(
+                    "{} ({})",
+                    key.line.split_whitespace().take(1).collect::<String>(),
+                    key.source
+                ),
+            );
+            checks.print(&format!(
+                "      {name}: on a new target, append to {file}{} on {}:",
+                if home_assumed {
+                    " (home assumed; the target did not say)"
+                } else {
+                    ""
+                },
+                ssh.host
+            ));
+            checks.print(&format!("      {line}"));
+            checks.keys.push(AuthorizedKey {
+                target: name.to_string(),
+                user: ssh.user.clone(),
+                host: ssh.host.clone(),
+                home: home.clone(),
+                home_assumed,
+                file,
+                line,
+                key_source: key.source,
+            });
+        }
+        Err(e) => checks.fail(name, "public key", format!("{e:#}"), "see the message"),
+    }
+}
+
+fn receiver_state(state: &ReceiverState) -> String {
+    match state {
+        ReceiverState::Current => format!("{} is current", ssh::RECEIVER_PATH),
+        ReceiverState::Stale { sha256 } => format!(
+            "{} is another version (sha256 {}…, this blat's is {}…)",
+            ssh::RECEIVER_PATH,
+            &sha256[..sha256.len().min(12)],
+            &ssh::receiver_sha256()[..12]
+        ),
+        ReceiverState::Missing { why } => {
+            format!("{} is not there ({why})", ssh::RECEIVER_PATH)
+        }
+    }
+}
+
+/// The fix for a failed connection step, when its message does not hold one.
+fn step_fix(
+    step: ssh::Step,
+    detail: &str,
+    ssh: &SshConfig,
+    target: &TargetConfig,
+) -> Option<String> {
+    let file = target.file.display();
+    let keyscan = format!(
+        "ssh-keyscan -p {} {} >> {}",
+        ssh.port,
+        ssh.host,
+        ssh.known_hosts.display()
+    );
+    match step {
+        // The transport's messages say what to do (chmod 600, ssh-keyscan,
+        // ssh-keygen -R, authorized_keys).
+        ssh::Step::Identity if detail.contains("chmod") => None,
+        ssh::Step::Identity => Some(format!(
+            "create the key (ssh-keygen -t ed25519 -N '' -f {}) or correct `identity` in {file}",
+            ssh.identity.display()
+        )),
+        ssh::Step::KnownHosts => Some(format!(
+            "record the host key: {keyscan} (then compare ssh-keygen -lf {} with the target's own), or correct `known_hosts` in {file}",
+            ssh.known_hosts.display()
+        )),
+        ssh::Step::Dns => Some(format!("correct `host` in {file}, or the DNS")),
+        ssh::Step::Tcp => Some(format!(
+            "is sshd running on {} port {}? check `host` and `port` in {file} and any firewall between",
+            ssh.host, ssh.port
+        )),
+        ssh::Step::Handshake => Some(format!(
+            "is it an SSH server on port {}? see the target's sshd log",
+            ssh.port
+        )),
+        ssh::Step::HostKey => None,
+        ssh::Step::Login if detail.contains("authorized_keys") => Some(
+            "add the authorized_keys line printed below for this target".to_string(),
+        ),
+        ssh::Step::Login => None,
+    }
+}
+
+/// The checks on what the receiver's `check` said: the archive, free
+/// space against `min_free`, zstd when configured.
+fn check_facts(
+    target: &TargetConfig,
+    archive: &ArchiveTarget,
+    user: &str,
+    facts: Result<ArchiveFacts, String>,
+    receiver_failed: bool,
+    checks: &mut Checks,
+) {
+    let name = target.name.as_str();
+    let file = target.file.display().to_string();
+    let facts = match facts {
+        Ok(f) => f,
+        Err(why) => {
+            let status = if receiver_failed {
+                Status::Skip
+            } else {
+                Status::Fail
+            };
+            for check in ["archive", "free space"] {
+                checks.push(name, check, status, why.clone(), None);
+            }
+            return;
+        }
+    };
+    if !facts.exists {
+        checks.fail(
+            name,
+            "archive",
+            format!("{} does not exist", facts.archive),
+            format!(
+                "create it on the target for {user} (install -d -o {user} -m 755 {}), or correct the archive path in {file}",
+                facts.archive
+            ),
+        );
+        checks.add(name, "free space", Status::Skip, "not checked: no archive");
+        return;
+    }
+    match facts.unwritable() {
+        None => checks.add(
+            name,
+            "archive",
+            Status::Ok,
+            format!("{} exists and {user} may write it", facts.archive),
+        ),
+        Some(why) => checks.fail(
+            name,
+            "archive",
+            why,
+            format!(
+                "on the target: chown -R {user} {} (or give {user} write access to it)",
+                facts.archive
+            ),
+        ),
+    }
+    match facts.avail {
+        None => checks.fail(
+            name,
+            "free space",
+            format!("cannot read the free space of {}", facts.archive),
+            "the target needs df (coreutils)",
+        ),
+        Some(avail) if archive.min_free == 0 => checks.add(
+            name,
+            "free space",
+            Status::Ok,
+            format!("{} free (no min_free set)", human_bytes(avail)),
+        ),
+        Some(avail) if avail > archive.min_free => checks.add(
+            name,
+            "free space",
+            Status::Ok,
+            format!(
+                "{} free, more than min_free {}",
+                human_bytes(avail),
+                human_bytes(archive.min_free)
+            ),
+        ),
+        Some(avail) => checks.fail(
+            name,
+            "free space",
+            format!(
+                "{} free, not more than min_free {}: sync sends nothing",
+                human_bytes(avail),
+                human_bytes(archive.min_free)
+            ),
+            format!("free space on the target, or lower `min_free` in {file}"),
+        ),
+    }
+    if let Compression::Zstd(_) = archive.compression {
+        if facts.decompressors.iter().any(|d| d == "zstd") {
+            checks.add(name, "zstd", Status::Ok, "the target has zstd");
+        } else {
+            checks.fail(
+                name,
+                "zstd",
+                "compression = \"zstd\" but the target has no zstd (sync falls back to gzip)",
+                format!("install zstd on the target (apt-get install zstd), or set compression = \"gzip\" in {file}"),
+            );
+        }
+    }
+}
+
+#[cfg(feature = "s3")]
+fn check_s3(target: &TargetConfig, s3: &crate::config::S3Target, checks: &mut Checks) {
+    use crate::store::s3::S3Store;
+    use crate::store::{ObjectStore, Put};
+    let name = target.name.as_str();
+    let store = match S3Store::connect(s3) {
+        Ok(s) => s,
+        Err(e) => {
+            checks.fail(
+                name,
+                "credentials",
+                format!("{e:#}"),
+                format!(
+                    "see the message; the target file is {}",
+                    target.file.display()
+                ),
+            );
+            return;
+        }
+    };
+    match store.credentials_source() {
+        Ok(provider) => checks.add(
+            name,
+            "credentials",
+            Status::Ok,
+            format!("the AWS chain gives credentials ({provider})"),
+        ),
+        Err(e) => {
+            checks.fail(
+                name,
+                "credentials",
+                format!("{e:#}"),
+                "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE for the user blat runs as, or give the machine a role",
+            );
+            for check in ["bucket", "write"] {
+                checks.add(name, check, Status::Skip, "not checked: no credentials");
+            }
+            return;
+        }
+    }
+    let prefix = s3.prefix.as_str();
+    let shown = format!("{}/{prefix}", store.describe());
+    if let Err(e) = store.list_one(prefix) {
+        checks.fail(
+            name,
+            "bucket",
+            format!("{e:#}"),
+            format!(
+                "create the bucket, or correct `bucket`/`endpoint`/`region` in {}; the identity needs s3:ListBucket",
+                target.file.display()
+            ),
+        );
+        checks.add(
+            name,
+            "write",
+            Status::Skip,
+            "not checked: the bucket cannot be listed",
+        );
+        return;
+    }
+    checks.add(name, "bucket", Status::Ok, format!("{shown} can be listed"));
+    let key = format!(
+        "{prefix}.blat-check-{}-{}",
+        std::process::id(),
+        crate::atomic::token(12)
+    );
+    let body = b"blat check: a probe object, removed at once\n";
+    let put = store.put(
+        &Put {
+            key: &key,
+            metadata: &[],
+            content_type: "text/plain",
+            size_hint: body.len() as u64,
+            journal: &|_| {},
+            progress: &|_| {},
+        },
+        &mut |w| Ok(w.write_all(body)?),
+    );
+    match put.and_then(|_| store.delete(&key)) {
+        Ok(()) => checks.add(
+            name,
+            "write",
+            Status::Ok,
+            format!("a probe object {key} was written and removed"),
+        ),
+        Err(e) => checks.fail(
+            name,
+            "write",
+            format!("{e:#}"),
+            "the identity needs s3:PutObject and s3:DeleteObject on the bucket under the prefix",
+        ),
+    }
+}
+
+/// Whether this process may create entries in `dir`.
+fn writable(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a valid NUL-terminated path; access has no other preconditions.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+}
+
+/// The user blat runs as, for messages about local targets.
+fn current_user() -> String {
+    // SAFETY: geteuid cannot fail; getpwuid returns NULL or a pointer to a
+    // static entry, read at once (blat runs no other thread here).
+    unsafe {
+        let pw = libc::getpwuid(libc::geteuid());
+        if !pw.is_null() && !(*pw).pw_name.is_null() {
+            if let Ok(name) = std::ffi::CStr::from_ptr((*pw).pw_name).to_str() {
+                return name.to_string();
+            }
+        }
+    }
+    "the user blat runs as".into()
+}
