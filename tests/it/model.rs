@@ -1,32 +1,39 @@
 //! Model-based randomized end-to-end test of `blat sync`.
 //!
 //! Each case is generated from one seed ([`common::Rng`]): a source archive
-//! (1–30 versions per package, 0–60 entries per version, nested and empty
-//! directories, symlinks inside packages, relative and dangling, file names
-//! up to 255 bytes, names at the edges of the name rule, aliases, versions
-//! still being built), a Release Manager database, and a target (local, or
-//! SSH through the sshd fixture) with random releases, projects, pins,
-//! `parallel`, compression and grace. After each `blat sync` the target must
-//! be exactly what a model of the contract predicts: which package-versions
-//! are there with which content, modes (setuid/setgid stripped), mtimes and
-//! links; which aliases; the PackageList; what the JSON report says was sent,
+//! (1–30 versions per package, 0–60 entries per version, sizes 0 B–2 MiB,
+//! nested and empty directories, symlinks inside packages, relative and
+//! dangling, file names up to 255 bytes, names at the edges of the name
+//! rule, aliases in every form, versions still being built), a Release
+//! Manager database, and a target (local, or SSH through the sshd fixture)
+//! with random releases, projects, pins, `parallel` (1–64), compression and
+//! grace. After each `blat sync` the target must be exactly what a model of
+//! the contract (docs/archive.md, docs/aging.md) predicts: which
+//! package-versions are there with which content, modes (setuid/setgid
+//! stripped), mtimes and links; which aliases; the PackageList, line for
+//! line (with its `# unanswered:` line); what the JSON report says was sent,
 //! skipped, linked and deleted; the exit code; and nothing named `.blat-*`
-//! anywhere. Then the case mutates the world (new versions, versions dropped
-//! from releases, releases closed, new descpkg mtimes, rebuilt versions,
-//! finished builds, aliases repointed, time passing, aging `immediate`
-//! switched on) and syncs and checks again.
+//! anywhere. Then the case mutates the world (new versions, versions
+//! dropped from releases, releases closed, new descpkg mtimes, rebuilt
+//! versions, finished builds, versions and aliases removed from the
+//! archive, aliases repointed, time passing, aging `immediate` switched on
+//! with a random `max_delete`) and syncs and checks again, 2–4 syncs a case.
+//! Arrival times (the receiver reports the descpkg's ctime) are the
+//! kernel's: the model reads them before each sync.
 //!
-//! Batches close at 64 packages (`BATCH_PACKAGES` in `src/ops/sync.rs`, a
-//! constant): cases hold up to a few hundred package-versions, so a first
-//! sync splits a package's versions over batches that run at once.
+//! Batches close at 64 packages or 64 MiB (constants in `src/transfer.rs`,
+//! no knob): cases hold up to a few hundred package-versions, and the
+//! senders fill their batches from one queue at once, so a first sync
+//! spreads a package's versions over batches that run concurrently.
 //!
 //! Seeds: by default 200 cases, seeds 1..=200 (every tenth over SSH), spread
-//! over shards that cargo runs in parallel. `BLAT_SEED=N` replays one case,
-//! `BLAT_SOAK=N` runs N cases from `BLAT_SEED_BASE` (default: random,
-//! printed). `BLAT_KEEP=1` keeps the world of a failing case;
-//! `BLAT_TEST_PARALLEL=N` overrides every case's `parallel` (triage: does
-//! a failure need concurrent batches?); `BLAT_MODEL_TIMING=1` prints the
-//! time of each sync and check (with `--nocapture`).
+//! over shards that cargo runs in parallel, the worlds on a scratch tmpfs
+//! when one can be mounted. `BLAT_SEED=N` replays one case, `BLAT_SOAK=N`
+//! runs N cases from `BLAT_SEED_BASE` (default: random, printed).
+//! `BLAT_KEEP=1` keeps the world of a failing case; `BLAT_TEST_PARALLEL=N`
+//! overrides every case's `parallel` (triage: does a failure need
+//! concurrent batches?); `BLAT_MODEL_TIMING=1` prints the time of each sync
+//! and check (with `--nocapture`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
