@@ -164,8 +164,15 @@ impl Harness {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(parallel);
+        // io_timeout 20s over SSH: a run that waits for it (rather than
+        // noticing a dead receiver) shows, and costs less.
+        let io = if self.sshd.is_some() {
+            "io_timeout = \"20s\"\n"
+        } else {
+            ""
+        };
         let extra = format!(
-            "projects = [\"P\"]\npackages = [\"p0/current\"]\nparallel = {parallel}\ncompression = \"{compression}\"\n\
+            "projects = [\"P\"]\npackages = [\"p0/current\"]\nparallel = {parallel}\ncompression = \"{compression}\"\n{io}\
              [aging]\nmethod = \"immediate\"\nmax_delete = 100000\n"
         );
         match &self.sshd {
@@ -213,7 +220,7 @@ impl Harness {
         cmd.arg("-c").arg(self.w.config()).args(args);
         cmd.env_remove("BLAT_CONFIG").env_remove("BLAT_NOW");
         cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(Stdio::null())
             .stderr(Stdio::piped());
         cmd
     }
@@ -396,7 +403,38 @@ impl Harness {
                 }
             }
         }
-        let out = child.wait_with_output().unwrap();
+        // Wait for it (its stderr drained aside, so it never blocks on a
+        // full pipe), noting what still runs on the target if it is slow.
+        let mut stderr_pipe = child.stderr.take().unwrap();
+        let drain = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut e = Vec::new();
+            let _ = stderr_pipe.read_to_end(&mut e);
+            e
+        });
+        let mut stuck = None;
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if stuck.is_none() && started.elapsed() > Duration::from_secs(5) {
+                let procs: Vec<String> = common::processes(|a| self.is_busy(a))
+                    .iter()
+                    .map(|(pid, a)| {
+                        let line = a.join(" ");
+                        let line: String = line.chars().take(160).collect();
+                        format!("{pid}: {line}")
+                    })
+                    .collect();
+                stuck = Some(procs);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let out = std::process::Output {
+            status,
+            stdout: Vec::new(),
+            stderr: drain.join().unwrap(),
+        };
         // A process that was exiting anyway takes the signal as a zombie:
         // only a run that died of it counts.
         if victim == Victim::Blat {
@@ -419,11 +457,19 @@ impl Harness {
             out.status.code(),
             started.elapsed().as_secs_f64()
         ));
-        // A kill must not leave blat waiting for a timeout.
-        if started.elapsed() > Duration::from_secs(30) {
+        // A kill must not leave blat waiting for a timeout (io_timeout is
+        // 20s here; a killed run is over in a second or two).
+        if started.elapsed() > Duration::from_secs(15) {
+            let err: Vec<String> = common::stderr(&out)
+                .lines()
+                .take(6)
+                .map(|l| l.chars().take(300).collect())
+                .collect();
             self.fail(&format!(
-                "the killed run took {:.1}s to end",
-                started.elapsed().as_secs_f64()
+                "the killed run took {:.1}s to end\n  still running on the target 5s after it began:\n    {}\n  its stderr:\n    {}",
+                started.elapsed().as_secs_f64(),
+                stuck.unwrap_or_default().join("\n    "),
+                err.join("\n    ")
             ));
         }
         // Whatever the killed run left running must end by itself.
@@ -718,4 +764,127 @@ fn a_full_target_file_system_then_room_again() {
         common::blat_names(&t)
     );
     drop(fs_);
+}
+
+// ------------------------------------------------------------ a dead receiver over SSH
+
+/// The parent of `pid`, from /proc.
+fn parent(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ppid ...: comm may hold blanks, so from the last ')'.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The receiver's own shell over SSH killed in the middle of a `receive`
+/// (not one of its pipeline's subshells): blat must notice at once that
+/// the receiver is gone (the session reports its end), fail that batch,
+/// and not wait for `io_timeout`; the next sync converges.
+#[test]
+fn a_receiver_killed_mid_stream_over_ssh_ends_its_batch_at_once() {
+    let Some(sshd) = Sshd::start() else { return };
+    let w = World::new();
+    let mut rng = Rng::new(seed(606));
+    let mut content = Vec::new();
+    for i in 0..3 {
+        let dir = w.build("big", &format!("{i}"), T0 + i, &[]);
+        fs::write(dir.join("blob"), rng.bytes(24 << 20, true)).unwrap();
+        common::set_mtime(&dir.join("blob"), T0);
+        common::set_mtime(&dir, T0 + i);
+        common::make_read_only(&dir);
+        content.push(format!("big/{i}"));
+    }
+    let refs: Vec<&str> = content.iter().map(String::as_str).collect();
+    w.write_global("");
+    w.write_rm(&[("P/R1", "open", 0, &refs)]);
+    let mut slow = Vec::new();
+    for compression in ["none", "gzip:1", "zstd:1"] {
+        common::empty_dir(&sshd.archive());
+        sshd.write_target(
+            &w,
+            "site",
+            // io_timeout 20s: a batch that waits for it shows, and costs less.
+            &format!(
+                "projects = [\"P\"]\nparallel = 1\ncompression = \"{compression}\"\nio_timeout = \"20s\"\n"
+            ),
+        );
+        let mut child = Command::new(env!("CARGO_BIN_EXE_blat"))
+            .arg("-c")
+            .arg(w.config())
+            .args(["sync", "--target", "site"])
+            .env_remove("BLAT_NOW")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let receiver = sshd.receiver();
+        let is_receive = |a: &[String]| {
+            a.iter().any(|x| Path::new(x) == receiver) && a.iter().any(|x| x == "receive")
+        };
+        // The receiver's own shell: its parent is not one of its subshells.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut killed = None;
+        while killed.is_none() && Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+            let procs = common::processes(is_receive);
+            let pids: Vec<i32> = procs.iter().map(|(p, _)| *p).collect();
+            if let Some((pid, _)) = procs
+                .iter()
+                .find(|(p, _)| parent(*p).is_some_and(|pp| !pids.contains(&pp)))
+            {
+                // Let the stream get going first.
+                std::thread::sleep(Duration::from_millis(300));
+                if common::kill9(*pid) {
+                    killed = Some(Instant::now());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let out = child.wait_with_output().unwrap();
+        let Some(at) = killed else {
+            panic!(
+                "{compression}: no receive to kill (exit {:?})",
+                out.status.code()
+            );
+        };
+        let took = at.elapsed();
+        let err = common::stderr(&out);
+        if took > Duration::from_secs(10) {
+            slow.push(format!(
+                "compression {compression}: blat ended {:.1}s after the receiver was killed (exit {:?}): {}",
+                took.as_secs_f64(),
+                out.status.code(),
+                err.lines().next().unwrap_or("").chars().take(200).collect::<String>()
+            ));
+        }
+        assert!(
+            out.status.code() == Some(1) || out.status.code() == Some(3),
+            "{compression}: exit {:?} after the receiver was killed\n{err}",
+            out.status.code()
+        );
+        // Nothing of the killed run may be left running, and the next sync
+        // converges.
+        assert!(common::wait_gone(
+            |a| common::mentions(a, &sshd.home) || a.iter().any(|x| Path::new(x) == receiver),
+            Duration::from_secs(30)
+        ));
+        common::assert_exit(&w.blat(&["sync", "--target", "site"]), 0);
+        for pv in &content {
+            assert_eq!(
+                common::picture(&w.archive().join(pv)),
+                common::picture(&sshd.archive().join(pv)),
+                "{pv}"
+            );
+        }
+        assert!(common::blat_names(&sshd.archive()).is_empty());
+    }
+    assert!(
+        slow.is_empty(),
+        "a dead receiver was noticed late:\n{}",
+        slow.join("\n")
+    );
 }

@@ -1,32 +1,39 @@
 //! Model-based randomized end-to-end test of `blat sync`.
 //!
 //! Each case is generated from one seed ([`common::Rng`]): a source archive
-//! (1–30 versions per package, 0–60 entries per version, nested and empty
-//! directories, symlinks inside packages, relative and dangling, file names
-//! up to 255 bytes, names at the edges of the name rule, aliases, versions
-//! still being built), a Release Manager database, and a target (local, or
-//! SSH through the sshd fixture) with random releases, projects, pins,
-//! `parallel`, compression and grace. After each `blat sync` the target must
-//! be exactly what a model of the contract predicts: which package-versions
-//! are there with which content, modes (setuid/setgid stripped), mtimes and
-//! links; which aliases; the PackageList; what the JSON report says was sent,
+//! (1–30 versions per package, 0–60 entries per version, sizes 0 B–2 MiB,
+//! nested and empty directories, symlinks inside packages, relative and
+//! dangling, file names up to 255 bytes, names at the edges of the name
+//! rule, aliases in every form, versions still being built), a Release
+//! Manager database, and a target (local, or SSH through the sshd fixture)
+//! with random releases, projects, pins, `parallel` (1–64), compression and
+//! grace. After each `blat sync` the target must be exactly what a model of
+//! the contract (docs/archive.md, docs/aging.md) predicts: which
+//! package-versions are there with which content, modes (setuid/setgid
+//! stripped), mtimes and links; which aliases; the PackageList, line for
+//! line (with its `# unanswered:` line); what the JSON report says was sent,
 //! skipped, linked and deleted; the exit code; and nothing named `.blat-*`
-//! anywhere. Then the case mutates the world (new versions, versions dropped
-//! from releases, releases closed, new descpkg mtimes, rebuilt versions,
-//! finished builds, aliases repointed, time passing, aging `immediate`
-//! switched on) and syncs and checks again.
+//! anywhere. Then the case mutates the world (new versions, versions
+//! dropped from releases, releases closed, new descpkg mtimes, rebuilt
+//! versions, finished builds, versions and aliases removed from the
+//! archive, aliases repointed, time passing, aging `immediate` switched on
+//! with a random `max_delete`) and syncs and checks again, 2–4 syncs a case.
+//! Arrival times (the receiver reports the descpkg's ctime) are the
+//! kernel's: the model reads them before each sync.
 //!
-//! Batches close at 64 packages (`BATCH_PACKAGES` in `src/ops/sync.rs`, a
-//! constant): cases hold up to a few hundred package-versions, so a first
-//! sync splits a package's versions over batches that run at once.
+//! Batches close at 64 packages or 64 MiB (constants in `src/transfer.rs`,
+//! no knob): cases hold up to a few hundred package-versions, and the
+//! senders fill their batches from one queue at once, so a first sync
+//! spreads a package's versions over batches that run concurrently.
 //!
 //! Seeds: by default 200 cases, seeds 1..=200 (every tenth over SSH), spread
-//! over shards that cargo runs in parallel. `BLAT_SEED=N` replays one case,
-//! `BLAT_SOAK=N` runs N cases from `BLAT_SEED_BASE` (default: random,
-//! printed). `BLAT_KEEP=1` keeps the world of a failing case;
-//! `BLAT_TEST_PARALLEL=N` overrides every case's `parallel` (triage: does
-//! a failure need concurrent batches?); `BLAT_MODEL_TIMING=1` prints the
-//! time of each sync and check (with `--nocapture`).
+//! over shards that cargo runs in parallel, the worlds on a scratch tmpfs
+//! when one can be mounted. `BLAT_SEED=N` replays one case, `BLAT_SOAK=N`
+//! runs N cases from `BLAT_SEED_BASE` (default: random, printed).
+//! `BLAT_KEEP=1` keeps the world of a failing case; `BLAT_TEST_PARALLEL=N`
+//! overrides every case's `parallel` (triage: does a failure need
+//! concurrent batches?); `BLAT_MODEL_TIMING=1` prints the time of each sync
+//! and check (with `--nocapture`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -135,6 +142,63 @@ struct Expect {
     packagelist: Vec<String>,
     releases_line: String,
     unanswered_line: Option<String>,
+    /// Would be excess but arrived within the grace.
+    kept_by_arrival: usize,
+}
+
+/// What a shard's cases exercised, printed with its summary line: proof
+/// that the interesting paths are taken, not only generated.
+#[derive(Default)]
+struct Stats {
+    rounds: usize,
+    sent: usize,
+    deleted: usize,
+    linked: usize,
+    writable_skipped: usize,
+    not_in_archive: usize,
+    refused: usize,
+    unanswered: usize,
+    kept_by_arrival: usize,
+}
+
+impl Stats {
+    fn add(&mut self, exp: &Expect) {
+        self.rounds += 1;
+        self.sent += exp.sent.len();
+        self.deleted += exp.deleted.len();
+        self.linked += exp.linked.len();
+        self.writable_skipped += exp
+            .skipped
+            .iter()
+            .filter(|s| s.ends_with(":writable"))
+            .count();
+        self.not_in_archive += exp
+            .skipped
+            .iter()
+            .filter(|s| s.ends_with(":not_in_archive"))
+            .count();
+        self.refused += usize::from(exp.refused);
+        self.unanswered += usize::from(exp.unanswered_line.is_some());
+        self.kept_by_arrival += exp.kept_by_arrival;
+    }
+}
+
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} syncs: {} sent, {} deleted, {} aliases linked, {} writable skipped, {} not in the archive, {} deletions refused, {} with unanswered releases, {} kept by arrival",
+            self.rounds,
+            self.sent,
+            self.deleted,
+            self.linked,
+            self.writable_skipped,
+            self.not_in_archive,
+            self.refused,
+            self.unanswered,
+            self.kept_by_arrival
+        )
+    }
 }
 
 struct Case {
@@ -953,10 +1017,15 @@ impl Case {
                         && !cur.protected.contains(*pv)
                         && !aliased.contains(*pv)
                         && self.now - mtime > grace
-                        && !self.arrived_young(pv)
                 })
                 .map(|(pv, _)| pv)
                 .collect();
+            let before = excess.len();
+            let excess: Vec<&Pv> = excess
+                .into_iter()
+                .filter(|pv| !self.arrived_young(pv))
+                .collect();
+            exp.kept_by_arrival = before - excess.len();
             if self.conf.immediate {
                 if excess.len() > self.conf.max_delete && !self.conf.force {
                     exp.refused = true;
@@ -1386,11 +1455,38 @@ impl Case {
                 }
             }
         }
+        // A version removed from the archive (releases may still list it),
+        // or an alias.
+        if self.rng.chance(15) {
+            let pvs = self.all_pvs();
+            if !pvs.is_empty() {
+                let (p, v) = self.rng.pick(&pvs).clone();
+                let aliased = self.pkgs[&p].aliases.values().any(|to| *to == v);
+                if !aliased {
+                    common::remove_tree(&self.version_dir(&p, &v));
+                    self.pkgs.get_mut(&p).unwrap().versions.remove(&v);
+                    self.log.push(format!("remove {p}/{v} from the archive"));
+                }
+            }
+        }
+        if self.rng.chance(10) {
+            let aliases = self.all_aliases();
+            if !aliases.is_empty() {
+                let (p, a) = self.rng.pick(&aliases).clone();
+                fs::remove_file(self.world.archive().join(&p).join(&a)).unwrap();
+                self.pkgs.get_mut(&p).unwrap().aliases.remove(&a);
+                self.log
+                    .push(format!("remove alias {p}/{a} from the archive"));
+            }
+        }
         // Aliases repointed, or new ones.
         if self.rng.chance(50) {
             for (p, a) in self.all_aliases() {
                 if self.rng.chance(50) {
                     let versions: Vec<String> = self.pkgs[&p].versions.keys().cloned().collect();
+                    if versions.is_empty() {
+                        continue;
+                    }
                     let to = self.rng.pick(&versions).clone();
                     self.set_alias(&p, &a, &to);
                     self.log.push(format!("alias {p}/{a} -> {to}"));
@@ -1463,7 +1559,7 @@ impl Case {
 
 // ------------------------------------------------------------ running cases
 
-fn run_case(seed: u64, sshd: Option<&Sshd>, base: &Path) -> Result<(), String> {
+fn run_case(seed: u64, sshd: Option<&Sshd>, base: &Path, stats: &mut Stats) -> Result<(), String> {
     let t = Instant::now();
     let mut case = Case::new(seed, sshd, base);
     if std::env::var("BLAT_MODEL_TIMING").is_ok() {
@@ -1472,7 +1568,11 @@ fn run_case(seed: u64, sshd: Option<&Sshd>, base: &Path) -> Result<(), String> {
             t.elapsed().as_secs_f64()
         );
     }
-    let rounds = if case.rng.chance(30) { 3 } else { 2 };
+    let rounds = match case.rng.below(100) {
+        0..=49 => 2,
+        50..=84 => 3,
+        _ => 4,
+    };
     let mut result = Ok(());
     for round in 0..rounds {
         if round > 0 {
@@ -1486,6 +1586,7 @@ fn run_case(seed: u64, sshd: Option<&Sshd>, base: &Path) -> Result<(), String> {
         let out = case.sync();
         let t1 = Instant::now();
         case.apply(&exp);
+        stats.add(&exp);
         let checked = case.check(&out, &exp);
         if std::env::var("BLAT_MODEL_TIMING").is_ok() {
             eprintln!(
@@ -1588,12 +1689,13 @@ fn run_shard(ssh: bool, shard: u64) {
     };
     let started = Instant::now();
     let mut failures = Vec::new();
+    let mut stats = Stats::default();
     for &seed in &mine {
         if let Some(s) = &sshd {
             common::empty_dir(&s.archive());
         }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_case(seed, sshd.as_ref(), &base)
+            run_case(seed, sshd.as_ref(), &base, &mut stats)
         }));
         let failure = match outcome {
             Ok(Ok(())) => None,
@@ -1612,7 +1714,7 @@ fn run_shard(ssh: bool, shard: u64) {
         }
     }
     eprintln!(
-        "model: {} {} cases (shard {shard}) in {:.1}s, {} failed",
+        "model: {} {} cases (shard {shard}) in {:.1}s, {} failed; {stats}",
         mine.len(),
         if ssh { "ssh" } else { "local" },
         started.elapsed().as_secs_f64(),
