@@ -505,6 +505,23 @@ impl Family<'_> {
     fn sample(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
         let _ = writeln!(self.out, "{name}{{{labels}}} {value}");
     }
+
+    /// A family with one sample per target (label `target`), from `value`
+    /// (`None`: no sample for that target).
+    fn per_target<V: std::fmt::Display>(
+        &mut self,
+        name: &str,
+        help: &str,
+        statuses: &[TargetStatus],
+        value: impl Fn(&TargetStatus) -> Option<V>,
+    ) {
+        self.start(name, help);
+        for s in statuses {
+            if let Some(v) = value(s) {
+                self.sample(name, &format!("target=\"{}\"", label(&s.target)), v);
+            }
+        }
+    }
 }
 
 /// Prometheus text exposition format (every family a gauge): per target
@@ -514,7 +531,6 @@ impl Family<'_> {
 pub fn metrics(statuses: &[TargetStatus]) -> String {
     let mut out = String::new();
     let mut f = Family { out: &mut out };
-    let t = |s: &TargetStatus| format!("target=\"{}\"", label(&s.target));
     let tc = |s: &TargetStatus, command: &str| {
         format!(
             "target=\"{}\",command=\"{}\"",
@@ -533,13 +549,12 @@ pub fn metrics(statuses: &[TargetStatus]) -> String {
         1,
     );
 
-    f.start(
+    f.per_target(
         "blat_sync_interval_seconds",
         "The target's sync_interval (sync --due syncs it when its last success is older).",
+        statuses,
+        |s| Some(s.sync_interval_seconds),
     );
-    for s in statuses {
-        f.sample("blat_sync_interval_seconds", &t(s), s.sync_interval_seconds);
-    }
 
     f.start(
         "blat_last_success_timestamp_seconds",
@@ -637,78 +652,68 @@ pub fn metrics(statuses: &[TargetStatus]) -> String {
         }
     }
 
-    f.start(
+    f.per_target(
         "blat_behind_packages",
         "Package-versions of the target's current set missing on it or differing after the last sync that measured it.",
+        statuses,
+        |s| s.behind.packages,
     );
-    for s in statuses {
-        if let Some(n) = s.behind.packages {
-            f.sample("blat_behind_packages", &t(s), n);
-        }
-    }
 
-    f.start(
+    f.per_target(
         "blat_pending_tags",
         "Tags waiting in the target's tag directory.",
+        statuses,
+        |s| Some(s.pending_tags.len()),
     );
-    for s in statuses {
-        f.sample("blat_pending_tags", &t(s), s.pending_tags.len());
-    }
 
-    f.start(
+    f.per_target(
         "blat_oldest_pending_tag_age_seconds",
         "How long the oldest tag in the target's tag directory has been waiting (0: none).",
+        statuses,
+        |s| {
+            Some(
+                s.behind
+                    .oldest_pending_tag
+                    .as_ref()
+                    .map_or(0, |t| t.age_seconds),
+            )
+        },
     );
-    for s in statuses {
-        let age = s
-            .behind
-            .oldest_pending_tag
-            .as_ref()
-            .map_or(0, |t| t.age_seconds);
-        f.sample("blat_oldest_pending_tag_age_seconds", &t(s), age);
-    }
 
-    f.start("blat_rejected_tags", "Tags moved to .rejected/.");
-    for s in statuses {
-        f.sample("blat_rejected_tags", &t(s), s.rejected_tags.len());
-    }
+    f.per_target(
+        "blat_rejected_tags",
+        "Tags moved to .rejected/.",
+        statuses,
+        |s| Some(s.rejected_tags.len()),
+    );
 
-    f.start(
+    f.per_target(
         "blat_marked_packages",
         "Package-versions marked for deletion by aging.",
+        statuses,
+        |s| Some(s.marked.len()),
     );
-    for s in statuses {
-        f.sample("blat_marked_packages", &t(s), s.marked.len());
-    }
 
-    f.start(
+    f.per_target(
         "blat_next_deletion_timestamp_seconds",
         "When the first marked package-version of the target may be deleted (aging method master).",
+        statuses,
+        |s| s.next_deletion,
     );
-    for s in statuses {
-        if let Some(d) = s.next_deletion {
-            f.sample("blat_next_deletion_timestamp_seconds", &t(s), d);
-        }
-    }
 
-    f.start(
+    f.per_target(
         "blat_aging_refused_packages",
         "Deletions the last aging pass on the target refused: more than max_delete were due (0: none).",
+        statuses,
+        |s| Some(s.aging_refused.as_ref().map_or(0, |r| r.packages)),
     );
-    for s in statuses {
-        let n = s.aging_refused.as_ref().map_or(0, |r| r.packages);
-        f.sample("blat_aging_refused_packages", &t(s), n);
-    }
 
-    f.start(
+    f.per_target(
         "blat_target_free_bytes",
         "Free space on the target's archive file system as last read by a sync.",
+        statuses,
+        |s| s.free_space.as_ref().map(|free| free.bytes),
     );
-    for s in statuses {
-        if let Some(free) = &s.free_space {
-            f.sample("blat_target_free_bytes", &t(s), free.bytes);
-        }
-    }
     out
 }
 

@@ -9,7 +9,6 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use blat::target::RECEIVER;
@@ -97,17 +96,6 @@ fn plant_receiver(sshd: &Sshd, content: &str) {
     fs::write(sshd.receiver(), content).unwrap();
     fs::set_permissions(sshd.receiver(), fs::Permissions::from_mode(0o755)).unwrap();
     give_to(&sshd.user, &dir);
-}
-
-/// `site` logs in with `identity` instead of the fixture's key.
-fn with_identity(sshd: &Sshd, w: &World, identity: &Path, extra: &str) {
-    let conf = sshd
-        .target_conf(sshd.port, &format!("projects = [\"P\"]\n{extra}"))
-        .replace(
-            &format!("identity = \"{}\"", sshd.identity.display()),
-            &format!("identity = \"{}\"", identity.display()),
-        );
-    w.write_target("site", &conf);
 }
 
 // ------------------------------------------------------------ SSH targets
@@ -233,7 +221,7 @@ fn a_key_the_target_refuses_fails_at_key_accepted() {
     let Some(sshd) = Sshd::start() else { return };
     let w = world(&sshd, "");
     let stranger = keygen(&sshd.path().join("stranger"), "ed25519");
-    with_identity(&sshd, &w, &stranger, "");
+    sshd.write_site_with_identity(&w, &stranger, "");
     let out = check(&w, &["--target", "site"]);
     assert_exit(&out, 1);
     assert_line(&out, "site", "host key", "ok", &[]);
@@ -261,7 +249,7 @@ fn forced_command_keys_missing_stale_and_current_receivers() {
     // No .pub: check derives the public key from the private one.
     let public = public_key(&key);
     fs::remove_file(key.with_extension("pub")).unwrap();
-    with_identity(&sshd, &w, &key, "");
+    sshd.write_site_with_identity(&w, &key, "");
     // The line check prints is the one to install: do exactly that.
     let out = check(&w, &["--target", "site"]);
     assert_exit(&out, 1);
@@ -353,7 +341,7 @@ fn a_forced_command_with_allow_install_lets_the_next_sync_update() {
         sshd.receiver().display(),
         public_key(&key)
     ));
-    with_identity(&sshd, &w, &key, "");
+    sshd.write_site_with_identity(&w, &key, "");
     let stale = format!("{RECEIVER}\n# an older receiver\n");
     plant_receiver(&sshd, &stale);
     let out = check(&w, &["--target", "site"]);

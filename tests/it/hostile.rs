@@ -258,32 +258,27 @@ fn a_target_overlapping_the_source_archive_is_refused() {
             stderr(&out)
         );
     }
-    let out = w.blat(&[
-        "age",
-        "--local",
-        "--after",
-        "0s",
-        "--grace",
-        "0s",
-        "--archive",
-        w.archive().to_str().unwrap(),
-    ]);
+    // age --local on the source archive, with this world's configuration.
+    let age_local_on_source = || {
+        w.blat(&[
+            "age",
+            "--local",
+            "--after",
+            "0s",
+            "--grace",
+            "0s",
+            "--archive",
+            w.archive().to_str().unwrap(),
+        ])
+    };
+    let out = age_local_on_source();
     // A configuration that does not load tells age --local nothing; with
     // no PackageList there, it ages nothing and writes nothing. With a
     // valid configuration the master archive is refused outright.
     assert_exit(&out, 0);
     assert_eq!(common::snapshot(&w.archive()), before, "nothing written");
     w.local_target("site", "projects = [\"P\"]\n");
-    let out = w.blat(&[
-        "age",
-        "--local",
-        "--after",
-        "0s",
-        "--grace",
-        "0s",
-        "--archive",
-        w.archive().to_str().unwrap(),
-    ]);
+    let out = age_local_on_source();
     assert_exit(&out, 2);
     assert!(
         stderr(&out).contains("overlaps the source archive"),

@@ -397,7 +397,7 @@ fn key_not_in_authorized_keys_is_refused() {
     let Some(sshd) = Sshd::start() else { return };
     let w = world(&sshd, "");
     let stranger = keygen(&sshd.path().join("stranger"), "ed25519");
-    with_identity(&sshd, &w, &stranger);
+    sshd.write_site_with_identity(&w, &stranger, "");
     let out = sync(&w);
     assert_err_contains(
         &out,
@@ -414,14 +414,6 @@ fn key_not_in_authorized_keys_is_refused() {
     assert_untouched(&sshd);
 }
 
-fn with_identity(sshd: &Sshd, w: &World, identity: &Path) {
-    let conf = sshd.target_conf(sshd.port, "projects = [\"P\"]").replace(
-        &format!("identity = \"{}\"", sshd.identity.display()),
-        &format!("identity = \"{}\"", identity.display()),
-    );
-    w.write_target("site", &conf);
-}
-
 #[test]
 fn too_open_identity_is_refused_like_openssh() {
     let Some(sshd) = Sshd::start() else { return };
@@ -429,7 +421,7 @@ fn too_open_identity_is_refused_like_openssh() {
     let key = w.path().join("id_open");
     fs::copy(&sshd.identity, &key).unwrap();
     fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
-    with_identity(&sshd, &w, &key);
+    sshd.write_site_with_identity(&w, &key, "");
     let out = sync(&w);
     assert_err_contains(
         &out,
@@ -456,7 +448,7 @@ fn missing_or_unreadable_identity_is_refused() {
     let Some(sshd) = Sshd::start() else { return };
     let w = world(&sshd, "");
     let missing = w.path().join("no_such_key");
-    with_identity(&sshd, &w, &missing);
+    sshd.write_site_with_identity(&w, &missing, "");
     assert_err_contains(
         &sync(&w),
         1,
@@ -467,7 +459,7 @@ fn missing_or_unreadable_identity_is_refused() {
     let key = w.path().join("id_private");
     fs::copy(&sshd.identity, &key).unwrap();
     fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
-    with_identity(&sshd, &w, &key);
+    sshd.write_site_with_identity(&w, &key, "");
     let mut cmd;
     if sh(Command::new("id").arg("-u")).trim() == "0" {
         use std::os::unix::process::CommandExt;
@@ -778,7 +770,7 @@ fn forced_command_key_syncs_and_runs_nothing_else() {
         sshd.receiver().display(),
         public_key(&key)
     ));
-    with_identity(&sshd, &w, &key);
+    sshd.write_site_with_identity(&w, &key, "");
     let conf = fs::read_to_string(w.config().join("targets/site.conf")).unwrap();
     w.write_target("site", &format!("{conf}packages = [\"j/cur\"]\n"));
     // An older receiver is there (installed by hand): under a forced
@@ -864,7 +856,7 @@ fn forced_command_with_allow_install_updates_itself() {
         sshd.receiver().display(),
         public_key(&key)
     ));
-    with_identity(&sshd, &w, &key);
+    sshd.write_site_with_identity(&w, &key, "");
     plant_receiver(&sshd, &format!("{RECEIVER}\n# an older receiver\n"));
     let out = sync(&w);
     assert_exit(&out, 0);

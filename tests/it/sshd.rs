@@ -245,6 +245,18 @@ impl Sshd {
     }
 
     /// Writes `targets/<name>.conf` for this server into the world.
+    /// Writes target `site` (`projects = ["P"]` and `extra`) logging in
+    /// with `identity` instead of the fixture's own key.
+    pub fn write_site_with_identity(&self, world: &World, identity: &Path, extra: &str) {
+        let conf = self
+            .target_conf(self.port, &format!("projects = [\"P\"]\n{extra}"))
+            .replace(
+                &format!("identity = \"{}\"", self.identity.display()),
+                &format!("identity = \"{}\"", identity.display()),
+            );
+        world.write_target("site", &conf);
+    }
+
     pub fn write_target(&self, world: &World, name: &str, extra: &str) {
         world.write_target(name, &self.target_conf(self.port, extra));
     }
