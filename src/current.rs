@@ -68,6 +68,9 @@ pub fn load(
     archive: &SourceArchive,
 ) -> Result<CurrentSet> {
     archive.check()?;
+    if let Some(listed) = source.relayed()? {
+        return relay(target, listed, archive);
+    }
     let s3 = matches!(target.kind, TargetKind::S3(_));
     let releases = release::selected_releases(source, &target.releases, &target.projects, s3)?;
     let mut set = CurrentSet {
@@ -103,6 +106,32 @@ pub fn load(
     {
         set.unanswered.push("its releases".into());
     }
+    for pin in &target.packages {
+        add(&mut set, archive, pin.clone(), true)?;
+    }
+    Ok(set)
+}
+
+/// A relay's current set: the site's PackageList as it stands, each version
+/// looked up in the site archive it describes (a listed version the archive
+/// lacks, or holds as a symlink, is missing, as when the Release Manager
+/// names a version the master's archive lacks), its aliases as listed, then
+/// the target's own pins.
+fn relay(target: &TargetConfig, listed: CurrentSet, archive: &SourceArchive) -> Result<CurrentSet> {
+    let mut set = CurrentSet {
+        releases: listed.releases,
+        unanswered: listed.unanswered,
+        ..CurrentSet::default()
+    };
+    for pv in listed.versions.into_keys() {
+        let entry = match archive.inspect(&pv)? {
+            SourceEntry::Alias(_) => SourceEntry::Missing,
+            other => other,
+        };
+        set.versions.insert(pv, entry);
+    }
+    set.protected = listed.protected;
+    set.aliases = listed.aliases;
     for pin in &target.packages {
         add(&mut set, archive, pin.clone(), true)?;
     }

@@ -63,8 +63,15 @@ impl AgeArgs {
         let archive = self.archive.clone().filter(|_| self.local)?;
         Some(LocalAgeOptions {
             archive,
+            // A relay's archive is a site (a master syncs it): it may age.
             master_archive: crate::config::Config::load(&global.config)
                 .ok()
+                .filter(|c| {
+                    !matches!(
+                        c.release_manager,
+                        crate::config::ReleaseManagerConfig::PackageList
+                    )
+                })
                 .map(|c| c.archive),
             after: self.after,
             grace: self.grace,

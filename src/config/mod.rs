@@ -41,6 +41,9 @@ pub enum ReleaseManagerConfig {
     Sqlite { path: PathBuf },
     /// Any database with an ODBC driver (boxed: it is much larger).
     Odbc(Box<OdbcConfig>),
+    /// A relay: `archive` is a site that a master syncs, and the PackageList
+    /// the master writes there is the current set of every target.
+    PackageList,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -453,6 +456,7 @@ impl Config {
         };
         let log_file = raw.log_file.as_ref().map(|l| src.resolve(l)).transpose()?;
         let release_manager = release_manager(&src, raw.release_manager)?;
+        let relay = matches!(release_manager, ReleaseManagerConfig::PackageList);
 
         let mut targets = Vec::new();
         let targets_dir = dir.join("targets");
@@ -482,7 +486,7 @@ impl Config {
                     path: &path,
                     text: &text,
                 };
-                targets.push(target(&src, name, &archive)?);
+                targets.push(target(&src, name, &archive, relay)?);
             }
         }
         targets.sort_by(|a, b| a.name.cmp(&b.name));
@@ -552,14 +556,33 @@ fn release_manager(src: &Source, raw: RawReleaseManager) -> Result<ReleaseManage
                 queries: raw.queries,
             })))
         }
+        "packagelist" => {
+            if let Some(p) = &raw.path {
+                return Err(src.error(
+                    p.span(),
+                    "`path` is for kind = \"sqlite\": a relay reads <archive>/.dpkg_archive/packagelist.txt, the list of the site `archive` names",
+                ));
+            }
+            for (key, set) in [
+                ("connection_string", raw.connection_string.is_some()),
+                ("dsn", raw.dsn.is_some()),
+            ] {
+                if set {
+                    return Err(
+                        src.error(raw.kind.span(), format!("`{key}` is for kind = \"odbc\""))
+                    );
+                }
+            }
+            Ok(ReleaseManagerConfig::PackageList)
+        }
         other => Err(src.error(
             raw.kind.span(),
-            format!("unknown release_manager kind '{other}': expected \"sqlite\" or \"odbc\""),
+            format!("unknown release_manager kind '{other}': expected \"sqlite\", \"odbc\" or \"packagelist\""),
         )),
     }
 }
 
-fn target(src: &Source, name: &str, source_archive: &Path) -> Result<TargetConfig> {
+fn target(src: &Source, name: &str, source_archive: &Path, relay: bool) -> Result<TargetConfig> {
     let raw: RawTarget = src.parse()?;
     let parallel = match &raw.parallel {
         None => 4,
@@ -624,6 +647,19 @@ fn target(src: &Source, name: &str, source_archive: &Path) -> Result<TargetConfi
         }
     };
 
+    // A relay passes its site's whole list on: it has no releases to pick.
+    if let Some((key, span)) = relay
+        .then(|| {
+            (raw.releases.first().map(|r| ("releases", r.span())))
+                .or(raw.projects.first().map(|p| ("projects", p.span())))
+        })
+        .flatten()
+    {
+        return Err(src.error(
+            span,
+            format!("`{key}` needs a Release Manager: under release_manager kind = \"packagelist\" (a relay) every target gets the site's whole PackageList"),
+        ));
+    }
     let mut releases = Vec::new();
     for r in &raw.releases {
         releases.push(ReleaseName::parse(r.get_ref()).map_err(|e| src.error(r.span(), e))?);

@@ -2,14 +2,17 @@
 //!
 //! [`ReleaseSource`] is the small interface every database backend
 //! implements (SQLite here, ODBC behind the `odbc` feature); one shared test
-//! suite (`tests/release_suite.rs`) holds each implementation to it.
+//! suite (`tests/release_suite.rs`) holds each implementation to it. A relay
+//! (`packagelist`) answers with a whole current set instead of releases.
 
+pub mod packagelist;
 pub mod sqlite;
 
 use anyhow::{bail, Context, Result};
 
 use crate::archive::PackageVersion;
 use crate::config::{Config, ReleaseManagerConfig, ReleaseName};
+use crate::current::CurrentSet;
 
 /// Read-only access to the Release Manager.
 pub trait ReleaseSource {
@@ -26,12 +29,22 @@ pub trait ReleaseSource {
 
     /// All releases flagged `s3sync = 1`.
     fn s3_releases(&mut self) -> Result<Vec<ReleaseName>>;
+
+    /// A relay's whole current set (a site's PackageList: versions, aliases,
+    /// what was unanswered upstream), not yet resolved against the archive;
+    /// `None` for a Release Manager, which answers release by release.
+    fn relayed(&mut self) -> Result<Option<CurrentSet>> {
+        Ok(None)
+    }
 }
 
 /// Opens the source the configuration names.
 pub fn open(config: &Config) -> Result<Box<dyn ReleaseSource>> {
     match &config.release_manager {
         ReleaseManagerConfig::Sqlite { path } => Ok(Box::new(sqlite::SqliteSource::open(path)?)),
+        ReleaseManagerConfig::PackageList => Ok(Box::new(
+            packagelist::PackageListSource::open(&config.archive)?,
+        )),
         #[cfg(feature = "odbc")]
         ReleaseManagerConfig::Odbc(odbc) => {
             Ok(Box::new(crate::release::odbc::OdbcSource::connect(odbc)?))

@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::archive::PackageVersion;
 use crate::config::Config;
 
-mod nofollow;
+pub(crate) mod nofollow;
 use nofollow::Dir;
 pub use nofollow::Kind;
 
