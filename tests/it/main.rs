@@ -20,6 +20,7 @@ mod monitoring;
 #[cfg(feature = "odbc")]
 mod odbc;
 mod package;
+mod relay;
 mod release_suite;
 #[cfg(feature = "s3")]
 mod s3;

@@ -142,6 +142,8 @@ struct Expect {
     packagelist: Vec<String>,
     releases_line: String,
     unanswered_line: Option<String>,
+    /// `# alias: package alias version`, sorted.
+    alias_lines: Vec<String>,
     /// Would be excess but arrived within the grace.
     kept_by_arrival: usize,
 }
@@ -1046,6 +1048,11 @@ impl Case {
             .collect();
         exp.unanswered_line = (!cur.unanswered.is_empty())
             .then(|| format!("# unanswered: {}", cur.unanswered.join(", ")));
+        exp.alias_lines = cur
+            .aliases
+            .iter()
+            .map(|(p, a, v)| format!("# alias: {p} {a} {v}"))
+            .collect();
         exp.releases_line = format!(
             "# releases: {}",
             cur.releases
@@ -1343,6 +1350,7 @@ impl Case {
             exp.releases_line.clone(),
         ];
         want.extend(exp.unanswered_line.clone());
+        want.extend(exp.alias_lines.iter().cloned());
         want.extend(exp.packagelist.iter().cloned());
         let got: Vec<String> = text.lines().map(String::from).collect();
         if want != got {
