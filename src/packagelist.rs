@@ -275,7 +275,8 @@ mod tests {
     fn aliases_and_releases_read_back_as_written() {
         let mut set = CurrentSet::default();
         set.releases = vec![ReleaseName::parse("P/R1").unwrap()];
-        set.versions.insert(pv("jats", "2.1.0"), SourceEntry::Missing);
+        set.versions
+            .insert(pv("jats", "2.1.0"), SourceEntry::Missing);
         set.versions.insert(pv("lib", "1"), SourceEntry::Missing);
         let alias = Alias {
             package: Name::new("jats").unwrap(),
@@ -304,11 +305,20 @@ mod tests {
     #[test]
     fn a_bad_alias_line_is_an_error_naming_the_line() {
         for (bad, why) in [
-            ("# alias: p a\n", "expected '# alias: package alias version'"),
-            ("# alias: p a 1 x\n", "expected '# alias: package alias version'"),
+            (
+                "# alias: p a\n",
+                "expected '# alias: package alias version'",
+            ),
+            (
+                "# alias: p a 1 x\n",
+                "expected '# alias: package alias version'",
+            ),
             ("# alias: p ../a 1\n", "invalid name '../a'"),
             ("# alias: p a .hidden\n", "invalid name '.hidden'"),
-            ("# alias: p 1 2\n", "alias p/1 -> 2 has the name of a listed version"),
+            (
+                "# alias: p 1 2\n",
+                "alias p/1 -> 2 has the name of a listed version",
+            ),
         ] {
             let (n, e) = parse(&format!("p 1\n{bad}")).unwrap_err();
             assert_eq!(n, 2, "{bad}");
@@ -322,7 +332,10 @@ mod tests {
         let elsewhere = tempfile::tempdir().unwrap();
         let list = "# releases: P/R\na 1\n";
         std::fs::write(elsewhere.path().join(NAME), list).unwrap();
-        assert!(read_site(site.path()).unwrap().is_none(), "no .dpkg_archive");
+        assert!(
+            read_site(site.path()).unwrap().is_none(),
+            "no .dpkg_archive"
+        );
 
         let dpkg = site.path().join(".dpkg_archive");
         std::os::unix::fs::symlink(elsewhere.path(), &dpkg).unwrap();
@@ -334,7 +347,10 @@ mod tests {
         assert!(read_site(site.path()).unwrap().is_none(), "no list");
         std::os::unix::fs::symlink(elsewhere.path().join(NAME), dpkg.join(NAME)).unwrap();
         let e = format!("{:#}", read_site(site.path()).unwrap_err());
-        assert!(e.contains("is a symlink, not a regular file: refused"), "{e}");
+        assert!(
+            e.contains("is a symlink, not a regular file: refused"),
+            "{e}"
+        );
 
         std::fs::remove_file(dpkg.join(NAME)).unwrap();
         std::fs::write(dpkg.join(NAME), list).unwrap();

@@ -42,9 +42,9 @@ pub trait ReleaseSource {
 pub fn open(config: &Config) -> Result<Box<dyn ReleaseSource>> {
     match &config.release_manager {
         ReleaseManagerConfig::Sqlite { path } => Ok(Box::new(sqlite::SqliteSource::open(path)?)),
-        ReleaseManagerConfig::PackageList => Ok(Box::new(
-            packagelist::PackageListSource::open(&config.archive)?,
-        )),
+        ReleaseManagerConfig::PackageList => Ok(Box::new(packagelist::PackageListSource::open(
+            &config.archive,
+        )?)),
         #[cfg(feature = "odbc")]
         ReleaseManagerConfig::Odbc(odbc) => {
             Ok(Box::new(crate::release::odbc::OdbcSource::connect(odbc)?))

@@ -14,6 +14,7 @@ mod faults;
 mod fuzz;
 mod hostile;
 mod index;
+mod kubernetes;
 mod man;
 mod model;
 mod monitoring;

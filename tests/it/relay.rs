@@ -29,12 +29,7 @@ fn master() -> World {
     m.release("lib", "1.1", T0 + 3);
     m.release("tool", "2.0", T0 + 4);
     m.write_global("");
-    m.write_rm(&[(
-        "P/R1",
-        "open",
-        0,
-        &["jats/current", "lib/1.0", "tool/2.0"],
-    )]);
+    m.write_rm(&[("P/R1", "open", 0, &["jats/current", "lib/1.0", "tool/2.0"])]);
     m
 }
 
@@ -148,10 +143,7 @@ impl Chain {
         m.local_target("a", &format!("projects = [\"P\"]\n{A_AGING}"));
         let r = World::new();
         write_relay(&r, &m.target_dir("a"));
-        r.local_target(
-            "b",
-            "[aging]\nmethod = \"immediate\"\nmax_delete = 10\n",
-        );
+        r.local_target("b", "[aging]\nmethod = \"immediate\"\nmax_delete = 10\n");
         sync(&m, "a", NOW, 0);
         let report = sync(&r, "b", NOW, 0);
         assert_eq!(
@@ -202,12 +194,7 @@ fn a_relay_syncs_the_sites_current_set_with_its_aliases() {
     let c = Chain::new();
     assert_eq!(
         held(&c.b()),
-        [
-            "jats/2.1.0",
-            "jats/current -> 2.1.0",
-            "lib/1.0",
-            "tool/2.0"
-        ]
+        ["jats/2.1.0", "jats/current -> 2.1.0", "lib/1.0", "tool/2.0"]
     );
     // A second run has nothing to do.
     let report = sync(&c.r, "b", NOW, 0);
@@ -233,10 +220,7 @@ fn a_missing_empty_unreadable_or_linked_packagelist_changes_nothing_downstream()
     c.refused(&format!("{} lists no package-version", list.display()));
 
     fs::write(&list, "jats 2.1.0\nlib 1.0 tool\n").unwrap();
-    c.refused(&format!(
-        "{}:2: expected 'package version'",
-        list.display()
-    ));
+    c.refused(&format!("{}:2: expected 'package version'", list.display()));
     fs::write(&list, "jats 2.1.0\n../../etc passwd\n").unwrap();
     c.refused(&format!("{}:2: invalid name '../../etc'", list.display()));
 
@@ -267,16 +251,17 @@ fn a_missing_empty_unreadable_or_linked_packagelist_changes_nothing_downstream()
 #[test]
 fn what_was_unanswered_upstream_blocks_aging_downstream() {
     let c = Chain::new();
-    c.m.local_target(
-        "a",
-        &format!("releases = [\"P/R1\", \"P/R2\"]\n{A_AGING}"),
-    );
+    c.m.local_target("a", &format!("releases = [\"P/R1\", \"P/R2\"]\n{A_AGING}"));
     c.m.write_rm(&[
         ("P/R1", "open", 0, &["jats/current", "lib/1.1"]),
         ("P/R2", "open", 0, &[]),
     ]);
     let a = sync(&c.m, "a", NOW + HOUR, 0);
-    assert_eq!(a["aging"]["skipped"].as_str().map(|s| s.contains("P/R2")), Some(true), "{a}");
+    assert_eq!(
+        a["aging"]["skipped"].as_str().map(|s| s.contains("P/R2")),
+        Some(true),
+        "{a}"
+    );
     let b = sync(&c.r, "b", NOW + HOUR, 0);
     assert_eq!(pvs(&b["sent"]), ["lib/1.1"], "{b}");
     assert!(
@@ -285,7 +270,10 @@ fn what_was_unanswered_upstream_blocks_aging_downstream() {
             .is_some_and(|s| s.contains("answered nothing for release P/R2")),
         "{b}"
     );
-    assert!(c.b().join("tool/2.0/descpkg").exists(), "immediate aging ran");
+    assert!(
+        c.b().join("tool/2.0/descpkg").exists(),
+        "immediate aging ran"
+    );
     assert_eq!(
         listed(&c.b()),
         [
@@ -337,7 +325,11 @@ fn relay_configuration_errors_name_the_key() {
     r.local_target("b", "projects = [\"P\"]\n");
     let out = r.blat(&["sync", "--target", "b"]);
     assert_exit(&out, 2);
-    assert!(stderr(&out).contains("`projects` needs a Release Manager"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`projects` needs a Release Manager"),
+        "{}",
+        stderr(&out)
+    );
 
     r.local_target("b", "");
     let global = r.config().join("blat.toml");
@@ -361,7 +353,14 @@ fn age_local_runs_on_the_site_a_relay_reads() {
     let out = at(
         &c.r,
         NOW,
-        &["age", "--local", "--archive", a.to_str().unwrap(), "--after", "1d"],
+        &[
+            "age",
+            "--local",
+            "--archive",
+            a.to_str().unwrap(),
+            "--after",
+            "1d",
+        ],
     );
     assert_exit(&out, 0);
     assert!(!stderr(&out).contains("refusing"), "{}", stderr(&out));
@@ -396,7 +395,11 @@ mod over_ssh {
 
         sync(&m, "a", NOW, 0);
         let b = sync(&r, "b", NOW, 0);
-        assert_eq!(pvs(&b["sent"]), ["jats/2.1.0", "lib/1.0", "tool/2.0"], "{b}");
+        assert_eq!(
+            pvs(&b["sent"]),
+            ["jats/2.1.0", "lib/1.0", "tool/2.0"],
+            "{b}"
+        );
         assert_eq!(pvs(&b["linked"]).len(), 1, "{b}");
         same();
         assert_eq!(listed(&site_b), FIRST_SET);
@@ -409,10 +412,18 @@ mod over_ssh {
         next_release(&m);
         let t1 = NOW + HOUR;
         let a_run = sync(&m, "a", t1, 0);
-        assert_eq!(pvs(&a_run["aging"]["marked"]), ["lib/1.0", "tool/2.0"], "{a_run}");
+        assert_eq!(
+            pvs(&a_run["aging"]["marked"]),
+            ["lib/1.0", "tool/2.0"],
+            "{a_run}"
+        );
         let b_run = sync(&r, "b", t1, 0);
         assert_eq!(pvs(&b_run["sent"]), ["lib/1.1"], "{b_run}");
-        assert_eq!(pvs(&b_run["aging"]["marked"]), ["lib/1.0", "tool/2.0"], "{b_run}");
+        assert_eq!(
+            pvs(&b_run["aging"]["marked"]),
+            ["lib/1.0", "tool/2.0"],
+            "{b_run}"
+        );
         same();
         assert!(site_b.join("tool/2.0/descpkg").exists());
 
@@ -430,7 +441,11 @@ mod over_ssh {
         let before = snapshot(&site_b);
         let out = at(&r, t1 + 30 * DAY, &["sync", "--target", "b"]);
         assert_exit(&out, 1);
-        assert!(stderr(&out).contains("no PackageList at"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("no PackageList at"),
+            "{}",
+            stderr(&out)
+        );
         assert_exit(&at(&r, t1 + 30 * DAY, &["age", "--target", "b"]), 1);
         // An empty one neither.
         fs::write(&list, "").unwrap();
@@ -441,9 +456,17 @@ mod over_ssh {
         // Past `after`: A deletes, then B does, and B is A again.
         let t2 = t1 + DAY + HOUR;
         let a_run = sync(&m, "a", t2, 0);
-        assert_eq!(pvs(&a_run["aging"]["deleted"]), ["lib/1.0", "tool/2.0"], "{a_run}");
+        assert_eq!(
+            pvs(&a_run["aging"]["deleted"]),
+            ["lib/1.0", "tool/2.0"],
+            "{a_run}"
+        );
         let b_run = sync(&r, "b", t2, 0);
-        assert_eq!(pvs(&b_run["aging"]["deleted"]), ["lib/1.0", "tool/2.0"], "{b_run}");
+        assert_eq!(
+            pvs(&b_run["aging"]["deleted"]),
+            ["lib/1.0", "tool/2.0"],
+            "{b_run}"
+        );
         same();
         assert_eq!(
             held(&site_b),
