@@ -273,8 +273,10 @@ mod tests {
 
     #[test]
     fn aliases_and_releases_read_back_as_written() {
-        let mut set = CurrentSet::default();
-        set.releases = vec![ReleaseName::parse("P/R1").unwrap()];
+        let mut set = CurrentSet {
+            releases: vec![ReleaseName::parse("P/R1").unwrap()],
+            ..CurrentSet::default()
+        };
         set.versions
             .insert(pv("jats", "2.1.0"), SourceEntry::Missing);
         set.versions.insert(pv("lib", "1"), SourceEntry::Missing);

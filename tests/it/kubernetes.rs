@@ -6,8 +6,9 @@
 //! parses with the real CLI; the ConfigMap loads with blat's configuration
 //! loader; one CronJob per configured target, each `sync --target` it with
 //! `concurrencyPolicy: Forbid`; one `fast --watch` Deployment (replicas 1,
-//! Recreate); the SSH Secret read-only with mode 0400; state on the claim
-//! and the archive read-only where the configuration says they are.
+//! Recreate); the SSH Secret read-only with mode 0400; each job's state on
+//! a claim of its own and the archive read-only, where the configuration
+//! says they are.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -96,8 +97,8 @@ fn image() -> Image {
     let last = |key: &str| -> String {
         runtime
             .lines()
-            .filter_map(|l| l.strip_prefix(key))
-            .last()
+            .rev()
+            .find_map(|l| l.strip_prefix(key))
             .unwrap_or_else(|| panic!("Containerfile: no {key}in the runtime stage"))
             .trim()
             .to_string()
@@ -155,8 +156,14 @@ fn load_config_map(
     (dir, config)
 }
 
+/// A pod's blat command line and the claim its state is on.
+struct Pod {
+    argv: Vec<String>,
+    claim: String,
+}
+
 /// What a pod spec promises, checked against the configuration it mounts.
-fn check_pod(what: &str, pod: &Yaml, docs: &[(String, Yaml)], image: &Image) -> Vec<String> {
+fn check_pod(what: &str, pod: &Yaml, docs: &[(String, Yaml)], image: &Image) -> Pod {
     let uid = pod["securityContext"]["runAsUser"].as_i64();
     assert_eq!(
         uid.map(|u| u.to_string()),
@@ -228,12 +235,10 @@ fn check_pod(what: &str, pod: &Yaml, docs: &[(String, Yaml)], image: &Image) -> 
 
     let (state_at, ro) = mount("state");
     assert!(!ro, "{what}: the state is written");
-    assert!(
-        volume("state")["persistentVolumeClaim"]["claimName"]
-            .as_str()
-            .is_some(),
-        "{what}"
-    );
+    let claim = volume("state")["persistentVolumeClaim"]["claimName"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: the state is on a claim"))
+        .to_string();
     assert_eq!(
         Path::new(&state_at),
         config.state_dir,
@@ -258,7 +263,7 @@ fn check_pod(what: &str, pod: &Yaml, docs: &[(String, Yaml)], image: &Image) -> 
         Some(false),
         "{what}"
     );
-    argv
+    Pod { argv, claim }
 }
 
 #[test]
@@ -293,6 +298,7 @@ fn kubernetes_manifests_run_blat_command_lines_and_one_sync_job_per_target() {
     let mut synced = BTreeSet::new();
     let mut watchers = 0;
     let mut configured = BTreeSet::new();
+    let mut state_claims = Vec::new();
     for (file, doc) in &docs {
         let name = doc["metadata"]["name"].as_str().unwrap_or(file);
         let what = format!("{file}: {name}");
@@ -305,7 +311,8 @@ fn kubernetes_manifests_run_blat_command_lines_and_one_sync_job_per_target() {
                 );
                 let pod = &doc["spec"]["jobTemplate"]["spec"]["template"]["spec"];
                 assert_eq!(pod["restartPolicy"].as_str(), Some("Never"), "{what}");
-                let argv = check_pod(&what, pod, &docs, &image);
+                let Pod { argv, claim } = check_pod(&what, pod, &docs, &image);
+                state_claims.push(claim);
                 let words: Vec<&str> = argv.iter().map(String::as_str).collect();
                 let at = words
                     .iter()
@@ -331,7 +338,9 @@ fn kubernetes_manifests_run_blat_command_lines_and_one_sync_job_per_target() {
                     Some("Recreate"),
                     "{what}"
                 );
-                let argv = check_pod(&what, &doc["spec"]["template"]["spec"], &docs, &image);
+                let Pod { argv, claim } =
+                    check_pod(&what, &doc["spec"]["template"]["spec"], &docs, &image);
+                state_claims.push(claim);
                 assert!(
                     argv.contains(&"fast".to_string()) && argv.contains(&"--watch".to_string()),
                     "{what}: {argv:?}"
@@ -343,6 +352,29 @@ fn kubernetes_manifests_run_blat_command_lines_and_one_sync_job_per_target() {
         }
     }
     assert_eq!(watchers, 1, "one fast --watch Deployment");
+    // SQLite's WAL must not be shared by machines: a state claim per job,
+    // each one ReadWriteOnce and defined here.
+    let unique: BTreeSet<&String> = state_claims.iter().collect();
+    assert_eq!(
+        unique.len(),
+        state_claims.len(),
+        "a state claim shared: {state_claims:?}"
+    );
+    for claim in &state_claims {
+        let pvc = &docs
+            .iter()
+            .find(|(_, d)| {
+                d["kind"].as_str() == Some("PersistentVolumeClaim")
+                    && d["metadata"]["name"].as_str() == Some(claim)
+            })
+            .unwrap_or_else(|| panic!("no PersistentVolumeClaim {claim}"))
+            .1;
+        assert_eq!(
+            strings(&pvc["spec"]["accessModes"], claim),
+            ["ReadWriteOnce"],
+            "{claim}"
+        );
+    }
     assert!(synced.len() >= 2, "an example with two targets: {synced:?}");
     assert_eq!(
         synced, configured,
