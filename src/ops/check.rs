@@ -326,6 +326,21 @@ fn check_source_archive(source: &SourceArchive, checks: &mut Checks) -> bool {
 /// Each configured release and project exists, with its package count.
 fn check_releases(rm: &mut dyn ReleaseSource, target: &TargetConfig, checks: &mut Checks) {
     let name = target.name.as_str();
+    // A relay has no releases: every target gets the whole list.
+    if let Ok(Some(listed)) = rm.relayed() {
+        checks.add(
+            name,
+            "releases",
+            Status::Ok,
+            format!(
+                "a relay: the whole PackageList, {} package-versions and {} aliases, and {} `packages` pins",
+                listed.versions.len(),
+                listed.aliases.len(),
+                target.packages.len()
+            ),
+        );
+        return;
+    }
     let file = target.file.display().to_string();
     for rel in &target.releases {
         match release::release_content(rm, rel) {

@@ -200,6 +200,19 @@ fn a_relay_syncs_the_sites_current_set_with_its_aliases() {
     let report = sync(&c.r, "b", NOW, 0);
     assert!(pvs(&report["sent"]).is_empty(), "{report}");
     assert_eq!(report["up_to_date"], 3, "{report}");
+    // `check` knows a relay has no releases to check.
+    let out = c.r.blat(&["check"]);
+    assert_exit(&out, 0);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains(&format!(
+            "release manager: reachable: the PackageList {} answers",
+            c.list().display()
+        )) && text.contains(
+            "b: releases: a relay: the whole PackageList, 3 package-versions and 1 aliases, and 0 `packages` pins"
+        ),
+        "{text}"
+    );
 }
 
 #[test]
