@@ -321,6 +321,63 @@ fn a_listed_version_the_site_lacks_is_skipped_like_a_missing_release_row() {
     c.assert_b_equals_a();
 }
 
+/// The source itself (the ReleaseSource contract, for a relay): the whole
+/// list at once, read when opened; no releases to ask for. The release
+/// suite's fixture is a database's, which a PackageList cannot hold.
+#[test]
+fn the_packagelist_source_answers_with_the_whole_list_and_no_releases() {
+    use blat::release::{packagelist::PackageListSource, ReleaseSource};
+    let c = Chain::new();
+    let mut source = PackageListSource::open(&c.a()).unwrap();
+    assert_eq!(
+        source.describe(),
+        format!("the PackageList {}", c.list().display())
+    );
+    let set = source.relayed().unwrap().expect("a relay answers whole");
+    let mut text = vec![format!(
+        "# releases: {}",
+        set.releases
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    )];
+    text.extend(
+        set.aliases
+            .iter()
+            .map(|a| format!("# alias: {} {} {}", a.package, a.alias, a.version)),
+    );
+    text.extend(set.package_list());
+    assert_eq!(text, FIRST_SET);
+    let release = blat::config::ReleaseName::parse("P/R1").unwrap();
+    for e in [
+        source.release_rows(&release).map(|_| ()).unwrap_err(),
+        source.open_releases("P").map(|_| ()).unwrap_err(),
+        source.s3_releases().map(|_| ()).unwrap_err(),
+    ] {
+        assert!(
+            e.to_string()
+                .ends_with("has no releases of its own: its targets take the whole list"),
+            "{e}"
+        );
+    }
+    // Read once: a list replaced after opening does not change this run.
+    fs::write(c.list(), "other 1\n").unwrap();
+    assert_eq!(
+        source.relayed().unwrap().unwrap().package_list(),
+        set.package_list()
+    );
+    assert!(
+        PackageListSource::open(&c.a())
+            .unwrap()
+            .relayed()
+            .unwrap()
+            .unwrap()
+            .package_list()
+            == ["other 1"]
+    );
+}
+
 #[test]
 fn relay_configuration_errors_name_the_key() {
     let r = World::new();
