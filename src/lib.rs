@@ -6,7 +6,8 @@
 //! - [`cli`]: clap types → plain options structs (the core never sees clap).
 //! - [`config`]: `blat.toml` + `targets/*.conf` → validated [`config::Config`].
 //! - [`archive`]: names, package-versions, descpkg mtimes, the alias rule, grace.
-//! - [`release`]: `ReleaseSource` trait (SQLite; ODBC behind a feature).
+//! - [`release`]: `ReleaseSource` trait (SQLite; ODBC behind a feature; a
+//!   relay's source, a site's PackageList).
 //! - [`current`]: a target's current set, resolved against the archive, with
 //!   what the Release Manager answered nothing for.
 //! - [`plan`]: pure diff of current set × target listing (send, link, excess).
