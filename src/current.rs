@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::archive::{Alias, PackageVersion, SourceArchive, SourceEntry};
 use crate::config::{ReleaseName, TargetConfig, TargetKind};
@@ -113,10 +113,8 @@ pub fn load(
 }
 
 /// A relay's current set: the site's PackageList as it stands, each version
-/// looked up in the site archive it describes (a listed version the archive
-/// lacks, or holds as a symlink, is missing, as when the Release Manager
-/// names a version the master's archive lacks), its aliases as listed, then
-/// the target's own pins.
+/// looked up in the site archive it describes ([`site_entry`]), its aliases
+/// as listed, then the target's own pins.
 fn relay(target: &TargetConfig, listed: CurrentSet, archive: &SourceArchive) -> Result<CurrentSet> {
     let mut set = CurrentSet {
         releases: listed.releases,
@@ -124,10 +122,7 @@ fn relay(target: &TargetConfig, listed: CurrentSet, archive: &SourceArchive) -> 
         ..CurrentSet::default()
     };
     for pv in listed.versions.into_keys() {
-        let entry = match archive.inspect(&pv)? {
-            SourceEntry::Alias(_) => SourceEntry::Missing,
-            other => other,
-        };
+        let entry = site_entry(archive, &pv)?;
         set.versions.insert(pv, entry);
     }
     set.protected = listed.protected;
@@ -136,6 +131,26 @@ fn relay(target: &TargetConfig, listed: CurrentSet, archive: &SourceArchive) -> 
         add(&mut set, archive, pin.clone(), true)?;
     }
     Ok(set)
+}
+
+/// What a site archive holds for a version its list names. The site's files
+/// are not trusted: a package directory or a version that is a symlink, or
+/// not a directory, is missing (skipped as "not in the archive", as when the
+/// Release Manager names a version the master's archive lacks), never
+/// followed to whatever it points at.
+fn site_entry(archive: &SourceArchive, pv: &PackageVersion) -> Result<SourceEntry> {
+    for dir in [
+        archive.root.join(pv.package.as_str()),
+        archive.version_dir(pv),
+    ] {
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Ok(SourceEntry::Missing),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SourceEntry::Missing),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+        }
+    }
+    archive.inspect(pv)
 }
 
 /// Adds one package-version, following an alias to its version.

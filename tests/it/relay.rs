@@ -378,6 +378,35 @@ fn the_packagelist_source_answers_with_the_whole_list_and_no_releases() {
     );
 }
 
+/// A site's package or version directory that is a symlink is never
+/// followed: whatever it points at (a directory with a descpkg, a path
+/// outside), the version is skipped as not in the archive, and the rest of
+/// the list goes through.
+#[test]
+fn a_symlinked_package_or_version_on_the_site_is_never_sent_on() {
+    let c = Chain::new();
+    let outside = c.m.path().join("outside");
+    for v in ["1.0", "9.9"] {
+        fs::create_dir_all(outside.join(v)).unwrap();
+        fs::write(outside.join(v).join("descpkg"), "not from the master\n").unwrap();
+        fs::write(outside.join(v).join("secret"), "secret\n").unwrap();
+    }
+    std::os::unix::fs::symlink(&outside, c.a().join("evil")).unwrap();
+    std::os::unix::fs::symlink(outside.join("9.9"), c.a().join("lib/9.9")).unwrap();
+    let list = c.list();
+    let text = fs::read_to_string(&list).unwrap();
+    fs::write(&list, format!("{text}evil 1.0\nlib 9.9\n")).unwrap();
+    let b = sync(&c.r, "b", NOW, 0);
+    assert!(pvs(&b["sent"]).is_empty(), "{b}");
+    assert_eq!(pvs(&b["skipped"]), ["evil/1.0", "lib/9.9"], "{b}");
+    for s in b["skipped"].as_array().unwrap() {
+        assert_eq!(s["reason"], "not_in_archive", "{b}");
+    }
+    assert!(!c.b().join("evil").exists());
+    assert!(!c.b().join("lib/9.9").exists());
+    assert!(listed(&c.b()).contains(&"evil 1.0".to_string()));
+}
+
 #[test]
 fn relay_configuration_errors_name_the_key() {
     let r = World::new();
