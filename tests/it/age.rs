@@ -50,28 +50,9 @@ fn on_target(w: &World, pv: &str) -> bool {
     w.target_dir("t").join(pv).join("descpkg").exists()
 }
 
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(out), stderr(out)))
-}
-
 /// The target's report in a `--json` run of a per-target command.
 fn report(out: &Output) -> serde_json::Value {
     json(out)["targets"][0]["report"].clone()
-}
-
-fn pvs(list: &serde_json::Value) -> Vec<String> {
-    list.as_array()
-        .unwrap_or_else(|| panic!("not a list: {list}"))
-        .iter()
-        .map(|p| {
-            format!(
-                "{}/{}",
-                p["package"].as_str().unwrap(),
-                p["version"].as_str().unwrap()
-            )
-        })
-        .collect()
 }
 
 fn marks(w: &World) -> Vec<(String, String, i64)> {

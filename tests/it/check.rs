@@ -51,8 +51,7 @@ fn json(w: &World, args: &[&str]) -> (Output, Value) {
     let mut all = vec!["--json"];
     all.extend_from_slice(args);
     let out = check(w, &all);
-    let v = serde_json::from_str(&stdout(&out))
-        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&out), stderr(&out)));
+    let v = common::json(&out);
     (out, v)
 }
 

@@ -395,6 +395,35 @@ pub fn assert_exit(o: &Output, code: i32) {
     );
 }
 
+// ------------------------------------------------------------ --json answers
+
+/// The `--json` answer on stdout; panics with stdout and stderr when it is
+/// not JSON.
+#[track_caller]
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e})\n--- stdout\n{}\n--- stderr\n{}", stdout(o), stderr(o)))
+}
+
+/// `package/version` of one package-version object in a JSON answer.
+#[track_caller]
+pub fn pv_of(v: &serde_json::Value) -> String {
+    match (v["package"].as_str(), v["version"].as_str()) {
+        (Some(p), Some(v)) => format!("{p}/{v}"),
+        _ => panic!("not a package-version: {v}"),
+    }
+}
+
+/// `package/version` of each package-version in a JSON list.
+#[track_caller]
+pub fn pvs(list: &serde_json::Value) -> Vec<String> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(pv_of)
+        .collect()
+}
+
 /// For tests that need a server: `Some(value)` of the environment variable
 /// naming it; when it is missing, panics under `CI=true` (a missing server
 /// in CI is a failure, never a skip) and otherwise skips with a note.

@@ -19,7 +19,7 @@ use blat::store::{Multipart, ObjectStore, Put};
 use serde_json::Value;
 
 use crate::common::{
-    self, assert_exit, make_read_only, make_writable, set_mtime, stderr, stdout, World,
+    self, assert_exit, make_read_only, make_writable, pvs, set_mtime, stderr, stdout, World,
 };
 
 const MTIME: i64 = 1_600_000_000;
@@ -328,22 +328,6 @@ fn s3sync(w: &World, args: &[&str], env: &[(&str, &str)]) -> (std::process::Outp
     let json: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     let report = json["targets"][0]["report"].clone();
     (out, report)
-}
-
-fn pvs(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .map(|p| {
-                    format!(
-                        "{}/{}",
-                        p["package"].as_str().unwrap(),
-                        p["version"].as_str().unwrap()
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn requests(report: &Value) -> BTreeMap<String, u64> {
@@ -798,7 +782,7 @@ fn aging_immediate_removes_exactly_the_excess() {
     let status = |w: &World| -> serde_json::Value {
         let out = w.blat(&["status", "--json"]);
         assert_exit(&out, 0);
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0].clone()
+        common::json(&out)[0].clone()
     };
     let st = status(&w);
     assert_eq!(st["sync_command"], "s3sync", "{st}");

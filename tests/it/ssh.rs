@@ -17,7 +17,7 @@ use blat::target::{Transport, RECEIVER};
 
 use crate::common::{self, assert_exit, stderr, stdout, World};
 use crate::sshd::{give_to, keygen, public_key, sh, Fault, Proxy, Sshd};
-use crate::target_suite::{Harness, RawFn};
+use crate::target_suite::Harness;
 
 const T0: i64 = 1_700_000_000;
 
@@ -114,79 +114,16 @@ fn ssh_config(sshd: &Sshd) -> SshConfig {
 mod suite {
     use super::*;
 
-    fn make(world: World, sshd: &Sshd) -> Harness {
-        let target = ReceiverTarget::new("ssh", SshTransport::new(ssh_config(sshd)).unwrap(), 2);
-        let raw_transport = SshTransport::new(ssh_config(sshd)).unwrap();
-        let raw: RawFn = Box::new(move |args, input| {
-            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-            match input {
-                None => raw_transport.run(&args, None),
-                Some(bytes) => {
-                    let bytes = bytes.to_vec();
-                    let mut feed = move |w: &mut dyn std::io::Write| -> anyhow::Result<()> {
-                        // A cut stream may make the receiver stop reading: ignore that.
-                        let _ = w.write_all(&bytes);
-                        Ok(())
-                    };
-                    raw_transport.run(&args, Some(&mut feed))
-                }
-            }
-        });
-        Harness {
-            world,
-            target: Box::new(target),
-            raw,
-            root: sshd.archive(),
-        }
+    /// Each case on a server of its own.
+    fn harness() -> Option<Harness> {
+        let sshd = Sshd::start()?;
+        let root = sshd.archive();
+        let config = ssh_config(&sshd);
+        let open = || SshTransport::new(config.clone()).unwrap();
+        Some(Harness::new("ssh", World::new(), root, open, Some(sshd)))
     }
 
-    /// The suite's cases, each on a server of its own.
-    macro_rules! over_ssh {
-        ($($case:ident)*) => {
-            $(
-                #[test]
-                fn $case() {
-                    let Some(sshd) = Sshd::start() else { return };
-                    crate::target_suite::$case(&|w| make(w, &sshd));
-                }
-            )*
-            const CASES: &[&str] = &[$(stringify!($case)),*];
-        };
-    }
-
-    over_ssh!(
-        list_empty
-        receive_keeps_modes_mtimes_links
-        replace_swaps_whole_version
-        link_and_repoint
-        delete_removes_aliases_first
-        put_is_atomic_file
-        df_reports_space
-        gc_removes_leftovers
-        cut_stream_leaves_nothing
-        invalid_names_refused
-    );
-
-    /// A case added to the suite must run over SSH too.
-    #[test]
-    fn every_suite_case_runs_over_ssh() {
-        let suite = fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/target_suite.rs"),
-        )
-        .unwrap();
-        let cases: Vec<&str> = suite
-            .lines()
-            .filter(|l| l.contains("(make: &dyn Fn(World) -> Harness)"))
-            .filter_map(|l| l.strip_prefix("pub fn ")?.split('(').next())
-            .collect();
-        assert!(!cases.is_empty());
-        for case in &cases {
-            assert!(
-                CASES.contains(case),
-                "suite case {case} is not run over SSH: add it to over_ssh! in ssh.rs"
-            );
-        }
-    }
+    crate::target_suite!(harness);
 }
 
 // ------------------------------------------------------------ sync end to end
@@ -232,7 +169,7 @@ fn sync_over_ssh_copies_exactly_and_installs_the_receiver() {
     w.release_with("a", "1.0", T0 + 500, &[("new.txt", "new")]);
     let out = w.blat(&["sync", "--target", "site", "--json"]);
     assert_exit(&out, 0);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = common::json(&out);
     assert_eq!(
         report["targets"][0]["report"]["sent"]
             .as_array()
@@ -248,7 +185,7 @@ fn sync_over_ssh_copies_exactly_and_installs_the_receiver() {
     let installed = fs::metadata(sshd.receiver()).unwrap().modified().unwrap();
     let out = w.blat(&["sync", "--target", "site", "--json"]);
     assert_exit(&out, 0);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = common::json(&out);
     assert!(
         report["targets"][0]["report"]["sent"]
             .as_array()

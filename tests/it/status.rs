@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use crate::common::{assert_exit, stdout, World};
+use crate::common::{self, assert_exit, stdout, World};
 
 fn world() -> World {
     let w = World::new();
@@ -32,7 +32,7 @@ fn status_shows_runs_tags_and_errors() {
     let metrics = w.path().join("blat.prom");
     let out = w.blat(&["status", "--json", "--metrics", metrics.to_str().unwrap()]);
     assert_exit(&out, 0);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = common::json(&out);
     let site = &v[0];
     assert_eq!(site["target"], "site");
     let sync = site["runs"]
@@ -137,7 +137,7 @@ fn status_and_dry_runs_work_for_a_user_who_may_only_read_the_state_dir() {
     assert!(text.contains("tags: 1 pending"), "{text}");
     let out = w.blat_unprivileged(&["status", "--json"], &[]);
     assert_exit(&out, 0);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = common::json(&out);
     assert_eq!(v[0]["runs"][0]["outcome"], "done", "{v}");
 
     for (args, plan) in [
@@ -269,7 +269,7 @@ fn status_says_when_each_target_last_synced_and_who_is_behind() {
     // Any user who may read the state can ask.
     let out = w.blat_unprivileged(&["status", "--json"], &[("BLAT_NOW", &now)]);
     assert_exit(&out, 0);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = common::json(&out);
     let target = |name: &str| {
         v.as_array()
             .unwrap()

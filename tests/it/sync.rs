@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use crate::common::{self, assert_exit, stderr, stdout, World};
+use crate::common::{self, assert_exit, json, stderr, stdout, World};
 
 const T0: i64 = 1_700_000_000;
 
@@ -30,23 +30,8 @@ fn world() -> World {
     w
 }
 
-fn json(out: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
-}
-
 fn sent(report: &serde_json::Value) -> Vec<String> {
-    report["targets"][0]["report"]["sent"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            format!(
-                "{}/{}",
-                p["package"].as_str().unwrap(),
-                p["version"].as_str().unwrap()
-            )
-        })
-        .collect()
+    common::pvs(&report["targets"][0]["report"]["sent"])
 }
 
 fn version_tree(w: &World, root: &std::path::Path, pv: &str) -> Vec<String> {
