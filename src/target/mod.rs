@@ -2,7 +2,7 @@
 //! through the same receiver protocol (`docs/protocol.md`).
 //!
 //! [`Target`] is the contract every transport meets; the shared suite in
-//! `tests/target_suite.rs` runs it against each one. Transports only know how
+//! `tests/it/target_suite.rs` runs it against each one (SSH on a real sshd). Transports only know how
 //! to run the receiver program ([`Transport`]); everything about the protocol
 //! lives once, in [`receiver::ReceiverTarget`].
 

@@ -401,8 +401,13 @@ pub fn assert_exit(o: &Output, code: i32) {
 /// not JSON.
 #[track_caller]
 pub fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e})\n--- stdout\n{}\n--- stderr\n{}", stdout(o), stderr(o)))
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e})\n--- stdout\n{}\n--- stderr\n{}",
+            stdout(o),
+            stderr(o)
+        )
+    })
 }
 
 /// `package/version` of one package-version object in a JSON answer.
