@@ -22,6 +22,7 @@ use crate::error::Outcome;
 use crate::release::{self, ReleaseSource};
 use crate::report::Reporter;
 use crate::target::facts::ArchiveFacts;
+use crate::target::protocol::{self, Command, Exit};
 use crate::target::ssh::{self, ReceiverState, SshTransport};
 
 #[derive(Clone, Debug, Default)]
@@ -524,10 +525,10 @@ fn check_local(target: &TargetConfig, archive: &ArchiveTarget, path: &Path, chec
         return;
     }
     let transport = crate::target::local::LocalTransport::new(path.to_path_buf());
-    let out = crate::target::Transport::run(&transport, &["check".to_string()], None);
+    let out = crate::target::Transport::run(&transport, &Command::Check.args(), None);
     let facts = match out {
-        Ok(out) if out.status == 0 => Ok(ArchiveFacts::parse(&out.stdout)),
-        Ok(out) => Err(out.stderr.trim().replace('\n', "; ")),
+        Ok(out) if Exit::of(out.status) == Exit::Done => Ok(ArchiveFacts::parse(&out.stdout)),
+        Ok(out) => Err(protocol::message(out.stderr.trim()).replace('\n', "; ")),
         Err(e) => Err(format!("{e:#}")),
     };
     let user = current_user();

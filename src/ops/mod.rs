@@ -62,7 +62,7 @@ impl Context {
 
     /// Opens a target for a pass; under `--dry-run` its changes only print.
     pub fn open_target(&self, target: &TargetConfig) -> Result<Box<dyn Target + '_>> {
-        let inner = crate::target::open(&self.config, target)?;
+        let inner = crate::target::open(target)?;
         Ok(if self.dry_run {
             Box::new(DryRun::new(inner, &target.name, &self.reporter))
         } else {

@@ -856,7 +856,7 @@ fn mixed_batch_of_new_and_known_packages() {
     use blat::target::{pack, Target};
     let Some(sshd) = Sshd::start() else { return };
     let w = World::new();
-    let target = ReceiverTarget::new("ssh", SshTransport::new(ssh_config(&sshd)).unwrap(), 1);
+    let target = ReceiverTarget::new("ssh", SshTransport::new(ssh_config(&sshd)).unwrap());
     let source = SourceArchive::new(w.archive());
     let pv = |p: &str, v: &str| PackageVersion::new(p, v).unwrap();
     w.release("known", "1", T0);

@@ -43,7 +43,7 @@ impl Harness {
         open: impl Fn() -> T,
         server: Option<Sshd>,
     ) -> Harness {
-        let target = ReceiverTarget::new(name, open(), 1);
+        let target = ReceiverTarget::new(name, open());
         let raw_transport = open();
         let raw: RawFn = Box::new(move |args, input| {
             let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
