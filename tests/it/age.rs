@@ -97,7 +97,7 @@ fn immediate_deletes_excess_in_the_same_sync_after_the_packagelist() {
     for kept in ["a/1", "d/1", "y/1", "p/1", "j/1"] {
         assert!(on_target(&w, kept), "{kept} must stay");
     }
-    assert!(leftovers(&w.target_dir("t")).is_empty());
+    assert_no_leftovers(&w.target_dir("t"));
     assert!(marks(&w).is_empty(), "immediate keeps no marks");
 
     // The plain summary line says what aging did.
@@ -385,7 +385,7 @@ fn target_method_leaves_aging_to_age_local_on_the_target() {
         );
     }
     assert!(fs::read_link(w.target_dir("t").join("j/cur")).is_ok());
-    assert!(leftovers(&w.target_dir("t")).is_empty());
+    assert_no_leftovers(&w.target_dir("t"));
     assert!(
         !fs::read_to_string(&marks_file).unwrap().contains("b 1"),
         "deleted ones are unmarked"

@@ -142,7 +142,7 @@ fn tag_then_fast_delivers_the_package_and_removes_the_tag() {
     assert_eq!(names(&r["sent"]), ["p/1.0"]);
     same_tree(&w, "site", "p/1.0");
     assert!(waiting(&w, "site").is_empty(), "tag consumed");
-    assert!(common::leftovers(&w.target_dir("site")).is_empty());
+    common::assert_no_leftovers(&w.target_dir("site"));
     assert!(
         !w.target_dir("site").join("j").exists(),
         "only the tagged package"

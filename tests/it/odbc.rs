@@ -268,7 +268,7 @@ fn assert_failed_cleanly(
         before,
         "the target changed"
     );
-    assert!(common::leftovers(&w.target_dir("site")).is_empty());
+    common::assert_no_leftovers(&w.target_dir("site"));
 }
 
 #[test]

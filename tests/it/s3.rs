@@ -31,7 +31,7 @@ struct Bucket {
     name: String,
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -40,7 +40,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// A plain SDK client for what the store interface does not do (make
 /// buckets, list multipart uploads): the test's own view of the server.
-fn sdk(endpoint: &str) -> aws_sdk_s3::Client {
+pub fn sdk(endpoint: &str) -> aws_sdk_s3::Client {
     let conf = aws_sdk_s3::config::Builder::new()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .region(aws_sdk_s3::config::Region::new("us-east-1"))

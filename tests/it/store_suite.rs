@@ -22,13 +22,6 @@ pub struct StoreHarness {
 /// The part size every harness sets.
 pub const PART: usize = 5 << 20;
 
-/// Runs one case on a fresh store, if the store is available.
-pub fn run(harness: fn() -> Option<StoreHarness>, case: fn(StoreHarness)) {
-    if let Some(h) = harness() {
-        case(h);
-    }
-}
-
 /// Stores `body` at `key` in one call.
 pub fn put_bytes(s: &dyn ObjectStore, key: &str, body: &[u8], meta: &[(&str, String)]) -> Stored {
     s.put(
@@ -223,19 +216,11 @@ pub fn multipart_upload_streams_parts_and_aborts_on_failure(h: StoreHarness) {
 #[macro_export]
 macro_rules! store_suite {
     ($harness:path) => {
-        $crate::store_suite!(@cases $harness;
+        $crate::suite_tests!($harness; store_suite;
             lists_every_page_heads_gets_and_deletes
             put_replaces_the_whole_object
             multipart_upload_streams_parts_and_aborts_on_failure
         );
-    };
-    (@cases $harness:path; $($case:ident)*) => {
-        $(
-            #[test]
-            fn $case() {
-                $crate::store_suite::run($harness, $crate::store_suite::$case)
-            }
-        )*
     };
 }
 

@@ -70,13 +70,6 @@ impl Harness {
     }
 }
 
-/// Runs one case on a fresh harness, if the transport is available.
-pub fn run(harness: fn() -> Option<Harness>, case: fn(Harness)) {
-    if let Some(h) = harness() {
-        case(h);
-    }
-}
-
 pub fn pv(p: &str, v: &str) -> PackageVersion {
     PackageVersion::new(p, v).unwrap()
 }
@@ -147,7 +140,7 @@ pub fn receive_keeps_modes_mtimes_links(h: Harness) {
     let l = h.target.list().unwrap();
     assert_eq!(l.versions.get(&pv("a", "1.0")), Some(&1_600_000_000));
     assert_eq!(l.versions.get(&pv("b", "2.0")), Some(&1_600_000_100));
-    assert!(common::leftovers(&h.root).is_empty());
+    common::assert_no_leftovers(&h.root);
     let one = h.target.stat(&Name::new("b").unwrap()).unwrap();
     assert_eq!(one.versions.len(), 1);
 }
@@ -175,7 +168,7 @@ pub fn replace_swaps_whole_version(h: Harness) {
         h.target.list().unwrap().versions[&pv("a", "1.0")],
         1_600_000_500
     );
-    assert!(common::leftovers(&h.root).is_empty());
+    common::assert_no_leftovers(&h.root);
 }
 
 pub fn link_and_repoint(h: Harness) {
@@ -224,7 +217,7 @@ pub fn delete_removes_aliases_first(h: Harness) {
         h.target.delete(&pv("j", "2")).is_err(),
         "deleting what is absent is an error"
     );
-    assert!(common::leftovers(&h.root).is_empty());
+    common::assert_no_leftovers(&h.root);
 }
 
 pub fn put_is_atomic_file(h: Harness) {
@@ -313,11 +306,7 @@ pub fn cut_stream_leaves_nothing(h: Harness) {
     let out = (h.raw)(&args, Some(&stream[..stream.len() / 2])).unwrap();
     assert_ne!(out.status, 0, "a cut stream must fail");
     assert!(!h.root.join("a/1.0").exists(), "no partial package visible");
-    assert!(
-        common::leftovers(&h.root).is_empty(),
-        "{:?}",
-        common::leftovers(&h.root)
-    );
+    common::assert_no_leftovers(&h.root);
     // A wrong declared count is a per-package failure (exit 3 when others arrive).
     h.world.release("b", "1", 100);
     let ob = pack::scan(&source, &pv("b", "1")).unwrap();
@@ -352,7 +341,7 @@ pub fn cut_stream_leaves_nothing(h: Harness) {
     assert!(out.stdout.contains("fail\ta\t1.0"), "{out:?}");
     assert!(!h.root.join("a/1.0").exists());
     assert!(h.root.join("b/1/descpkg").is_file());
-    assert!(common::leftovers(&h.root).is_empty());
+    common::assert_no_leftovers(&h.root);
 }
 
 pub fn invalid_names_refused(h: Harness) {
@@ -401,7 +390,7 @@ fn fix_owner(h: &Harness) {
 #[macro_export]
 macro_rules! target_suite {
     ($harness:path) => {
-        $crate::target_suite!(@cases $harness;
+        $crate::suite_tests!($harness; target_suite;
             list_empty
             receive_keeps_modes_mtimes_links
             replace_swaps_whole_version
@@ -413,14 +402,6 @@ macro_rules! target_suite {
             cut_stream_leaves_nothing
             invalid_names_refused
         );
-    };
-    (@cases $harness:path; $($case:ident)*) => {
-        $(
-            #[test]
-            fn $case() {
-                $crate::target_suite::run($harness, $crate::target_suite::$case)
-            }
-        )*
     };
 }
 
