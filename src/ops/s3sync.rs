@@ -273,44 +273,12 @@ fn s3sync_target(
     let now = crate::clock::now();
     let (queue, mut present) = pass.decide(&set, &listing, &mut known, now, &mut report)?;
 
-    upload::upload_all(
-        ctx,
-        target,
-        s3,
-        &source,
-        store,
-        &queue,
-        &mut report,
-        &mut present,
-    );
-    // A package the source archive lacks counts only when the bucket lacks it.
-    report.behind = set
-        .versions
-        .iter()
-        .filter(|(pv, entry)| {
-            !present.contains(*pv)
-                && (matches!(entry, SourceEntry::Version { .. })
-                    || !listing.contains_key(&zip_key(&s3.prefix, pv)))
-        })
-        .count();
-    let (alias_objects, unreadable) = aliases::aliases(
-        ctx,
-        target,
-        s3,
-        store,
-        &pass.ledger,
-        &set,
-        &listing,
-        &mut known,
-        &present,
-        &mut report,
-    )?;
+    upload::upload_all(&pass, &source, &queue, &mut report, &mut present);
+    report.behind = behind(&set, &present, &listing, &s3.prefix);
+    let (alias_objects, unreadable) =
+        aliases::aliases(&pass, &set, &listing, &mut known, &present, &mut report)?;
     age(
-        ctx,
-        target,
-        s3,
-        store,
-        &pass.ledger,
+        &pass,
         &state,
         &set,
         &bucket_listing(&s3.prefix, &listing, &known, alias_objects, &unreadable),
@@ -322,6 +290,24 @@ fn s3sync_target(
     report.requests = store.requests();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Package-versions of the set not in the bucket as the archive has them:
+/// one the source archive lacks counts only when the bucket lacks it.
+fn behind(
+    set: &CurrentSet,
+    present: &BTreeSet<PackageVersion>,
+    listing: &BTreeMap<String, ObjectInfo>,
+    prefix: &str,
+) -> usize {
+    set.versions
+        .iter()
+        .filter(|(pv, entry)| {
+            !present.contains(*pv)
+                && (matches!(entry, SourceEntry::Version { .. })
+                    || !listing.contains_key(&zip_key(prefix, pv)))
+        })
+        .count()
 }
 
 /// The ZIPs to upload (with their descpkg mtime) and those already there.
@@ -391,23 +377,7 @@ impl Pass<'_> {
         report: &mut S3SyncReport,
     ) -> Result<Decided> {
         let prefix = &self.s3.prefix;
-        let mut judged: Vec<(&PackageVersion, i64, Option<i64>, Judgement)> = Vec::new();
-        for (pv, entry) in &set.versions {
-            let SourceEntry::Version {
-                descpkg_mtime,
-                writable_since,
-            } = entry
-            else {
-                report.skipped.push(Skipped {
-                    pv: pv.clone(),
-                    reason: SkipReason::NotInArchive,
-                });
-                continue;
-            };
-            let key = zip_key(prefix, pv);
-            let judgement = judge(listing.get(&key), known.get(&key), *descpkg_mtime);
-            judged.push((pv, *descpkg_mtime, *writable_since, judgement));
-        }
+        let judged = judge_set(set, listing, known, prefix, report);
         let asks: Vec<(&PackageVersion, i64)> = judged
             .iter()
             .filter(|j| j.3 == Judgement::AskStore)
@@ -473,18 +443,46 @@ impl Pass<'_> {
     }
 }
 
+/// One wanted ZIP judged: its package-version, descpkg mtime, writable
+/// since, and what the listing and the state file say.
+type Judged<'a> = (&'a PackageVersion, i64, Option<i64>, Judgement);
+
+/// Judges each package-version of the set that the source archive has
+/// from the listing and the state file alone; the others are skipped.
+fn judge_set<'a>(
+    set: &'a CurrentSet,
+    listing: &BTreeMap<String, ObjectInfo>,
+    known: &HashMap<String, Upload>,
+    prefix: &str,
+    report: &mut S3SyncReport,
+) -> Vec<Judged<'a>> {
+    let mut judged = Vec::new();
+    for (pv, entry) in &set.versions {
+        let SourceEntry::Version {
+            descpkg_mtime,
+            writable_since,
+        } = entry
+        else {
+            report.skipped.push(Skipped {
+                pv: pv.clone(),
+                reason: SkipReason::NotInArchive,
+            });
+            continue;
+        };
+        let key = zip_key(prefix, pv);
+        let judgement = judge(listing.get(&key), known.get(&key), *descpkg_mtime);
+        judged.push((pv, *descpkg_mtime, *writable_since, judgement));
+    }
+    judged
+}
+
 /// Applies the target's aging method to the excess ZIPs, with the guards
 /// of docs/aging.md as archive targets have them ([`crate::plan::excess`],
 /// [`age::decide`]): an empty set deletes nothing; pins, alias versions and
 /// young ZIPs are never excess; more than `max_delete` deletions are refused
 /// without `--force`.
-#[allow(clippy::too_many_arguments)]
 fn age(
-    ctx: &Context,
-    target: &TargetConfig,
-    s3: &S3Target,
-    store: &dyn ObjectStore,
-    ledger: &Ledger,
+    pass: &Pass,
     state: &State,
     set: &CurrentSet,
     bucket: &Listing,
@@ -492,6 +490,7 @@ fn age(
     force: bool,
     report: &mut S3SyncReport,
 ) -> Result<()> {
+    let (ctx, target, store, ledger) = (pass.ctx, pass.target, pass.store, &pass.ledger);
     let name = target.name.as_str();
     if let Some(why) = set.aging_blocked() {
         ctx.reporter.warn(name, &format!("{why}: nothing is aged"));
@@ -542,7 +541,7 @@ fn age(
         d.delete.clear();
     }
     for pv in std::mem::take(&mut d.delete) {
-        let key = zip_key(&s3.prefix, &pv);
+        let key = zip_key(&pass.s3.prefix, &pv);
         match store.delete(&key) {
             Ok(()) => {
                 ledger.forget(&key)?;

@@ -6,9 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::Result;
 
-use super::{Ledger, S3SyncReport};
+use super::{Ledger, Pass, S3SyncReport};
 use crate::archive::{Alias, Name, PackageVersion};
-use crate::config::{S3Target, TargetConfig};
 use crate::current::CurrentSet;
 use crate::ops::{Context, Failure};
 use crate::state::Upload;
@@ -22,13 +21,8 @@ const ALIAS_LIMIT: u64 = 1024;
 /// bucket) and learns what every alias object in the bucket names; returns
 /// those aliases, whose versions aging never removes, and the packages with
 /// an alias object that names no version (not aged at all).
-#[allow(clippy::too_many_arguments)]
 pub(super) fn aliases(
-    ctx: &Context,
-    target: &TargetConfig,
-    s3: &S3Target,
-    store: &dyn ObjectStore,
-    ledger: &Ledger,
+    pass: &Pass,
     set: &CurrentSet,
     listing: &BTreeMap<String, ObjectInfo>,
     known: &mut HashMap<String, Upload>,
@@ -36,11 +30,11 @@ pub(super) fn aliases(
     report: &mut S3SyncReport,
 ) -> Result<(Vec<Alias>, BTreeSet<Name>)> {
     let objects = AliasObjects {
-        ctx,
-        name: &target.name,
-        prefix: &s3.prefix,
-        store,
-        ledger,
+        ctx: pass.ctx,
+        name: &pass.target.name,
+        prefix: &pass.s3.prefix,
+        store: pass.store,
+        ledger: &pass.ledger,
     };
     let found = objects.read(listing, known)?;
     objects.write(set, present, &found.names, report)?;

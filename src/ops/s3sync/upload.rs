@@ -5,10 +5,9 @@ use std::collections::BTreeSet;
 
 use anyhow::{Context as _, Result};
 
-use super::{open_state, Ledger, S3SyncReport};
+use super::{open_state, Ledger, Pass, S3SyncReport};
 use crate::archive::{PackageVersion, SourceArchive};
-use crate::config::{S3Target, TargetConfig};
-use crate::ops::{Context, Failure};
+use crate::ops::Failure;
 use crate::report::{Reporter, TransferProgress};
 use crate::state::Upload;
 use crate::store::keys::{zip_key, MTIME_META};
@@ -17,13 +16,9 @@ use crate::store::{zip, Multipart, ObjectStore, Put, Stored};
 /// Zips and uploads the queue with `parallel` workers; a failed package is
 /// recorded and the others go on. Each upload is remembered as it ends, so
 /// an interrupted pass loses nothing it finished.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn upload_all(
-    ctx: &Context,
-    target: &TargetConfig,
-    s3: &S3Target,
+    pass: &Pass,
     source: &SourceArchive,
-    store: &dyn ObjectStore,
     queue: &[(PackageVersion, i64)],
     report: &mut S3SyncReport,
     present: &mut BTreeSet<PackageVersion>,
@@ -31,6 +26,7 @@ pub(super) fn upload_all(
     if queue.is_empty() {
         return;
     }
+    let (ctx, target, s3, store) = (pass.ctx, pass.target, pass.s3, pass.store);
     let progress = ctx.reporter.transfer(&target.name, queue.len());
     let uploader = Uploader {
         reporter: &ctx.reporter,
