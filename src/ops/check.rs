@@ -177,14 +177,7 @@ pub fn run(options: &CheckOptions, json: bool, verbosity: u8) -> Result<Outcome>
                 ),
             );
             let ctx = Context::new(config, Reporter::new(verbosity, json), true);
-            let selection = if options.selection.targets.is_empty() {
-                Selection {
-                    targets: Vec::new(),
-                    all: true,
-                }
-            } else {
-                options.selection.clone()
-            };
+            let selection = options.selection.or_every_target();
             let targets = ctx.select(&selection, |_| true, "")?;
             check_everything(&ctx, &targets, &mut checks);
         }

@@ -42,6 +42,17 @@ pub struct Selection {
     pub all: bool,
 }
 
+impl Selection {
+    /// This selection, or every target when it names none: the default of
+    /// `status`, `check` and `tag`.
+    pub fn or_every_target(&self) -> Selection {
+        Selection {
+            targets: self.targets.clone(),
+            all: self.all || self.targets.is_empty(),
+        }
+    }
+}
+
 /// Everything a pass needs besides its own options.
 pub struct Context {
     pub config: Config,

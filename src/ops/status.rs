@@ -110,14 +110,7 @@ pub struct Marked {
 }
 
 pub fn run(ctx: &Context, options: &StatusOptions) -> Result<Outcome> {
-    let selection = if options.selection.targets.is_empty() {
-        Selection {
-            targets: Vec::new(),
-            all: true,
-        }
-    } else {
-        options.selection.clone()
-    };
+    let selection = options.selection.or_every_target();
     let targets = ctx.select(&selection, |_| true, "")?;
     // Reads only: a user who may only read state_dir can run it, and a
     // missing state file (no run yet) creates nothing. A state file of an
