@@ -16,7 +16,7 @@ use super::{Context, Selection};
 use crate::archive::{SourceArchive, SourceEntry};
 use crate::config::units::human_bytes;
 use crate::config::{
-    ArchiveTarget, Compression, Config, SshConfig, TargetConfig, TargetKind, Transport,
+    ArchiveTarget, Compression, Config, ReleaseName, SshConfig, TargetConfig, TargetKind, Transport,
 };
 use crate::error::Outcome;
 use crate::release::{self, ReleaseSource};
@@ -340,97 +340,12 @@ fn check_releases(rm: &mut dyn ReleaseSource, target: &TargetConfig, checks: &mu
         }
     }
     for project in &target.projects {
-        let what = format!("project {project}");
-        match release::selected_releases(rm, &[], std::slice::from_ref(project), false) {
-            Ok(open) => {
-                let mut rows = 0;
-                let mut failed = None;
-                for rel in &open {
-                    match release::release_content(rm, rel) {
-                        Ok(content) => rows += content.len(),
-                        Err(e) => {
-                            failed = Some(format!("{e:#}"));
-                            break;
-                        }
-                    }
-                }
-                match failed {
-                    None => checks.add(
-                        name,
-                        &what,
-                        Status::Ok,
-                        format!(
-                            "{} not-closed release{}{}, {rows} package-versions",
-                            open.len(),
-                            if open.len() == 1 { "" } else { "s" },
-                            if open.is_empty() {
-                                String::new()
-                            } else {
-                                format!(
-                                    " ({})",
-                                    open.iter()
-                                        .map(|r| r.release.as_str())
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
-                                )
-                            }
-                        ),
-                    ),
-                    Some(e) => checks.fail(
-                        name,
-                        &what,
-                        e,
-                        "check the Release Manager's rows for this project",
-                    ),
-                }
-            }
-            Err(e) => checks.fail(
-                name,
-                &what,
-                format!("{e:#}"),
-                format!(
-                    "correct `projects` in {file}, or create the project in the Release Manager"
-                ),
-            ),
-        }
+        check_project(rm, target, project, checks);
     }
-    let s3_default = matches!(target.kind, TargetKind::S3(_))
-        && target.releases.is_empty()
-        && target.projects.is_empty();
-    if s3_default {
-        match release::selected_releases(rm, &[], &[], true) {
-            Ok(flagged) => {
-                let rows: Result<usize> = flagged
-                    .iter()
-                    .map(|r| release::release_content(rm, r).map(|c| c.len()))
-                    .sum();
-                match rows {
-                    Ok(rows) => checks.add(
-                        name,
-                        "s3sync releases",
-                        Status::Ok,
-                        format!(
-                            "{} release{} flagged s3sync, {rows} package-versions",
-                            flagged.len(),
-                            if flagged.len() == 1 { "" } else { "s" }
-                        ),
-                    ),
-                    Err(e) => checks.fail(
-                        name,
-                        "s3sync releases",
-                        format!("{e:#}"),
-                        "check the Release Manager's rows for these releases",
-                    ),
-                }
-            }
-            Err(e) => checks.fail(
-                name,
-                "s3sync releases",
-                format!("{e:#}"),
-                "check the Release Manager (releases.s3sync)",
-            ),
-        }
-    } else if target.releases.is_empty() && target.projects.is_empty() {
+    let none = target.releases.is_empty() && target.projects.is_empty();
+    if none && matches!(target.kind, TargetKind::S3(_)) {
+        check_s3sync_releases(rm, target, checks);
+    } else if none {
         checks.add(
             name,
             "releases",
@@ -440,6 +355,101 @@ fn check_releases(rm: &mut dyn ReleaseSource, target: &TargetConfig, checks: &mu
                 target.packages.len()
             ),
         );
+    }
+}
+
+/// The package-versions of `releases`, counted; the first that cannot be
+/// read is the error.
+fn rows_of(rm: &mut dyn ReleaseSource, releases: &[ReleaseName]) -> Result<usize> {
+    releases
+        .iter()
+        .map(|r| release::release_content(rm, r).map(|c| c.len()))
+        .sum()
+}
+
+/// `N release(s)` and, when there are any, their names.
+fn count_releases(releases: &[ReleaseName], what: &str) -> String {
+    let plural = if releases.len() == 1 { "" } else { "s" };
+    let count = format!("{} {what}release{plural}", releases.len());
+    if releases.is_empty() {
+        return count;
+    }
+    let names: Vec<&str> = releases.iter().map(|r| r.release.as_str()).collect();
+    format!("{count} ({})", names.join(", "))
+}
+
+/// One project exists, with its not-closed releases and their package count.
+fn check_project(
+    rm: &mut dyn ReleaseSource,
+    target: &TargetConfig,
+    project: &str,
+    checks: &mut Checks,
+) {
+    let (name, what) = (target.name.as_str(), format!("project {project}"));
+    let open = match release::selected_releases(rm, &[], &[project.to_string()], false) {
+        Ok(open) => open,
+        Err(e) => {
+            let file = target.file.display();
+            return checks.fail(
+                name,
+                &what,
+                format!("{e:#}"),
+                format!(
+                    "correct `projects` in {file}, or create the project in the Release Manager"
+                ),
+            );
+        }
+    };
+    match rows_of(rm, &open) {
+        Ok(rows) => checks.add(
+            name,
+            &what,
+            Status::Ok,
+            format!(
+                "{}, {rows} package-versions",
+                count_releases(&open, "not-closed ")
+            ),
+        ),
+        Err(e) => checks.fail(
+            name,
+            &what,
+            format!("{e:#}"),
+            "check the Release Manager's rows for this project",
+        ),
+    }
+}
+
+/// An S3 target naming no release takes the releases flagged s3sync.
+fn check_s3sync_releases(rm: &mut dyn ReleaseSource, target: &TargetConfig, checks: &mut Checks) {
+    let (name, what) = (target.name.as_str(), "s3sync releases");
+    let flagged = match release::selected_releases(rm, &[], &[], true) {
+        Ok(flagged) => flagged,
+        Err(e) => {
+            return checks.fail(
+                name,
+                what,
+                format!("{e:#}"),
+                "check the Release Manager (releases.s3sync)",
+            )
+        }
+    };
+    match rows_of(rm, &flagged) {
+        Ok(rows) => checks.add(
+            name,
+            what,
+            Status::Ok,
+            format!(
+                "{} release{} flagged s3sync, {rows} package-versions",
+                flagged.len(),
+                if flagged.len() == 1 { "" } else { "s" }
+            ),
+        ),
+        Err(e) => checks.fail(
+            name,
+            what,
+            format!("{e:#}"),
+            "check the Release Manager's rows for these releases",
+        ),
     }
 }
 
@@ -781,11 +791,35 @@ fn check_facts(
             ),
         ),
     }
-    match facts.avail {
+    check_free_space(name, &file, archive, facts.avail, &facts.archive, checks);
+    if let Compression::Zstd(_) = archive.compression {
+        if facts.decompressors.iter().any(|d| d == "zstd") {
+            checks.add(name, "zstd", Status::Ok, "the target has zstd");
+        } else {
+            checks.fail(
+                name,
+                "zstd",
+                "compression = \"zstd\" but the target has no zstd (sync falls back to gzip)",
+                format!("install zstd on the target (apt-get install zstd), or set compression = \"gzip\" in {file}"),
+            );
+        }
+    }
+}
+
+/// The free space the receiver read against `min_free`.
+fn check_free_space(
+    name: &str,
+    file: &str,
+    archive: &ArchiveTarget,
+    avail: Option<u64>,
+    path: &str,
+    checks: &mut Checks,
+) {
+    match avail {
         None => checks.fail(
             name,
             "free space",
-            format!("cannot read the free space of {}", facts.archive),
+            format!("cannot read the free space of {}", path),
             "the target needs df (coreutils)",
         ),
         Some(avail) if archive.min_free == 0 => checks.add(
@@ -815,24 +849,12 @@ fn check_facts(
             format!("free space on the target, or lower `min_free` in {file}"),
         ),
     }
-    if let Compression::Zstd(_) = archive.compression {
-        if facts.decompressors.iter().any(|d| d == "zstd") {
-            checks.add(name, "zstd", Status::Ok, "the target has zstd");
-        } else {
-            checks.fail(
-                name,
-                "zstd",
-                "compression = \"zstd\" but the target has no zstd (sync falls back to gzip)",
-                format!("install zstd on the target (apt-get install zstd), or set compression = \"gzip\" in {file}"),
-            );
-        }
-    }
 }
 
 #[cfg(feature = "s3")]
 fn check_s3(target: &TargetConfig, s3: &crate::config::S3Target, checks: &mut Checks) {
     use crate::store::s3::S3Store;
-    use crate::store::{ObjectStore, Put};
+    use crate::store::ObjectStore;
     let name = target.name.as_str();
     let store = match S3Store::connect(s3) {
         Ok(s) => s,
@@ -890,6 +912,18 @@ fn check_s3(target: &TargetConfig, s3: &crate::config::S3Target, checks: &mut Ch
         return;
     }
     checks.add(name, "bucket", Status::Ok, format!("{shown} can be listed"));
+    check_s3_write(&store, name, prefix, checks);
+}
+
+/// A probe object under the prefix can be written and removed.
+#[cfg(feature = "s3")]
+fn check_s3_write(
+    store: &dyn crate::store::ObjectStore,
+    name: &str,
+    prefix: &str,
+    checks: &mut Checks,
+) {
+    use crate::store::Put;
     let key = format!(
         "{prefix}.blat-check-{}-{}",
         std::process::id(),

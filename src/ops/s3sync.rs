@@ -431,14 +431,9 @@ impl Pass<'_> {
                 Judgement::AskStore => unreachable!("asked above"),
             }
         }
-        for s in &report.skipped {
-            let line = format!("skip {}: {}", s.pv, s.reason);
-            if self.ctx.dry_run {
-                self.ctx.reporter.plan_line(&self.target.name, &line)
-            } else {
-                self.ctx.reporter.info(&self.target.name, &line)
-            }
-        }
+        self.ctx
+            .reporter
+            .skipped(&self.target.name, &report.skipped, self.ctx.dry_run);
         Ok((queue, present))
     }
 }
