@@ -12,14 +12,22 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Serialize;
 
+mod releases;
+#[cfg(feature = "s3")]
+mod s3;
+
+use releases::check_releases;
+#[cfg(feature = "s3")]
+use s3::check_s3;
+
 use super::{Context, Selection};
 use crate::archive::{SourceArchive, SourceEntry};
 use crate::config::units::human_bytes;
 use crate::config::{
-    ArchiveTarget, Compression, Config, ReleaseName, SshConfig, TargetConfig, TargetKind, Transport,
+    ArchiveTarget, Compression, Config, SshConfig, TargetConfig, TargetKind, Transport,
 };
 use crate::error::Outcome;
-use crate::release::{self, ReleaseSource};
+use crate::release;
 use crate::report::Reporter;
 use crate::target::facts::ArchiveFacts;
 use crate::target::protocol::{self, Command, Exit};
@@ -314,142 +322,6 @@ fn check_source_archive(source: &SourceArchive, checks: &mut Checks) -> bool {
             );
             false
         }
-    }
-}
-
-/// Each configured release and project exists, with its package count.
-fn check_releases(rm: &mut dyn ReleaseSource, target: &TargetConfig, checks: &mut Checks) {
-    let name = target.name.as_str();
-    let file = target.file.display().to_string();
-    for rel in &target.releases {
-        match release::release_content(rm, rel) {
-            Ok(content) => checks.add(
-                name,
-                &format!("release {rel}"),
-                Status::Ok,
-                format!("{} package-versions", content.len()),
-            ),
-            Err(e) => checks.fail(
-                name,
-                &format!("release {rel}"),
-                format!("{e:#}"),
-                format!(
-                    "correct `releases` in {file}, or create the release in the Release Manager"
-                ),
-            ),
-        }
-    }
-    for project in &target.projects {
-        check_project(rm, target, project, checks);
-    }
-    let none = target.releases.is_empty() && target.projects.is_empty();
-    if none && matches!(target.kind, TargetKind::S3(_)) {
-        check_s3sync_releases(rm, target, checks);
-    } else if none {
-        checks.add(
-            name,
-            "releases",
-            Status::Ok,
-            format!(
-                "none configured: only the {} `packages` pins",
-                target.packages.len()
-            ),
-        );
-    }
-}
-
-/// The package-versions of `releases`, counted; the first that cannot be
-/// read is the error.
-fn rows_of(rm: &mut dyn ReleaseSource, releases: &[ReleaseName]) -> Result<usize> {
-    releases
-        .iter()
-        .map(|r| release::release_content(rm, r).map(|c| c.len()))
-        .sum()
-}
-
-/// `N release(s)` and, when there are any, their names.
-fn count_releases(releases: &[ReleaseName], what: &str) -> String {
-    let plural = if releases.len() == 1 { "" } else { "s" };
-    let count = format!("{} {what}release{plural}", releases.len());
-    if releases.is_empty() {
-        return count;
-    }
-    let names: Vec<&str> = releases.iter().map(|r| r.release.as_str()).collect();
-    format!("{count} ({})", names.join(", "))
-}
-
-/// One project exists, with its not-closed releases and their package count.
-fn check_project(
-    rm: &mut dyn ReleaseSource,
-    target: &TargetConfig,
-    project: &str,
-    checks: &mut Checks,
-) {
-    let (name, what) = (target.name.as_str(), format!("project {project}"));
-    let open = match release::selected_releases(rm, &[], &[project.to_string()], false) {
-        Ok(open) => open,
-        Err(e) => {
-            let file = target.file.display();
-            return checks.fail(
-                name,
-                &what,
-                format!("{e:#}"),
-                format!(
-                    "correct `projects` in {file}, or create the project in the Release Manager"
-                ),
-            );
-        }
-    };
-    match rows_of(rm, &open) {
-        Ok(rows) => checks.add(
-            name,
-            &what,
-            Status::Ok,
-            format!(
-                "{}, {rows} package-versions",
-                count_releases(&open, "not-closed ")
-            ),
-        ),
-        Err(e) => checks.fail(
-            name,
-            &what,
-            format!("{e:#}"),
-            "check the Release Manager's rows for this project",
-        ),
-    }
-}
-
-/// An S3 target naming no release takes the releases flagged s3sync.
-fn check_s3sync_releases(rm: &mut dyn ReleaseSource, target: &TargetConfig, checks: &mut Checks) {
-    let (name, what) = (target.name.as_str(), "s3sync releases");
-    let flagged = match release::selected_releases(rm, &[], &[], true) {
-        Ok(flagged) => flagged,
-        Err(e) => {
-            return checks.fail(
-                name,
-                what,
-                format!("{e:#}"),
-                "check the Release Manager (releases.s3sync)",
-            )
-        }
-    };
-    match rows_of(rm, &flagged) {
-        Ok(rows) => checks.add(
-            name,
-            what,
-            Status::Ok,
-            format!(
-                "{} release{} flagged s3sync, {rows} package-versions",
-                flagged.len(),
-                if flagged.len() == 1 { "" } else { "s" }
-            ),
-        ),
-        Err(e) => checks.fail(
-            name,
-            what,
-            format!("{e:#}"),
-            "check the Release Manager's rows for these releases",
-        ),
     }
 }
 
@@ -847,112 +719,6 @@ fn check_free_space(
                 human_bytes(archive.min_free)
             ),
             format!("free space on the target, or lower `min_free` in {file}"),
-        ),
-    }
-}
-
-#[cfg(feature = "s3")]
-fn check_s3(target: &TargetConfig, s3: &crate::config::S3Target, checks: &mut Checks) {
-    use crate::store::s3::S3Store;
-    use crate::store::ObjectStore;
-    let name = target.name.as_str();
-    let store = match S3Store::connect(s3) {
-        Ok(s) => s,
-        Err(e) => {
-            checks.fail(
-                name,
-                "credentials",
-                format!("{e:#}"),
-                format!(
-                    "see the message; the target file is {}",
-                    target.file.display()
-                ),
-            );
-            return;
-        }
-    };
-    match store.credentials_source() {
-        Ok(provider) => checks.add(
-            name,
-            "credentials",
-            Status::Ok,
-            format!("the AWS chain gives credentials ({provider})"),
-        ),
-        Err(e) => {
-            checks.fail(
-                name,
-                "credentials",
-                format!("{e:#}"),
-                "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE for the user blat runs as, or give the machine a role",
-            );
-            for check in ["bucket", "write"] {
-                checks.add(name, check, Status::Skip, "not checked: no credentials");
-            }
-            return;
-        }
-    }
-    let prefix = s3.prefix.as_str();
-    let shown = format!("{}/{prefix}", store.describe());
-    if let Err(e) = store.list_one(prefix) {
-        checks.fail(
-            name,
-            "bucket",
-            format!("{e:#}"),
-            format!(
-                "create the bucket, or correct `bucket`/`endpoint`/`region` in {}; the identity needs s3:ListBucket",
-                target.file.display()
-            ),
-        );
-        checks.add(
-            name,
-            "write",
-            Status::Skip,
-            "not checked: the bucket cannot be listed",
-        );
-        return;
-    }
-    checks.add(name, "bucket", Status::Ok, format!("{shown} can be listed"));
-    check_s3_write(&store, name, prefix, checks);
-}
-
-/// A probe object under the prefix can be written and removed.
-#[cfg(feature = "s3")]
-fn check_s3_write(
-    store: &dyn crate::store::ObjectStore,
-    name: &str,
-    prefix: &str,
-    checks: &mut Checks,
-) {
-    use crate::store::Put;
-    let key = format!(
-        "{prefix}.blat-check-{}-{}",
-        std::process::id(),
-        crate::atomic::token(12)
-    );
-    let body = b"blat check: a probe object, removed at once\n";
-    let put = store.put(
-        &Put {
-            key: &key,
-            metadata: &[],
-            content_type: "text/plain",
-            size_hint: body.len() as u64,
-            journal: &|_| {},
-            progress: &|_| {},
-        },
-        &mut |w| Ok(w.write_all(body)?),
-    );
-    match put.and_then(|_| store.delete(&key)) {
-        Ok(()) => checks.add(
-            name,
-            "write",
-            Status::Ok,
-            format!("a probe object {key} was written and removed"),
-        ),
-        Err(e) => checks.fail(
-            name,
-            "write",
-            format!("{e:#}"),
-            "the identity needs s3:PutObject and s3:DeleteObject on the bucket under the prefix",
         ),
     }
 }
