@@ -14,6 +14,17 @@ fn world() -> World {
     w
 }
 
+/// The last run of `command` in a target's `status --json` entry.
+#[track_caller]
+fn run_of<'a>(site: &'a serde_json::Value, command: &str) -> &'a serde_json::Value {
+    site["runs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no runs: {site}"))
+        .iter()
+        .find(|r| r["command"] == command)
+        .unwrap_or_else(|| panic!("no {command} run: {site}"))
+}
+
 #[test]
 fn status_shows_runs_tags_and_errors() {
     let w = world();
@@ -35,12 +46,7 @@ fn status_shows_runs_tags_and_errors() {
     let v = common::json(&out);
     let site = &v[0];
     assert_eq!(site["target"], "site");
-    let sync = site["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["command"] == "sync")
-        .unwrap();
+    let sync = run_of(site, "sync");
     assert_eq!(sync["outcome"], "failed");
     assert_eq!(site["pending_tags"], serde_json::json!(["a::1.0"]));
     assert_eq!(site["rejected_tags"][0]["tag"], "nope::1.0");
@@ -297,20 +303,10 @@ fn status_says_when_each_target_last_synced_and_who_is_behind() {
     assert_eq!(site["marked"].as_array().unwrap().len(), 2);
     assert_eq!(site["aging_refused"], serde_json::Value::Null);
     assert_eq!(site["last_error"]["command"], "fast", "{site}");
-    let fast = site["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["command"] == "fast")
-        .unwrap();
+    let fast = run_of(&site, "fast");
     assert_eq!(fast["outcome"], "failed");
     assert_eq!(fast["failed"], 1, "{fast}");
-    let sync = site["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["command"] == "sync")
-        .unwrap();
+    let sync = run_of(&site, "sync");
     assert_eq!(sync["behind"], 1, "{sync}");
     assert_eq!(sync["sent"], 0, "{sync}");
 
