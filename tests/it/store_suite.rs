@@ -211,6 +211,45 @@ pub fn multipart_upload_streams_parts_and_aborts_on_failure(h: StoreHarness) {
     );
 }
 
+pub fn an_upload_a_crash_left_open_is_aborted_by_its_id(h: StoreHarness) {
+    let s = &*h.store;
+    let body = noise(PART, 5);
+    let started = Mutex::new(None);
+    let journal = |e: Multipart| {
+        if let Multipart::Started { upload_id, .. } = e {
+            *started.lock().unwrap() = Some(upload_id.to_string());
+        }
+    };
+    let put = Put {
+        key: "left",
+        metadata: &[],
+        content_type: "application/zip",
+        size_hint: 2 * PART as u64,
+        journal: &journal,
+        progress: &|_| {},
+    };
+    // The pass dies after a part went up (a crash, not an error): nothing
+    // aborts the upload, only the journal knows it.
+    let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = s.put(&put, &mut |out| {
+            out.write_all(&body)?;
+            panic!("the pass died (this panic is the test's)")
+        });
+    }));
+    assert!(crashed.is_err());
+    assert_eq!(s.head("left").unwrap(), None, "nothing visible");
+    assert_eq!((h.open_uploads)(), 1, "the upload is left open");
+    let id = started
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("the start is journaled");
+    s.abort_multipart("left", &id).unwrap();
+    assert_eq!((h.open_uploads)(), 0);
+    s.abort_multipart("left", &id).unwrap(); // already gone: not an error
+    assert_eq!(s.list("").unwrap(), []);
+}
+
 /// Instantiates every case of the suite for one store: `$harness` is a
 /// `fn() -> Option<StoreHarness>`.
 #[macro_export]
@@ -220,6 +259,7 @@ macro_rules! store_suite {
             lists_every_page_heads_gets_and_deletes
             put_replaces_the_whole_object
             multipart_upload_streams_parts_and_aborts_on_failure
+            an_upload_a_crash_left_open_is_aborted_by_its_id
         );
     };
 }
