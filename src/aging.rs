@@ -399,37 +399,47 @@ impl Ager<'_> {
             d.delete.clear();
         }
         for pv in &d.delete {
-            match self.dest.delete(pv) {
-                Ok(gone) => {
-                    if !self.dry_run {
-                        let aliases: Vec<&str> = gone.aliases.iter().map(|a| a.as_str()).collect();
-                        let with = if aliases.is_empty() {
-                            String::new()
-                        } else {
-                            format!(", with alias {}", aliases.join(", "))
-                        };
-                        self.reporter.detail(
-                            self.name,
-                            &format!("deleted {pv} ({} freed{with})", human_bytes(gone.bytes)),
-                        );
-                    }
-                    d.marks.remove(pv);
-                    report.bytes_freed += gone.bytes;
-                    report.deleted.push(Removed {
-                        pv: pv.clone(),
-                        bytes: gone.bytes,
-                        aliases: gone.aliases,
-                    });
-                }
-                // Still marked: the next pass tries again.
-                Err(e) => report.failed.push(Failure {
-                    item: pv.to_string(),
-                    error: format!("{e:#}"),
-                }),
+            if self.delete(pv, &mut report) {
+                d.marks.remove(pv);
             }
         }
         self.marks.save(&d.marks)?;
         Ok(report)
+    }
+
+    /// Deletes one package-version due; `false` when that failed (recorded:
+    /// it stays marked and the next pass tries again).
+    fn delete(&self, pv: &PackageVersion, report: &mut AgingReport) -> bool {
+        match self.dest.delete(pv) {
+            Ok(gone) => {
+                if !self.dry_run {
+                    let aliases: Vec<&str> = gone.aliases.iter().map(|a| a.as_str()).collect();
+                    let with = if aliases.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", with alias {}", aliases.join(", "))
+                    };
+                    self.reporter.detail(
+                        self.name,
+                        &format!("deleted {pv} ({} freed{with})", human_bytes(gone.bytes)),
+                    );
+                }
+                report.bytes_freed += gone.bytes;
+                report.deleted.push(Removed {
+                    pv: pv.clone(),
+                    bytes: gone.bytes,
+                    aliases: gone.aliases,
+                });
+                true
+            }
+            Err(e) => {
+                report.failed.push(Failure {
+                    item: pv.to_string(),
+                    error: format!("{e:#}"),
+                });
+                false
+            }
+        }
     }
 
     /// A line about marks: part of the plan under `--dry-run`, a detail otherwise.

@@ -19,9 +19,11 @@
 //!   [`packagelist`] (its writer and reader), [`tags`] (the tag-directory
 //!   layout, never followed), [`exec`] (the one executor), [`atomic`] (the one
 //!   atomic write, the one random token), [`lock`], [`state`], [`report`].
-//! - [`target`]: `Target` trait, the receiver protocol, transports, packing;
-//!   what the receiver's `check` reports ([`target::facts`]).
-//! - `store` (feature `s3`): `ObjectStore` trait, S3, key layout, dry run,
+//! - [`target`]: `Target` trait, the receiver protocol (its types in
+//!   [`target::protocol`], spoken by [`target::receiver`]), transports,
+//!   packing; what the receiver's `check` reports ([`target::facts`]).
+//! - `store` (feature `s3`): `ObjectStore` trait, S3, a bucket in memory
+//!   (the contract's second implementation), key layout, dry run,
 //!   deterministic package ZIPs.
 //! - `receiver/blat-receiver`: the target-side sh program, embedded.
 //!

@@ -128,6 +128,19 @@ impl Reporter {
         }
     }
 
+    /// The package-versions a pass leaves out, one line each: part of the
+    /// plan under `--dry-run`, information otherwise.
+    pub fn skipped(&self, target: &str, skipped: &[crate::plan::Skipped], dry_run: bool) {
+        for s in skipped {
+            let line = format!("skip {}: {}", s.pv, s.reason);
+            if dry_run {
+                self.plan_line(target, &line)
+            } else {
+                self.info(target, &line)
+            }
+        }
+    }
+
     /// The one-line summary of a target's pass; same placement as plan lines.
     pub fn summary(&self, line: &str) {
         if let Some(file) = &self.log_file {

@@ -156,7 +156,7 @@ pub fn run_local(reporter: &Reporter, options: &LocalAgeOptions) -> Result<Outco
             AgingReport::skipped(method, "no packagelist")
         }
         Some(set) => {
-            let real = ReceiverTarget::new(&place, LocalTransport::new(archive.clone()), 1);
+            let real = ReceiverTarget::new(&place, LocalTransport::new(archive.clone()));
             let dest: Box<dyn Target + '_> = if options.dry_run {
                 Box::new(DryRun::new(Box::new(real), &place, reporter))
             } else {

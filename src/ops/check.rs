@@ -12,6 +12,14 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Serialize;
 
+mod releases;
+#[cfg(feature = "s3")]
+mod s3;
+
+use releases::check_releases;
+#[cfg(feature = "s3")]
+use s3::check_s3;
+
 use super::{Context, Selection};
 use crate::archive::{SourceArchive, SourceEntry};
 use crate::config::units::human_bytes;
@@ -19,9 +27,10 @@ use crate::config::{
     ArchiveTarget, Compression, Config, SshConfig, TargetConfig, TargetKind, Transport,
 };
 use crate::error::Outcome;
-use crate::release::{self, ReleaseSource};
+use crate::release;
 use crate::report::Reporter;
 use crate::target::facts::ArchiveFacts;
+use crate::target::protocol::{self, Command, Exit};
 use crate::target::ssh::{self, ReceiverState, SshTransport};
 
 #[derive(Clone, Debug, Default)]
@@ -176,14 +185,7 @@ pub fn run(options: &CheckOptions, json: bool, verbosity: u8) -> Result<Outcome>
                 ),
             );
             let ctx = Context::new(config, Reporter::new(verbosity, json), true);
-            let selection = if options.selection.targets.is_empty() {
-                Selection {
-                    targets: Vec::new(),
-                    all: true,
-                }
-            } else {
-                options.selection.clone()
-            };
+            let selection = options.selection.or_every_target();
             let targets = ctx.select(&selection, |_| true, "")?;
             check_everything(&ctx, &targets, &mut checks);
         }
@@ -323,147 +325,6 @@ fn check_source_archive(source: &SourceArchive, checks: &mut Checks) -> bool {
     }
 }
 
-/// Each configured release and project exists, with its package count.
-fn check_releases(rm: &mut dyn ReleaseSource, target: &TargetConfig, checks: &mut Checks) {
-    let name = target.name.as_str();
-    // A relay has no releases: every target gets the whole list.
-    if let Ok(Some(listed)) = rm.relayed() {
-        checks.add(
-            name,
-            "releases",
-            Status::Ok,
-            format!(
-                "a relay: the whole PackageList, {} package-versions and {} aliases, and {} `packages` pins",
-                listed.versions.len(),
-                listed.aliases.len(),
-                target.packages.len()
-            ),
-        );
-        return;
-    }
-    let file = target.file.display().to_string();
-    for rel in &target.releases {
-        match release::release_content(rm, rel) {
-            Ok(content) => checks.add(
-                name,
-                &format!("release {rel}"),
-                Status::Ok,
-                format!("{} package-versions", content.len()),
-            ),
-            Err(e) => checks.fail(
-                name,
-                &format!("release {rel}"),
-                format!("{e:#}"),
-                format!(
-                    "correct `releases` in {file}, or create the release in the Release Manager"
-                ),
-            ),
-        }
-    }
-    for project in &target.projects {
-        let what = format!("project {project}");
-        match release::selected_releases(rm, &[], std::slice::from_ref(project), false) {
-            Ok(open) => {
-                let mut rows = 0;
-                let mut failed = None;
-                for rel in &open {
-                    match release::release_content(rm, rel) {
-                        Ok(content) => rows += content.len(),
-                        Err(e) => {
-                            failed = Some(format!("{e:#}"));
-                            break;
-                        }
-                    }
-                }
-                match failed {
-                    None => checks.add(
-                        name,
-                        &what,
-                        Status::Ok,
-                        format!(
-                            "{} not-closed release{}{}, {rows} package-versions",
-                            open.len(),
-                            if open.len() == 1 { "" } else { "s" },
-                            if open.is_empty() {
-                                String::new()
-                            } else {
-                                format!(
-                                    " ({})",
-                                    open.iter()
-                                        .map(|r| r.release.as_str())
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
-                                )
-                            }
-                        ),
-                    ),
-                    Some(e) => checks.fail(
-                        name,
-                        &what,
-                        e,
-                        "check the Release Manager's rows for this project",
-                    ),
-                }
-            }
-            Err(e) => checks.fail(
-                name,
-                &what,
-                format!("{e:#}"),
-                format!(
-                    "correct `projects` in {file}, or create the project in the Release Manager"
-                ),
-            ),
-        }
-    }
-    let s3_default = matches!(target.kind, TargetKind::S3(_))
-        && target.releases.is_empty()
-        && target.projects.is_empty();
-    if s3_default {
-        match release::selected_releases(rm, &[], &[], true) {
-            Ok(flagged) => {
-                let rows: Result<usize> = flagged
-                    .iter()
-                    .map(|r| release::release_content(rm, r).map(|c| c.len()))
-                    .sum();
-                match rows {
-                    Ok(rows) => checks.add(
-                        name,
-                        "s3sync releases",
-                        Status::Ok,
-                        format!(
-                            "{} release{} flagged s3sync, {rows} package-versions",
-                            flagged.len(),
-                            if flagged.len() == 1 { "" } else { "s" }
-                        ),
-                    ),
-                    Err(e) => checks.fail(
-                        name,
-                        "s3sync releases",
-                        format!("{e:#}"),
-                        "check the Release Manager's rows for these releases",
-                    ),
-                }
-            }
-            Err(e) => checks.fail(
-                name,
-                "s3sync releases",
-                format!("{e:#}"),
-                "check the Release Manager (releases.s3sync)",
-            ),
-        }
-    } else if target.releases.is_empty() && target.projects.is_empty() {
-        checks.add(
-            name,
-            "releases",
-            Status::Ok,
-            format!(
-                "none configured: only the {} `packages` pins",
-                target.packages.len()
-            ),
-        );
-    }
-}
-
 /// The `packages` pins are in the source archive.
 fn check_pins(source: &SourceArchive, target: &TargetConfig, checks: &mut Checks) {
     if target.packages.is_empty() {
@@ -539,10 +400,10 @@ fn check_local(target: &TargetConfig, archive: &ArchiveTarget, path: &Path, chec
         return;
     }
     let transport = crate::target::local::LocalTransport::new(path.to_path_buf());
-    let out = crate::target::Transport::run(&transport, &["check".to_string()], None);
+    let out = crate::target::Transport::run(&transport, &Command::Check.args(), None);
     let facts = match out {
-        Ok(out) if out.status == 0 => Ok(ArchiveFacts::parse(&out.stdout)),
-        Ok(out) => Err(out.stderr.trim().replace('\n', "; ")),
+        Ok(out) if Exit::of(out.status) == Exit::Done => Ok(ArchiveFacts::parse(&out.stdout)),
+        Ok(out) => Err(protocol::message(out.stderr.trim()).replace('\n', "; ")),
         Err(e) => Err(format!("{e:#}")),
     };
     let user = current_user();
@@ -802,11 +663,35 @@ fn check_facts(
             ),
         ),
     }
-    match facts.avail {
+    check_free_space(name, &file, archive, facts.avail, &facts.archive, checks);
+    if let Compression::Zstd(_) = archive.compression {
+        if facts.decompressors.iter().any(|d| d == "zstd") {
+            checks.add(name, "zstd", Status::Ok, "the target has zstd");
+        } else {
+            checks.fail(
+                name,
+                "zstd",
+                "compression = \"zstd\" but the target has no zstd (sync falls back to gzip)",
+                format!("install zstd on the target (apt-get install zstd), or set compression = \"gzip\" in {file}"),
+            );
+        }
+    }
+}
+
+/// The free space the receiver read against `min_free`.
+fn check_free_space(
+    name: &str,
+    file: &str,
+    archive: &ArchiveTarget,
+    avail: Option<u64>,
+    path: &str,
+    checks: &mut Checks,
+) {
+    match avail {
         None => checks.fail(
             name,
             "free space",
-            format!("cannot read the free space of {}", facts.archive),
+            format!("cannot read the free space of {}", path),
             "the target needs df (coreutils)",
         ),
         Some(avail) if archive.min_free == 0 => checks.add(
@@ -834,112 +719,6 @@ fn check_facts(
                 human_bytes(archive.min_free)
             ),
             format!("free space on the target, or lower `min_free` in {file}"),
-        ),
-    }
-    if let Compression::Zstd(_) = archive.compression {
-        if facts.decompressors.iter().any(|d| d == "zstd") {
-            checks.add(name, "zstd", Status::Ok, "the target has zstd");
-        } else {
-            checks.fail(
-                name,
-                "zstd",
-                "compression = \"zstd\" but the target has no zstd (sync falls back to gzip)",
-                format!("install zstd on the target (apt-get install zstd), or set compression = \"gzip\" in {file}"),
-            );
-        }
-    }
-}
-
-#[cfg(feature = "s3")]
-fn check_s3(target: &TargetConfig, s3: &crate::config::S3Target, checks: &mut Checks) {
-    use crate::store::s3::S3Store;
-    use crate::store::{ObjectStore, Put};
-    let name = target.name.as_str();
-    let store = match S3Store::connect(s3) {
-        Ok(s) => s,
-        Err(e) => {
-            checks.fail(
-                name,
-                "credentials",
-                format!("{e:#}"),
-                format!(
-                    "see the message; the target file is {}",
-                    target.file.display()
-                ),
-            );
-            return;
-        }
-    };
-    match store.credentials_source() {
-        Ok(provider) => checks.add(
-            name,
-            "credentials",
-            Status::Ok,
-            format!("the AWS chain gives credentials ({provider})"),
-        ),
-        Err(e) => {
-            checks.fail(
-                name,
-                "credentials",
-                format!("{e:#}"),
-                "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE for the user blat runs as, or give the machine a role",
-            );
-            for check in ["bucket", "write"] {
-                checks.add(name, check, Status::Skip, "not checked: no credentials");
-            }
-            return;
-        }
-    }
-    let prefix = s3.prefix.as_str();
-    let shown = format!("{}/{prefix}", store.describe());
-    if let Err(e) = store.list_one(prefix) {
-        checks.fail(
-            name,
-            "bucket",
-            format!("{e:#}"),
-            format!(
-                "create the bucket, or correct `bucket`/`endpoint`/`region` in {}; the identity needs s3:ListBucket",
-                target.file.display()
-            ),
-        );
-        checks.add(
-            name,
-            "write",
-            Status::Skip,
-            "not checked: the bucket cannot be listed",
-        );
-        return;
-    }
-    checks.add(name, "bucket", Status::Ok, format!("{shown} can be listed"));
-    let key = format!(
-        "{prefix}.blat-check-{}-{}",
-        std::process::id(),
-        crate::atomic::token(12)
-    );
-    let body = b"blat check: a probe object, removed at once\n";
-    let put = store.put(
-        &Put {
-            key: &key,
-            metadata: &[],
-            content_type: "text/plain",
-            size_hint: body.len() as u64,
-            journal: &|_| {},
-            progress: &|_| {},
-        },
-        &mut |w| Ok(w.write_all(body)?),
-    );
-    match put.and_then(|_| store.delete(&key)) {
-        Ok(()) => checks.add(
-            name,
-            "write",
-            Status::Ok,
-            format!("a probe object {key} was written and removed"),
-        ),
-        Err(e) => checks.fail(
-            name,
-            "write",
-            format!("{e:#}"),
-            "the identity needs s3:PutObject and s3:DeleteObject on the bucket under the prefix",
         ),
     }
 }

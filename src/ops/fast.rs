@@ -519,7 +519,7 @@ impl<'a> Poller<'a> {
     fn deliver(&mut self, wanted: Vec<Wanted>) {
         let dest = match self.dest.take() {
             Some(d) => d,
-            None => match open_target(self.config, self.reporter, self.dry_run, self.target) {
+            None => match open_target(self.reporter, self.dry_run, self.target) {
                 Ok(d) => d,
                 Err(e) => {
                     let e = format!("{e:#}");
@@ -765,12 +765,11 @@ impl<'a> Poller<'a> {
 
 /// Opens a target for a poll; under `--dry-run` its changes only print.
 fn open_target<'a>(
-    config: &Config,
     reporter: &'a Reporter,
     dry_run: bool,
     target: &TargetConfig,
 ) -> Result<Box<dyn Target + 'a>> {
-    let inner = target::open(config, target)?;
+    let inner = target::open(target)?;
     Ok(if dry_run {
         Box::new(DryRun::new(inner, &target.name, reporter))
     } else {

@@ -42,6 +42,17 @@ pub struct Selection {
     pub all: bool,
 }
 
+impl Selection {
+    /// This selection, or every target when it names none: the default of
+    /// `status`, `check` and `tag`.
+    pub fn or_every_target(&self) -> Selection {
+        Selection {
+            targets: self.targets.clone(),
+            all: self.all || self.targets.is_empty(),
+        }
+    }
+}
+
 /// Everything a pass needs besides its own options.
 pub struct Context {
     pub config: Config,
@@ -62,7 +73,7 @@ impl Context {
 
     /// Opens a target for a pass; under `--dry-run` its changes only print.
     pub fn open_target(&self, target: &TargetConfig) -> Result<Box<dyn Target + '_>> {
-        let inner = crate::target::open(&self.config, target)?;
+        let inner = crate::target::open(target)?;
         Ok(if self.dry_run {
             Box::new(DryRun::new(inner, &target.name, &self.reporter))
         } else {

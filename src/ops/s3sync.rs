@@ -14,24 +14,29 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use serde::Serialize;
+
+mod aliases;
+mod judge;
+mod upload;
+
+pub use judge::{bucket_listing, judge, Judgement, UploadReason};
 
 use super::Failure;
 use super::{Context, Selection, TargetReport};
 use crate::aging::{self, DryRunMarks, MarkStore, StateMarks};
-use crate::archive::{Alias, Name, PackageVersion, SourceArchive, SourceEntry};
+use crate::archive::{Alias, PackageVersion, SourceArchive, SourceEntry};
 use crate::config::units::{human_bytes, human_duration};
 use crate::config::{AgingMethod, S3Target, TargetConfig, TargetKind};
 use crate::current::{self, CurrentSet};
 use crate::error::Outcome;
 use crate::plan::{self, SkipReason, Skipped};
-use crate::report::{Reporter, TransferProgress};
 use crate::state::{RunFacts, State, Upload};
 use crate::store::dryrun::DryRun;
-use crate::store::keys::{alias_key, parse_key, zip_key, KeyKind, MTIME_META};
+use crate::store::keys::zip_key;
 use crate::store::s3::S3Store;
-use crate::store::{zip, Multipart, ObjectInfo, ObjectStore, Put, Requests, Stored};
+use crate::store::{Multipart, ObjectInfo, ObjectStore, Requests};
 use crate::target::Listing;
 
 #[derive(Clone, Debug, Default)]
@@ -40,9 +45,6 @@ pub struct S3SyncOptions {
     /// Allow more deletions than `max_delete` in one pass.
     pub force: bool,
 }
-
-/// An alias object is one line; anything longer is not ours.
-const ALIAS_LIMIT: u64 = 1024;
 
 #[derive(Debug, Default, Serialize)]
 pub struct S3SyncReport {
@@ -229,103 +231,6 @@ impl Ledger<'_> {
     }
 }
 
-// ---- decisions (pure) -------------------------------------------------------
-
-/// Why a ZIP goes up.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "reason", rename_all = "snake_case")]
-pub enum UploadReason {
-    /// No object at its key.
-    Missing,
-    /// The object holds another descpkg mtime.
-    Changed {
-        stored_mtime: i64,
-        source_mtime: i64,
-    },
-    /// The object carries no descpkg mtime blat can trust.
-    Unknown,
-}
-
-impl std::fmt::Display for UploadReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            UploadReason::Missing => f.write_str("missing"),
-            UploadReason::Changed {
-                stored_mtime,
-                source_mtime,
-            } => {
-                write!(
-                    f,
-                    "descpkg mtime {stored_mtime} in the bucket, {source_mtime} here"
-                )
-            }
-            UploadReason::Unknown => f.write_str("the object in the bucket has no descpkg mtime"),
-        }
-    }
-}
-
-/// What the listing and the state file say about one wanted ZIP.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Judgement {
-    UpToDate,
-    /// The object is there but the state file does not vouch for it.
-    AskStore,
-    Upload(UploadReason),
-}
-
-/// Decides from the listing and the state file alone (no request).
-pub fn judge(
-    listed: Option<&ObjectInfo>,
-    remembered: Option<&Upload>,
-    source_mtime: i64,
-) -> Judgement {
-    let Some(listed) = listed else {
-        return Judgement::Upload(UploadReason::Missing);
-    };
-    match remembered {
-        Some(r) if r.etag == listed.etag && r.size == listed.size => {
-            if r.descpkg_mtime == source_mtime {
-                Judgement::UpToDate
-            } else {
-                Judgement::Upload(UploadReason::Changed {
-                    stored_mtime: r.descpkg_mtime,
-                    source_mtime,
-                })
-            }
-        }
-        // Unknown to the state, or replaced since: the object's metadata decides.
-        _ => Judgement::AskStore,
-    }
-}
-
-/// The bucket as aging sees it, for [`crate::plan::excess`] (the guards archive
-/// targets use): its ZIPs with their descpkg mtime (from the state file, else
-/// the upload time) and its alias objects. A package with an alias object
-/// blat cannot read is left out: that alias could name any of its versions.
-pub fn bucket_listing(
-    prefix: &str,
-    listing: &BTreeMap<String, ObjectInfo>,
-    known: &HashMap<String, Upload>,
-    aliases: Vec<Alias>,
-    unreadable: &BTreeSet<Name>,
-) -> Listing {
-    let versions = listing
-        .iter()
-        .filter_map(|(key, o)| match parse_key(prefix, key) {
-            Some(KeyKind::Zip(pv)) if !unreadable.contains(&pv.package) => {
-                let mtime = known.get(key).map_or(o.last_modified, |r| r.descpkg_mtime);
-                Some((pv, mtime))
-            }
-            _ => None,
-        })
-        .collect();
-    Listing {
-        versions,
-        aliases,
-        ..Listing::default()
-    }
-}
-
 // ---- the pass ---------------------------------------------------------------
 
 fn s3sync_target(
@@ -368,44 +273,12 @@ fn s3sync_target(
     let now = crate::clock::now();
     let (queue, mut present) = pass.decide(&set, &listing, &mut known, now, &mut report)?;
 
-    upload_all(
-        ctx,
-        target,
-        s3,
-        &source,
-        store,
-        &queue,
-        &mut report,
-        &mut present,
-    );
-    // A package the source archive lacks counts only when the bucket lacks it.
-    report.behind = set
-        .versions
-        .iter()
-        .filter(|(pv, entry)| {
-            !present.contains(*pv)
-                && (matches!(entry, SourceEntry::Version { .. })
-                    || !listing.contains_key(&zip_key(&s3.prefix, pv)))
-        })
-        .count();
-    let (alias_objects, unreadable) = aliases(
-        ctx,
-        target,
-        s3,
-        store,
-        &pass.ledger,
-        &set,
-        &listing,
-        &mut known,
-        &present,
-        &mut report,
-    )?;
+    upload::upload_all(&pass, &source, &queue, &mut report, &mut present);
+    report.behind = behind(&set, &present, &listing, &s3.prefix);
+    let (alias_objects, unreadable) =
+        aliases::aliases(&pass, &set, &listing, &mut known, &present, &mut report)?;
     age(
-        ctx,
-        target,
-        s3,
-        store,
-        &pass.ledger,
+        &pass,
         &state,
         &set,
         &bucket_listing(&s3.prefix, &listing, &known, alias_objects, &unreadable),
@@ -417,6 +290,24 @@ fn s3sync_target(
     report.requests = store.requests();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Package-versions of the set not in the bucket as the archive has them:
+/// one the source archive lacks counts only when the bucket lacks it.
+fn behind(
+    set: &CurrentSet,
+    present: &BTreeSet<PackageVersion>,
+    listing: &BTreeMap<String, ObjectInfo>,
+    prefix: &str,
+) -> usize {
+    set.versions
+        .iter()
+        .filter(|(pv, entry)| {
+            !present.contains(*pv)
+                && (matches!(entry, SourceEntry::Version { .. })
+                    || !listing.contains_key(&zip_key(prefix, pv)))
+        })
+        .count()
 }
 
 /// The ZIPs to upload (with their descpkg mtime) and those already there.
@@ -486,29 +377,13 @@ impl Pass<'_> {
         report: &mut S3SyncReport,
     ) -> Result<Decided> {
         let prefix = &self.s3.prefix;
-        let mut judged: Vec<(&PackageVersion, i64, Option<i64>, Judgement)> = Vec::new();
-        for (pv, entry) in &set.versions {
-            let SourceEntry::Version {
-                descpkg_mtime,
-                writable_since,
-            } = entry
-            else {
-                report.skipped.push(Skipped {
-                    pv: pv.clone(),
-                    reason: SkipReason::NotInArchive,
-                });
-                continue;
-            };
-            let key = zip_key(prefix, pv);
-            let judgement = judge(listing.get(&key), known.get(&key), *descpkg_mtime);
-            judged.push((pv, *descpkg_mtime, *writable_since, judgement));
-        }
+        let judged = judge_set(set, listing, known, prefix, report);
         let asks: Vec<(&PackageVersion, i64)> = judged
             .iter()
             .filter(|j| j.3 == Judgement::AskStore)
             .map(|j| (j.0, j.1))
             .collect();
-        let mut answers = ask_store_all(self.store, prefix, self.s3.parallel, &asks);
+        let mut answers = judge::ask_store_all(self.store, prefix, self.s3.parallel, &asks);
         let mut present = BTreeSet::new();
         let mut queue = Vec::new();
         for (pv, descpkg_mtime, writable_since, mut judgement) in judged {
@@ -556,337 +431,44 @@ impl Pass<'_> {
                 Judgement::AskStore => unreachable!("asked above"),
             }
         }
-        for s in &report.skipped {
-            let line = format!("skip {}: {}", s.pv, s.reason);
-            if self.ctx.dry_run {
-                self.ctx.reporter.plan_line(&self.target.name, &line)
-            } else {
-                self.ctx.reporter.info(&self.target.name, &line)
-            }
-        }
+        self.ctx
+            .reporter
+            .skipped(&self.target.name, &report.skipped, self.ctx.dry_run);
         Ok((queue, present))
     }
 }
 
-/// The HEADs of [`ask_store`] for many objects, `parallel` at a time (a
-/// lost state file means one per object in the bucket).
-fn ask_store_all<'a>(
-    store: &dyn ObjectStore,
-    prefix: &str,
-    parallel: usize,
-    asks: &[(&'a PackageVersion, i64)],
-) -> HashMap<&'a PackageVersion, Result<(Judgement, Option<Upload>)>> {
-    crate::exec::drain(asks.iter(), parallel, |queue| {
-        let mut answers = Vec::new();
-        while let Some(&(pv, mtime)) = queue.next() {
-            answers.push((pv, ask_store(store, &zip_key(prefix, pv), pv, mtime)));
-        }
-        answers
-    })
-    .into_iter()
-    .collect()
-}
+/// One wanted ZIP judged: its package-version, descpkg mtime, writable
+/// since, and what the listing and the state file say.
+type Judged<'a> = (&'a PackageVersion, i64, Option<i64>, Judgement);
 
-/// One HEAD for an object the state file cannot vouch for; returns the
-/// judgement and, when the object is current, the row to remember.
-fn ask_store(
-    store: &dyn ObjectStore,
-    key: &str,
-    pv: &PackageVersion,
-    mtime: i64,
-) -> Result<(Judgement, Option<Upload>)> {
-    let Some(head) = store.head(key)? else {
-        return Ok((Judgement::Upload(UploadReason::Missing), None));
-    };
-    let stored: Option<i64> = head
-        .metadata
-        .get(MTIME_META)
-        .and_then(|m| m.trim().parse().ok());
-    Ok(match stored {
-        Some(m) if m == mtime => (
-            Judgement::UpToDate,
-            Some(Upload {
-                key: key.to_string(),
-                package: pv.package.to_string(),
-                version: pv.version.to_string(),
-                descpkg_mtime: m,
-                size: head.size,
-                etag: head.etag,
-                uploaded: crate::clock::now(),
-            }),
-        ),
-        Some(m) => (
-            Judgement::Upload(UploadReason::Changed {
-                stored_mtime: m,
-                source_mtime: mtime,
-            }),
-            None,
-        ),
-        None => (Judgement::Upload(UploadReason::Unknown), None),
-    })
-}
-
-/// Zips and uploads the queue with `parallel` workers; a failed package is
-/// recorded and the others go on. Each upload is remembered as it ends, so
-/// an interrupted pass loses nothing it finished.
-#[allow(clippy::too_many_arguments)]
-fn upload_all(
-    ctx: &Context,
-    target: &TargetConfig,
-    s3: &S3Target,
-    source: &SourceArchive,
-    store: &dyn ObjectStore,
-    queue: &[(PackageVersion, i64)],
-    report: &mut S3SyncReport,
-    present: &mut BTreeSet<PackageVersion>,
-) {
-    if queue.is_empty() {
-        return;
-    }
-    let progress = ctx.reporter.transfer(&target.name, queue.len());
-    let uploader = Uploader {
-        reporter: &ctx.reporter,
-        state_dir: (!ctx.dry_run).then_some(ctx.config.state_dir.as_path()),
-        target: &target.name,
-        prefix: &s3.prefix,
-        source,
-        store,
-        progress: &progress,
-    };
-    let mut results = crate::exec::drain(queue.iter().cloned(), s3.parallel, |work| {
-        uploader.work(work)
-    });
-    progress.finish();
-    results.sort_by(|a, b| a.0.cmp(&b.0));
-    for (pv, result) in results {
-        match result {
-            Ok(stored) => {
-                report.bytes_uploaded += stored.size;
-                present.insert(pv.clone());
-                report.uploaded.push(pv);
-            }
-            Err(error) => {
-                ctx.reporter.error(&target.name, &format!("{pv}: {error}"));
-                report.failed.push(Failure {
-                    item: pv.to_string(),
-                    error,
-                });
-            }
-        }
-    }
-}
-
-/// What the upload workers share.
-struct Uploader<'a> {
-    reporter: &'a Reporter,
-    /// `None` under `--dry-run`: nothing is remembered.
-    state_dir: Option<&'a std::path::Path>,
-    target: &'a str,
-    prefix: &'a str,
-    source: &'a SourceArchive,
-    store: &'a dyn ObjectStore,
-    progress: &'a TransferProgress<'a>,
-}
-
-/// One package's upload: what was stored, or why not.
-type Uploaded = (PackageVersion, Result<Stored, String>);
-
-impl Uploader<'_> {
-    fn work(&self, work: &crate::exec::Queue<(PackageVersion, i64)>) -> Vec<Uploaded> {
-        let mut results = Vec::new();
-        // Each worker its own connection: SQLite connections are not shared
-        // across threads, and rows are written as uploads end.
-        let state = match open_state(self.state_dir) {
-            Ok(state) => state,
-            Err(e) => {
-                self.reporter.error(self.target, &format!("{e:#}"));
-                return results;
-            }
-        };
-        let ledger = Ledger {
-            state: state.as_ref(),
-            target: self.target,
-        };
-        while let Some((pv, mtime)) = work.next() {
-            let result = self.upload(&ledger, &pv, mtime);
-            self.progress.package_done();
-            if result.is_ok() {
-                self.reporter.detail(self.target, &format!("uploaded {pv}"));
-            }
-            results.push((pv, result.map_err(|e| format!("{e:#}"))));
-        }
-        results
-    }
-
-    fn upload(&self, ledger: &Ledger, pv: &PackageVersion, mtime: i64) -> Result<Stored> {
-        let contents = zip::scan(self.source, pv)?;
-        if contents.mtime != mtime {
-            anyhow::bail!(
-                "the descpkg changed during the pass (mtime {mtime}, now {})",
-                contents.mtime
-            );
-        }
-        let key = zip_key(self.prefix, pv);
-        let journal = |event: Multipart| {
-            if let Err(e) = ledger.multipart(&event) {
-                self.reporter.warn(
-                    self.target,
-                    &format!("cannot journal the multipart upload of {key}: {e:#}"),
-                );
-            }
-        };
-        let stored = self.store.put(
-            &Put {
-                key: &key,
-                metadata: &[(MTIME_META, mtime.to_string())],
-                content_type: "application/zip",
-                size_hint: contents.bytes,
-                journal: &journal,
-                progress: &|n| self.progress.add_bytes(n),
-            },
-            &mut |out| zip::write(&contents, out).map(|_| ()),
-        )?;
-        ledger
-            .record(&Upload {
-                key: key.clone(),
-                package: pv.package.to_string(),
-                version: pv.version.to_string(),
-                descpkg_mtime: mtime,
-                size: stored.size,
-                etag: stored.etag.clone(),
-                uploaded: crate::clock::now(),
-            })
-            .context("uploaded, but cannot remember it in the state file")?;
-        Ok(stored)
-    }
-}
-
-/// Writes the alias objects of the set (once their version is in the
-/// bucket) and learns what every alias object in the bucket names; returns
-/// those versions, which aging never removes.
-#[allow(clippy::too_many_arguments)]
-fn aliases(
-    ctx: &Context,
-    target: &TargetConfig,
-    s3: &S3Target,
-    store: &dyn ObjectStore,
-    ledger: &Ledger,
-    set: &CurrentSet,
+/// Judges each package-version of the set that the source archive has
+/// from the listing and the state file alone; the others are skipped.
+fn judge_set<'a>(
+    set: &'a CurrentSet,
     listing: &BTreeMap<String, ObjectInfo>,
-    known: &mut HashMap<String, Upload>,
-    present: &BTreeSet<PackageVersion>,
+    known: &HashMap<String, Upload>,
+    prefix: &str,
     report: &mut S3SyncReport,
-) -> Result<(Vec<Alias>, BTreeSet<Name>)> {
-    let name = target.name.as_str();
-    let mut in_bucket = Vec::new();
-    let mut unreadable = BTreeSet::new();
-    // What each alias object in the bucket names: the state, else one GET.
-    let mut names: HashMap<String, Option<Name>> = HashMap::new();
-    for (key, listed) in listing {
-        let Some(KeyKind::Alias { package, alias }) = parse_key(&s3.prefix, key) else {
+) -> Vec<Judged<'a>> {
+    let mut judged = Vec::new();
+    for (pv, entry) in &set.versions {
+        let SourceEntry::Version {
+            descpkg_mtime,
+            writable_since,
+        } = entry
+        else {
+            report.skipped.push(Skipped {
+                pv: pv.clone(),
+                reason: SkipReason::NotInArchive,
+            });
             continue;
         };
-        let version = match known.get(key) {
-            Some(r) if r.etag == listed.etag && r.size == listed.size => Name::new(&r.version).ok(),
-            _ => match store.get(key, ALIAS_LIMIT) {
-                Ok(Some(body)) => {
-                    let v = String::from_utf8_lossy(&body).trim().to_string();
-                    match Name::new(&v) {
-                        Ok(v) => {
-                            let row = Upload {
-                                key: key.clone(),
-                                package: package.to_string(),
-                                version: v.to_string(),
-                                descpkg_mtime: 0,
-                                size: listed.size,
-                                etag: listed.etag.clone(),
-                                uploaded: listed.last_modified,
-                            };
-                            ledger.record(&row)?;
-                            known.insert(key.clone(), row);
-                            Some(v)
-                        }
-                        Err(_) => None,
-                    }
-                }
-                Ok(None) => continue,
-                Err(e) => {
-                    ctx.reporter.warn(name, &format!("{e:#}"));
-                    None
-                }
-            },
-        };
-        match &version {
-            Some(v) => in_bucket.push(Alias {
-                package: package.clone(),
-                alias,
-                version: v.clone(),
-            }),
-            None => {
-                ctx.reporter.warn(
-                    name,
-                    &format!(
-                        "alias object {key} does not name a version: package {package} is not aged"
-                    ),
-                );
-                unreadable.insert(package.clone());
-            }
-        }
-        names.insert(key.clone(), version);
+        let key = zip_key(prefix, pv);
+        let judgement = judge(listing.get(&key), known.get(&key), *descpkg_mtime);
+        judged.push((pv, *descpkg_mtime, *writable_since, judgement));
     }
-
-    for alias in &set.aliases {
-        let version = PackageVersion {
-            package: alias.package.clone(),
-            version: alias.version.clone(),
-        };
-        let key = alias_key(&s3.prefix, &alias.package, &alias.alias);
-        if names
-            .get(&key)
-            .is_some_and(|v| v.as_ref() == Some(&alias.version))
-        {
-            continue;
-        }
-        if !present.contains(&version) && !ctx.dry_run {
-            ctx.reporter.warn(
-                name,
-                &format!("alias {alias} not written: {version} is not in the bucket"),
-            );
-            continue;
-        }
-        let text = format!("{}\n", alias.version);
-        let result = store.put(
-            &Put {
-                key: &key,
-                metadata: &[],
-                content_type: "text/plain",
-                size_hint: text.len() as u64,
-                journal: &|_| {},
-                progress: &|_| {},
-            },
-            &mut |out| Ok(std::io::Write::write_all(out, text.as_bytes())?),
-        );
-        match result {
-            Ok(stored) => {
-                ledger.record(&Upload {
-                    key: key.clone(),
-                    package: alias.package.to_string(),
-                    version: alias.version.to_string(),
-                    descpkg_mtime: 0,
-                    size: stored.size,
-                    etag: stored.etag,
-                    uploaded: crate::clock::now(),
-                })?;
-                ctx.reporter.detail(name, &format!("wrote alias {alias}"));
-                report.aliases_written.push(alias.clone());
-            }
-            Err(e) => report.failed.push(Failure {
-                item: alias.to_string(),
-                error: format!("{e:#}"),
-            }),
-        }
-    }
-    Ok((in_bucket, unreadable))
+    judged
 }
 
 /// Applies the target's aging method to the excess ZIPs, with the guards
@@ -894,13 +476,8 @@ fn aliases(
 /// [`age::decide`]): an empty set deletes nothing; pins, alias versions and
 /// young ZIPs are never excess; more than `max_delete` deletions are refused
 /// without `--force`.
-#[allow(clippy::too_many_arguments)]
 fn age(
-    ctx: &Context,
-    target: &TargetConfig,
-    s3: &S3Target,
-    store: &dyn ObjectStore,
-    ledger: &Ledger,
+    pass: &Pass,
     state: &State,
     set: &CurrentSet,
     bucket: &Listing,
@@ -908,6 +485,7 @@ fn age(
     force: bool,
     report: &mut S3SyncReport,
 ) -> Result<()> {
+    let (ctx, target, store, ledger) = (pass.ctx, pass.target, pass.store, &pass.ledger);
     let name = target.name.as_str();
     if let Some(why) = set.aging_blocked() {
         ctx.reporter.warn(name, &format!("{why}: nothing is aged"));
@@ -958,7 +536,7 @@ fn age(
         d.delete.clear();
     }
     for pv in std::mem::take(&mut d.delete) {
-        let key = zip_key(&s3.prefix, &pv);
+        let key = zip_key(&pass.s3.prefix, &pv);
         match store.delete(&key) {
             Ok(()) => {
                 ledger.forget(&key)?;
@@ -974,134 +552,4 @@ fn age(
         }
     }
     marks.save(&d.marks)
-}
-
-// ---- dry run ----------------------------------------------------------------
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn pv(p: &str, v: &str) -> PackageVersion {
-        PackageVersion::new(p, v).unwrap()
-    }
-
-    fn info(key: &str, etag: &str, size: u64) -> ObjectInfo {
-        ObjectInfo {
-            key: key.into(),
-            size,
-            etag: etag.into(),
-            last_modified: 0,
-        }
-    }
-
-    fn row(key: &str, etag: &str, size: u64, mtime: i64) -> Upload {
-        Upload {
-            key: key.into(),
-            package: "p".into(),
-            version: "1".into(),
-            descpkg_mtime: mtime,
-            size,
-            etag: etag.into(),
-            uploaded: 0,
-        }
-    }
-
-    #[test]
-    fn keys_round_trip() {
-        let p = pv("jats", "2.1_beta");
-        assert_eq!(zip_key("pk/", &p), "pk/jats/jats_2.1_beta.zip");
-        assert_eq!(
-            parse_key("pk/", "pk/jats/jats_2.1_beta.zip"),
-            Some(KeyKind::Zip(p))
-        );
-        let (j, cur) = (Name::new("jats").unwrap(), Name::new("current").unwrap());
-        assert_eq!(alias_key("", &j, &cur), "jats/current.txt");
-        assert_eq!(
-            parse_key("", "jats/current.txt"),
-            Some(KeyKind::Alias {
-                package: j,
-                alias: cur
-            })
-        );
-        for foreign in [
-            "other/jats/jats_1.zip",
-            "pk/jats/other_1.zip",
-            "pk/jats/x/y.zip",
-            "pk/.hidden/x.txt",
-            "pk/jats/jats_.zip",
-            "pk/README",
-        ] {
-            assert_eq!(parse_key("pk/", foreign), None, "{foreign}");
-        }
-    }
-
-    #[test]
-    fn judging_needs_no_request_when_the_state_vouches() {
-        let l = info("k", "e1", 10);
-        assert_eq!(
-            judge(None, None, 5),
-            Judgement::Upload(UploadReason::Missing)
-        );
-        assert_eq!(
-            judge(None, Some(&row("k", "e1", 10, 5)), 5),
-            Judgement::Upload(UploadReason::Missing)
-        );
-        assert_eq!(
-            judge(Some(&l), Some(&row("k", "e1", 10, 5)), 5),
-            Judgement::UpToDate
-        );
-        assert_eq!(
-            judge(Some(&l), Some(&row("k", "e1", 10, 4)), 5),
-            Judgement::Upload(UploadReason::Changed {
-                stored_mtime: 4,
-                source_mtime: 5
-            })
-        );
-        // Unknown to the state file, or replaced behind its back: ask once.
-        assert_eq!(judge(Some(&l), None, 5), Judgement::AskStore);
-        assert_eq!(
-            judge(Some(&l), Some(&row("k", "e2", 10, 5)), 5),
-            Judgement::AskStore
-        );
-    }
-
-    #[test]
-    fn aging_sees_zips_and_aliases_but_not_packages_with_unreadable_aliases() {
-        let mut listing = BTreeMap::new();
-        for key in [
-            "p/a/a_1.zip",
-            "p/a/a_2.zip",
-            "p/j/j_1.zip",
-            "p/j/current.txt",
-            "p/u/u_1.zip",
-            "p/README",
-        ] {
-            let mut o = info(key, "e", 1);
-            o.last_modified = 500;
-            listing.insert(key.to_string(), o);
-        }
-        let known: HashMap<String, Upload> =
-            [("p/a/a_1.zip".to_string(), row("p/a/a_1.zip", "e", 1, 42))].into();
-        let j = Alias {
-            package: Name::new("j").unwrap(),
-            alias: Name::new("current").unwrap(),
-            version: Name::new("1").unwrap(),
-        };
-        let unreadable: BTreeSet<Name> = [Name::new("u").unwrap()].into();
-        let bucket = bucket_listing("p/", &listing, &known, vec![j.clone()], &unreadable);
-        assert_eq!(
-            bucket.versions,
-            [(pv("a", "1"), 42), (pv("a", "2"), 500), (pv("j", "1"), 500)].into()
-        );
-        assert_eq!(bucket.aliases, vec![j]);
-        // With the archive targets' guards: only a/2 is excess.
-        let mut set = CurrentSet::default();
-        set.versions.insert(pv("a", "1"), SourceEntry::Missing);
-        assert_eq!(
-            plan::excess(&set, &bucket, 1_000_000, Duration::from_secs(3600)),
-            vec![pv("a", "2")]
-        );
-    }
 }

@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Serialize;
 
+mod metrics;
+
+pub use metrics::metrics;
+
 use super::{Context, Selection};
 use crate::config::units::human_bytes;
 use crate::config::{AgingMethod, TargetConfig, TargetKind};
@@ -106,14 +110,7 @@ pub struct Marked {
 }
 
 pub fn run(ctx: &Context, options: &StatusOptions) -> Result<Outcome> {
-    let selection = if options.selection.targets.is_empty() {
-        Selection {
-            targets: Vec::new(),
-            all: true,
-        }
-    } else {
-        options.selection.clone()
-    };
+    let selection = options.selection.or_every_target();
     let targets = ctx.select(&selection, |_| true, "")?;
     // Reads only: a user who may only read state_dir can run it, and a
     // missing state file (no run yet) creates nothing. A state file of an
@@ -369,87 +366,9 @@ pub fn text(statuses: &[TargetStatus]) -> String {
     let mut out = String::new();
     for s in statuses {
         let _ = writeln!(out, "{} ({})", s.target, s.kind);
-        if s.runs.is_empty() {
-            let _ = writeln!(out, "  no runs yet");
-        }
-        for r in &s.runs {
-            let _ = writeln!(
-                out,
-                "  {:<8} {} {:<8} {}",
-                r.command,
-                when(r.finished.or(Some(r.started))),
-                r.outcome.as_deref().unwrap_or("running"),
-                r.error.as_deref().or(r.summary.as_deref()).unwrap_or("")
-            );
-        }
-        match (s.behind.packages, s.behind.measured) {
-            (Some(0), Some(t)) => {
-                let _ = writeln!(
-                    out,
-                    "  in step with the current set at the last {} ({})",
-                    s.sync_command,
-                    crate::clock::rfc3339(t)
-                );
-            }
-            (Some(n), Some(t)) => {
-                let _ = writeln!(
-                    out,
-                    "  behind at the last {} ({}): {} of the current set missing or differing",
-                    s.sync_command,
-                    crate::clock::rfc3339(t),
-                    plural(n, "package-version")
-                );
-            }
-            _ => {}
-        }
-        let _ = writeln!(
-            out,
-            "  tags: {} pending, {} rejected",
-            s.pending_tags.len(),
-            s.rejected_tags.len()
-        );
-        if let Some(e) = &s.tags_error {
-            let _ = writeln!(out, "  tags: error: {e}");
-        }
-        if let Some(t) = &s.behind.oldest_pending_tag {
-            let _ = writeln!(
-                out,
-                "    oldest pending {} since {} ({})",
-                t.tag,
-                crate::clock::rfc3339(t.since),
-                age(t.age_seconds)
-            );
-        }
-        for r in &s.rejected_tags {
-            let _ = writeln!(out, "    rejected {}: {}", r.tag, r.reason);
-        }
-        let next = s
-            .next_deletion
-            .map(|d| format!(", next deletion due {}", crate::clock::rfc3339(d)))
-            .unwrap_or_default();
-        let _ = writeln!(out, "  marked for deletion: {}{next}", s.marked.len());
-        for m in &s.marked {
-            let due = m
-                .due
-                .map(|d| format!(", deletion due {}", crate::clock::rfc3339(d)))
-                .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "    {}/{} since {}{due}",
-                m.package,
-                m.version,
-                crate::clock::rfc3339(m.since)
-            );
-        }
-        if let Some(r) = &s.aging_refused {
-            let _ = writeln!(
-                out,
-                "  aging refused {} deletions at {} ({}): more than max_delete; check the releases, or run with --force",
-                r.packages,
-                crate::clock::rfc3339(r.at),
-                r.command
-            );
-        }
+        runs_text(&mut out, s);
+        tags_text(&mut out, s);
+        aging_text(&mut out, s);
         if let Some(f) = &s.free_space {
             let _ = writeln!(
                 out,
@@ -474,252 +393,103 @@ pub fn text(statuses: &[TargetStatus]) -> String {
     out
 }
 
-/// The outcomes `blat_last_run_outcome` has a series for.
-const OUTCOMES: [Outcome; 5] = [
-    Outcome::Done,
-    Outcome::Partial,
-    Outcome::Failed,
-    Outcome::Locked,
-    Outcome::Usage,
-];
-
-/// A label value in the exposition format: `\`, `"` and newlines escaped.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// One gauge family of the exposition format: its HELP and TYPE lines,
-/// then its samples (`labels` without braces, value).
-struct Family<'a> {
-    out: &'a mut String,
-}
-
-impl Family<'_> {
-    fn start(&mut self, name: &str, help: &str) {
-        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} gauge");
+/// The last run of each command, and how far behind the last sync found
+/// the target.
+fn runs_text(out: &mut String, s: &TargetStatus) {
+    if s.runs.is_empty() {
+        let _ = writeln!(out, "  no runs yet");
     }
-
-    fn sample(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
-        let _ = writeln!(self.out, "{name}{{{labels}}} {value}");
+    for r in &s.runs {
+        let _ = writeln!(
+            out,
+            "  {:<8} {} {:<8} {}",
+            r.command,
+            when(r.finished.or(Some(r.started))),
+            r.outcome.as_deref().unwrap_or("running"),
+            r.error.as_deref().or(r.summary.as_deref()).unwrap_or("")
+        );
     }
-
-    /// A family with one sample per target (label `target`), from `value`
-    /// (`None`: no sample for that target).
-    fn per_target<V: std::fmt::Display>(
-        &mut self,
-        name: &str,
-        help: &str,
-        statuses: &[TargetStatus],
-        value: impl Fn(&TargetStatus) -> Option<V>,
-    ) {
-        self.start(name, help);
-        for s in statuses {
-            if let Some(v) = value(s) {
-                self.sample(name, &format!("target=\"{}\"", label(&s.target)), v);
-            }
-        }
-    }
-}
-
-/// Prometheus text exposition format (every family a gauge): per target
-/// and command the last success, the last run (time, outcome, duration,
-/// packages and bytes sent and failed); per target how far behind it is,
-/// its tags, marks and free space; `blat_info`.
-pub fn metrics(statuses: &[TargetStatus]) -> String {
-    let mut out = String::new();
-    let mut f = Family { out: &mut out };
-    let tc = |s: &TargetStatus, command: &str| {
-        format!(
-            "target=\"{}\",command=\"{}\"",
-            label(&s.target),
-            label(command)
-        )
-    };
-
-    f.start(
-        "blat_info",
-        "The blat that wrote these metrics (always 1; its version as a label).",
-    );
-    f.sample(
-        "blat_info",
-        &format!("version=\"{}\"", label(env!("CARGO_PKG_VERSION"))),
-        1,
-    );
-
-    f.per_target(
-        "blat_sync_interval_seconds",
-        "The target's sync_interval (sync --due syncs it when its last success is older).",
-        statuses,
-        |s| Some(s.sync_interval_seconds),
-    );
-
-    f.start(
-        "blat_last_success_timestamp_seconds",
-        "When a command last finished with outcome done on a target (0: never; always present for sync and s3sync).",
-    );
-    for s in statuses {
-        if s.last_sync.is_none() {
-            f.sample(
-                "blat_last_success_timestamp_seconds",
-                &tc(s, s.sync_command),
-                0,
+    match (s.behind.packages, s.behind.measured) {
+        (Some(0), Some(t)) => {
+            let _ = writeln!(
+                out,
+                "  in step with the current set at the last {} ({})",
+                s.sync_command,
+                crate::clock::rfc3339(t)
             );
         }
-        for (command, at) in &s.successes {
-            f.sample("blat_last_success_timestamp_seconds", &tc(s, command), at);
-        }
-    }
-
-    f.start(
-        "blat_last_run_timestamp_seconds",
-        "When the last finished run of a command on a target finished.",
-    );
-    for s in statuses {
-        for r in &s.finished_runs {
-            let at = r.finished.unwrap_or(r.started);
-            f.sample("blat_last_run_timestamp_seconds", &tc(s, &r.command), at);
-        }
-    }
-
-    f.start(
-        "blat_last_run_success",
-        "1 when the last finished run of a command on a target was done, else 0.",
-    );
-    for s in statuses {
-        for r in &s.finished_runs {
-            let ok = u8::from(r.outcome.as_deref() == Some("done"));
-            f.sample("blat_last_run_success", &tc(s, &r.command), ok);
-        }
-    }
-
-    f.start(
-        "blat_last_run_outcome",
-        "The outcome of the last finished run of a command on a target: 1 for its outcome, 0 for the others (done, partial, failed, locked, usage).",
-    );
-    for s in statuses {
-        for r in &s.finished_runs {
-            for o in OUTCOMES {
-                let labels = format!("{},outcome=\"{}\"", tc(s, &r.command), o.word());
-                let is = u8::from(r.outcome.as_deref() == Some(o.word()));
-                f.sample("blat_last_run_outcome", &labels, is);
-            }
-        }
-    }
-
-    f.start(
-        "blat_last_run_duration_seconds",
-        "How long the last finished run of a command on a target took.",
-    );
-    for s in statuses {
-        for r in &s.finished_runs {
-            let seconds = r.facts.seconds.unwrap_or_else(|| {
-                r.finished
-                    .map_or(0.0, |f| f.saturating_sub(r.started) as f64)
-            });
-            f.sample(
-                "blat_last_run_duration_seconds",
-                &tc(s, &r.command),
-                format!("{seconds:.3}"),
+        (Some(n), Some(t)) => {
+            let _ = writeln!(
+                out,
+                "  behind at the last {} ({}): {} of the current set missing or differing",
+                s.sync_command,
+                crate::clock::rfc3339(t),
+                plural(n, "package-version")
             );
         }
+        _ => {}
     }
+}
 
-    for (name, help, value) in [
-        (
-            "blat_last_run_sent_packages",
-            "Package-versions the last finished run of a command sent to the target (uploaded, for s3sync).",
-            (|r: &Run| r.facts.sent) as fn(&Run) -> Option<u64>,
-        ),
-        (
-            "blat_last_run_sent_bytes",
-            "Bytes of the package-versions the last finished run of a command sent.",
-            |r: &Run| r.facts.bytes_sent,
-        ),
-        (
-            "blat_last_run_failed_packages",
-            "Package-versions (and other items: aliases, the PackageList, deletions) that failed in the last finished run of a command.",
-            |r: &Run| r.facts.failed,
-        ),
-    ] {
-        f.start(name, help);
-        for s in statuses {
-            for r in &s.finished_runs {
-                f.sample(name, &tc(s, &r.command), value(r).unwrap_or(0));
-            }
-        }
+/// Pending and rejected tags.
+fn tags_text(out: &mut String, s: &TargetStatus) {
+    let _ = writeln!(
+        out,
+        "  tags: {} pending, {} rejected",
+        s.pending_tags.len(),
+        s.rejected_tags.len()
+    );
+    if let Some(e) = &s.tags_error {
+        let _ = writeln!(out, "  tags: error: {e}");
     }
+    if let Some(t) = &s.behind.oldest_pending_tag {
+        let _ = writeln!(
+            out,
+            "    oldest pending {} since {} ({})",
+            t.tag,
+            crate::clock::rfc3339(t.since),
+            age(t.age_seconds)
+        );
+    }
+    for r in &s.rejected_tags {
+        let _ = writeln!(out, "    rejected {}: {}", r.tag, r.reason);
+    }
+}
 
-    f.per_target(
-        "blat_behind_packages",
-        "Package-versions of the target's current set missing on it or differing after the last sync that measured it.",
-        statuses,
-        |s| s.behind.packages,
-    );
-
-    f.per_target(
-        "blat_pending_tags",
-        "Tags waiting in the target's tag directory.",
-        statuses,
-        |s| Some(s.pending_tags.len()),
-    );
-
-    f.per_target(
-        "blat_oldest_pending_tag_age_seconds",
-        "How long the oldest tag in the target's tag directory has been waiting (0: none).",
-        statuses,
-        |s| {
-            Some(
-                s.behind
-                    .oldest_pending_tag
-                    .as_ref()
-                    .map_or(0, |t| t.age_seconds),
-            )
-        },
-    );
-
-    f.per_target(
-        "blat_rejected_tags",
-        "Tags moved to .rejected/.",
-        statuses,
-        |s| Some(s.rejected_tags.len()),
-    );
-
-    f.per_target(
-        "blat_marked_packages",
-        "Package-versions marked for deletion by aging.",
-        statuses,
-        |s| Some(s.marked.len()),
-    );
-
-    f.per_target(
-        "blat_next_deletion_timestamp_seconds",
-        "When the first marked package-version of the target may be deleted (aging method master).",
-        statuses,
-        |s| s.next_deletion,
-    );
-
-    f.per_target(
-        "blat_aging_refused_packages",
-        "Deletions the last aging pass on the target refused: more than max_delete were due (0: none).",
-        statuses,
-        |s| Some(s.aging_refused.as_ref().map_or(0, |r| r.packages)),
-    );
-
-    f.per_target(
-        "blat_target_free_bytes",
-        "Free space on the target's archive file system as last read by a sync.",
-        statuses,
-        |s| s.free_space.as_ref().map(|free| free.bytes),
-    );
-    out
+/// Package-versions marked for deletion, and deletions aging refused.
+fn aging_text(out: &mut String, s: &TargetStatus) {
+    let next = s
+        .next_deletion
+        .map(|d| format!(", next deletion due {}", crate::clock::rfc3339(d)))
+        .unwrap_or_default();
+    let _ = writeln!(out, "  marked for deletion: {}{next}", s.marked.len());
+    for m in &s.marked {
+        let due = m
+            .due
+            .map(|d| format!(", deletion due {}", crate::clock::rfc3339(d)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "    {}/{} since {}{due}",
+            m.package,
+            m.version,
+            crate::clock::rfc3339(m.since)
+        );
+    }
+    if let Some(r) = &s.aging_refused {
+        let _ = writeln!(
+            out,
+            "  aging refused {} deletions at {} ({}): more than max_delete; check the releases, or run with --force",
+            r.packages,
+            crate::clock::rfc3339(r.at),
+            r.command
+        );
+    }
 }
 
 /// Written beside and renamed over, so the collector never reads half a file.
 fn write_metrics(path: &Path, statuses: &[TargetStatus]) -> Result<()> {
-    crate::atomic::write(path, metrics(statuses).as_bytes())
+    crate::atomic::write(path, metrics::metrics(statuses).as_bytes())
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use crate::current;
 use crate::error::Outcome;
 use crate::plan::{self, Plan};
 use crate::state::{RunFacts, State};
-use crate::target::Target;
+use crate::target::{Listing, Target};
 
 #[derive(Clone, Debug, Default)]
 pub struct SyncOptions {
@@ -155,25 +155,8 @@ fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<Sync
         ..SyncReport::default()
     };
     let listing = dest.list()?;
-    // The listing shows leftovers of interrupted runs; only then is gc run.
-    // Housekeeping only: a leftover that cannot be removed (a file system
-    // gone read-only, foreign permissions) is a warning, the sync goes on.
     if !listing.leftovers.is_empty() {
-        match dest.gc() {
-            Ok(removed) => {
-                report.leftovers_removed = removed.len();
-                for l in &removed {
-                    ctx.reporter
-                        .detail(&target.name, &format!("removed leftover {l}"));
-                }
-            }
-            Err(e) => {
-                let warning =
-                    format!("leftover temporaries not removed (the next sync tries again): {e:#}");
-                ctx.reporter.warn(&target.name, &warning);
-                report.warnings.push(warning);
-            }
-        }
+        remove_leftovers(ctx, target, dest.as_ref(), &mut report);
     }
     for bad in &listing.rejected {
         ctx.reporter.warn(
@@ -185,14 +168,8 @@ fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<Sync
     let plan = plan::plan(&set, &listing, now, target.writable_grace);
     report.up_to_date = plan.up_to_date;
     report.excess = plan.excess.len();
-    for s in &plan.skipped {
-        let line = format!("skip {}: {}", s.pv, s.reason);
-        if ctx.dry_run {
-            ctx.reporter.plan_line(&target.name, &line)
-        } else {
-            ctx.reporter.info(&target.name, &line)
-        }
-    }
+    ctx.reporter
+        .skipped(&target.name, &plan.skipped, ctx.dry_run);
     report.skipped = plan.skipped.clone();
     // The free space, once per sync: for min_free, and for status.
     if !ctx.dry_run {
@@ -211,17 +188,7 @@ fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<Sync
         &mut report,
         &mut present,
     );
-    // Behind: what was missing or differing before, less what arrived. A
-    // package the source archive lacks counts only when the target lacks it.
-    report.behind = plan.send.len().saturating_sub(report.sent.len())
-        + plan
-            .skipped
-            .iter()
-            .filter(|s| match s.reason {
-                plan::SkipReason::Writable { .. } => true,
-                plan::SkipReason::NotInArchive => !listing.versions.contains_key(&s.pv),
-            })
-            .count();
+    report.behind = behind(&plan, &listing, report.sent.len());
     link_aliases(ctx, target, dest.as_ref(), &plan, &present, &mut report);
     match crate::packagelist::write(dest.as_ref(), &set, now) {
         Ok(()) => report.packagelist = true,
@@ -250,6 +217,47 @@ fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<Sync
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The listing shows leftovers of interrupted runs; only then is gc run.
+/// Housekeeping only: a leftover that cannot be removed (a file system gone
+/// read-only, foreign permissions) is a warning, the sync goes on.
+fn remove_leftovers(
+    ctx: &Context,
+    target: &TargetConfig,
+    dest: &dyn Target,
+    report: &mut SyncReport,
+) {
+    match dest.gc() {
+        Ok(removed) => {
+            report.leftovers_removed = removed.len();
+            for l in &removed {
+                ctx.reporter
+                    .detail(&target.name, &format!("removed leftover {l}"));
+            }
+        }
+        Err(e) => {
+            let warning =
+                format!("leftover temporaries not removed (the next sync tries again): {e:#}");
+            ctx.reporter.warn(&target.name, &warning);
+            report.warnings.push(warning);
+        }
+    }
+}
+
+/// Behind: what was missing or differing before, less the `sent` that
+/// arrived. A package the source archive lacks counts only when the target
+/// lacks it.
+fn behind(plan: &Plan, listing: &Listing, sent: usize) -> usize {
+    plan.send.len().saturating_sub(sent)
+        + plan
+            .skipped
+            .iter()
+            .filter(|s| match s.reason {
+                plan::SkipReason::Writable { .. } => true,
+                plan::SkipReason::NotInArchive => !listing.versions.contains_key(&s.pv),
+            })
+            .count()
 }
 
 /// Sends the plan's packages with `parallel` workers, in batches; a failed

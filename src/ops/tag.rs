@@ -34,14 +34,7 @@ pub struct TagReport {
 pub fn run(ctx: &Context, options: &TagOptions) -> Result<Outcome> {
     let pv = PackageVersion::new(&options.package, &options.version)
         .map_err(|e| UsageError(format!("cannot tag: {e}")))?;
-    let selection = if options.selection.targets.is_empty() {
-        Selection {
-            targets: Vec::new(),
-            all: true,
-        }
-    } else {
-        options.selection.clone()
-    };
+    let selection = options.selection.or_every_target();
     let targets = ctx.select(&selection, |t| t.archive().is_some(), "archive")?;
     if targets.is_empty() {
         return Err(UsageError(format!(

@@ -40,3 +40,37 @@ pub fn parse_key(prefix: &str, key: &str) -> Option<KeyKind> {
     let alias = Name::new(file.strip_suffix(".txt")?).ok()?;
     Some(KeyKind::Alias { package, alias })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip() {
+        let p = PackageVersion::new("jats", "2.1_beta").unwrap();
+        assert_eq!(zip_key("pk/", &p), "pk/jats/jats_2.1_beta.zip");
+        assert_eq!(
+            parse_key("pk/", "pk/jats/jats_2.1_beta.zip"),
+            Some(KeyKind::Zip(p))
+        );
+        let (j, cur) = (Name::new("jats").unwrap(), Name::new("current").unwrap());
+        assert_eq!(alias_key("", &j, &cur), "jats/current.txt");
+        assert_eq!(
+            parse_key("", "jats/current.txt"),
+            Some(KeyKind::Alias {
+                package: j,
+                alias: cur
+            })
+        );
+        for foreign in [
+            "other/jats/jats_1.zip",
+            "pk/jats/other_1.zip",
+            "pk/jats/x/y.zip",
+            "pk/.hidden/x.txt",
+            "pk/jats/jats_.zip",
+            "pk/README",
+        ] {
+            assert_eq!(parse_key("pk/", foreign), None, "{foreign}");
+        }
+    }
+}

@@ -1,11 +1,13 @@
 //! Object stores: where `kind = "s3"` targets keep one ZIP per
 //! package-version. [`ObjectStore`] is the small interface `s3sync` needs;
 //! its doc comments are the contract every implementation keeps (S3 in
-//! [`s3`]; the shared suite in `tests/it/s3.rs` runs it against a real
-//! server). The ZIP packaging lives beside it in [`zip`].
+//! [`s3`], a bucket in memory in [`memory`]; the shared suite in
+//! `tests/it/store_suite.rs` runs both, S3 against a real server). The ZIP
+//! packaging lives beside it in [`zip`].
 
 pub mod dryrun;
 pub mod keys;
+pub mod memory;
 pub mod s3;
 pub mod zip;
 

@@ -515,16 +515,30 @@ impl PartSink<'_> {
             .runtime
             .block_on(store.slots.clone().acquire_owned())
             .context("upload slots closed")?;
+        let task = self.part_task(number, data, permit);
+        self.tasks.push(store.runtime.spawn(task));
+        Ok(())
+    }
+
+    /// The upload of part `number` (holding its slot until it ends); a
+    /// failure is also kept aside so the body stops early and says why.
+    fn part_task(
+        &self,
+        number: u64,
+        data: Vec<u8>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> impl std::future::Future<Output = Result<CompletedPart>> + Send + 'static {
+        let store = self.store;
         let client = store.client.clone();
         let counter = store.counter.clone();
         let failure = self.failure.clone();
         let (bucket, key, id, name) = (
             store.bucket.clone(),
-            key.to_string(),
+            self.put.key.to_string(),
             self.upload.clone().unwrap_or_default(),
             store.describe(),
         );
-        self.tasks.push(store.runtime.spawn(async move {
+        async move {
             let _permit = permit;
             counter.count(RequestKind::UploadPart);
             let sent = client
@@ -556,8 +570,7 @@ impl PartSink<'_> {
                     Err(anyhow!(text))
                 }
             }
-        }));
-        Ok(())
+        }
     }
 
     fn finish(&mut self) -> Result<Stored> {

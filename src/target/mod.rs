@@ -2,7 +2,7 @@
 //! through the same receiver protocol (`docs/protocol.md`).
 //!
 //! [`Target`] is the contract every transport meets; the shared suite in
-//! `tests/target_suite.rs` runs it against each one. Transports only know how
+//! `tests/it/target_suite.rs` runs it against each one (SSH on a real sshd). Transports only know how
 //! to run the receiver program ([`Transport`]); everything about the protocol
 //! lives once, in [`receiver::ReceiverTarget`].
 
@@ -10,6 +10,7 @@ pub mod dryrun;
 pub mod facts;
 pub mod local;
 pub mod pack;
+pub mod protocol;
 pub mod receiver;
 pub mod ssh;
 
@@ -19,7 +20,7 @@ use std::io::Write;
 use anyhow::Result;
 
 use crate::archive::{Alias, Name, PackageVersion};
-use crate::config::{Compression, Config, TargetConfig, Transport as TransportConfig};
+use crate::config::{Compression, TargetConfig, Transport as TransportConfig};
 
 /// What a target holds: one cheap listing, never a walk of package files.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -147,7 +148,7 @@ pub trait Transport: Send + Sync {
 pub const RECEIVER: &str = include_str!("../../receiver/blat-receiver");
 
 /// Opens the archive target `target` as its config says.
-pub fn open(config: &Config, target: &TargetConfig) -> Result<Box<dyn Target>> {
+pub fn open(target: &TargetConfig) -> Result<Box<dyn Target>> {
     let archive = target
         .archive()
         .ok_or_else(|| anyhow::anyhow!("target {} is not an archive target", target.name))?;
@@ -155,15 +156,10 @@ pub fn open(config: &Config, target: &TargetConfig) -> Result<Box<dyn Target>> {
         TransportConfig::Local { path } => Ok(Box::new(receiver::ReceiverTarget::new(
             &target.name,
             local::LocalTransport::new(path.clone()),
-            archive.parallel,
         ))),
-        TransportConfig::Ssh(ssh) => {
-            let _ = config;
-            Ok(Box::new(receiver::ReceiverTarget::new(
-                &target.name,
-                ssh::SshTransport::new(ssh.clone())?,
-                archive.parallel,
-            )))
-        }
+        TransportConfig::Ssh(ssh) => Ok(Box::new(receiver::ReceiverTarget::new(
+            &target.name,
+            ssh::SshTransport::new(ssh.clone())?,
+        ))),
     }
 }

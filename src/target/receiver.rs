@@ -1,10 +1,11 @@
-//! The receiver protocol (`docs/protocol.md`) spoken over any
-//! [`Transport`]: arguments out, tab-separated records back, every name in
-//! them validated before use.
+//! The receiver protocol (`docs/protocol.md`, its types in
+//! [`super::protocol`]) spoken over any [`Transport`]: commands out,
+//! tab-separated records back, every name in them validated before use.
 
 use anyhow::{bail, Context, Result};
 
 use super::pack;
+use super::protocol::{self, Command, Exit, PackageFailure, Verdict};
 use super::{
     Deleted, Listing, Outgoing, ProgressFn, Received, ReceiverInfo, RunOutput, Target, Transport,
 };
@@ -17,7 +18,7 @@ pub struct ReceiverTarget<T: Transport> {
 }
 
 impl<T: Transport> ReceiverTarget<T> {
-    pub fn new(name: &str, transport: T, _parallel: usize) -> ReceiverTarget<T> {
+    pub fn new(name: &str, transport: T) -> ReceiverTarget<T> {
         ReceiverTarget {
             name: name.to_string(),
             transport,
@@ -29,22 +30,29 @@ impl<T: Transport> ReceiverTarget<T> {
     }
 
     /// Runs a command that must succeed; its stderr becomes the error.
-    fn call(&self, args: &[&str]) -> Result<String> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let out = self.transport.run(&args, None)?;
-        check(&out, &args[0])?;
+    fn call(&self, command: Command) -> Result<String> {
+        let out = self.transport.run(&command.args(), None)?;
+        check(&out, command)?;
         Ok(out.stdout)
     }
 }
 
-fn check(out: &RunOutput, command: &str) -> Result<()> {
-    if out.status != 0 {
-        let msg = out.stderr.trim();
-        let msg = msg.strip_prefix("blat-receiver: ").unwrap_or(msg);
+/// An error unless the receiver ended with [`Exit::Done`].
+fn check(out: &RunOutput, command: Command) -> Result<()> {
+    if Exit::of(out.status) != Exit::Done {
+        let msg = protocol::message(out.stderr.trim());
         if msg.is_empty() {
-            bail!("receiver {command} failed with exit code {}", out.status);
+            bail!(
+                "receiver {} failed with exit code {}",
+                command.name(),
+                out.status
+            );
         }
-        bail!("receiver {command} failed: {}", msg.replace('\n', "; "));
+        bail!(
+            "receiver {} failed: {}",
+            command.name(),
+            msg.replace('\n', "; ")
+        );
     }
     Ok(())
 }
@@ -127,37 +135,24 @@ pub fn parse_version_reply(text: &str) -> ReceiverInfo {
 /// that is invalid is ignored; one not reported on did not arrive, its
 /// reason the receiver's stderr. Every reason is one non-empty line.
 pub fn parse_receive_reply(stdout: &str, stderr: &str, sent: &[&PackageVersion]) -> Vec<Received> {
-    let mut results = Vec::new();
-    for line in stdout.lines() {
-        let fields: Vec<&str> = line.split('\t').collect();
-        let (result, package, version) = match fields.as_slice() {
-            ["ok", p, v] => (Ok(()), *p, *v),
-            ["fail", p, v, reason @ ..] => (Err(one_line(&reason.join(" "))), *p, *v),
-            _ => continue,
-        };
-        if let Ok(pv) = PackageVersion::new(package, version) {
-            results.push(Received { pv, result });
-        }
-    }
+    let mut results: Vec<Received> = stdout
+        .lines()
+        .filter_map(Verdict::parse)
+        .map(|verdict| match verdict {
+            Verdict::Installed(pv) => Received { pv, result: Ok(()) },
+            Verdict::Failed(pv, why) => Received {
+                pv,
+                result: Err(PackageFailure::Refused(one_line(&why)).to_string()),
+            },
+        })
+        .collect();
     // Anything the receiver did not report on did not arrive.
     for pv in sent {
         if !results.iter().any(|r| r.pv == **pv) {
-            let why = one_line(stderr);
             results.push(Received {
                 pv: (*pv).clone(),
-                result: Err(if why.is_empty() {
-                    "not confirmed by the receiver".into()
-                } else {
-                    why
-                }),
+                result: Err(PackageFailure::Unconfirmed(one_line(stderr)).to_string()),
             });
-        }
-    }
-    for r in &mut results {
-        if let Err(e) = &mut r.result {
-            if e.is_empty() {
-                *e = "failed (the receiver gave no reason)".into();
-            }
         }
     }
     results
@@ -208,15 +203,15 @@ impl<T: Transport> Target for ReceiverTarget<T> {
     }
 
     fn version(&self) -> Result<ReceiverInfo> {
-        Ok(parse_version_reply(&self.call(&["version"])?))
+        Ok(parse_version_reply(&self.call(Command::Version)?))
     }
 
     fn list(&self) -> Result<Listing> {
-        Ok(parse_listing(&self.call(&["list"])?))
+        Ok(parse_listing(&self.call(Command::List)?))
     }
 
     fn stat(&self, package: &Name) -> Result<Listing> {
-        Ok(parse_listing(&self.call(&["stat", package.as_str()])?))
+        Ok(parse_listing(&self.call(Command::Stat(package))?))
     }
 
     fn receive(
@@ -229,66 +224,52 @@ impl<T: Transport> Target for ReceiverTarget<T> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let scanned = batch;
         let token = token();
-        let mut args = vec![
-            "receive".to_string(),
-            compression.wire_name().into(),
-            token.clone(),
-        ];
-        for o in scanned {
-            args.extend([
-                o.pv.package.to_string(),
-                o.pv.version.to_string(),
-                o.files.to_string(),
-                o.bytes.to_string(),
-            ]);
-        }
-        let mut feed = |w: &mut dyn std::io::Write| {
-            pack::stream(archive, scanned, &token, compression, w, progress)
+        let command = Command::Receive {
+            compression,
+            token: &token,
+            batch,
         };
-        let out = self.transport.run(&args, Some(&mut feed))?;
-        if out.status != 0 && out.status != 3 {
-            check(&out, "receive")?;
+        let mut feed = |w: &mut dyn std::io::Write| {
+            pack::stream(archive, batch, &token, compression, w, progress)
+        };
+        let out = self.transport.run(&command.args(), Some(&mut feed))?;
+        if Exit::of(out.status) != Exit::Partial {
+            check(&out, command)?;
         }
-        let sent: Vec<&PackageVersion> = scanned.iter().map(|o| &o.pv).collect();
+        let sent: Vec<&PackageVersion> = batch.iter().map(|o| &o.pv).collect();
         Ok(parse_receive_reply(&out.stdout, &out.stderr, &sent))
     }
 
     fn link(&self, alias: &Alias) -> Result<()> {
-        self.call(&[
-            "link",
-            alias.package.as_str(),
-            alias.alias.as_str(),
-            alias.version.as_str(),
-        ])
-        .with_context(|| format!("cannot link {alias}"))?;
+        self.call(Command::Link(alias))
+            .with_context(|| format!("cannot link {alias}"))?;
         Ok(())
     }
 
     fn delete(&self, pv: &PackageVersion) -> Result<Deleted> {
         let out = self
-            .call(&["delete", pv.package.as_str(), pv.version.as_str()])
+            .call(Command::Delete(pv))
             .with_context(|| format!("cannot delete {pv}"))?;
         Ok(parse_delete_reply(&out))
     }
 
     fn put(&self, name: &str, data: &[u8]) -> Result<()> {
-        let args = vec!["put".to_string(), name.to_string()];
+        let command = Command::Put(name);
         let mut feed = |w: &mut dyn std::io::Write| -> Result<()> {
             w.write_all(data)?;
             Ok(())
         };
-        let out = self.transport.run(&args, Some(&mut feed))?;
-        check(&out, "put").with_context(|| format!("cannot write .dpkg_archive/{name}"))
+        let out = self.transport.run(&command.args(), Some(&mut feed))?;
+        check(&out, command).with_context(|| format!("cannot write .dpkg_archive/{name}"))
     }
 
     fn df(&self) -> Result<u64> {
-        parse_df_reply(&self.call(&["df"])?)
+        parse_df_reply(&self.call(Command::Df)?)
     }
 
     fn gc(&self) -> Result<Vec<String>> {
-        let out = self.call(&["gc"])?;
+        let out = self.call(Command::Gc)?;
         Ok(out
             .lines()
             .filter_map(|l| l.strip_prefix("removed\t"))

@@ -50,28 +50,9 @@ fn on_target(w: &World, pv: &str) -> bool {
     w.target_dir("t").join(pv).join("descpkg").exists()
 }
 
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(out), stderr(out)))
-}
-
 /// The target's report in a `--json` run of a per-target command.
 fn report(out: &Output) -> serde_json::Value {
     json(out)["targets"][0]["report"].clone()
-}
-
-fn pvs(list: &serde_json::Value) -> Vec<String> {
-    list.as_array()
-        .unwrap_or_else(|| panic!("not a list: {list}"))
-        .iter()
-        .map(|p| {
-            format!(
-                "{}/{}",
-                p["package"].as_str().unwrap(),
-                p["version"].as_str().unwrap()
-            )
-        })
-        .collect()
 }
 
 fn marks(w: &World) -> Vec<(String, String, i64)> {
@@ -116,7 +97,7 @@ fn immediate_deletes_excess_in_the_same_sync_after_the_packagelist() {
     for kept in ["a/1", "d/1", "y/1", "p/1", "j/1"] {
         assert!(on_target(&w, kept), "{kept} must stay");
     }
-    assert!(leftovers(&w.target_dir("t")).is_empty());
+    assert_no_leftovers(&w.target_dir("t"));
     assert!(marks(&w).is_empty(), "immediate keeps no marks");
 
     // The plain summary line says what aging did.
@@ -404,7 +385,7 @@ fn target_method_leaves_aging_to_age_local_on_the_target() {
         );
     }
     assert!(fs::read_link(w.target_dir("t").join("j/cur")).is_ok());
-    assert!(leftovers(&w.target_dir("t")).is_empty());
+    assert_no_leftovers(&w.target_dir("t"));
     assert!(
         !fs::read_to_string(&marks_file).unwrap().contains("b 1"),
         "deleted ones are unmarked"

@@ -15,7 +15,7 @@ use blat::target::RECEIVER;
 use serde_json::Value;
 
 use crate::common::{self, assert_exit, stderr, stdout, World};
-use crate::sshd::{give_to, keygen, public_key, Sshd};
+use crate::sshd::{keygen, public_key, Sshd};
 
 const T0: i64 = 1_700_000_000;
 
@@ -51,8 +51,7 @@ fn json(w: &World, args: &[&str]) -> (Output, Value) {
     let mut all = vec!["--json"];
     all.extend_from_slice(args);
     let out = check(w, &all);
-    let v = serde_json::from_str(&stdout(&out))
-        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&out), stderr(&out)));
+    let v = common::json(&out);
     (out, v)
 }
 
@@ -76,26 +75,6 @@ fn assert_line(out: &Output, scope: &str, name: &str, status: &str, needles: &[&
     for n in needles {
         assert!(l.contains(n), "{scope}: {name} lacks {n:?}: {l}");
     }
-}
-
-/// The target is exactly as it was: an empty archive, no receiver.
-#[track_caller]
-fn assert_untouched(sshd: &Sshd) {
-    let entries: Vec<_> = fs::read_dir(sshd.archive())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(entries.is_empty(), "target archive changed: {entries:?}");
-    assert!(!sshd.receiver().exists(), "check installed the receiver");
-}
-
-/// Puts `content` where blat installs the receiver, as the target user.
-fn plant_receiver(sshd: &Sshd, content: &str) {
-    let dir = sshd.receiver().parent().unwrap().to_path_buf();
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(sshd.receiver(), content).unwrap();
-    fs::set_permissions(sshd.receiver(), fs::Permissions::from_mode(0o755)).unwrap();
-    give_to(&sshd.user, &dir);
 }
 
 // ------------------------------------------------------------ SSH targets
@@ -153,7 +132,7 @@ fn everything_holds_on_a_new_ssh_target_and_nothing_changes() {
         "no authorized_keys line {wanted:?} in:\n{}",
         stdout(&out)
     );
-    assert_untouched(&sshd);
+    sshd.assert_untouched();
 
     // --json: the same checks, the line, and nothing but JSON on stdout.
     let (out, v) = json(&w, &["--target", "site"]);
@@ -167,7 +146,7 @@ fn everything_holds_on_a_new_ssh_target_and_nothing_changes() {
         .any(|c| c["scope"] == "site" && c["check"] == "host key"));
     assert_eq!(v["authorized_keys"][0]["line"], wanted.as_str());
     assert_eq!(v["authorized_keys"][0]["home_assumed"], false);
-    assert_untouched(&sshd);
+    sshd.assert_untouched();
 
     // After a sync the receiver is there and current.
     assert_exit(&w.blat(&["sync", "--target", "site"]), 0);
@@ -213,7 +192,7 @@ fn unknown_host_key_fails_with_the_keyscan_hint() {
         "{}",
         stdout(&out)
     );
-    assert_untouched(&sshd);
+    sshd.assert_untouched();
 }
 
 #[test]
@@ -238,7 +217,7 @@ fn a_key_the_target_refuses_fails_at_key_accepted() {
     // The line printed holds the stranger's public key: installing it is the fix.
     let stranger_line = public_key(&stranger);
     assert!(stdout(&out).contains(&stranger_line), "{}", stdout(&out));
-    assert_untouched(&sshd);
+    sshd.assert_untouched();
 }
 
 #[test]
@@ -299,7 +278,7 @@ fn forced_command_keys_missing_stale_and_current_receivers() {
 
     // A stale one that may not update itself.
     let stale = format!("{RECEIVER}\n# an older receiver\n");
-    plant_receiver(&sshd, &stale);
+    sshd.plant_receiver(&stale);
     let out = check(&w, &["--target", "site"]);
     assert_exit(&out, 1);
     assert_line(
@@ -317,7 +296,7 @@ fn forced_command_keys_missing_stale_and_current_receivers() {
     assert_eq!(blat_dir.len(), 1, "temporaries left: {blat_dir:?}");
 
     // Current: everything holds, and check says the key is a forced command.
-    plant_receiver(&sshd, RECEIVER);
+    sshd.plant_receiver(RECEIVER);
     let out = check(&w, &["--target", "site"]);
     assert_exit(&out, 0);
     assert_line(
@@ -335,15 +314,9 @@ fn forced_command_keys_missing_stale_and_current_receivers() {
 fn a_forced_command_with_allow_install_lets_the_next_sync_update() {
     let Some(sshd) = Sshd::start() else { return };
     let w = world(&sshd, "");
-    let key = keygen(&sshd.path().join("id_forced"), "ed25519");
-    sshd.authorize(&format!(
-        "restrict,command=\"{} --allow-install\" {}",
-        sshd.receiver().display(),
-        public_key(&key)
-    ));
-    sshd.write_site_with_identity(&w, &key, "");
+    sshd.forced_key(&w, " --allow-install");
     let stale = format!("{RECEIVER}\n# an older receiver\n");
-    plant_receiver(&sshd, &stale);
+    sshd.plant_receiver(&stale);
     let out = check(&w, &["--target", "site"]);
     assert_exit(&out, 1); // the archive cannot be looked at through a stale receiver
     assert_line(
@@ -639,23 +612,6 @@ mod s3 {
         format!("blat-check-{test}-{}", std::process::id())
     }
 
-    fn sdk(endpoint: &str) -> (tokio::runtime::Runtime, aws_sdk_s3::Client) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let conf = aws_sdk_s3::config::Builder::new()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                "testing", "testing", None, None, "test",
-            ))
-            .endpoint_url(endpoint)
-            .force_path_style(true)
-            .build();
-        (rt, aws_sdk_s3::Client::from_conf(conf))
-    }
-
     #[test]
     fn bucket_credentials_and_the_probe_object() {
         let Some(endpoint) = common::require("BLAT_TEST_S3_ENDPOINT", "an S3 server") else {
@@ -687,7 +643,7 @@ mod s3 {
             &["1 release flagged s3sync, 1 package-versions"],
         );
 
-        let (rt, client) = sdk(&endpoint);
+        let (rt, client) = (crate::s3::runtime(), crate::s3::sdk(&endpoint));
         rt.block_on(client.create_bucket().bucket(&name).send())
             .unwrap();
         let out = check(&w, &["--target", "bucket"]);

@@ -375,6 +375,13 @@ pub fn leftovers(root: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Asserts that no temporary is left below a target archive.
+#[track_caller]
+pub fn assert_no_leftovers(root: &Path) {
+    let left = leftovers(root);
+    assert!(left.is_empty(), "temporaries left: {left:?}");
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
@@ -393,6 +400,60 @@ pub fn assert_exit(o: &Output, code: i32) {
         stdout(o),
         stderr(o)
     );
+}
+
+// ------------------------------------------------------------ shared suites
+
+/// One `#[test]` per case of a shared suite (a module of `fn(Harness)`
+/// cases), each on a fresh harness from `$harness`, a `fn() ->
+/// Option<Harness>` whose `None` (its server is missing) skips:
+/// `suite_tests!(harness; target_suite; case ...)`.
+#[macro_export]
+macro_rules! suite_tests {
+    ($harness:path; $suite:ident; $($case:ident)*) => {
+        $(
+            #[test]
+            fn $case() {
+                if let Some(h) = $harness() {
+                    $crate::$suite::$case(h);
+                }
+            }
+        )*
+    };
+}
+
+// ------------------------------------------------------------ --json answers
+
+/// The `--json` answer on stdout; panics with stdout and stderr when it is
+/// not JSON.
+#[track_caller]
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e})\n--- stdout\n{}\n--- stderr\n{}",
+            stdout(o),
+            stderr(o)
+        )
+    })
+}
+
+/// `package/version` of one package-version object in a JSON answer.
+#[track_caller]
+pub fn pv_of(v: &serde_json::Value) -> String {
+    match (v["package"].as_str(), v["version"].as_str()) {
+        (Some(p), Some(v)) => format!("{p}/{v}"),
+        _ => panic!("not a package-version: {v}"),
+    }
+}
+
+/// `package/version` of each package-version in a JSON list.
+#[track_caller]
+pub fn pvs(list: &serde_json::Value) -> Vec<String> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(pv_of)
+        .collect()
 }
 
 /// For tests that need a server: `Some(value)` of the environment variable
@@ -758,16 +819,7 @@ impl Tmpfs {
     /// as root and must be able to), otherwise the test skips with a note.
     pub fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
         fs::create_dir_all(path).unwrap();
-        let out = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=755"),
-                "tmpfs",
-            ])
-            .arg(path)
-            .output();
+        let out = mount_tmpfs(path, size).output();
         match out {
             Ok(o) if o.status.success() => Some(Tmpfs {
                 path: path.to_path_buf(),
@@ -796,15 +848,7 @@ impl Tmpfs {
             .prefix("blat-scratch-")
             .tempdir()
             .ok()?;
-        let ok = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=755"),
-                "tmpfs",
-            ])
-            .arg(dir.path())
+        let ok = mount_tmpfs(dir.path(), size)
             .stderr(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
@@ -828,6 +872,21 @@ impl Tmpfs {
             self.path.display()
         );
     }
+}
+
+/// `mount -t tmpfs` of `size` at `path`, to run.
+fn mount_tmpfs(path: &Path, size: &str) -> std::process::Command {
+    let mut mount = std::process::Command::new("mount");
+    mount
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size},mode=755"),
+            "tmpfs",
+        ])
+        .arg(path);
+    mount
 }
 
 impl Drop for Tmpfs {

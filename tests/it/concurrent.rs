@@ -243,11 +243,7 @@ fn two_masters_and_target_side_jobs_never_destroy_each_others_work() {
         fs::read_link(target.join("p0/cur")).unwrap().to_str(),
         Some("3.0")
     );
-    assert!(
-        common::leftovers(&target).is_empty(),
-        "{:?}",
-        common::leftovers(&target)
-    );
+    common::assert_no_leftovers(&target);
 }
 
 fn chrono_now() -> i64 {
@@ -293,9 +289,5 @@ fn fast_delivers_every_tagged_version_of_new_packages() {
         .filter(|n| !n.to_string_lossy().starts_with('.'))
         .collect();
     assert!(left.is_empty(), "every tag consumed: {left:?}");
-    assert!(
-        common::leftovers(&t).is_empty(),
-        "{:?}",
-        common::leftovers(&t)
-    );
+    common::assert_no_leftovers(&t);
 }

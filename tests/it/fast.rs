@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{self, assert_exit, stderr, stdout, World};
+use crate::common::{self, assert_exit, json, stderr, stdout, World};
 
 const T0: i64 = 1_700_000_000;
 
@@ -46,10 +46,6 @@ fn waiting(w: &World, target: &str) -> Vec<String> {
     out
 }
 
-fn json(out: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
-}
-
 /// The report of the target named `name` in a `--json` answer.
 fn report<'a>(json: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     json["targets"]
@@ -71,13 +67,7 @@ fn names(list: &serde_json::Value) -> Vec<String> {
         .iter()
         .map(|v| match v {
             serde_json::Value::String(s) => s.clone(),
-            v if v.get("package").is_some() => {
-                format!(
-                    "{}/{}",
-                    v["package"].as_str().unwrap(),
-                    v["version"].as_str().unwrap()
-                )
-            }
+            v if v.get("package").is_some() => common::pv_of(v),
             v => v["tag"].as_str().unwrap().to_string(),
         })
         .collect()
@@ -152,7 +142,7 @@ fn tag_then_fast_delivers_the_package_and_removes_the_tag() {
     assert_eq!(names(&r["sent"]), ["p/1.0"]);
     same_tree(&w, "site", "p/1.0");
     assert!(waiting(&w, "site").is_empty(), "tag consumed");
-    assert!(common::leftovers(&w.target_dir("site")).is_empty());
+    common::assert_no_leftovers(&w.target_dir("site"));
     assert!(
         !w.target_dir("site").join("j").exists(),
         "only the tagged package"

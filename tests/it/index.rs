@@ -50,9 +50,7 @@ fn index(w: &World, extra: &[&str]) -> serde_json::Value {
     args.extend_from_slice(extra);
     let out = w.blat(&args);
     assert_exit(&out, 0);
-    let json: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)));
-    json["report"].clone()
+    json(&out)["report"].clone()
 }
 
 /// An archive with what real ones hold: released versions, aliases, a

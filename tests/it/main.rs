@@ -28,6 +28,8 @@ mod s3;
 mod ssh;
 mod sshd;
 mod status;
+#[cfg(feature = "s3")]
+mod store_suite;
 mod sync;
 mod tagdir;
 mod target_suite;

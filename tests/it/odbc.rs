@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use odbc_api::ConnectionOptions;
 
-use crate::common::{self, assert_exit, stderr, stdout, World};
+use crate::common::{self, assert_exit, json, stderr, stdout, World};
 use crate::release_suite::{
     require_driver, split_password, sqlite_odbc_string, with_attribute, PgDatabase, Releases,
     SqliteFile,
@@ -72,10 +72,6 @@ fn sync(w: &World, target: &str, env: &[(&str, &str)]) -> Output {
     let mut all = vec![("BLAT_NOW", NOW)];
     all.extend_from_slice(env);
     w.blat_env(&["-vv", "sync", "--target", target, "--json"], &all)
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_str(&stdout(out)).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
 }
 
 /// A target tree to compare across runs: what `common::snapshot` shows,
@@ -272,7 +268,7 @@ fn assert_failed_cleanly(
         before,
         "the target changed"
     );
-    assert!(common::leftovers(&w.target_dir("site")).is_empty());
+    common::assert_no_leftovers(&w.target_dir("site"));
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! S3 delivery against a real S3 server (moto on 127.0.0.1 in CI; any
-//! S3-compatible server named by `BLAT_TEST_S3_ENDPOINT`): the
-//! `ObjectStore` contract suite, then `blat s3sync` end to end. Every test
-//! works in its own fresh bucket. Without a server they skip, except under
-//! `CI=true`, where they fail (`common::require`).
+//! S3-compatible server named by `BLAT_TEST_S3_ENDPOINT`): the shared
+//! `ObjectStore` suite (`store_suite.rs`) on S3, what only S3 says (errors
+//! of a missing bucket or an unreachable server), then `blat s3sync` end to
+//! end. Every test works in its own fresh bucket. Without a server they
+//! skip, except under `CI=true`, where they fail (`common::require`).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -11,16 +12,16 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use blat::config::S3Target;
 use blat::store::s3::S3Store;
-use blat::store::{Multipart, ObjectStore, Put};
+use blat::store::ObjectStore;
 use serde_json::Value;
 
 use crate::common::{
-    self, assert_exit, make_read_only, make_writable, set_mtime, stderr, stdout, World,
+    self, assert_exit, make_read_only, make_writable, pvs, set_mtime, stderr, stdout, World,
 };
+use crate::store_suite::{noise, put_bytes};
 
 const MTIME: i64 = 1_600_000_000;
 
@@ -30,7 +31,7 @@ struct Bucket {
     name: String,
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -39,7 +40,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// A plain SDK client for what the store interface does not do (make
 /// buckets, list multipart uploads): the test's own view of the server.
-fn sdk(endpoint: &str) -> aws_sdk_s3::Client {
+pub fn sdk(endpoint: &str) -> aws_sdk_s3::Client {
     let conf = aws_sdk_s3::config::Builder::new()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .region(aws_sdk_s3::config::Region::new("us-east-1"))
@@ -94,179 +95,23 @@ fn open_multipart_uploads(b: &Bucket) -> usize {
     out.uploads().len()
 }
 
-fn put_bytes(
-    s: &dyn ObjectStore,
-    key: &str,
-    body: &[u8],
-    meta: &[(&str, String)],
-) -> blat::store::Stored {
-    s.put(
-        &Put {
-            key,
-            metadata: meta,
-            content_type: "application/octet-stream",
-            size_hint: body.len() as u64,
-            journal: &|_| {},
-            progress: &|_| {},
-        },
-        &mut |out| Ok(out.write_all(body)?),
-    )
-    .unwrap()
-}
-
-/// Bytes that do not compress (xorshift), so sizes stay what they say.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 // ---- the ObjectStore contract -------------------------------------------------
 
-#[test]
-fn store_lists_every_page_heads_gets_and_deletes() {
-    let Some(b) = bucket("suite-list") else {
-        return;
-    };
-    let s = store(&b);
-    // 1,005 objects: more than one page of 1,000.
-    let keys: Vec<String> = (0..1005).map(|i| format!("p/k{i:04}")).collect();
-    let next = Mutex::new(keys.iter());
-    std::thread::scope(|scope| {
-        for _ in 0..8 {
-            scope.spawn(|| loop {
-                let Some(key) = next.lock().unwrap().next() else {
-                    return;
-                };
-                put_bytes(&s, key, key.as_bytes(), &[]);
-            });
-        }
-    });
-    put_bytes(&s, "q/outside", b"x", &[]);
-    let before = s.requests();
-    let listed = s.list("p/").unwrap();
-    assert_eq!(
-        s.requests().list - before.list,
-        2,
-        "one request per page of 1,000"
-    );
-    assert_eq!(
-        listed.iter().map(|o| o.key.clone()).collect::<Vec<_>>(),
-        keys
-    );
-    assert!(listed
-        .iter()
-        .all(|o| o.size == 7 && !o.etag.is_empty() && !o.etag.contains('"')));
+/// The shared store suite on a fresh bucket of the S3 server.
+mod suite {
+    use super::*;
+    use crate::store_suite::{StoreHarness, PART};
 
-    let stored = put_bytes(&s, "p/meta", b"hello", &[("descpkg-mtime", "123".into())]);
-    assert_eq!((stored.size, stored.parts), (5, 0));
-    let head = s.head("p/meta").unwrap().unwrap();
-    assert_eq!((head.size, head.etag.as_str()), (5, stored.etag.as_str()));
-    assert_eq!(
-        head.metadata.get("descpkg-mtime").map(String::as_str),
-        Some("123")
-    );
-    assert_eq!(s.head("p/none").unwrap(), None);
-    assert_eq!(
-        s.get("p/meta", 100).unwrap().as_deref(),
-        Some(&b"hello"[..])
-    );
-    assert_eq!(s.get("p/none", 100).unwrap(), None);
-    let err = format!("{:#}", s.get("p/meta", 3).unwrap_err());
-    assert!(err.contains("more than the 3 expected"), "{err}");
-
-    s.delete("p/meta").unwrap();
-    s.delete("p/meta").unwrap(); // not there: not an error
-    assert_eq!(s.head("p/meta").unwrap(), None);
-    s.abort_multipart("p/none", "no-such-upload").unwrap();
-}
-
-#[test]
-fn store_multipart_upload_streams_parts_and_aborts_on_failure() {
-    let Some(b) = bucket("suite-multipart") else {
-        return;
-    };
-    let s = store(&b).with_part_size(5 << 20);
-    let body = noise(12 << 20, 7);
-    let events = Mutex::new(Vec::new());
-    let journal = |e: Multipart| events.lock().unwrap().push(format!("{e:?}"));
-    let put = Put {
-        key: "big",
-        metadata: &[("descpkg-mtime", "9".into())],
-        content_type: "application/zip",
-        size_hint: body.len() as u64,
-        journal: &journal,
-        progress: &|_| {},
-    };
-    let stored = s.put(&put, &mut |out| Ok(out.write_all(&body)?)).unwrap();
-    assert_eq!((stored.size, stored.parts), (body.len() as u64, 3));
-    let requests = s.requests();
-    assert_eq!(
-        (
-            requests.create_multipart,
-            requests.upload_part,
-            requests.complete_multipart
-        ),
-        (1, 3, 1)
-    );
-    let listed = s.list("big").unwrap();
-    assert_eq!(
-        (listed[0].size, listed[0].etag.as_str()),
-        (body.len() as u64, stored.etag.as_str())
-    );
-    assert_eq!(s.get("big", 64 << 20).unwrap().unwrap(), body);
-    assert_eq!(
-        s.head("big")
-            .unwrap()
-            .unwrap()
-            .metadata
-            .get("descpkg-mtime")
-            .map(String::as_str),
-        Some("9")
-    );
-    {
-        let events = events.lock().unwrap();
-        assert_eq!(events.len(), 2);
-        assert!(
-            events[0].starts_with("Started") && events[1].starts_with("Ended"),
-            "{events:?}"
-        );
+    fn harness() -> Option<StoreHarness> {
+        let b = bucket("suite")?;
+        let store = std::sync::Arc::new(store(&b).with_part_size(PART));
+        Some(StoreHarness {
+            store,
+            open_uploads: Box::new(move || open_multipart_uploads(&b)),
+        })
     }
 
-    // A body that fails after two parts went up: nothing is left behind.
-    events.lock().unwrap().clear();
-    let put = Put {
-        key: "broken",
-        ..put
-    };
-    let err = s
-        .put(&put, &mut |out| {
-            out.write_all(&body[..11 << 20])?;
-            anyhow::bail!("the package vanished")
-        })
-        .unwrap_err();
-    assert!(
-        format!("{err:#}").contains("the package vanished"),
-        "{err:#}"
-    );
-    assert_eq!(s.head("broken").unwrap(), None);
-    assert_eq!(
-        open_multipart_uploads(&b),
-        0,
-        "the interrupted upload is aborted"
-    );
-    let events = events.lock().unwrap();
-    assert!(
-        events.len() == 2 && events[1].starts_with("Ended"),
-        "{events:?}"
-    );
+    crate::store_suite!(harness);
 }
 
 #[test]
@@ -328,22 +173,6 @@ fn s3sync(w: &World, args: &[&str], env: &[(&str, &str)]) -> (std::process::Outp
     let json: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     let report = json["targets"][0]["report"].clone();
     (out, report)
-}
-
-fn pvs(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .map(|p| {
-                    format!(
-                        "{}/{}",
-                        p["package"].as_str().unwrap(),
-                        p["version"].as_str().unwrap()
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn requests(report: &Value) -> BTreeMap<String, u64> {
@@ -798,7 +627,7 @@ fn aging_immediate_removes_exactly_the_excess() {
     let status = |w: &World| -> serde_json::Value {
         let out = w.blat(&["status", "--json"]);
         assert_exit(&out, 0);
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0].clone()
+        common::json(&out)[0].clone()
     };
     let st = status(&w);
     assert_eq!(st["sync_command"], "s3sync", "{st}");

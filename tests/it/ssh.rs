@@ -17,7 +17,7 @@ use blat::target::{Transport, RECEIVER};
 
 use crate::common::{self, assert_exit, stderr, stdout, World};
 use crate::sshd::{give_to, keygen, public_key, sh, Fault, Proxy, Sshd};
-use crate::target_suite::{Harness, RawFn};
+use crate::target_suite::Harness;
 
 const T0: i64 = 1_700_000_000;
 
@@ -73,20 +73,6 @@ fn assert_same_version(w: &World, sshd: &Sshd, pv: &str) {
     );
 }
 
-/// Nothing on the target: no package, no receiver installed.
-#[track_caller]
-fn assert_untouched(sshd: &Sshd) {
-    let entries: Vec<_> = fs::read_dir(sshd.archive())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(entries.is_empty(), "target archive changed: {entries:?}");
-    assert!(
-        !sshd.receiver().exists(),
-        "receiver installed although the connection was refused"
-    );
-}
-
 #[track_caller]
 fn assert_err_contains(out: &Output, code: i32, needles: &[&str]) {
     assert_exit(out, code);
@@ -114,79 +100,16 @@ fn ssh_config(sshd: &Sshd) -> SshConfig {
 mod suite {
     use super::*;
 
-    fn make(world: World, sshd: &Sshd) -> Harness {
-        let target = ReceiverTarget::new("ssh", SshTransport::new(ssh_config(sshd)).unwrap(), 2);
-        let raw_transport = SshTransport::new(ssh_config(sshd)).unwrap();
-        let raw: RawFn = Box::new(move |args, input| {
-            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-            match input {
-                None => raw_transport.run(&args, None),
-                Some(bytes) => {
-                    let bytes = bytes.to_vec();
-                    let mut feed = move |w: &mut dyn std::io::Write| -> anyhow::Result<()> {
-                        // A cut stream may make the receiver stop reading: ignore that.
-                        let _ = w.write_all(&bytes);
-                        Ok(())
-                    };
-                    raw_transport.run(&args, Some(&mut feed))
-                }
-            }
-        });
-        Harness {
-            world,
-            target: Box::new(target),
-            raw,
-            root: sshd.archive(),
-        }
+    /// Each case on a server of its own.
+    fn harness() -> Option<Harness> {
+        let sshd = Sshd::start()?;
+        let root = sshd.archive();
+        let config = ssh_config(&sshd);
+        let open = || SshTransport::new(config.clone()).unwrap();
+        Some(Harness::new("ssh", World::new(), root, open, Some(sshd)))
     }
 
-    /// The suite's cases, each on a server of its own.
-    macro_rules! over_ssh {
-        ($($case:ident)*) => {
-            $(
-                #[test]
-                fn $case() {
-                    let Some(sshd) = Sshd::start() else { return };
-                    crate::target_suite::$case(&|w| make(w, &sshd));
-                }
-            )*
-            const CASES: &[&str] = &[$(stringify!($case)),*];
-        };
-    }
-
-    over_ssh!(
-        list_empty
-        receive_keeps_modes_mtimes_links
-        replace_swaps_whole_version
-        link_and_repoint
-        delete_removes_aliases_first
-        put_is_atomic_file
-        df_reports_space
-        gc_removes_leftovers
-        cut_stream_leaves_nothing
-        invalid_names_refused
-    );
-
-    /// A case added to the suite must run over SSH too.
-    #[test]
-    fn every_suite_case_runs_over_ssh() {
-        let suite = fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/target_suite.rs"),
-        )
-        .unwrap();
-        let cases: Vec<&str> = suite
-            .lines()
-            .filter(|l| l.contains("(make: &dyn Fn(World) -> Harness)"))
-            .filter_map(|l| l.strip_prefix("pub fn ")?.split('(').next())
-            .collect();
-        assert!(!cases.is_empty());
-        for case in &cases {
-            assert!(
-                CASES.contains(case),
-                "suite case {case} is not run over SSH: add it to over_ssh! in ssh.rs"
-            );
-        }
-    }
+    crate::target_suite!(harness);
 }
 
 // ------------------------------------------------------------ sync end to end
@@ -232,29 +155,22 @@ fn sync_over_ssh_copies_exactly_and_installs_the_receiver() {
     w.release_with("a", "1.0", T0 + 500, &[("new.txt", "new")]);
     let out = w.blat(&["sync", "--target", "site", "--json"]);
     assert_exit(&out, 0);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = common::json(&out);
     assert_eq!(
-        report["targets"][0]["report"]["sent"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1,
-        "{report}"
+        common::pvs(&report["targets"][0]["report"]["sent"]),
+        ["a/1.0"]
     );
     assert_same_version(&w, &sshd, "a/1.0");
-    assert!(common::leftovers(&sshd.archive()).is_empty());
+    common::assert_no_leftovers(&sshd.archive());
 
     // Nothing changed: nothing sent, and the receiver is not sent again.
     let installed = fs::metadata(sshd.receiver()).unwrap().modified().unwrap();
     let out = w.blat(&["sync", "--target", "site", "--json"]);
     assert_exit(&out, 0);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(
-        report["targets"][0]["report"]["sent"]
-            .as_array()
-            .unwrap()
-            .is_empty(),
-        "{report}"
+    let report = common::json(&out);
+    assert_eq!(
+        common::pvs(&report["targets"][0]["report"]["sent"]),
+        Vec::<String>::new()
     );
     assert_eq!(
         fs::metadata(sshd.receiver()).unwrap().modified().unwrap(),
@@ -335,7 +251,7 @@ fn unknown_host_is_refused_with_fingerprint_and_keyscan_hint() {
             &format!("ssh-keyscan -p {port} 127.0.0.1 >> {kh}"),
         ],
     );
-    assert_untouched(&sshd);
+    sshd.assert_untouched();
 
     // Doing what the message says makes the next run work.
     let scanned = sh(Command::new("ssh-keyscan").args(["-p", &port.to_string(), "127.0.0.1"]));
@@ -363,7 +279,7 @@ fn changed_host_key_is_refused() {
             "ssh-keygen -R",
         ],
     );
-    assert_untouched(&sshd);
+    sshd.assert_untouched();
 }
 
 #[test]
@@ -411,7 +327,7 @@ fn key_not_in_authorized_keys_is_refused() {
             "authorized_keys",
         ],
     );
-    assert_untouched(&sshd);
+    sshd.assert_untouched();
 }
 
 #[test]
@@ -434,7 +350,7 @@ fn too_open_identity_is_refused_like_openssh() {
             "chmod 600",
         ],
     );
-    assert_untouched(&sshd);
+    sshd.assert_untouched();
     assert_eq!(
         sshd.connections(),
         0,
@@ -498,7 +414,7 @@ fn missing_or_unreadable_identity_is_refused() {
             key.display()
         )],
     );
-    assert_untouched(&sshd);
+    sshd.assert_untouched();
 }
 
 // ------------------------------------------------------------ broken connections
@@ -548,7 +464,7 @@ fn silent_server_times_out_at_connect_timeout() {
             proxy.port
         )],
     );
-    assert_untouched(&sshd);
+    sshd.assert_untouched();
 }
 
 /// A world whose batch holds small packages and a 24 MiB one, sent
@@ -600,11 +516,7 @@ fn connection_cut_mid_package_leaves_nothing_and_next_sync_completes() {
     for pv in ["big/1", "a/1.0", "b/2.0", "j/1"] {
         assert_same_version(&w, &sshd, pv);
     }
-    assert!(
-        common::leftovers(&sshd.archive()).is_empty(),
-        "{:?}",
-        common::leftovers(&sshd.archive())
-    );
+    common::assert_no_leftovers(&sshd.archive());
 }
 
 #[test]
@@ -666,11 +578,7 @@ fn target_that_stops_answering_fails_at_io_timeout() {
     );
     assert_exit(&sync(&w), 0);
     assert_same_version(&w, &sshd, "big/1");
-    assert!(
-        common::leftovers(&sshd.archive()).is_empty(),
-        "{:?}",
-        common::leftovers(&sshd.archive())
-    );
+    common::assert_no_leftovers(&sshd.archive());
 }
 
 #[test]
@@ -699,22 +607,13 @@ fn an_idle_session_dropped_by_the_server_is_replaced() {
 
 // ------------------------------------------------------------ the receiver
 
-/// Puts `content` where blat installs the receiver, as the target user.
-fn plant_receiver(sshd: &Sshd, content: &str) {
-    let dir = sshd.receiver().parent().unwrap().to_path_buf();
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(sshd.receiver(), content).unwrap();
-    fs::set_permissions(sshd.receiver(), fs::Permissions::from_mode(0o755)).unwrap();
-    give_to(&sshd.user, &dir);
-}
-
 #[test]
 fn missing_broken_or_stale_receivers_are_replaced() {
     let Some(sshd) = Sshd::start() else { return };
     let w = world(&sshd, "");
     let stale = format!("{RECEIVER}\n# an older receiver\n");
     for (what, planted) in [("broken", "#!/bin/sh\nexit 7\n"), ("stale", stale.as_str())] {
-        plant_receiver(&sshd, planted);
+        sshd.plant_receiver(planted);
         assert_exit(&sync(&w), 0);
         assert_eq!(
             fs::read_to_string(sshd.receiver()).unwrap(),
@@ -730,7 +629,7 @@ fn a_stale_receiver_that_cannot_be_replaced_is_never_run() {
     let Some(sshd) = Sshd::start() else { return };
     let w = world(&sshd, "");
     let stale = format!("{RECEIVER}\n# an older receiver\n");
-    plant_receiver(&sshd, &stale);
+    sshd.plant_receiver(&stale);
     let dir = sshd.receiver().parent().unwrap().to_path_buf();
     // The target user can no longer write there.
     if sh(Command::new("id").arg("-u")).trim() == "0" {
@@ -763,20 +662,13 @@ fn a_stale_receiver_that_cannot_be_replaced_is_never_run() {
 fn forced_command_key_syncs_and_runs_nothing_else() {
     let Some(sshd) = Sshd::start() else { return };
     let w = world(&sshd, "");
-    let key = keygen(&sshd.path().join("id_forced"), "ed25519");
-    sshd.authorize(&format!(
-        // The line the README recommends.
-        "restrict,command=\"{}\" {}",
-        sshd.receiver().display(),
-        public_key(&key)
-    ));
-    sshd.write_site_with_identity(&w, &key, "");
+    let key = sshd.forced_key(&w, "");
     let conf = fs::read_to_string(w.config().join("targets/site.conf")).unwrap();
     w.write_target("site", &format!("{conf}packages = [\"j/cur\"]\n"));
     // An older receiver is there (installed by hand): under a forced
     // command it may not replace itself, and nothing goes through it.
     let stale = format!("{RECEIVER}\n# an older receiver\n");
-    plant_receiver(&sshd, &stale);
+    sshd.plant_receiver(&stale);
     let out = sync(&w);
     assert_err_contains(
         &out,
@@ -790,7 +682,7 @@ fn forced_command_key_syncs_and_runs_nothing_else() {
     assert_eq!(fs::read_to_string(sshd.receiver()).unwrap(), stale);
     assert_eq!(fs::read_dir(sshd.archive()).unwrap().count(), 0);
     // Updated by hand, as the message says: the sync goes through.
-    plant_receiver(&sshd, RECEIVER);
+    sshd.plant_receiver(RECEIVER);
     let out = sync(&w);
     assert_exit(&out, 0);
     assert_eq!(fs::read_to_string(sshd.receiver()).unwrap(), RECEIVER);
@@ -850,14 +742,8 @@ fn forced_command_key_syncs_and_runs_nothing_else() {
 fn forced_command_with_allow_install_updates_itself() {
     let Some(sshd) = Sshd::start() else { return };
     let w = world(&sshd, "");
-    let key = keygen(&sshd.path().join("id_forced"), "ed25519");
-    sshd.authorize(&format!(
-        "restrict,command=\"{} --allow-install\" {}",
-        sshd.receiver().display(),
-        public_key(&key)
-    ));
-    sshd.write_site_with_identity(&w, &key, "");
-    plant_receiver(&sshd, &format!("{RECEIVER}\n# an older receiver\n"));
+    sshd.forced_key(&w, " --allow-install");
+    sshd.plant_receiver(&format!("{RECEIVER}\n# an older receiver\n"));
     let out = sync(&w);
     assert_exit(&out, 0);
     assert_eq!(fs::read_to_string(sshd.receiver()).unwrap(), RECEIVER);
@@ -919,7 +805,7 @@ fn mixed_batch_of_new_and_known_packages() {
     use blat::target::{pack, Target};
     let Some(sshd) = Sshd::start() else { return };
     let w = World::new();
-    let target = ReceiverTarget::new("ssh", SshTransport::new(ssh_config(&sshd)).unwrap(), 1);
+    let target = ReceiverTarget::new("ssh", SshTransport::new(ssh_config(&sshd)).unwrap());
     let source = SourceArchive::new(w.archive());
     let pv = |p: &str, v: &str| PackageVersion::new(p, v).unwrap();
     w.release("known", "1", T0);
@@ -981,11 +867,7 @@ fn mixed_batch_of_new_and_known_packages() {
         !sshd.archive().join("lonely").exists(),
         "a new package with nothing verified never appears"
     );
-    assert!(
-        common::leftovers(&sshd.archive()).is_empty(),
-        "{:?}",
-        common::leftovers(&sshd.archive())
-    );
+    common::assert_no_leftovers(&sshd.archive());
     let listed: Vec<String> = target
         .list()
         .unwrap()

@@ -257,6 +257,40 @@ impl Sshd {
         world.write_target("site", &conf);
     }
 
+    /// A new key that may only run the receiver (the README's
+    /// authorized_keys line; `options` follow the program, as
+    /// ` --allow-install`), and the target `site` of `world` logging in with it.
+    pub fn forced_key(&self, world: &World, options: &str) -> PathBuf {
+        let key = keygen(&self.path().join("id_forced"), "ed25519");
+        self.authorize(&format!(
+            "restrict,command=\"{}{options}\" {}",
+            self.receiver().display(),
+            public_key(&key)
+        ));
+        self.write_site_with_identity(world, &key, "");
+        key
+    }
+
+    /// Puts `content` where blat installs the receiver, as the target user.
+    pub fn plant_receiver(&self, content: &str) {
+        let dir = self.receiver().parent().unwrap().to_path_buf();
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(self.receiver(), content).unwrap();
+        fs::set_permissions(self.receiver(), fs::Permissions::from_mode(0o755)).unwrap();
+        give_to(&self.user, &dir);
+    }
+
+    /// Nothing on the target: no package, no receiver installed.
+    #[track_caller]
+    pub fn assert_untouched(&self) {
+        let entries: Vec<_> = fs::read_dir(self.archive())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(entries.is_empty(), "target archive changed: {entries:?}");
+        assert!(!self.receiver().exists(), "the receiver was installed");
+    }
+
     pub fn write_target(&self, world: &World, name: &str, extra: &str) {
         world.write_target(name, &self.target_conf(self.port, extra));
     }

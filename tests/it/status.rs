@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use crate::common::{assert_exit, stdout, World};
+use crate::common::{self, assert_exit, stdout, World};
 
 fn world() -> World {
     let w = World::new();
@@ -12,6 +12,17 @@ fn world() -> World {
     w.write_rm(&[("P/R1", "open", 0, &["a/1.0"])]);
     w.local_target("site", "projects = [\"P\"]\ntag_retries = 1\n");
     w
+}
+
+/// The last run of `command` in a target's `status --json` entry.
+#[track_caller]
+fn run_of<'a>(site: &'a serde_json::Value, command: &str) -> &'a serde_json::Value {
+    site["runs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no runs: {site}"))
+        .iter()
+        .find(|r| r["command"] == command)
+        .unwrap_or_else(|| panic!("no {command} run: {site}"))
 }
 
 #[test]
@@ -32,15 +43,10 @@ fn status_shows_runs_tags_and_errors() {
     let metrics = w.path().join("blat.prom");
     let out = w.blat(&["status", "--json", "--metrics", metrics.to_str().unwrap()]);
     assert_exit(&out, 0);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = common::json(&out);
     let site = &v[0];
     assert_eq!(site["target"], "site");
-    let sync = site["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["command"] == "sync")
-        .unwrap();
+    let sync = run_of(site, "sync");
     assert_eq!(sync["outcome"], "failed");
     assert_eq!(site["pending_tags"], serde_json::json!(["a::1.0"]));
     assert_eq!(site["rejected_tags"][0]["tag"], "nope::1.0");
@@ -137,7 +143,7 @@ fn status_and_dry_runs_work_for_a_user_who_may_only_read_the_state_dir() {
     assert!(text.contains("tags: 1 pending"), "{text}");
     let out = w.blat_unprivileged(&["status", "--json"], &[]);
     assert_exit(&out, 0);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = common::json(&out);
     assert_eq!(v[0]["runs"][0]["outcome"], "done", "{v}");
 
     for (args, plan) in [
@@ -269,7 +275,7 @@ fn status_says_when_each_target_last_synced_and_who_is_behind() {
     // Any user who may read the state can ask.
     let out = w.blat_unprivileged(&["status", "--json"], &[("BLAT_NOW", &now)]);
     assert_exit(&out, 0);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = common::json(&out);
     let target = |name: &str| {
         v.as_array()
             .unwrap()
@@ -297,20 +303,10 @@ fn status_says_when_each_target_last_synced_and_who_is_behind() {
     assert_eq!(site["marked"].as_array().unwrap().len(), 2);
     assert_eq!(site["aging_refused"], serde_json::Value::Null);
     assert_eq!(site["last_error"]["command"], "fast", "{site}");
-    let fast = site["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["command"] == "fast")
-        .unwrap();
+    let fast = run_of(&site, "fast");
     assert_eq!(fast["outcome"], "failed");
     assert_eq!(fast["failed"], 1, "{fast}");
-    let sync = site["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["command"] == "sync")
-        .unwrap();
+    let sync = run_of(&site, "sync");
     assert_eq!(sync["behind"], 1, "{sync}");
     assert_eq!(sync["sent"], 0, "{sync}");
 

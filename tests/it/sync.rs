@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use crate::common::{self, assert_exit, stderr, stdout, World};
+use crate::common::{self, assert_exit, json, stderr, stdout, World};
 
 const T0: i64 = 1_700_000_000;
 
@@ -30,23 +30,8 @@ fn world() -> World {
     w
 }
 
-fn json(out: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
-}
-
 fn sent(report: &serde_json::Value) -> Vec<String> {
-    report["targets"][0]["report"]["sent"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            format!(
-                "{}/{}",
-                p["package"].as_str().unwrap(),
-                p["version"].as_str().unwrap()
-            )
-        })
-        .collect()
+    common::pvs(&report["targets"][0]["report"]["sent"])
 }
 
 fn version_tree(w: &World, root: &std::path::Path, pv: &str) -> Vec<String> {
@@ -79,7 +64,7 @@ fn first_sync_copies_the_current_set_exactly() {
     assert_eq!(body, ["a 1.0", "b 2.0", "j 1"]);
     assert!(plist.starts_with("# blat packagelist written "), "{plist}");
     assert!(plist.contains("# releases: P/R1"), "{plist}");
-    assert!(common::leftovers(&t).is_empty());
+    common::assert_no_leftovers(&t);
 }
 
 #[test]
@@ -120,7 +105,7 @@ fn changed_descpkg_mtime_is_resent() {
     assert_eq!(sent(&json(&out)), ["b/2.0"]);
     let t = w.target_dir("site");
     assert_eq!(common::snapshot(&dir), common::snapshot(&t.join("b/2.0")));
-    assert!(common::leftovers(&t).is_empty());
+    common::assert_no_leftovers(&t);
 }
 
 #[test]
@@ -313,11 +298,7 @@ fn leftovers_of_a_failed_receive_are_cleared_by_the_next_sync() {
     assert_exit(&out, 0);
     assert_eq!(sent(&json(&out)), ["b/2.0"]);
     assert_eq!(json(&out)["targets"][0]["report"]["leftovers_removed"], 2);
-    assert!(
-        common::leftovers(&t).is_empty(),
-        "{:?}",
-        common::leftovers(&t)
-    );
+    common::assert_no_leftovers(&t);
     assert_eq!(
         common::snapshot(&w.archive().join("b/2.0")),
         common::snapshot(&t.join("b/2.0"))
@@ -482,11 +463,7 @@ fn a_full_target_disk_leaves_no_partial_package() {
         !t.join("big").exists() && !t.join("a").exists(),
         "no partial package"
     );
-    assert!(
-        common::leftovers(&t).is_empty(),
-        "{:?}",
-        common::leftovers(&t)
-    );
+    common::assert_no_leftovers(&t);
     // Room again (a bigger file system): the next sync completes.
     drop(guard);
     let out = w.blat(&["sync", "--all", "--json"]);
@@ -540,11 +517,7 @@ fn first_sync_delivers_every_version_of_new_packages_with_any_parallel() {
                 "parallel = {parallel}: {pv}"
             );
         }
-        assert!(
-            common::leftovers(&t).is_empty(),
-            "{:?}",
-            common::leftovers(&t)
-        );
+        common::assert_no_leftovers(&t);
     }
 }
 
@@ -623,11 +596,7 @@ fn bad_items_fail_alone_and_long_names_fit() {
             common::snapshot(&t.join(pv))
         );
     }
-    assert!(
-        common::leftovers(&t).is_empty(),
-        "{:?}",
-        common::leftovers(&t)
-    );
+    common::assert_no_leftovers(&t);
 }
 
 /// A file the master cannot read fails its package with a message naming
