@@ -132,6 +132,47 @@ pub struct ArchiveTarget {
     pub parallel: usize,
     pub compression: Compression,
     pub min_free: u64,
+    /// How a new version reuses the unchanged files of an older one that
+    /// the target already holds (`delta`).
+    pub delta: DeltaMode,
+    /// Bytes per second on the wire for all transfers to the target
+    /// together (`bwlimit`); `None`: no limit.
+    pub bwlimit: Option<u64>,
+}
+
+/// `delta`: how the receiver takes a new version's unchanged files from
+/// the base version on the target (docs/configuration.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeltaMode {
+    /// Hard link where the file and its base are read-only with the same
+    /// mode and mtime on one file system, copy otherwise (the default).
+    Link,
+    /// Always copy on the target.
+    Copy,
+    /// Send every file.
+    Off,
+}
+
+impl DeltaMode {
+    pub fn parse(text: &str) -> Result<DeltaMode, String> {
+        match text {
+            "link" => Ok(DeltaMode::Link),
+            "copy" => Ok(DeltaMode::Copy),
+            "off" => Ok(DeltaMode::Off),
+            _ => Err(format!(
+                "invalid delta '{text}': expected \"link\", \"copy\" or \"off\""
+            )),
+        }
+    }
+
+    /// The word the receiver protocol uses (`delta=...,HOW`).
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            DeltaMode::Link => "link",
+            DeltaMode::Copy | DeltaMode::Off => "copy",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -323,6 +364,8 @@ struct RawTarget {
     io_timeout: Option<DurationValue>,
     compression: Option<Spanned<String>>,
     min_free: Option<SizeValue>,
+    delta: Option<Spanned<String>>,
+    bwlimit: Option<SizeValue>,
     // s3 targets
     bucket: Option<Spanned<String>>,
     prefix: Option<Spanned<String>>,
@@ -567,7 +610,7 @@ fn target(src: &Source, name: &str, source_archive: &Path) -> Result<TargetConfi
         Some(p) => return Err(src.error(p.span(), "invalid parallel: expected 1 to 64")),
     };
     // Keys that belong to the other kind are errors, not silently ignored.
-    let archive_keys: [(&str, Option<std::ops::Range<usize>>); 7] = [
+    let archive_keys: [(&str, Option<std::ops::Range<usize>>); 8] = [
         ("transport", raw.transport.as_ref().map(|v| v.span())),
         ("path", raw.path.as_ref().map(|v| v.span())),
         ("host", raw.host.as_ref().map(|v| v.span())),
@@ -578,6 +621,7 @@ fn target(src: &Source, name: &str, source_archive: &Path) -> Result<TargetConfi
             raw.remote_archive.as_ref().map(|v| v.span()),
         ),
         ("compression", raw.compression.as_ref().map(|v| v.span())),
+        ("delta", raw.delta.as_ref().map(|v| v.span())),
     ];
     let s3_keys = [
         ("bucket", raw.bucket.as_ref().map(|v| v.span())),
@@ -784,11 +828,18 @@ fn archive_target(
         None => Compression::Gzip(6),
         Some(c) => Compression::parse(c.get_ref()).map_err(|e| src.error(c.span(), e))?,
     };
+    let delta = match &raw.delta {
+        None => DeltaMode::Link,
+        Some(d) => DeltaMode::parse(d.get_ref()).map_err(|e| src.error(d.span(), e))?,
+    };
     Ok(ArchiveTarget {
         transport,
         parallel,
         compression,
         min_free: raw.min_free.map_or(0, |s| s.0),
+        delta,
+        // rsync's --bwlimit=0: no limit.
+        bwlimit: raw.bwlimit.map(|s| s.0).filter(|&b| b > 0),
     })
 }
 

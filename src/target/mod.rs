@@ -8,6 +8,7 @@
 
 pub mod dryrun;
 pub mod facts;
+pub mod limit;
 pub mod local;
 pub mod pack;
 pub mod receiver;
@@ -49,7 +50,11 @@ pub struct Outgoing {
     pub files: u64,
     /// Sum of regular file sizes.
     pub bytes: u64,
+    /// What goes into the stream: every entry, or with a delta, those
+    /// not taken from the base on the target.
     pub entries: Vec<pack::PackEntry>,
+    /// Unchanged files the receiver takes from an older version.
+    pub delta: Option<crate::delta::Delta>,
 }
 
 /// The outcome of one package-version of a `receive` batch.
@@ -58,6 +63,9 @@ pub struct Received {
     pub pv: PackageVersion,
     /// `Err(reason)` when this package did not arrive.
     pub result: Result<(), String>,
+    /// It failed because its delta's base on the target is not the one
+    /// the master expected (`base` reply): send it again in full.
+    pub stale_base: bool,
 }
 
 /// What a `delete` removed.
@@ -152,18 +160,24 @@ pub fn open(config: &Config, target: &TargetConfig) -> Result<Box<dyn Target>> {
         .archive()
         .ok_or_else(|| anyhow::anyhow!("target {} is not an archive target", target.name))?;
     match &archive.transport {
-        TransportConfig::Local { path } => Ok(Box::new(receiver::ReceiverTarget::new(
-            &target.name,
-            local::LocalTransport::new(path.clone()),
-            archive.parallel,
-        ))),
+        TransportConfig::Local { path } => Ok(Box::new(
+            receiver::ReceiverTarget::new(
+                &target.name,
+                local::LocalTransport::new(path.clone()),
+                archive.parallel,
+            )
+            .with_bwlimit(archive.bwlimit),
+        )),
         TransportConfig::Ssh(ssh) => {
             let _ = config;
-            Ok(Box::new(receiver::ReceiverTarget::new(
-                &target.name,
-                ssh::SshTransport::new(ssh.clone())?,
-                archive.parallel,
-            )))
+            Ok(Box::new(
+                receiver::ReceiverTarget::new(
+                    &target.name,
+                    ssh::SshTransport::new(ssh.clone())?,
+                    archive.parallel,
+                )
+                .with_bwlimit(archive.bwlimit),
+            ))
         }
     }
 }

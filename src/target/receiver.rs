@@ -4,9 +4,11 @@
 
 use anyhow::{bail, Context, Result};
 
+use super::limit::{Limited, RateLimit};
 use super::pack;
 use super::{
-    Deleted, Listing, Outgoing, ProgressFn, Received, ReceiverInfo, RunOutput, Target, Transport,
+    Deleted, InputFn, Listing, Outgoing, ProgressFn, Received, ReceiverInfo, RunOutput, Target,
+    Transport,
 };
 use crate::archive::{alias_target, Alias, Name, PackageVersion, SourceArchive};
 use crate::config::Compression;
@@ -14,6 +16,8 @@ use crate::config::Compression;
 pub struct ReceiverTarget<T: Transport> {
     name: String,
     transport: T,
+    /// `bwlimit`: shared by every stream to this target.
+    limit: Option<RateLimit>,
 }
 
 impl<T: Transport> ReceiverTarget<T> {
@@ -21,7 +25,27 @@ impl<T: Transport> ReceiverTarget<T> {
         ReceiverTarget {
             name: name.to_string(),
             transport,
+            limit: None,
         }
+    }
+
+    /// Limits every stream to this target together to `rate` bytes per
+    /// second (`None`: no limit).
+    pub fn with_bwlimit(mut self, rate: Option<u64>) -> ReceiverTarget<T> {
+        self.limit = rate.map(RateLimit::new);
+        self
+    }
+
+    /// Runs `feed` on the receiver's stdin, through the bandwidth limit.
+    fn run_limited(&self, args: &[String], feed: InputFn) -> Result<RunOutput> {
+        let Some(limit) = &self.limit else {
+            return self.transport.run(args, Some(feed));
+        };
+        let mut limited = |w: &mut dyn std::io::Write| {
+            let mut w = Limited { inner: w, limit };
+            feed(&mut w)
+        };
+        self.transport.run(args, Some(&mut limited))
     }
 
     pub fn transport(&self) -> &T {
@@ -130,13 +154,18 @@ pub fn parse_receive_reply(stdout: &str, stderr: &str, sent: &[&PackageVersion])
     let mut results = Vec::new();
     for line in stdout.lines() {
         let fields: Vec<&str> = line.split('\t').collect();
-        let (result, package, version) = match fields.as_slice() {
-            ["ok", p, v] => (Ok(()), *p, *v),
-            ["fail", p, v, reason @ ..] => (Err(one_line(&reason.join(" "))), *p, *v),
+        let (result, package, version, stale_base) = match fields.as_slice() {
+            ["ok", p, v] => (Ok(()), *p, *v, false),
+            ["fail", p, v, reason @ ..] => (Err(one_line(&reason.join(" "))), *p, *v, false),
+            ["base", p, v, reason @ ..] => (Err(one_line(&reason.join(" "))), *p, *v, true),
             _ => continue,
         };
         if let Ok(pv) = PackageVersion::new(package, version) {
-            results.push(Received { pv, result });
+            results.push(Received {
+                pv,
+                result,
+                stale_base,
+            });
         }
     }
     // Anything the receiver did not report on did not arrive.
@@ -150,6 +179,7 @@ pub fn parse_receive_reply(stdout: &str, stderr: &str, sent: &[&PackageVersion])
                 } else {
                     why
                 }),
+                stale_base: false,
             });
         }
     }
@@ -236,6 +266,9 @@ impl<T: Transport> Target for ReceiverTarget<T> {
             compression.wire_name().into(),
             token.clone(),
         ];
+        let deltas = crate::delta::options(scanned);
+        let has_delta = !deltas.is_empty();
+        args.extend(deltas);
         for o in scanned {
             args.extend([
                 o.pv.package.to_string(),
@@ -245,9 +278,12 @@ impl<T: Transport> Target for ReceiverTarget<T> {
             ]);
         }
         let mut feed = |w: &mut dyn std::io::Write| {
+            if has_delta {
+                crate::delta::write_manifest(scanned, w)?;
+            }
             pack::stream(archive, scanned, &token, compression, w, progress)
         };
-        let out = self.transport.run(&args, Some(&mut feed))?;
+        let out = self.run_limited(&args, &mut feed)?;
         if out.status != 0 && out.status != 3 {
             check(&out, "receive")?;
         }
@@ -279,7 +315,7 @@ impl<T: Transport> Target for ReceiverTarget<T> {
             w.write_all(data)?;
             Ok(())
         };
-        let out = self.transport.run(&args, Some(&mut feed))?;
+        let out = self.run_limited(&args, &mut feed)?;
         check(&out, "put").with_context(|| format!("cannot write .dpkg_archive/{name}"))
     }
 
