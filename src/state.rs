@@ -824,6 +824,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn hash_cache_answers_only_for_the_same_file_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let stamp = FileStamp {
+            size: 10,
+            mtime: 100,
+            mtime_nsec: 5,
+            ino: 7,
+            ctime: 200,
+        };
+        let path = Path::new("/a/p/1.0/lib/x");
+        {
+            let cache = HashCache::open(dir.path()).unwrap();
+            assert_eq!(cache.get(path, stamp), None);
+            cache.put(path, stamp, b"hash");
+        }
+        // Another run (a new connection) finds it; any change of the file
+        // (size, mtime, inode, ctime) or another path misses.
+        let cache = HashCache::open(dir.path()).unwrap();
+        assert_eq!(cache.get(path, stamp), Some(b"hash".to_vec()));
+        for changed in [
+            FileStamp { size: 11, ..stamp },
+            FileStamp {
+                mtime: 101,
+                ..stamp
+            },
+            FileStamp {
+                mtime_nsec: 6,
+                ..stamp
+            },
+            FileStamp { ino: 8, ..stamp },
+            FileStamp {
+                ctime: 201,
+                ..stamp
+            },
+        ] {
+            assert_eq!(cache.get(path, changed), None, "{changed:?}");
+        }
+        assert_eq!(cache.get(Path::new("/a/p/1.0/lib/y"), stamp), None);
+    }
+
+    #[test]
     fn read_only_open_creates_nothing_and_refuses_writes() {
         let dir = tempfile::tempdir().unwrap();
         let state_dir = dir.path().join("odd ?#% name");

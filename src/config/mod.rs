@@ -913,6 +913,8 @@ sync_interval  = "4h"
 parallel       = 4
 compression    = "zstd:7"
 min_free       = "2g"
+delta          = "copy"
+bwlimit        = "10m"
 tag_retries    = 10
 [aging]
 method     = "master"
@@ -936,6 +938,8 @@ max_delete = 50
         let a = t.archive().unwrap();
         assert_eq!(a.compression, Compression::Zstd(7));
         assert_eq!(a.min_free, 2 << 30);
+        assert_eq!(a.delta, DeltaMode::Copy);
+        assert_eq!(a.bwlimit, Some(10 << 20));
         assert_eq!(t.writable_grace, Duration::from_secs(3600));
         assert_eq!(t.aging.method, AgingMethod::Master);
         assert_eq!(t.aging.after, Duration::from_secs(14 * 86400));
@@ -974,6 +978,19 @@ max_delete = 50
                 "invalid duration '5x'",
             ),
             ("min_free = \"2t\"\n", "x.conf:4:12:", "invalid size '2t'"),
+            ("bwlimit = \"10x\"\n", "x.conf:4:11:", "invalid size '10x'"),
+            (
+                "bwlimit = \"10MB/s\"\n",
+                "x.conf:4:11:",
+                "invalid size '10MB/s'",
+            ),
+            ("bwlimit = -5\n", "x.conf:4:11:", "must not be negative"),
+            ("bwlimit = \"\"\n", "x.conf:4:11:", "invalid size ''"),
+            (
+                "delta = \"hardlink\"\n",
+                "x.conf:4:9:",
+                "invalid delta 'hardlink': expected \"link\", \"copy\" or \"off\"",
+            ),
             (
                 "compression = \"lz4\"\n",
                 "x.conf:4:15:",
@@ -1029,6 +1046,32 @@ max_delete = 50
                 err.contains(place) && err.contains(msg),
                 "{extra:?} gave: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn delta_and_bwlimit_defaults_and_units() {
+        let cases = [
+            ("", DeltaMode::Link, None),
+            (
+                "delta = \"off\"\nbwlimit = 2048\n",
+                DeltaMode::Off,
+                Some(2 << 20),
+            ),
+            (
+                "delta = \"link\"\nbwlimit = \"512k\"\n",
+                DeltaMode::Link,
+                Some(512 << 10),
+            ),
+            ("bwlimit = \"2M\"\n", DeltaMode::Link, Some(2 << 20)),
+            ("bwlimit = 0\n", DeltaMode::Link, None),
+        ];
+        for (extra, delta, bwlimit) in cases {
+            let text = format!("kind = \"archive\"\ntransport = \"local\"\npath = \"/t\"\n{extra}");
+            let dir = write_config(GLOBAL, &[("x.conf", &text)]);
+            let c = Config::load(dir.path()).unwrap();
+            let a = c.targets[0].archive().unwrap();
+            assert_eq!((a.delta, a.bwlimit), (delta, bwlimit), "{extra:?}");
         }
     }
 

@@ -393,3 +393,71 @@ fn a_base_descpkg_changed_after_the_listing_is_refused() {
         lines(&w.archive().join("p/2.0"))
     );
 }
+
+/// `kill -9` of blat, then of the receiver's shell, while a delta's
+/// temporary directory is filled and its stream is under way (slowed by
+/// bwlimit): the new version is never visible in part, and the next sync
+/// converges with nothing left behind.
+#[test]
+fn a_kill_mid_delta_leaves_no_partial_package() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    for victim in ["blat", "receiver"] {
+        let w = world(13);
+        // A big changed file, so the stream takes seconds at 1 MiB/s.
+        let new = w.archive().join("p/2.0");
+        common::make_writable(&new);
+        let mut rng = Rng::new(99);
+        fs::write(new.join("share/big"), rng.bytes(4 << 20, true)).unwrap();
+        common::set_mtime(&new.join("share"), T0);
+        common::set_mtime(&new, T0 + 100);
+        common::make_read_only(&new);
+        w.local_target("site", "projects = [\"P\"]\nbwlimit = \"1m\"");
+        sync(&w, "site");
+        w.write_rm(&[("P/R1", "open", 0, &["p/1.0", "p/2.0"])]);
+        let root = w.target_dir("site");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_blat"))
+            .arg("-c")
+            .arg(w.config())
+            .args(["sync", "--target", "site"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The delta's temporary directory appears once the base is checked.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while common::blat_names(&root.join("p")).is_empty() {
+            assert!(Instant::now() < deadline, "{victim}: no temporary appeared");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let is_receiver = |a: &[String]| {
+            a.first().is_some_and(|c| c == "sh")
+                && a.iter().any(|x| x == "receive")
+                && common::mentions(a, &root)
+        };
+        if victim == "blat" {
+            assert!(common::kill9(child.id() as i32));
+        } else {
+            let procs = common::processes(is_receiver);
+            assert!(!procs.is_empty(), "no receiver running");
+            for (pid, _) in procs {
+                common::kill9(pid);
+            }
+        }
+        let _ = child.wait();
+        assert!(common::wait_gone(is_receiver, Duration::from_secs(30)));
+        assert!(
+            !root.join("p/2.0").exists()
+                || lines(&root.join("p/2.0")) == lines(&w.archive().join("p/2.0")),
+            "{victim}: a partial p/2.0 is visible"
+        );
+        sync(&w, "site");
+        assert_eq!(
+            lines(&root.join("p/2.0")),
+            lines(&w.archive().join("p/2.0")),
+            "{victim}"
+        );
+        assert!(common::blat_names(&root).is_empty(), "{victim}: leftovers");
+    }
+}
