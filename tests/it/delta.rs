@@ -146,7 +146,7 @@ fn write_version(w: &World, package: &str, version: &str, mtime: i64, tree: &Tre
         }
     }
     common::set_mtime(&root.join("descpkg"), mtime);
-    fs::set_permissions(&root.join("descpkg"), fs::Permissions::from_mode(0o444)).unwrap();
+    fs::set_permissions(root.join("descpkg"), fs::Permissions::from_mode(0o444)).unwrap();
     common::set_mtime(&root, mtime);
     fs::set_permissions(&root, fs::Permissions::from_mode(0o555)).unwrap();
     root
