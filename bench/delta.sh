@@ -174,6 +174,7 @@ if [[ " $CASES " == *" delta "* ]]; then
             "$(awk -v b="$b" -v f="$full_bytes" -v s="$s" -v r="$rsync_secs" 'BEGIN { printf "%.1f %% of full bytes, %.2fx faster than rsync -a", 100 * b / f, r / s }')"
     done
     echo "  (bytes: medians; both directions of the link, TCP/IP and SSH included)"
+    echo "  first blat-delta run, hash cache empty: $(head -n 1 "$WORK/blat-delta" | cut -d' ' -f1) s"
 fi
 
 if [[ " $CASES " == *" bwlimit "* ]]; then
