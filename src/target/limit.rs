@@ -99,8 +99,9 @@ mod tests {
                 });
             }
         });
-        // 4 MiB at 4 MiB/s, the bucket starting empty: about one second.
+        // 4 MiB at 4 MiB/s, the bucket starting empty: one second at
+        // least (less would break the limit); a loaded machine may add.
         let secs = started.elapsed().as_secs_f64();
-        assert!((0.9..1.3).contains(&secs), "took {secs}s");
+        assert!((0.99..5.0).contains(&secs), "took {secs}s");
     }
 }

@@ -461,3 +461,31 @@ fn a_kill_mid_delta_leaves_no_partial_package() {
         assert!(common::blat_names(&root).is_empty(), "{victim}: leftovers");
     }
 }
+
+/// `bwlimit` holds for all parallel sends to a target together: two
+/// packages of 512 KiB of noise at 256 KiB/s (a plain number is KiB/s,
+/// as rsync's) take four seconds at least, and arrive whole.
+#[test]
+fn bwlimit_holds_for_all_sends_to_a_target_together() {
+    let w = World::new();
+    let mut rng = Rng::new(3);
+    for p in ["a", "b"] {
+        let dir = w.build(p, "1", T0, &[]);
+        fs::write(dir.join("blob"), rng.bytes(512 << 10, true)).unwrap();
+        common::make_read_only(&dir);
+    }
+    w.write_global("");
+    w.write_rm(&[("P/R1", "open", 0, &["a/1", "b/1"])]);
+    w.local_target(
+        "site",
+        "projects = [\"P\"]\nparallel = 2\ncompression = \"none\"\nbwlimit = 256",
+    );
+    let started = std::time::Instant::now();
+    sync(&w, "site");
+    let secs = started.elapsed().as_secs_f64();
+    assert!(secs >= 3.9, "1 MiB at 256 KiB/s took {secs:.2}s");
+    for p in ["a", "b"] {
+        let want = lines(&w.archive().join(p).join("1"));
+        assert_eq!(lines(&w.target_dir("site").join(p).join("1")), want);
+    }
+}
