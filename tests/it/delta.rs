@@ -489,3 +489,26 @@ fn bwlimit_holds_for_all_sends_to_a_target_together() {
         assert_eq!(lines(&w.target_dir("site").join(p).join("1")), want);
     }
 }
+
+/// `fast` takes the same path: a tagged new version arrives as a delta of
+/// the version the target holds, equal to the source.
+#[test]
+fn fast_sends_a_tagged_new_version_as_a_delta() {
+    let w = world(17);
+    w.local_target("site", "projects = [\"P\"]");
+    sync(&w, "site");
+    common::assert_exit(&w.blat(&["tag", "p", "2.0", "--target", "site"]), 0);
+    let out = w.blat(&["fast", "-v", "--target", "site"]);
+    common::assert_exit(&out, 0);
+    let log = common::stderr(&out) + &common::stdout(&out);
+    assert!(log.contains("of it from 1.0"), "{log}");
+    let want = lines(&w.archive().join("p/2.0"));
+    let got = lines(&w.target_dir("site").join("p/2.0"));
+    assert_eq!(got, want, "{}", common::diff(&want, &got, 10));
+    assert!(
+        shared_inodes(
+            &w.target_dir("site").join("p/1.0"),
+            &w.target_dir("site").join("p/2.0")
+        ) > 0
+    );
+}
