@@ -512,3 +512,26 @@ fn fast_sends_a_tagged_new_version_as_a_delta() {
         ) > 0
     );
 }
+
+/// Over SSH, a base file whose size changed on the target: the receiver
+/// refuses the delta and blat sends the package in full in the same run.
+#[test]
+fn a_changed_base_over_ssh_means_a_full_send() {
+    let Some(sshd) = Sshd::start() else { return };
+    let w = world(19);
+    sshd.write_target(&w, "site", "projects = [\"P\"]\n");
+    sync(&w, "site");
+    let base = sshd.archive().join("p/1.0");
+    let rel = reused_file(&w);
+    common::make_writable(&base);
+    let mut data = fs::read(base.join(&rel)).unwrap();
+    data.extend_from_slice(b"more");
+    fs::write(base.join(&rel), data).unwrap();
+    w.write_rm(&[("P/R1", "open", 0, &["p/1.0", "p/2.0"])]);
+    let log = sync(&w, "site");
+    assert!(log.contains("sending it in full"), "{log}");
+    let want = lines(&w.archive().join("p/2.0"));
+    let got = lines(&sshd.archive().join("p/2.0"));
+    assert_eq!(got, want, "{}", common::diff(&want, &got, 10));
+    assert!(common::blat_names(&sshd.archive()).is_empty());
+}
