@@ -14,7 +14,8 @@
 //! - [`ops`]: one pass of each command, one file each, none importing
 //!   another; `ops/mod.rs` is the per-target frame (lock, run record, error
 //!   capture, summary, JSON, exit code) they all use.
-//! - Shared by the commands: [`transfer`] (the send path of sync and fast),
+//! - Shared by the commands: [`transfer`] (the send path of sync and fast,
+//!   with [`delta`]: new versions as the files changed since a base),
 //!   [`mod@aging`] (the one aging policy and its guards, for sites and buckets),
 //!   [`packagelist`] (its writer and reader), [`tags`] (the tag-directory
 //!   layout, never followed), [`exec`] (the one executor), [`atomic`] (the one
@@ -37,6 +38,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod current;
+pub mod delta;
 pub mod error;
 pub mod exec;
 pub mod index;

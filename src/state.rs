@@ -715,6 +715,95 @@ impl State {
     }
 }
 
+/// Content hashes of the master's archive files, for deltas
+/// (`src/delta.rs`): `<state_dir>/hashes.db`, a file of its own (a cache,
+/// rebuilt when lost; no migrations). A hash is only reused while the
+/// file's path, size, mtime (to the nanosecond), inode and ctime are the
+/// ones it was computed for.
+pub struct HashCache {
+    conn: std::sync::Mutex<Connection>,
+}
+
+/// What identifies one state of a file for [`HashCache`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    pub size: u64,
+    pub mtime: i64,
+    pub mtime_nsec: i64,
+    pub ino: u64,
+    pub ctime: i64,
+}
+
+impl HashCache {
+    pub fn open(state_dir: &Path) -> Result<HashCache> {
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+        let path = state_dir.join("hashes.db");
+        let conn = Connection::open(&path)
+            .with_context(|| format!("cannot open hash cache {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+            PRAGMA synchronous = NORMAL;
+            CREATE TABLE IF NOT EXISTS hashes (
+                path BLOB PRIMARY KEY,
+                size INTEGER NOT NULL,
+                mtime INTEGER NOT NULL,
+                mtime_nsec INTEGER NOT NULL,
+                ino INTEGER NOT NULL,
+                ctime INTEGER NOT NULL,
+                hash BLOB NOT NULL
+            );",
+        )
+        .with_context(|| format!("cannot use hash cache {}", path.display()))?;
+        Ok(HashCache {
+            conn: std::sync::Mutex::new(conn),
+        })
+    }
+
+    /// The hash recorded for `path` in exactly the state `stamp`.
+    pub fn get(&self, path: &Path, stamp: FileStamp) -> Option<Vec<u8>> {
+        use std::os::unix::ffi::OsStrExt;
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        conn.query_row(
+            "SELECT hash FROM hashes WHERE path = ?1 AND size = ?2 AND mtime = ?3
+             AND mtime_nsec = ?4 AND ino = ?5 AND ctime = ?6",
+            params![
+                path.as_os_str().as_bytes(),
+                stamp.size as i64,
+                stamp.mtime,
+                stamp.mtime_nsec,
+                stamp.ino as i64,
+                stamp.ctime
+            ],
+            |r| r.get(0),
+        )
+        .optional()
+        .ok()
+        .flatten()
+    }
+
+    /// Records `hash` for `path` in state `stamp` (a failure only costs a
+    /// re-read next time).
+    pub fn put(&self, path: &Path, stamp: FileStamp, hash: &[u8]) {
+        use std::os::unix::ffi::OsStrExt;
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = conn.execute(
+            "INSERT OR REPLACE INTO hashes (path, size, mtime, mtime_nsec, ino, ctime, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                path.as_os_str().as_bytes(),
+                stamp.size as i64,
+                stamp.mtime,
+                stamp.mtime_nsec,
+                stamp.ino as i64,
+                stamp.ctime,
+                hash
+            ],
+        );
+    }
+}
+
 /// A file path for an SQLite `file:` URI: bytes other than unreserved
 /// characters and `/` are percent-encoded (`?`, `#` and `%` must be).
 fn uri_path(path: &Path) -> String {
@@ -733,6 +822,47 @@ fn uri_path(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_cache_answers_only_for_the_same_file_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let stamp = FileStamp {
+            size: 10,
+            mtime: 100,
+            mtime_nsec: 5,
+            ino: 7,
+            ctime: 200,
+        };
+        let path = Path::new("/a/p/1.0/lib/x");
+        {
+            let cache = HashCache::open(dir.path()).unwrap();
+            assert_eq!(cache.get(path, stamp), None);
+            cache.put(path, stamp, b"hash");
+        }
+        // Another run (a new connection) finds it; any change of the file
+        // (size, mtime, inode, ctime) or another path misses.
+        let cache = HashCache::open(dir.path()).unwrap();
+        assert_eq!(cache.get(path, stamp), Some(b"hash".to_vec()));
+        for changed in [
+            FileStamp { size: 11, ..stamp },
+            FileStamp {
+                mtime: 101,
+                ..stamp
+            },
+            FileStamp {
+                mtime_nsec: 6,
+                ..stamp
+            },
+            FileStamp { ino: 8, ..stamp },
+            FileStamp {
+                ctime: 201,
+                ..stamp
+            },
+        ] {
+            assert_eq!(cache.get(path, changed), None, "{changed:?}");
+        }
+        assert_eq!(cache.get(Path::new("/a/p/1.0/lib/y"), stamp), None);
+    }
 
     #[test]
     fn read_only_open_creates_nothing_and_refuses_writes() {

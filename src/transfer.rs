@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use crate::archive::{PackageVersion, SourceArchive};
 use crate::config::units::human_bytes;
 use crate::config::{ArchiveTarget, TargetConfig};
+use crate::delta::Bases;
 use crate::report::TransferProgress;
 use crate::target::{pack, Outgoing, Target};
 
@@ -22,8 +23,10 @@ const BATCH_BYTES: u64 = 64 << 20;
 pub type Sent = (PackageVersion, u64, Result<(), String>);
 
 /// The send path `sync` and `fast` share: checks free space once (when
-/// `min_free` is set), then streams `pvs` with `parallel` workers in batches.
+/// `min_free` is set), then streams `pvs` with `parallel` workers in batches,
+/// as deltas against `bases` where it can.
 /// One package's failure never stops the others; results come back sorted.
+#[allow(clippy::too_many_arguments)]
 pub fn send_packages(
     reporter: &crate::report::Reporter,
     target: &TargetConfig,
@@ -31,6 +34,7 @@ pub fn send_packages(
     source: &SourceArchive,
     dest: &dyn Target,
     pvs: &[PackageVersion],
+    bases: &Bases,
     dry_run: bool,
 ) -> Vec<Sent> {
     if pvs.is_empty() {
@@ -41,7 +45,16 @@ pub fn send_packages(
     } else {
         None
     };
-    send_with_free(reporter, target, archive_cfg, source, dest, pvs, free)
+    send_with_free(
+        reporter,
+        target,
+        archive_cfg,
+        source,
+        dest,
+        pvs,
+        bases,
+        free,
+    )
 }
 
 /// The target's free space (one receiver call); a failure is a warning when
@@ -70,6 +83,7 @@ pub fn read_free(
 
 /// [`send_packages`] with the target's free space already read: `free` is
 /// checked against `min_free` (`None`: not checked), as a running estimate.
+#[allow(clippy::too_many_arguments)]
 pub fn send_with_free(
     reporter: &crate::report::Reporter,
     target: &TargetConfig,
@@ -77,6 +91,7 @@ pub fn send_with_free(
     source: &SourceArchive,
     dest: &dyn Target,
     pvs: &[PackageVersion],
+    bases: &Bases,
     free: Option<u64>,
 ) -> Vec<Sent> {
     if pvs.is_empty() {
@@ -94,6 +109,7 @@ pub fn send_with_free(
         archive_cfg,
         source,
         dest,
+        bases,
         free: Mutex::new(free),
         progress: &progress,
     };
@@ -112,6 +128,7 @@ struct Sender<'a> {
     archive_cfg: &'a ArchiveTarget,
     source: &'a SourceArchive,
     dest: &'a dyn Target,
+    bases: &'a Bases,
     /// The target's free space as we estimate it, when `min_free` is set.
     free: Mutex<Option<u64>>,
     progress: &'a TransferProgress<'a>,
@@ -145,13 +162,21 @@ impl Sender<'_> {
             let Some(pv) = queue.next() else {
                 break;
             };
-            let outgoing = match pack::scan(self.source, &pv) {
+            let mut outgoing = match pack::scan(self.source, &pv) {
                 Ok(o) => o,
                 Err(e) => {
                     results.push((pv, 0, Err(format!("{e:#}"))));
                     continue;
                 }
             };
+            if let Err(e) = self.bases.plan(self.source, &mut outgoing) {
+                // A base that cannot be read here only costs a full send.
+                outgoing = outgoing.without_delta();
+                self.reporter.detail(
+                    &self.target.name,
+                    &format!("{pv}: sending in full, no delta: {e:#}"),
+                );
+            }
             let min_free = self.archive_cfg.min_free;
             if let Some(avail) = self.free.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
                 if avail.saturating_sub(outgoing.bytes) < min_free {
@@ -166,14 +191,16 @@ impl Sender<'_> {
                 }
                 *avail -= outgoing.bytes;
             }
-            batch_bytes += outgoing.bytes;
+            batch_bytes += outgoing.streamed_bytes();
             batch.push(outgoing);
         }
         batch
     }
 
-    /// Streams one batch into one receiver run.
+    /// Streams one batch into one receiver run; the packages whose base
+    /// failed the receiver's check are sent again, in full.
     fn send_batch(&self, batch: &[Outgoing], results: &mut Vec<Sent>) {
+        let mut resend = Vec::new();
         let sizes: Vec<(PackageVersion, u64)> =
             batch.iter().map(|o| (o.pv.clone(), o.bytes)).collect();
         let add = |n: u64| self.progress.add_bytes(n);
@@ -187,10 +214,19 @@ impl Sender<'_> {
                         .iter()
                         .find(|(pv, _)| *pv == r.pv)
                         .map_or(0, |(_, b)| *b);
+                    let outgoing = batch.iter().find(|o| o.pv == r.pv);
+                    if let (true, Some(o), Err(why)) = (r.stale_base, outgoing, &r.result) {
+                        self.reporter.detail(
+                            &self.target.name,
+                            &format!("{}: {why}; sending it in full", r.pv),
+                        );
+                        resend.push(o.clone().without_delta());
+                        continue;
+                    }
                     if r.result.is_ok() {
                         self.reporter.detail(
                             &self.target.name,
-                            &format!("sent {} ({})", r.pv, human_bytes(bytes)),
+                            &format!("sent {} ({})", r.pv, sent_note(bytes, outgoing)),
                         );
                     }
                     self.progress.package_done();
@@ -204,6 +240,22 @@ impl Sender<'_> {
                 }
             }
         }
+        if !resend.is_empty() {
+            self.send_batch(&resend, results);
+        }
+    }
+}
+
+/// `12.0 MiB`, or for a delta `12.0 MiB, 10.8 MiB of it from BASE`.
+fn sent_note(bytes: u64, outgoing: Option<&Outgoing>) -> String {
+    match outgoing.and_then(|o| o.delta.as_ref()) {
+        Some(d) => format!(
+            "{}, {} of it from {}",
+            human_bytes(bytes),
+            human_bytes(d.reused_bytes),
+            d.base
+        ),
+        None => human_bytes(bytes),
     }
 }
 

@@ -135,6 +135,47 @@ pub struct ArchiveTarget {
     pub parallel: usize,
     pub compression: Compression,
     pub min_free: u64,
+    /// How a new version reuses the unchanged files of an older one that
+    /// the target already holds (`delta`).
+    pub delta: DeltaMode,
+    /// Bytes per second on the wire for all transfers to the target
+    /// together (`bwlimit`); `None`: no limit.
+    pub bwlimit: Option<u64>,
+}
+
+/// `delta`: how the receiver takes a new version's unchanged files from
+/// the base version on the target (docs/configuration.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeltaMode {
+    /// Hard link where the file and its base are read-only with the same
+    /// mode and mtime on one file system, copy otherwise (the default).
+    Link,
+    /// Always copy on the target.
+    Copy,
+    /// Send every file.
+    Off,
+}
+
+impl DeltaMode {
+    pub fn parse(text: &str) -> Result<DeltaMode, String> {
+        match text {
+            "link" => Ok(DeltaMode::Link),
+            "copy" => Ok(DeltaMode::Copy),
+            "off" => Ok(DeltaMode::Off),
+            _ => Err(format!(
+                "invalid delta '{text}': expected \"link\", \"copy\" or \"off\""
+            )),
+        }
+    }
+
+    /// The word the receiver protocol uses (`delta=...,HOW`).
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            DeltaMode::Link => "link",
+            DeltaMode::Copy | DeltaMode::Off => "copy",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -326,6 +367,8 @@ struct RawTarget {
     io_timeout: Option<DurationValue>,
     compression: Option<Spanned<String>>,
     min_free: Option<SizeValue>,
+    delta: Option<Spanned<String>>,
+    bwlimit: Option<SizeValue>,
     // s3 targets
     bucket: Option<Spanned<String>>,
     prefix: Option<Spanned<String>>,
@@ -590,7 +633,7 @@ fn target(src: &Source, name: &str, source_archive: &Path, relay: bool) -> Resul
         Some(p) => return Err(src.error(p.span(), "invalid parallel: expected 1 to 64")),
     };
     // Keys that belong to the other kind are errors, not silently ignored.
-    let archive_keys: [(&str, Option<std::ops::Range<usize>>); 7] = [
+    let archive_keys: [(&str, Option<std::ops::Range<usize>>); 8] = [
         ("transport", raw.transport.as_ref().map(|v| v.span())),
         ("path", raw.path.as_ref().map(|v| v.span())),
         ("host", raw.host.as_ref().map(|v| v.span())),
@@ -601,6 +644,7 @@ fn target(src: &Source, name: &str, source_archive: &Path, relay: bool) -> Resul
             raw.remote_archive.as_ref().map(|v| v.span()),
         ),
         ("compression", raw.compression.as_ref().map(|v| v.span())),
+        ("delta", raw.delta.as_ref().map(|v| v.span())),
     ];
     let s3_keys = [
         ("bucket", raw.bucket.as_ref().map(|v| v.span())),
@@ -820,11 +864,18 @@ fn archive_target(
         None => Compression::Gzip(6),
         Some(c) => Compression::parse(c.get_ref()).map_err(|e| src.error(c.span(), e))?,
     };
+    let delta = match &raw.delta {
+        None => DeltaMode::Link,
+        Some(d) => DeltaMode::parse(d.get_ref()).map_err(|e| src.error(d.span(), e))?,
+    };
     Ok(ArchiveTarget {
         transport,
         parallel,
         compression,
         min_free: raw.min_free.map_or(0, |s| s.0),
+        delta,
+        // rsync's --bwlimit=0: no limit.
+        bwlimit: raw.bwlimit.map(|s| s.0).filter(|&b| b > 0),
     })
 }
 
@@ -898,6 +949,8 @@ sync_interval  = "4h"
 parallel       = 4
 compression    = "zstd:7"
 min_free       = "2g"
+delta          = "copy"
+bwlimit        = "10m"
 tag_retries    = 10
 [aging]
 method     = "master"
@@ -921,6 +974,8 @@ max_delete = 50
         let a = t.archive().unwrap();
         assert_eq!(a.compression, Compression::Zstd(7));
         assert_eq!(a.min_free, 2 << 30);
+        assert_eq!(a.delta, DeltaMode::Copy);
+        assert_eq!(a.bwlimit, Some(10 << 20));
         assert_eq!(t.writable_grace, Duration::from_secs(3600));
         assert_eq!(t.aging.method, AgingMethod::Master);
         assert_eq!(t.aging.after, Duration::from_secs(14 * 86400));
@@ -959,6 +1014,19 @@ max_delete = 50
                 "invalid duration '5x'",
             ),
             ("min_free = \"2t\"\n", "x.conf:4:12:", "invalid size '2t'"),
+            ("bwlimit = \"10x\"\n", "x.conf:4:11:", "invalid size '10x'"),
+            (
+                "bwlimit = \"10MB/s\"\n",
+                "x.conf:4:11:",
+                "invalid size '10MB/s'",
+            ),
+            ("bwlimit = -5\n", "x.conf:4:11:", "must not be negative"),
+            ("bwlimit = \"\"\n", "x.conf:4:11:", "invalid size ''"),
+            (
+                "delta = \"hardlink\"\n",
+                "x.conf:4:9:",
+                "invalid delta 'hardlink': expected \"link\", \"copy\" or \"off\"",
+            ),
             (
                 "compression = \"lz4\"\n",
                 "x.conf:4:15:",
@@ -1014,6 +1082,32 @@ max_delete = 50
                 err.contains(place) && err.contains(msg),
                 "{extra:?} gave: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn delta_and_bwlimit_defaults_and_units() {
+        let cases = [
+            ("", DeltaMode::Link, None),
+            (
+                "delta = \"off\"\nbwlimit = 2048\n",
+                DeltaMode::Off,
+                Some(2 << 20),
+            ),
+            (
+                "delta = \"link\"\nbwlimit = \"512k\"\n",
+                DeltaMode::Link,
+                Some(512 << 10),
+            ),
+            ("bwlimit = \"2M\"\n", DeltaMode::Link, Some(2 << 20)),
+            ("bwlimit = 0\n", DeltaMode::Link, None),
+        ];
+        for (extra, delta, bwlimit) in cases {
+            let text = format!("kind = \"archive\"\ntransport = \"local\"\npath = \"/t\"\n{extra}");
+            let dir = write_config(GLOBAL, &[("x.conf", &text)]);
+            let c = Config::load(dir.path()).unwrap();
+            let a = c.targets[0].archive().unwrap();
+            assert_eq!((a.delta, a.bwlimit), (delta, bwlimit), "{extra:?}");
         }
     }
 

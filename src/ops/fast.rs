@@ -576,6 +576,22 @@ impl<'a> Poller<'a> {
             }
         }
         let to_send: Vec<PackageVersion> = to_send.into_iter().collect();
+        let bases = if to_send.is_empty() {
+            crate::delta::Bases::off()
+        } else {
+            let on_target: BTreeMap<PackageVersion, i64> = listings
+                .values()
+                .flat_map(|l: &crate::target::Listing| l.versions.clone())
+                .collect();
+            crate::delta::Bases::for_target(
+                self.reporter,
+                self.target,
+                self.archive_cfg,
+                &self.config.state_dir,
+                &on_target,
+                self.dry_run,
+            )
+        };
         let results = crate::transfer::send_packages(
             self.reporter,
             self.target,
@@ -583,6 +599,7 @@ impl<'a> Poller<'a> {
             &self.source,
             dest.as_ref(),
             &to_send,
+            &bases,
             self.dry_run,
         );
         let mut send_errors = BTreeMap::new();

@@ -185,6 +185,7 @@ fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<Sync
         &source,
         dest.as_ref(),
         &plan,
+        &listing.versions,
         &mut report,
         &mut present,
     );
@@ -270,12 +271,21 @@ fn send_all(
     source: &SourceArchive,
     dest: &dyn Target,
     plan: &Plan,
+    on_target: &std::collections::BTreeMap<PackageVersion, i64>,
     report: &mut SyncReport,
     present: &mut BTreeSet<PackageVersion>,
 ) {
     if plan.send.is_empty() {
         return;
     }
+    let bases = crate::delta::Bases::for_target(
+        &ctx.reporter,
+        target,
+        archive_cfg,
+        &ctx.config.state_dir,
+        on_target,
+        ctx.dry_run,
+    );
     for s in &plan.send {
         let why = match &s.reason {
             plan::SendReason::Missing => "missing".to_string(),
@@ -300,6 +310,7 @@ fn send_all(
         source,
         dest,
         &pvs,
+        &bases,
         free,
     );
     for (pv, bytes, result) in results {

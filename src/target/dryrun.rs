@@ -56,6 +56,7 @@ impl Target for DryRun<'_> {
                 Received {
                     pv: o.pv.clone(),
                     result: Ok(()),
+                    stale_base: false,
                 }
             })
             .collect())

@@ -8,6 +8,7 @@
 
 pub mod dryrun;
 pub mod facts;
+pub mod limit;
 pub mod local;
 pub mod pack;
 pub mod protocol;
@@ -50,7 +51,11 @@ pub struct Outgoing {
     pub files: u64,
     /// Sum of regular file sizes.
     pub bytes: u64,
+    /// What goes into the stream: every entry, or with a delta, those
+    /// not taken from the base on the target.
     pub entries: Vec<pack::PackEntry>,
+    /// Unchanged files the receiver takes from an older version.
+    pub delta: Option<crate::delta::Delta>,
 }
 
 /// The outcome of one package-version of a `receive` batch.
@@ -59,6 +64,9 @@ pub struct Received {
     pub pv: PackageVersion,
     /// `Err(reason)` when this package did not arrive.
     pub result: Result<(), String>,
+    /// It failed because its delta's base on the target is not the one
+    /// the master expected (`base` reply): send it again in full.
+    pub stale_base: bool,
 }
 
 /// What a `delete` removed.
@@ -153,13 +161,13 @@ pub fn open(target: &TargetConfig) -> Result<Box<dyn Target>> {
         .archive()
         .ok_or_else(|| anyhow::anyhow!("target {} is not an archive target", target.name))?;
     match &archive.transport {
-        TransportConfig::Local { path } => Ok(Box::new(receiver::ReceiverTarget::new(
-            &target.name,
-            local::LocalTransport::new(path.clone()),
-        ))),
-        TransportConfig::Ssh(ssh) => Ok(Box::new(receiver::ReceiverTarget::new(
-            &target.name,
-            ssh::SshTransport::new(ssh.clone())?,
-        ))),
+        TransportConfig::Local { path } => Ok(Box::new(
+            receiver::ReceiverTarget::new(&target.name, local::LocalTransport::new(path.clone()))
+                .with_bwlimit(archive.bwlimit),
+        )),
+        TransportConfig::Ssh(ssh) => Ok(Box::new(
+            receiver::ReceiverTarget::new(&target.name, ssh::SshTransport::new(ssh.clone())?)
+                .with_bwlimit(archive.bwlimit),
+        )),
     }
 }

@@ -55,6 +55,7 @@ pub fn scan(archive: &SourceArchive, pv: &PackageVersion) -> Result<Outgoing> {
         files,
         bytes,
         entries,
+        delta: None,
     })
 }
 

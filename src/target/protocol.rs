@@ -66,6 +66,7 @@ impl Command<'_> {
                 batch,
             } => {
                 args.extend([compression.wire_name().to_string(), token.to_string()]);
+                args.extend(crate::delta::options(batch));
                 for o in batch {
                     args.extend([
                         o.pv.package.to_string(),
@@ -120,11 +121,14 @@ pub fn message(line: &str) -> &str {
 }
 
 /// `receive`'s verdict on one package-version of the batch: a line
-/// `ok<TAB>P<TAB>V` or `fail<TAB>P<TAB>V<TAB>reason`.
+/// `ok<TAB>P<TAB>V`, `fail<TAB>P<TAB>V<TAB>reason`, or
+/// `base<TAB>P<TAB>V<TAB>reason` (a delta whose base the receiver refused:
+/// nothing was installed, the master sends it again in full).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Installed(PackageVersion),
     Failed(PackageVersion, String),
+    StaleBase(PackageVersion, String),
 }
 
 impl Verdict {
@@ -136,6 +140,7 @@ impl Verdict {
         match fields.as_slice() {
             ["ok", p, v] => Some(Verdict::Installed(pv(p, v)?)),
             ["fail", p, v, reason @ ..] => Some(Verdict::Failed(pv(p, v)?, reason.join(" "))),
+            ["base", p, v, reason @ ..] => Some(Verdict::StaleBase(pv(p, v)?, reason.join(" "))),
             _ => None,
         }
     }
@@ -180,6 +185,7 @@ mod tests {
             files: 3,
             bytes: 42,
             entries: Vec::new(),
+            delta: None,
         };
         let receive = Command::Receive {
             compression: Compression::Zstd(3),

@@ -4,10 +4,12 @@
 
 use anyhow::{bail, Context, Result};
 
+use super::limit::{Limited, RateLimit};
 use super::pack;
 use super::protocol::{self, Command, Exit, PackageFailure, Verdict};
 use super::{
-    Deleted, Listing, Outgoing, ProgressFn, Received, ReceiverInfo, RunOutput, Target, Transport,
+    Deleted, InputFn, Listing, Outgoing, ProgressFn, Received, ReceiverInfo, RunOutput, Target,
+    Transport,
 };
 use crate::archive::{alias_target, Alias, Name, PackageVersion, SourceArchive};
 use crate::config::Compression;
@@ -15,6 +17,8 @@ use crate::config::Compression;
 pub struct ReceiverTarget<T: Transport> {
     name: String,
     transport: T,
+    /// `bwlimit`: shared by every stream to this target.
+    limit: Option<RateLimit>,
 }
 
 impl<T: Transport> ReceiverTarget<T> {
@@ -22,7 +26,27 @@ impl<T: Transport> ReceiverTarget<T> {
         ReceiverTarget {
             name: name.to_string(),
             transport,
+            limit: None,
         }
+    }
+
+    /// Limits every stream to this target together to `rate` bytes per
+    /// second (`None`: no limit).
+    pub fn with_bwlimit(mut self, rate: Option<u64>) -> ReceiverTarget<T> {
+        self.limit = rate.map(RateLimit::new);
+        self
+    }
+
+    /// Runs `feed` on the receiver's stdin, through the bandwidth limit.
+    fn run_limited(&self, args: &[String], feed: InputFn) -> Result<RunOutput> {
+        let Some(limit) = &self.limit else {
+            return self.transport.run(args, Some(feed));
+        };
+        let mut limited = |w: &mut dyn std::io::Write| {
+            let mut w = Limited { inner: w, limit };
+            feed(&mut w)
+        };
+        self.transport.run(args, Some(&mut limited))
     }
 
     pub fn transport(&self) -> &T {
@@ -139,10 +163,20 @@ pub fn parse_receive_reply(stdout: &str, stderr: &str, sent: &[&PackageVersion])
         .lines()
         .filter_map(Verdict::parse)
         .map(|verdict| match verdict {
-            Verdict::Installed(pv) => Received { pv, result: Ok(()) },
+            Verdict::Installed(pv) => Received {
+                pv,
+                result: Ok(()),
+                stale_base: false,
+            },
             Verdict::Failed(pv, why) => Received {
                 pv,
                 result: Err(PackageFailure::Refused(one_line(&why)).to_string()),
+                stale_base: false,
+            },
+            Verdict::StaleBase(pv, why) => Received {
+                pv,
+                result: Err(PackageFailure::Refused(one_line(&why)).to_string()),
+                stale_base: true,
             },
         })
         .collect();
@@ -152,6 +186,7 @@ pub fn parse_receive_reply(stdout: &str, stderr: &str, sent: &[&PackageVersion])
             results.push(Received {
                 pv: (*pv).clone(),
                 result: Err(PackageFailure::Unconfirmed(one_line(stderr)).to_string()),
+                stale_base: false,
             });
         }
     }
@@ -230,10 +265,14 @@ impl<T: Transport> Target for ReceiverTarget<T> {
             token: &token,
             batch,
         };
+        let has_delta = batch.iter().any(|o| o.delta.is_some());
         let mut feed = |w: &mut dyn std::io::Write| {
+            if has_delta {
+                crate::delta::write_manifest(batch, w)?;
+            }
             pack::stream(archive, batch, &token, compression, w, progress)
         };
-        let out = self.transport.run(&command.args(), Some(&mut feed))?;
+        let out = self.run_limited(&command.args(), &mut feed)?;
         if Exit::of(out.status) != Exit::Partial {
             check(&out, command)?;
         }
@@ -260,7 +299,7 @@ impl<T: Transport> Target for ReceiverTarget<T> {
             w.write_all(data)?;
             Ok(())
         };
-        let out = self.transport.run(&command.args(), Some(&mut feed))?;
+        let out = self.run_limited(&command.args(), &mut feed)?;
         check(&out, command).with_context(|| format!("cannot write .dpkg_archive/{name}"))
     }
 

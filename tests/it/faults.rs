@@ -54,6 +54,9 @@ struct Harness {
     sshd: Option<Sshd>,
     /// Every picture (as lines) each package-version has had in the source.
     builds: BTreeMap<Pv, Vec<Vec<String>>>,
+    /// Each package's last build's files (path, content, mtime): most of
+    /// them reappear in its next version, so sends are deltas.
+    last_files: BTreeMap<String, Vec<(String, Vec<u8>, i64)>>,
     /// The release's content (the current set, with the alias pin).
     release: Vec<Pv>,
     /// Typical duration of each command, to aim the kills.
@@ -82,6 +85,7 @@ impl Harness {
             target,
             sshd,
             builds: BTreeMap::new(),
+            last_files: BTreeMap::new(),
             release: Vec::new(),
             typical: BTreeMap::new(),
             log: Vec::new(),
@@ -118,24 +122,39 @@ impl Harness {
         if dir.exists() {
             common::remove_tree(&dir);
         }
-        let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut files: Vec<(String, Vec<u8>, i64)> = Vec::new();
+        let last = self.last_files.get(package).cloned().unwrap_or_default();
         for i in 0..self.rng.range(2, 14) {
+            let rel = format!("d{}/f{i}", i % 3);
+            // Most files of a new version are the previous version's.
+            if let Some(same) = last.iter().find(|f| f.0 == rel) {
+                if self.rng.chance(70) {
+                    files.push(same.clone());
+                    continue;
+                }
+            }
             let size = self.rng.range(0, 3000) as usize;
-            files.push((format!("d{}/f{i}", i % 3), self.rng.bytes(size, false)));
+            files.push((rel, self.rng.bytes(size, false), mtime - 1000));
         }
-        if self.rng.chance(6) {
+        if let Some(blob) = last.iter().find(|f| f.0 == "blob.bin") {
+            if self.rng.chance(70) {
+                files.push(blob.clone());
+            }
+        }
+        if self.rng.chance(6) && !files.iter().any(|f| f.0 == "blob.bin") {
             let size = self.rng.range(512 << 10, 2 << 20) as usize;
-            files.push(("blob.bin".into(), self.rng.bytes(size, true)));
+            files.push(("blob.bin".into(), self.rng.bytes(size, true), mtime - 1000));
         }
         let dir = self
             .w
             .build(package, version, mtime, &[("lib/link", "->../d0/f0")]);
-        for (rel, data) in &files {
+        for (rel, data, file_mtime) in &files {
             let p = dir.join(rel);
             fs::create_dir_all(p.parent().unwrap()).unwrap();
             fs::write(&p, data).unwrap();
-            common::set_mtime(&p, mtime - 1000);
+            common::set_mtime(&p, *file_mtime);
         }
+        self.last_files.insert(package.to_string(), files);
         for d in ["d0", "d1", "d2", "lib"] {
             if dir.join(d).exists() {
                 common::set_mtime(&dir.join(d), mtime - 500);

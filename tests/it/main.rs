@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod completions;
 mod concurrent;
+mod delta;
 mod example;
 mod fast;
 mod faults;

@@ -782,6 +782,8 @@ const CONF_KEYS: &[(&str, &str, &str, &str)] = &[
     ("targets/<name>.conf", "io_timeout", "`60s`", "SSH: give up on any wait for the target after this long (`0`: none)."),
     ("targets/<name>.conf", "compression", "`gzip`", "`none`, `gzip[:1-9]` or `zstd[:1-19]` (gzip, with a warning, when the target has no zstd)."),
     ("targets/<name>.conf", "min_free", "`0`", "Refuse to send a package that would leave the target with less free space (a size)."),
+    ("targets/<name>.conf", "delta", "`link`", "A new version reuses the unchanged files of an older version the target holds: `link` (hard link read-only files of equal mode and mtime, copy the others), `copy` or `off` (send every file)."),
+    ("targets/<name>.conf", "bwlimit", "none", "Bytes per second for all transfers to the target together, after compression (a size: a plain number is KiB/s, as rsync's `--bwlimit`; `0`: no limit)."),
     ("targets/<name>.conf", "bucket", "", "S3: the bucket."),
     ("targets/<name>.conf", "prefix", "empty", "S3: the key prefix, e.g. `packages/`."),
     ("targets/<name>.conf", "region", "the AWS chain", "S3: the region."),
