@@ -12,7 +12,10 @@ What it runs:
         -- HOST [COMMAND...]
   with the target's settings, in place of blat: the exit status is ssh's. Host keys are checked
   against the target's known_hosts only, as blat checks them. A key restricted to the receiver
-  (a forced command) runs nothing else; the receiver itself answers: .blat/blat-receiver version")]
+  (a forced command) runs nothing else; the receiver itself answers: .blat/blat-receiver version
+  Behind jump hosts (`jump`), -o ProxyCommand=\"ssh ... -W HOST:PORT -- JUMP_HOST\" reaches the
+  target through the last one, with the same identity, known_hosts and checks, nested once per
+  jump host (-J would not apply them to the jump hosts).")]
 pub struct SshArgs {
     /// The target's name (an SSH target)
     #[arg(value_name = "TARGET")]

@@ -14,9 +14,11 @@ mod faults;
 mod fuzz;
 mod hostile;
 mod index;
+mod jump;
 mod man;
 mod model;
 mod monitoring;
+mod netns;
 #[cfg(feature = "odbc")]
 mod odbc;
 mod package;
