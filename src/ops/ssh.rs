@@ -228,7 +228,7 @@ mod tests {
             "ssh -p 22 -l gw -i '/etc/blat/ssh/id 100%%' {opts} -W bastion:2222 -- fe80::1"
         );
         let two = format!(
-            "ProxyCommand=ssh -p 2222 -l ops -i '/etc/blat/ssh/id 100%%%%' {opts} -o '{}' -W 10.0.2.2:22 -- bastion",
+            "ProxyCommand=ssh -p 2222 -l ops -i '/etc/blat/ssh/id 100%%' {opts} -o '{}' -W 10.0.2.2:22 -- bastion",
             format!("ProxyCommand={inner}")
                 .replace('%', "%%")
                 .replace('\'', r"'\''")
@@ -239,7 +239,8 @@ mod tests {
         ssh.jump.swap(0, 1);
         let got = args(&ssh);
         assert!(
-            got[got.len() - 3].contains("-W '[fe80::1]:22'"),
+            // quoted for the shell, inside the quoted inner ProxyCommand
+            got[got.len() - 3].contains(r"-W '\''[fe80::1]:22'\''"),
             "{}",
             got[got.len() - 3]
         );

@@ -246,7 +246,7 @@ fn sync_through_a_jump_host_reaches_a_target_the_master_cannot() {
     let hop = format!("{}@{}:22", bastion.user, bastion.host);
     for want in [
         format!("ok    site: jump 1 reach: {hop} answers and speaks SSH"),
-        format!("ok    site: jump 1 host key: ssh-ed25519 "),
+        "ok    site: jump 1 host key: ssh-ed25519 ".to_string(),
         format!("ok    site: jump 1 key accepted: {} lets", bastion.host),
         format!(
             "ok    site: tcp: jump host {hop} forwards to {} port 22",
