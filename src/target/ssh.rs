@@ -527,9 +527,12 @@ impl SshTransport {
     /// A broken session's error; behind jump hosts, with what the first
     /// hop that failed said.
     fn lost(&self, session: &Session, e: io::Error, doing: &str) -> anyhow::Error {
-        let hops = relay::trouble(session.as_raw_fd())
-            .map(|t| format!(" ({t})"))
-            .unwrap_or_default();
+        // What a hop said, else at least the way taken.
+        let hops = match relay::trouble(session.as_raw_fd()) {
+            Some(t) => format!(" ({t})"),
+            None if !self.config.jump.is_empty() => format!(" (through {})", self.jump_hosts()),
+            None => String::new(),
+        };
         if e.kind() == io::ErrorKind::TimedOut {
             anyhow!(
                 "{} stopped answering: no reply within io_timeout {}s while {doing}{hops}",

@@ -496,16 +496,9 @@ fn staged_bytes(archive: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-#[test]
-fn a_jump_host_killed_mid_sync_leaves_no_partial_package() {
-    let Some(mut site) = site(1) else { return };
-    let w = world(
-        &site,
-        "compression = \"none\"\nparallel = 1\nio_timeout = \"10s\"",
-    );
-    big_package(&w, "big", "1", T0 + 60, 96 << 20);
-    w.write_rm(&[("P/R1", "open", 0, &["a/1.0", "b/2.0", "big/1"])]);
-
+/// Starts `blat sync --target site` and returns it once the big package
+/// is streaming to the target.
+fn sync_until_streaming(w: &World, site: &Site) -> std::process::Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_blat"))
         .arg("-c")
         .arg(w.config())
@@ -524,6 +517,75 @@ fn a_jump_host_killed_mid_sync_leaves_no_partial_package() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+    child
+}
+
+/// Every error line of the run names the jump host.
+#[track_caller]
+fn assert_errors_name(out: &Output, hop: &str) {
+    let err = stderr(out);
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains("site: error")).collect();
+    assert!(!errors.is_empty(), "{err}");
+    for line in errors {
+        assert!(line.contains(hop), "{line}");
+    }
+}
+
+#[test]
+fn a_jump_host_that_freezes_fails_at_io_timeout() {
+    let Some(site) = site(1) else { return };
+    let w = world(
+        &site,
+        "compression = \"none\"\nparallel = 1\nio_timeout = \"3s\"",
+    );
+    big_package(&w, "big", "1", T0 + 60, 96 << 20);
+    w.write_rm(&[("P/R1", "open", 0, &["a/1.0", "b/2.0", "big/1"])]);
+    let child = sync_until_streaming(&w, &site);
+    // The jump host stops: connections open, nothing moves.
+    let frozen = site.line.pids(0);
+    for pid in &frozen {
+        // SAFETY: kill(2) on a pid from `ip netns pids`.
+        unsafe { libc::kill(*pid, libc::SIGSTOP) };
+    }
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    for pid in &frozen {
+        // SAFETY: as above.
+        unsafe { libc::kill(*pid, libc::SIGCONT) };
+    }
+    assert!(
+        // io_timeout for the batch, connect_timeout for each later attempt.
+        started.elapsed() < Duration::from_secs(60),
+        "a frozen jump host held blat for {:?}",
+        started.elapsed()
+    );
+    assert_exit(&out, 1);
+    assert_errors_name(
+        &out,
+        &format!("jump host {}@{}:22", site.hops[0].user, site.hops[0].host),
+    );
+    assert!(stderr(&out).contains("io_timeout 3s") || stderr(&out).contains("nothing sent for 3s"));
+    assert!(!site.target.archive().join("big").exists());
+
+    assert_exit(&sync(&w), 0);
+    assert_eq!(
+        common::snapshot(&w.archive().join("big/1")),
+        common::snapshot(&site.target.archive().join("big/1"))
+    );
+    assert!(common::leftovers(&site.target.archive()).is_empty());
+}
+
+#[test]
+fn a_jump_host_killed_mid_sync_leaves_no_partial_package() {
+    let Some(mut site) = site(1) else { return };
+    let w = world(
+        &site,
+        "compression = \"none\"\nparallel = 1\nio_timeout = \"10s\"",
+    );
+    big_package(&w, "big", "1", T0 + 60, 96 << 20);
+    w.write_rm(&[("P/R1", "open", 0, &["a/1.0", "b/2.0", "big/1"])]);
+
+    let child = sync_until_streaming(&w, &site);
     // The jump host dies: its sshd and every session it runs.
     site.line.kill_all(0);
     let started = Instant::now();
@@ -535,13 +597,10 @@ fn a_jump_host_killed_mid_sync_leaves_no_partial_package() {
     );
     assert_exit(&out, 1);
     // Each package in flight, and what came after, names the jump host.
-    let hop = format!("jump host {}@{}:22", site.hops[0].user, site.hops[0].host);
-    let err = stderr(&out);
-    let errors: Vec<&str> = err.lines().filter(|l| l.contains("site: error")).collect();
-    assert!(!errors.is_empty(), "{err}");
-    for line in errors {
-        assert!(line.contains(&hop), "{line}");
-    }
+    assert_errors_name(
+        &out,
+        &format!("jump host {}@{}:22", site.hops[0].user, site.hops[0].host),
+    );
     assert!(
         !site.target.archive().join("big").exists(),
         "big/1 visible after the jump host died"

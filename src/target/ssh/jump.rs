@@ -13,7 +13,7 @@ use anyhow::{anyhow, Context, Result};
 
 use super::known_hosts::KnownHosts;
 use super::relay::{self, RelayedSocket};
-use super::{resolve, tcp_connect, Login, Passed, SshTransport, Step};
+use super::{millis, resolve, tcp_connect, Login, Passed, SshTransport, Step};
 use crate::config::JumpHost;
 
 impl SshTransport {
@@ -67,6 +67,8 @@ impl SshTransport {
                 Some(next) => (next.host.as_str(), next.port),
                 None => (c.host.as_str(), c.port),
             };
+            // The jump host connecting onwards is part of connecting.
+            session.set_timeout(millis(c.connect_timeout));
             let channel = session
                 .channel_direct_tcpip(next_host, next_port, None)
                 .map_err(|e| {
@@ -105,6 +107,12 @@ impl SshTransport {
         }
         let socket = below.ok_or_else(|| anyhow!("no jump host configured"))?;
         Ok((socket, trouble))
+    }
+
+    /// The jump hosts, for messages: `jump host A, then B`.
+    pub(super) fn jump_hosts(&self) -> String {
+        let hops: Vec<String> = self.config.jump.iter().map(|h| h.to_string()).collect();
+        format!("jump host {}", hops.join(", then "))
     }
 
     /// How to record the host key of `host:port`, reached through jump host
