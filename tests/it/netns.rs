@@ -65,7 +65,7 @@ impl Line {
             names: (0..len).map(|k| format!("blat-jump-{tag}-{k}")).collect(),
             root_veth: format!("bj{tag}0a"),
             nets: (0..len)
-                .map(|k| format!("10.{}.{}", 200 + pid % 50, (n * 4 + k) % 256))
+                .map(|k| format!("10.{}.{}", 150 + pid % 50, (n * 4 + k) % 256))
                 .collect(),
         };
         match line.build() {
