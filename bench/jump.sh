@@ -194,6 +194,7 @@ tar_jump() { tar -C "$W/gen/archive" -cf - . | $SSH -J "$A" "$B" "tar -C $ARCH_B
 NAMES=("blat direct" "blat via jump" "tar | ssh" "tar | ssh -J")
 CMDS=(blat_direct blat_jump tar_direct tar_jump)
 declare -A TIMES
+LOAD_BEFORE=$(uptime)
 reset_targets
 blat_direct >/dev/null 2>&1 || true   # warm the page cache, install the receivers
 blat_jump >/dev/null 2>&1 || true
@@ -205,7 +206,7 @@ for _ in $(seq "$RUNS"); do
 done
 
 echo "jump hosts: $(nproc) CPUs, $PACKAGES x $MIB MiB incompressible, compression none, RUNS=$RUNS, $(ssh -V 2>&1)"
-echo "load: $(uptime)"
+echo "load before: $LOAD_BEFORE"
 printf '%-16s %9s %9s %9s %9s %s\n' tool median_s min_s max_s MB/s "time vs blat direct"
 base=
 for i in "${!NAMES[@]}"; do
@@ -215,4 +216,4 @@ for i in "${!NAMES[@]}"; do
     awk -v n="${NAMES[i]}" -v t="$med" -v lo="$lo" -v hi="$hi" -v b="$base" -v bytes="$BYTES" \
         'BEGIN {printf "%-16s %9.3f %9.3f %9.3f %9.1f %6.2fx\n", n, t, lo, hi, bytes / t / 1e6, t / b}'
 done
-echo "load: $(uptime)"
+echo "load after:  $(uptime)"
