@@ -265,6 +265,18 @@ impl Pump {
         } else {
             self.far.as_raw_fd()
         };
+        // Input from the jump host that nothing will read now (the socket
+        // above is full and there is nothing to send, whose write would
+        // take it in) would wake the loop again and again: not asked for.
+        let mut hop_events = session_events(&self.session);
+        if self.down_at < self.down.len() && self.up.is_empty() {
+            hop_events &= !libc::POLLIN;
+        }
+        let hop_fd = if hop_events == 0 {
+            -1
+        } else {
+            self.session.as_raw_fd()
+        };
         let mut fds = [
             libc::pollfd {
                 fd: far_fd,
@@ -272,8 +284,8 @@ impl Pump {
                 revents: 0,
             },
             libc::pollfd {
-                fd: self.session.as_raw_fd(),
-                events: session_events(&self.session),
+                fd: hop_fd,
+                events: hop_events,
                 revents: 0,
             },
         ];
