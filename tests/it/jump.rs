@@ -605,6 +605,17 @@ fn a_jump_host_killed_mid_sync_leaves_no_partial_package() {
         !site.target.archive().join("big").exists(),
         "big/1 visible after the jump host died"
     );
+    // Whatever is visible is whole.
+    for pv in ["a/1.0", "b/2.0", "j/1"] {
+        let there = site.target.archive().join(pv);
+        if there.exists() {
+            assert_eq!(
+                common::snapshot(&w.archive().join(pv)),
+                common::snapshot(&there),
+                "{pv}"
+            );
+        }
+    }
 
     site.hops[0].restart();
     assert_exit(&sync(&w), 0);
