@@ -11,8 +11,11 @@ What it runs:
         -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o ConnectTimeout=SECS
         -- HOST [COMMAND...]
   with the target's settings, in place of blat: the exit status is ssh's. Host keys are checked
-  against the target's known_hosts only, as blat checks them. A key restricted to the receiver
-  (a forced command) runs nothing else; the receiver itself answers: .blat/blat-receiver version")]
+  against the target's known_hosts only, as blat checks them. Behind jump hosts (`jump`),
+  -o ProxyCommand=\"ssh ... -W HOST:PORT -- JUMP_HOST\" reaches the target through the last one,
+  with the same identity, known_hosts and checks, nested once per jump host (-J would not apply
+  them to the jump hosts). A key restricted to the receiver (a forced command) runs nothing else;
+  the receiver itself answers: .blat/blat-receiver version")]
 pub struct SshArgs {
     /// The target's name (an SSH target)
     #[arg(value_name = "TARGET")]

@@ -194,6 +194,107 @@ pub struct SshConfig {
     pub remote_archive: String,
     pub connect_timeout: Duration,
     pub io_timeout: Duration,
+    /// Jump hosts to pass through, first to last (`jump`); empty: direct.
+    pub jump: Vec<JumpHost>,
+}
+
+/// One jump host (bastion) on the way to an SSH target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JumpHost {
+    pub user: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl JumpHost {
+    /// Parses `jump`: comma-separated `[user@]host[:port]` hops, first to
+    /// last, as OpenSSH's ProxyJump writes them (`[addr]:port` for IPv6).
+    /// A hop without a user logs in as `default_user` (the target's), one
+    /// without a port uses 22.
+    pub fn parse_chain(text: &str, default_user: &str) -> Result<Vec<JumpHost>, String> {
+        let bad = |why: &str| {
+            format!(
+                "invalid jump '{}': {why}; expected [user@]host[:port], comma-separated for a chain",
+                text.escape_default()
+            )
+        };
+        if text.trim().is_empty() {
+            return Err(bad("empty"));
+        }
+        let mut hops = Vec::new();
+        for hop in text.split(',') {
+            let hop = hop.trim();
+            let (user, rest) = match hop.split_once('@') {
+                Some((u, r)) => (u, r),
+                None => (default_user, hop),
+            };
+            if !is_plain_word(user) {
+                return Err(bad(&format!("bad user '{}'", user.escape_default())));
+            }
+            let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+                let (addr, after) = v6.split_once(']').ok_or_else(|| bad("'[' without ']'"))?;
+                if addr.is_empty()
+                    || !addr
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+                {
+                    return Err(bad(&format!("bad address '[{}]'", addr.escape_default())));
+                }
+                match after {
+                    "" => (addr, None),
+                    p => (
+                        addr,
+                        Some(
+                            p.strip_prefix(':')
+                                .ok_or_else(|| bad("expected :port after ]"))?,
+                        ),
+                    ),
+                }
+            } else {
+                match rest.split_once(':') {
+                    Some((h, p)) => (h, Some(p)),
+                    None => (rest, None),
+                }
+            };
+            if !rest.starts_with('[') && !is_plain_word(host) {
+                return Err(bad(&format!("bad host '{}'", host.escape_default())));
+            }
+            let port = match port {
+                None => 22,
+                Some(p) => match p.parse::<u16>() {
+                    Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
+                    _ => return Err(bad(&format!("bad port '{}'", p.escape_default()))),
+                },
+            };
+            hops.push(JumpHost {
+                user: user.to_string(),
+                host: host.to_string(),
+                port,
+            });
+        }
+        Ok(hops)
+    }
+}
+
+impl std::fmt::Display for JumpHost {
+    /// `user@host:port` (`user@[v6]:port`), as messages name a hop.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "{}@[{}]:{}", self.user, self.host, self.port)
+        } else {
+            write!(f, "{}@{}:{}", self.user, self.host, self.port)
+        }
+    }
+}
+
+/// A user or host name that cannot be taken for an ssh option or split by
+/// a shell: letters, digits and `._-`, not starting with `-`.
+fn is_plain_word(word: &str) -> bool {
+    !word.is_empty()
+        && !word.starts_with('-')
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 #[derive(Clone, Debug)]
@@ -365,6 +466,7 @@ struct RawTarget {
     remote_archive: Option<Spanned<String>>,
     connect_timeout: Option<DurationValue>,
     io_timeout: Option<DurationValue>,
+    jump: Option<Spanned<String>>,
     compression: Option<Spanned<String>>,
     min_free: Option<SizeValue>,
     delta: Option<Spanned<String>>,
@@ -633,7 +735,7 @@ fn target(src: &Source, name: &str, source_archive: &Path, relay: bool) -> Resul
         Some(p) => return Err(src.error(p.span(), "invalid parallel: expected 1 to 64")),
     };
     // Keys that belong to the other kind are errors, not silently ignored.
-    let archive_keys: [(&str, Option<std::ops::Range<usize>>); 8] = [
+    let archive_keys: [(&str, Option<std::ops::Range<usize>>); 9] = [
         ("transport", raw.transport.as_ref().map(|v| v.span())),
         ("path", raw.path.as_ref().map(|v| v.span())),
         ("host", raw.host.as_ref().map(|v| v.span())),
@@ -645,6 +747,7 @@ fn target(src: &Source, name: &str, source_archive: &Path, relay: bool) -> Resul
         ),
         ("compression", raw.compression.as_ref().map(|v| v.span())),
         ("delta", raw.delta.as_ref().map(|v| v.span())),
+        ("jump", raw.jump.as_ref().map(|v| v.span())),
     ];
     let s3_keys = [
         ("bucket", raw.bucket.as_ref().map(|v| v.span())),
@@ -788,6 +891,7 @@ fn archive_target(
                 ("host", raw.host.as_ref().map(|v| v.span())),
                 ("user", raw.user.as_ref().map(|v| v.span())),
                 ("identity", raw.identity.as_ref().map(|v| v.span())),
+                ("jump", raw.jump.as_ref().map(|v| v.span())),
                 (
                     "remote_archive",
                     raw.remote_archive.as_ref().map(|v| v.span()),
@@ -838,6 +942,11 @@ fn archive_target(
             let user = need(&raw.user, "user")?;
             let identity = need(&raw.identity, "identity")?;
             let known_hosts = need(&raw.known_hosts, "known_hosts")?;
+            let jump = match &raw.jump {
+                None => Vec::new(),
+                Some(j) => JumpHost::parse_chain(j.get_ref(), user.get_ref())
+                    .map_err(|e| src.error(j.span(), e))?,
+            };
             Transport::Ssh(SshConfig {
                 host: host.into_inner(),
                 port: raw.port.unwrap_or(22),
@@ -850,6 +959,7 @@ fn archive_target(
                     .map_or("dpkg_archive".to_string(), |r| r.get_ref().clone()),
                 connect_timeout: raw.connect_timeout.map_or(Duration::from_secs(15), |d| d.0),
                 io_timeout: raw.io_timeout.map_or(Duration::from_secs(60), |d| d.0),
+                jump,
             })
         }
         other => {
@@ -1145,6 +1255,102 @@ max_delete = 50
         );
         assert!(
             err.contains("s.conf:2:13:") && err.contains("needs `user`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn jump_chains_parse_with_defaults() {
+        let hop = |user: &str, host: &str, port| JumpHost {
+            user: user.into(),
+            host: host.into(),
+            port,
+        };
+        let ok = [
+            ("ops@bastion:2222", vec![hop("ops", "bastion", 2222)]),
+            ("bastion", vec![hop("pkgadmin", "bastion", 22)]),
+            ("10.0.0.1:22", vec![hop("pkgadmin", "10.0.0.1", 22)]),
+            (
+                "a@h1:1, h2 ,b@h3",
+                vec![
+                    hop("a", "h1", 1),
+                    hop("pkgadmin", "h2", 22),
+                    hop("b", "h3", 22),
+                ],
+            ),
+            ("u@[fe80::1]:2200", vec![hop("u", "fe80::1", 2200)]),
+            ("[::1]", vec![hop("pkgadmin", "::1", 22)]),
+        ];
+        for (text, want) in ok {
+            assert_eq!(JumpHost::parse_chain(text, "pkgadmin"), Ok(want), "{text}");
+        }
+        assert_eq!(hop("u", "h", 22).to_string(), "u@h:22");
+        assert_eq!(hop("u", "::1", 22).to_string(), "u@[::1]:22");
+        for (bad, why) in [
+            ("", "empty"),
+            (" ", "empty"),
+            ("h1,,h2", "bad host ''"),
+            ("h1,", "bad host ''"),
+            ("@h", "bad user ''"),
+            ("a@b@c", "bad host 'b@c'"),
+            ("u@h:0", "bad port '0'"),
+            ("u@h:65536", "bad port '65536'"),
+            ("u@h:+22", "bad port '+22'"),
+            ("u@h:", "bad port ''"),
+            ("-oProxyCommand=x", "bad host '-oProxyCommand=x'"),
+            ("-l@h", "bad user '-l'"),
+            ("h h", "bad host 'h h'"),
+            ("u@[::1", "'[' without ']'"),
+            ("u@[::1]22", "expected :port after ]"),
+            ("u@[x;y]", "bad address"),
+            ("ssh://u@h", "bad user 'ssh://u'"),
+            ("h;rm", "bad host 'h;rm'"),
+        ] {
+            let err = JumpHost::parse_chain(bad, "pkgadmin").unwrap_err();
+            assert!(
+                err.contains(why) && err.contains("expected [user@]host[:port]"),
+                "{bad:?} gave: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn jump_errors_name_their_place_and_belong_to_ssh() {
+        let ssh = "kind = \"archive\"\nhost = \"h\"\nuser = \"u\"\nidentity = \"/k\"\nknown_hosts = \"/kh\"\n";
+        let err = load_err(GLOBAL, &[("s.conf", &format!("{ssh}jump = \"ops@b:x\"\n"))]);
+        assert!(
+            err.contains("s.conf:6:8:") && err.contains("invalid jump 'ops@b:x': bad port 'x'"),
+            "{err}"
+        );
+        let dir = write_config(
+            GLOBAL,
+            &[("s.conf", &format!("{ssh}jump = \"b1:2222,ops@b2\"\n"))],
+        );
+        let c = Config::load(dir.path()).unwrap();
+        match &c.target("s").unwrap().archive().unwrap().transport {
+            Transport::Ssh(s) => assert_eq!(
+                s.jump.iter().map(|j| j.to_string()).collect::<Vec<_>>(),
+                ["u@b1:2222", "ops@b2:22"]
+            ),
+            other => panic!("{other:?}"),
+        }
+        let err = load_err(
+            GLOBAL,
+            &[(
+                "l.conf",
+                "kind = \"archive\"\ntransport = \"local\"\npath = \"/t\"\njump = \"b\"\n",
+            )],
+        );
+        assert!(
+            err.contains("l.conf:4:8:") && err.contains("`jump` is for transport = \"ssh\""),
+            "{err}"
+        );
+        let err = load_err(
+            GLOBAL,
+            &[("b.conf", "kind = \"s3\"\nbucket = \"b\"\njump = \"b\"\n")],
+        );
+        assert!(
+            err.contains("b.conf:3:8:") && err.contains("`jump` is for kind = \"archive\""),
             "{err}"
         );
     }

@@ -86,6 +86,9 @@ pub struct AuthorizedKey {
     pub line: String,
     /// Where the public key came from.
     pub key_source: String,
+    /// For a jump host: its number in `jump` (1 = the first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jump: Option<usize>,
 }
 
 #[derive(Serialize)]
@@ -421,17 +424,20 @@ fn check_ssh(target: &TargetConfig, archive: &ArchiveTarget, ssh: &SshConfig, ch
     };
     let probe = transport.probe();
     for step in &probe.steps {
+        // A jump host's steps are `jump N reach`, `jump N host key`, ...
+        let label = match step.hop {
+            Some(i) => format!("jump {} {}", i + 1, step.step.label()),
+            None => step.step.label().to_string(),
+        };
         if step.ok {
-            checks.add(name, step.step.label(), Status::Ok, step.detail.clone());
+            checks.add(name, &label, Status::Ok, step.detail.clone());
         } else {
-            let fix = step_fix(step.step, &step.detail, ssh, target);
-            checks.push(
-                name,
-                step.step.label(),
-                Status::Fail,
-                step.detail.clone(),
-                fix,
-            );
+            let hop = step.hop.and_then(|i| ssh.jump.get(i));
+            let fix = match hop {
+                Some(hop) => hop_fix(step.step, &step.detail, hop, target),
+                None => step_fix(step.step, &step.detail, ssh, target),
+            };
+            checks.push(name, &label, Status::Fail, step.detail.clone(), fix);
         }
     }
     let logged_in = probe.steps.iter().all(|s| s.ok);
@@ -542,10 +548,43 @@ fn check_ssh(target: &TargetConfig, archive: &ArchiveTarget, ssh: &SshConfig, ch
                 home_assumed,
                 file,
                 line,
-                key_source: key.source,
+                key_source: key.source.clone(),
+                jump: None,
             });
+            jump_host_keys(name, ssh, &key, checks);
         }
         Err(e) => checks.fail(name, "public key", format!("{e:#}"), "see the message"),
+    }
+}
+
+/// The authorized_keys line for each jump host: the key may only forward
+/// to the next hop (`permitopen`), and runs nothing (`command`).
+fn jump_host_keys(name: &str, ssh: &SshConfig, key: &ssh::PublicKey, checks: &mut Checks) {
+    for (i, hop) in ssh.jump.iter().enumerate() {
+        let (next_host, next_port) = match ssh.jump.get(i + 1) {
+            Some(next) => (next.host.as_str(), next.port),
+            None => (ssh.host.as_str(), ssh.port),
+        };
+        let line = format!(
+            "restrict,port-forwarding,permitopen=\"{next_host}:{next_port}\",command=\"/bin/false\" {}",
+            key.line
+        );
+        let file = format!("~{}/.ssh/authorized_keys", hop.user);
+        checks.print(&format!(
+            "      {name}: on jump host {hop}, append to {file} (forwarding to {next_host} port {next_port} only):"
+        ));
+        checks.print(&format!("      {line}"));
+        checks.keys.push(AuthorizedKey {
+            target: name.to_string(),
+            user: hop.user.clone(),
+            host: hop.host.clone(),
+            home: format!("~{}", hop.user),
+            home_assumed: true,
+            file,
+            line,
+            key_source: key.source.clone(),
+            jump: Some(i + 1),
+        });
     }
 }
 
@@ -599,11 +638,35 @@ fn step_fix(
             "is it an SSH server on port {}? see the target's sshd log",
             ssh.port
         )),
+        // Only jump hosts have it.
+        ssh::Step::Reach => None,
         ssh::Step::HostKey => None,
         ssh::Step::Login if detail.contains("authorized_keys") => Some(
             "add the authorized_keys line printed below for this target".to_string(),
         ),
         ssh::Step::Login => None,
+    }
+}
+
+/// The fix for a failed step at jump host `hop`, when its message does not
+/// hold one.
+fn hop_fix(
+    step: ssh::Step,
+    detail: &str,
+    hop: &crate::config::JumpHost,
+    target: &TargetConfig,
+) -> Option<String> {
+    let file = target.file.display();
+    match step {
+        ssh::Step::Reach | ssh::Step::Dns | ssh::Step::Tcp | ssh::Step::Handshake => Some(format!(
+            "is sshd running on {} port {}? check `jump` in {file}, the DNS and any firewall between",
+            hop.host, hop.port
+        )),
+        ssh::Step::Login if detail.contains("authorized_keys") => Some(format!(
+            "add the jump host line printed below to ~{}/.ssh/authorized_keys on {}",
+            hop.user, hop.host
+        )),
+        _ => None,
     }
 }
 

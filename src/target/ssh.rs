@@ -16,12 +16,15 @@
 //! - Timeouts: `connect_timeout` bounds connecting and the handshake;
 //!   `io_timeout` bounds every wait for the target afterwards (0: no limit).
 
+mod jump;
 mod known_hosts;
 mod probe;
+mod relay;
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
@@ -51,6 +54,8 @@ pub enum Step {
     Tcp,
     /// The SSH handshake completes.
     Handshake,
+    /// A jump host: its name resolves, its port answers, and it speaks SSH.
+    Reach,
     /// The host key is the one known_hosts holds.
     HostKey,
     /// The server accepts the key for the user.
@@ -58,16 +63,6 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 7] = [
-        Step::Identity,
-        Step::KnownHosts,
-        Step::Dns,
-        Step::Tcp,
-        Step::Handshake,
-        Step::HostKey,
-        Step::Login,
-    ];
-
     /// The words `blat check` prints.
     pub fn label(self) -> &'static str {
         match self {
@@ -76,8 +71,35 @@ impl Step {
             Step::Dns => "dns",
             Step::Tcp => "tcp",
             Step::Handshake => "ssh handshake",
+            Step::Reach => "reach",
             Step::HostKey => "host key",
             Step::Login => "key accepted",
+        }
+    }
+}
+
+/// Told each connection step that passed: at which jump host (an index
+/// into `jump`; `None`: the target), which step, what it found.
+type Passed<'a> = &'a mut dyn FnMut(Option<usize>, Step, String);
+
+/// Whom a login is for: the target, or one of its jump hosts.
+struct Login<'a> {
+    host: &'a str,
+    port: u16,
+    user: &'a str,
+    hop: Option<usize>,
+    /// How to record its host key when it is not reachable from here.
+    keyscan: Option<String>,
+}
+
+impl Login<'_> {
+    fn target(c: &SshConfig) -> Login<'_> {
+        Login {
+            host: &c.host,
+            port: c.port,
+            user: &c.user,
+            hop: None,
+            keyscan: None,
         }
     }
 }
@@ -198,16 +220,18 @@ impl SshTransport {
     /// Connects, checks the host key, authenticates. Local problems (the
     /// identity, known_hosts) are found before any connection is made.
     fn connect(&self) -> Result<Session> {
-        self.connect_steps(&mut |_, _| {})
+        self.connect_steps(&mut |_, _, _| {})
     }
 
     /// [`SshTransport::connect`], telling `passed` each [`Step`] that
-    /// passed and what it found; on an error, the first step not told of
+    /// passed (at which jump host, `None`: the target) and what it found;
+    /// on an error, the first step of [`SshTransport::steps`] not told of
     /// is the one that failed.
-    fn connect_steps(&self, passed: &mut dyn FnMut(Step, String)) -> Result<Session> {
+    fn connect_steps(&self, passed: Passed) -> Result<Session> {
         let c = &self.config;
         check_identity(&c.identity)?;
         passed(
+            None,
             Step::Identity,
             format!(
                 "{} is a private key only its owner reads",
@@ -216,12 +240,26 @@ impl SshTransport {
         );
         let known = KnownHosts::load(&c.known_hosts)?;
         passed(
+            None,
             Step::KnownHosts,
             format!("{} is readable", c.known_hosts.display()),
         );
+        if !c.jump.is_empty() {
+            let (relayed, trouble) = self.through_jumps(&known, passed)?;
+            let mut at = Login::target(c);
+            at.keyscan = Some(self.keyscan_behind(c.jump.len(), &c.host, c.port));
+            return self.login(relayed, &at, &known, passed).map_err(|e| {
+                // A hop that failed meanwhile is the cause.
+                match trouble.lock().ok().and_then(|t| t.first().cloned()) {
+                    Some(t) => e.context(t),
+                    None => e,
+                }
+            });
+        }
 
         let addrs = resolve(&c.host, c.port)?;
         passed(
+            None,
             Step::Dns,
             format!(
                 "{} is {}",
@@ -235,6 +273,7 @@ impl SshTransport {
         );
         let tcp = tcp_connect(&c.host, c.port, &addrs, c.connect_timeout)?;
         passed(
+            None,
             Step::Tcp,
             format!(
                 "{} port {} answers",
@@ -245,11 +284,28 @@ impl SshTransport {
         );
         // Small commands are one packet each way: don't let Nagle hold them.
         let _ = tcp.set_nodelay(true);
+        self.login(tcp, &Login::target(c), &known, passed)
+    }
+
+    /// The SSH handshake, host key check and key authentication over
+    /// `stream` (a TCP connection, or the socket of a jump host's relay).
+    fn login<S: AsRawFd + 'static>(
+        &self,
+        stream: S,
+        at: &Login,
+        known: &KnownHosts,
+        passed: Passed,
+    ) -> Result<Session> {
+        let c = &self.config;
+        let (host, port, user) = (at.host, at.port, at.user);
         let mut session = Session::new().context("cannot start an SSH session")?;
-        session.set_tcp_stream(tcp);
+        session.set_tcp_stream(stream);
         session.set_timeout(millis(c.connect_timeout));
 
-        let host_keys = known.for_host(&session, &c.host, c.port)?;
+        let mut host_keys = known.for_host(&session, host, port)?;
+        if let Some(keyscan) = &at.keyscan {
+            host_keys = host_keys.with_keyscan(keyscan.clone());
+        }
         let supported = session
             .supported_algs(MethodType::HostKey)
             .unwrap_or_default();
@@ -276,32 +332,30 @@ impl SshTransport {
         session.handshake().map_err(|e| {
             if e.code() == ssh2::ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) {
                 anyhow!(
-                    "SSH handshake with {}:{} timed out (connect_timeout {}s)",
-                    c.host,
-                    c.port,
+                    "SSH handshake with {host}:{port} timed out (connect_timeout {}s)",
                     c.connect_timeout.as_secs()
                 )
             } else {
-                anyhow!(
-                    "SSH handshake with {}:{} failed: {}",
-                    c.host,
-                    c.port,
-                    e.message()
-                )
+                anyhow!("SSH handshake with {host}:{port} failed: {}", e.message())
             }
         })?;
+        // A jump host's reach is one step: its address, port and handshake.
+        let (step, what) = match at.hop {
+            Some(_) => (Step::Reach, format!("{user}@{host}:{port} answers and")),
+            None => (Step::Handshake, format!("{host}:{port}")),
+        };
         passed(
-            Step::Handshake,
+            at.hop,
+            step,
             format!(
-                "{}:{} speaks SSH ({})",
-                c.host,
-                c.port,
+                "{what} speaks SSH ({})",
                 session.banner().unwrap_or("no banner")
             ),
         );
         let (offered, _) = session.host_key().context("the server sent no host key")?;
         host_keys.verify(offered)?;
         passed(
+            at.hop,
             Step::HostKey,
             format!(
                 "{} {} is in {}",
@@ -311,42 +365,32 @@ impl SshTransport {
             ),
         );
 
-        if let Err(e) = session.userauth_pubkey_file(&c.user, None, &c.identity, None) {
+        if let Err(e) = session.userauth_pubkey_file(user, None, &c.identity, None) {
             let code = e.code();
             if code == ssh2::ErrorCode::Session(LIBSSH2_ERROR_AUTHENTICATION_FAILED)
                 || code == ssh2::ErrorCode::Session(LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED)
             {
                 bail!(
-                    "{} refused the key {} for user {} (is its public key in ~{}/.ssh/authorized_keys there?)",
-                    c.host,
+                    "{host} refused the key {} for user {user} (is its public key in ~{user}/.ssh/authorized_keys there?)",
                     c.identity.display(),
-                    c.user,
-                    c.user
                 );
             }
             bail!(
-                "cannot log in as {} with the key {}: {}",
-                self.endpoint(),
+                "cannot log in as {user}@{host}:{port} with the key {}: {}",
                 c.identity.display(),
                 e.message()
             );
         }
         if !session.authenticated() {
             bail!(
-                "{} did not accept the key {} for user {}",
-                c.host,
+                "{host} did not accept the key {} for user {user}",
                 c.identity.display(),
-                c.user
             );
         }
         passed(
+            at.hop,
             Step::Login,
-            format!(
-                "{} lets {} in with {}",
-                c.host,
-                c.user,
-                c.identity.display()
-            ),
+            format!("{host} lets {user} in with {}", c.identity.display()),
         );
         session.set_timeout(millis(c.io_timeout));
         Ok(session)
@@ -417,7 +461,7 @@ impl SshTransport {
     fn open(&self, session: &Session) -> Result<Channel> {
         session
             .channel_session()
-            .map_err(|e| self.lost(e.into(), "opening a channel"))
+            .map_err(|e| self.lost(session, e.into(), "opening a channel"))
     }
 
     /// Starts `command` on the channel, feeds it, collects its output.
@@ -430,7 +474,7 @@ impl SshTransport {
     ) -> Result<RunOutput> {
         channel
             .exec(command)
-            .map_err(|e| self.lost(e.into(), "starting the receiver"))?;
+            .map_err(|e| self.lost(session, e.into(), "starting the receiver"))?;
         if let Some(input) = input {
             let mut writer = ChannelWriter {
                 channel: &mut channel,
@@ -443,7 +487,7 @@ impl SshTransport {
             }
         }
         let (stdout, stderr, status) =
-            collect(&mut channel).map_err(|e| self.lost(e, "reading the reply"))?;
+            collect(&mut channel).map_err(|e| self.lost(session, e, "reading the reply"))?;
         Ok(RunOutput {
             status,
             stdout,
@@ -475,20 +519,31 @@ impl SshTransport {
                     .to_string();
                 e.context(format!("sending to the receiver failed: {detail}"))
             }
-            (_, Some(io)) => self.lost(io, "sending"),
+            (_, Some(io)) => self.lost(session, io, "sending"),
             _ => e.context("sending to the receiver failed"),
         }
     }
 
-    fn lost(&self, e: io::Error, doing: &str) -> anyhow::Error {
+    /// A broken session's error; behind jump hosts, with what the first
+    /// hop that failed said.
+    fn lost(&self, session: &Session, e: io::Error, doing: &str) -> anyhow::Error {
+        // What a hop said, else at least the way taken.
+        let hops = match relay::trouble(session.as_raw_fd()) {
+            Some(t) => format!(" ({t})"),
+            None if !self.config.jump.is_empty() => format!(" (through {})", self.jump_hosts()),
+            None => String::new(),
+        };
         if e.kind() == io::ErrorKind::TimedOut {
             anyhow!(
-                "{} stopped answering: no reply within io_timeout {}s while {doing}",
+                "{} stopped answering: no reply within io_timeout {}s while {doing}{hops}",
                 self.endpoint(),
                 self.config.io_timeout.as_secs()
             )
         } else {
-            anyhow!("connection to {} lost while {doing}: {e}", self.endpoint())
+            anyhow!(
+                "connection to {} lost while {doing}: {e}{hops}",
+                self.endpoint()
+            )
         }
     }
 }
@@ -704,6 +759,7 @@ mod tests {
             remote_archive: archive.into(),
             connect_timeout: Duration::from_secs(1),
             io_timeout: Duration::from_secs(1),
+            jump: Vec::new(),
         })
         .unwrap()
     }

@@ -15,10 +15,12 @@ mod faults;
 mod fuzz;
 mod hostile;
 mod index;
+mod jump;
 mod kubernetes;
 mod man;
 mod model;
 mod monitoring;
+mod netns;
 #[cfg(feature = "odbc")]
 mod odbc;
 mod package;

@@ -780,6 +780,7 @@ const CONF_KEYS: &[(&str, &str, &str, &str)] = &[
     ("targets/<name>.conf", "remote_archive", "`dpkg_archive`", "SSH: the target archive, absolute or relative to the user's home."),
     ("targets/<name>.conf", "connect_timeout", "`15s`", "SSH: give up connecting and the handshake after this long."),
     ("targets/<name>.conf", "io_timeout", "`60s`", "SSH: give up on any wait for the target after this long (`0`: none)."),
+    ("targets/<name>.conf", "jump", "none", "SSH: jump hosts to pass through, `[user@]host[:port]`, comma-separated, first to last (user: the target's; port: 22); each with its own host key check in `known_hosts`, logging in with `identity`."),
     ("targets/<name>.conf", "compression", "`gzip`", "`none`, `gzip[:1-9]` or `zstd[:1-19]` (gzip, with a warning, when the target has no zstd)."),
     ("targets/<name>.conf", "min_free", "`0`", "Refuse to send a package that would leave the target with less free space (a size)."),
     ("targets/<name>.conf", "delta", "`link`", "A new version reuses the unchanged files of an older version the target holds: `link` (hard link read-only files of equal mode and mtime, copy the others), `copy` or `off` (send every file)."),

@@ -92,6 +92,7 @@ fn ssh_config(sshd: &Sshd) -> SshConfig {
         remote_archive: "dpkg_archive".into(),
         connect_timeout: Duration::from_secs(10),
         io_timeout: Duration::from_secs(30),
+        jump: Vec::new(),
     }
 }
 

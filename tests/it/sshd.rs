@@ -5,6 +5,10 @@
 //! user is never root: `$BLAT_TEST_SSH_USER` (default `blattest`, created
 //! when missing and we are root), or ourselves when we are not root.
 //!
+//! [`Sshd::start_in`] runs one inside a network namespace (`netns.rs`) at
+//! a given address, as a jump host (TCP forwarding allowed) or a target
+//! the test process cannot reach.
+//!
 //! Also [`Proxy`], a TCP relay that cuts or freezes the connection after a
 //! number of bytes, for the failure tests.
 
@@ -26,15 +30,41 @@ const SSHD: &str = "/usr/sbin/sshd";
 
 pub struct Sshd {
     pub dir: tempfile::TempDir,
+    /// The address it listens on (`127.0.0.1`, or one in a namespace).
+    pub host: String,
     pub port: u16,
     pub user: String,
     /// `$HOME` of the target user's sessions on this server.
     pub home: PathBuf,
     /// A key in authorized_keys (mode 600, ours).
     pub identity: PathBuf,
-    /// `[127.0.0.1]:PORT` with the ed25519 host key.
+    /// `[HOST]:PORT` (`HOST` for port 22) with the ed25519 host key.
     pub known_hosts: PathBuf,
     child: Child,
+    /// The namespace it runs in (`ip netns exec`), if any.
+    netns: Option<String>,
+    /// Connections made to see it start.
+    probes: usize,
+}
+
+/// Where and how an sshd listens.
+pub struct Listen<'a> {
+    /// Run inside this network namespace.
+    pub netns: Option<&'a str>,
+    pub host: &'a str,
+    /// `None`: a free port (only outside a namespace).
+    pub port: Option<u16>,
+    /// `AllowTcpForwarding`: a jump host's sshd needs it.
+    pub forwarding: bool,
+}
+
+/// `host` for port 22, else `[host]:port`, as known_hosts names a host.
+pub fn known_name(host: &str, port: u16) -> String {
+    if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    }
 }
 
 /// Run a command that must succeed; returns its stdout.
@@ -110,6 +140,17 @@ pub fn public_key(private: &Path) -> String {
 impl Sshd {
     /// A running sshd, or `None` (skip) when there is none to run outside CI.
     pub fn start() -> Option<Sshd> {
+        Sshd::start_in(&Listen {
+            netns: None,
+            host: "127.0.0.1",
+            port: None,
+            forwarding: false,
+        })
+    }
+
+    /// A running sshd as `listen` says, or `None` (skip) when there is
+    /// none to run outside CI.
+    pub fn start_in(listen: &Listen) -> Option<Sshd> {
         if !Path::new(SSHD).exists() {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("{SSHD} is required under CI=true (scripts/test-env start installs openssh-server)");
@@ -141,45 +182,69 @@ impl Sshd {
 
         let mut last_log = String::new();
         for _ in 0..5 {
-            let port = free_port();
+            let port = listen.port.unwrap_or_else(free_port);
             let config = format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\nHostKey {d}/host_ecdsa\n\
+                "Port {port}\nListenAddress {host}\nHostKey {d}/host_ed25519\nHostKey {d}/host_ecdsa\n\
                  PidFile none\nAuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
                  AllowUsers {user}\nSetEnv HOME={home}\nMaxStartups 100\nMaxSessions 100\nLogLevel VERBOSE\n\
-                 X11Forwarding no\nAllowTcpForwarding no\nPrintMotd no\n",
+                 X11Forwarding no\nAllowTcpForwarding {forwarding}\nPrintMotd no\n",
+                host = listen.host,
                 d = d.display(),
-                home = home.display()
+                home = home.display(),
+                forwarding = if listen.forwarding { "yes" } else { "no" },
             );
             fs::write(d.join("sshd_config"), config).unwrap();
-            let log = fs::File::create(d.join("sshd.log")).unwrap();
-            let mut child = Command::new(SSHD)
-                .args(["-D", "-e", "-f"])
-                .arg(d.join("sshd_config"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("cannot start sshd");
-            if wait_for_banner(port, &mut child) {
+            let mut child = spawn(listen.netns, d);
+            let up = match listen.netns {
+                None => wait_for_banner(listen.host, port, &mut child),
+                Some(_) => wait_for_log(d, 0, &mut child),
+            };
+            if up {
                 let known_hosts = d.join("known_hosts");
                 let host_key = public_key(&d.join("host_ed25519"));
-                fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_key}\n")).unwrap();
+                fs::write(
+                    &known_hosts,
+                    format!("{} {host_key}\n", known_name(listen.host, port)),
+                )
+                .unwrap();
                 return Some(Sshd {
-                    dir,
+                    host: listen.host.to_string(),
                     port,
                     user,
                     home,
                     identity,
                     known_hosts,
                     child,
+                    netns: listen.netns.map(String::from),
+                    probes: usize::from(listen.netns.is_none()),
+                    dir,
                 });
             }
             let _ = child.kill();
             let _ = child.wait();
             last_log = fs::read_to_string(d.join("sshd.log")).unwrap_or_default();
+            if listen.port.is_some() {
+                break;
+            }
         }
         panic!("sshd did not start:\n{last_log}");
+    }
+
+    /// Starts sshd again after it was killed (its keys, home and port kept).
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let before = self.log().matches("Server listening on").count();
+        self.child = spawn(self.netns.as_deref(), self.dir.path());
+        let up = match &self.netns {
+            None => {
+                self.probes += 1;
+                wait_for_banner(&self.host, self.port, &mut self.child)
+            }
+            Some(_) => wait_for_log(self.dir.path(), before, &mut self.child),
+        };
+        assert!(up, "sshd did not restart:\n{}", self.log());
     }
 
     pub fn path(&self) -> &Path {
@@ -219,12 +284,12 @@ impl Sshd {
         writeln!(f, "[127.0.0.1]:{port} {}", self.host_key("ed25519")).unwrap();
     }
 
-    /// Connections made to the server, besides the one that saw it start.
+    /// Connections made to the server, besides those that saw it start.
     pub fn connections(&self) -> usize {
         self.log()
             .matches("Connection from")
             .count()
-            .saturating_sub(1)
+            .saturating_sub(self.probes)
     }
 
     /// What sshd logged so far.
@@ -236,8 +301,9 @@ impl Sshd {
     /// `port` (the server's own, or a proxy's).
     pub fn target_conf(&self, port: u16, extra: &str) -> String {
         format!(
-            "kind = \"archive\"\ntransport = \"ssh\"\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{}\"\n\
+            "kind = \"archive\"\ntransport = \"ssh\"\nhost = \"{}\"\nport = {port}\nuser = \"{}\"\n\
              identity = \"{}\"\nknown_hosts = \"{}\"\n{extra}\n",
+            self.host,
             self.user,
             self.identity.display(),
             self.known_hosts.display()
@@ -321,7 +387,7 @@ impl Sshd {
                 "-o",
                 "IdentitiesOnly=yes",
             ])
-            .arg(format!("{}@127.0.0.1", self.user))
+            .arg(format!("{}@{}", self.user, self.host))
             .arg(command)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -357,14 +423,56 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// True once the server greets on `port`; false when it exited or is silent.
-fn wait_for_banner(port: u16, child: &mut Child) -> bool {
+/// True once sshd in `dir` logs that it listens for the `seen + 1`st time
+/// (in a namespace the test cannot reach); false when it exited.
+fn wait_for_log(dir: &Path, seen: usize, child: &mut Child) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if child.try_wait().ok().flatten().is_some() {
             return false;
         }
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+        let log = fs::read_to_string(dir.join("sshd.log")).unwrap_or_default();
+        if log.matches("Server listening on").count() > seen {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// sshd with the configuration in `dir`, in namespace `netns` if any
+/// (`ip netns exec` execs it: the child is sshd itself).
+fn spawn(netns: Option<&str>, dir: &Path) -> Child {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("sshd.log"))
+        .unwrap();
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns, SSHD]);
+            cmd
+        }
+        None => Command::new(SSHD),
+    };
+    cmd.args(["-D", "-e", "-f"])
+        .arg(dir.join("sshd_config"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("cannot start sshd")
+}
+
+/// True once the server greets on `port`; false when it exited or is silent.
+fn wait_for_banner(host: &str, port: u16, child: &mut Child) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if child.try_wait().ok().flatten().is_some() {
+            return false;
+        }
+        if let Ok(mut s) = TcpStream::connect((host, port)) {
             let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
             let mut buf = [0u8; 8];
             if s.read_exact(&mut buf).is_ok() && &buf[..4] == b"SSH-" {

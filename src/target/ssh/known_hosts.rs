@@ -58,6 +58,9 @@ pub struct HostKeys<'a> {
     host: String,
     port: u16,
     entries: Vec<&'a Entry>,
+    /// How to record the key, when `ssh-keyscan` from here cannot reach
+    /// the host (it is behind a jump host).
+    keyscan: Option<String>,
 }
 
 impl KnownHosts {
@@ -131,11 +134,18 @@ impl KnownHosts {
             host: host.to_string(),
             port,
             entries,
+            keyscan: None,
         })
     }
 }
 
 impl HostKeys<'_> {
+    /// Says `how` instead of `ssh-keyscan` from here when asking for the key.
+    pub fn with_keyscan(mut self, how: String) -> Self {
+        self.keyscan = Some(how);
+        self
+    }
+
     /// The host key algorithms to ask for, best first, so the server offers
     /// a key of a type we hold (else an ecdsa-only entry would look like a
     /// changed key when the server prefers ed25519). `None`: nothing known,
@@ -160,7 +170,10 @@ impl HostKeys<'_> {
         let offered_type = key_type_of(offered).unwrap_or("unknown-key-type");
         let fp = fingerprint(offered);
         let file = self.file.path.display();
-        let keyscan = format!("ssh-keyscan -p {} {} >> {file}", self.port, self.host);
+        let keyscan = self
+            .keyscan
+            .clone()
+            .unwrap_or_else(|| format!("ssh-keyscan -p {} {} >> {file}", self.port, self.host));
         if let Some(e) = self
             .file
             .entries

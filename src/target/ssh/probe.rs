@@ -19,6 +19,9 @@ use crate::target::{RunOutput, RECEIVER};
 /// One connection step and how it went.
 #[derive(Clone, Debug, Serialize)]
 pub struct StepResult {
+    /// The jump host (an index into `jump`), or `None`: the target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hop: Option<usize>,
     pub step: Step,
     pub ok: bool,
     pub detail: String,
@@ -68,8 +71,9 @@ impl SshTransport {
     pub fn probe(&self) -> SshProbe {
         let mut probe = SshProbe::default();
         let mut passed = Vec::new();
-        let connected = self.connect_steps(&mut |step, detail| {
+        let connected = self.connect_steps(&mut |hop, step, detail| {
             passed.push(StepResult {
+                hop,
                 step,
                 ok: true,
                 detail,
@@ -79,11 +83,13 @@ impl SshTransport {
         let session = match connected {
             Ok(session) => session,
             Err(e) => {
-                let failed = Step::ALL
+                let (hop, failed) = self
+                    .steps()
                     .into_iter()
-                    .find(|s| !probe.steps.iter().any(|p| p.step == *s))
-                    .unwrap_or(Step::Login);
+                    .find(|(h, s)| !probe.steps.iter().any(|p| p.hop == *h && p.step == *s))
+                    .unwrap_or((None, Step::Login));
                 probe.steps.push(StepResult {
+                    hop,
                     step: failed,
                     ok: false,
                     detail: format!("{e:#}").replace('\n', " "),
