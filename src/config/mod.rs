@@ -132,6 +132,9 @@ pub struct ArchiveTarget {
     pub parallel: usize,
     pub compression: Compression,
     pub min_free: u64,
+    /// Every this many syncs, the target's listing is a full check (a walk
+    /// compared with its index) instead of its index; 0: only `--verify`.
+    pub verify_every: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -323,6 +326,7 @@ struct RawTarget {
     io_timeout: Option<DurationValue>,
     compression: Option<Spanned<String>>,
     min_free: Option<SizeValue>,
+    verify_every: Option<Spanned<u32>>,
     // s3 targets
     bucket: Option<Spanned<String>>,
     prefix: Option<Spanned<String>>,
@@ -567,7 +571,7 @@ fn target(src: &Source, name: &str, source_archive: &Path) -> Result<TargetConfi
         Some(p) => return Err(src.error(p.span(), "invalid parallel: expected 1 to 64")),
     };
     // Keys that belong to the other kind are errors, not silently ignored.
-    let archive_keys: [(&str, Option<std::ops::Range<usize>>); 7] = [
+    let archive_keys: [(&str, Option<std::ops::Range<usize>>); 8] = [
         ("transport", raw.transport.as_ref().map(|v| v.span())),
         ("path", raw.path.as_ref().map(|v| v.span())),
         ("host", raw.host.as_ref().map(|v| v.span())),
@@ -578,6 +582,7 @@ fn target(src: &Source, name: &str, source_archive: &Path) -> Result<TargetConfi
             raw.remote_archive.as_ref().map(|v| v.span()),
         ),
         ("compression", raw.compression.as_ref().map(|v| v.span())),
+        ("verify_every", raw.verify_every.as_ref().map(|v| v.span())),
     ];
     let s3_keys = [
         ("bucket", raw.bucket.as_ref().map(|v| v.span())),
@@ -692,6 +697,9 @@ fn target(src: &Source, name: &str, source_archive: &Path) -> Result<TargetConfi
     })
 }
 
+/// Syncs between two full checks of an archive target (`verify_every`).
+pub const DEFAULT_VERIFY_EVERY: u32 = 24;
+
 fn archive_target(
     src: &Source,
     raw: &RawTarget,
@@ -789,6 +797,10 @@ fn archive_target(
         parallel,
         compression,
         min_free: raw.min_free.map_or(0, |s| s.0),
+        verify_every: raw
+            .verify_every
+            .as_ref()
+            .map_or(DEFAULT_VERIFY_EVERY, |v| *v.get_ref()),
     })
 }
 
@@ -862,6 +874,7 @@ sync_interval  = "4h"
 parallel       = 4
 compression    = "zstd:7"
 min_free       = "2g"
+verify_every   = 12
 tag_retries    = 10
 [aging]
 method     = "master"
@@ -885,6 +898,7 @@ max_delete = 50
         let a = t.archive().unwrap();
         assert_eq!(a.compression, Compression::Zstd(7));
         assert_eq!(a.min_free, 2 << 30);
+        assert_eq!(a.verify_every, 12);
         assert_eq!(t.writable_grace, Duration::from_secs(3600));
         assert_eq!(t.aging.method, AgingMethod::Master);
         assert_eq!(t.aging.after, Duration::from_secs(14 * 86400));

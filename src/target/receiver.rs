@@ -6,7 +6,8 @@ use anyhow::{bail, Context, Result};
 
 use super::pack;
 use super::{
-    Deleted, Listing, Outgoing, ProgressFn, Received, ReceiverInfo, RunOutput, Target, Transport,
+    Deleted, ListHow, Listing, ListingSource, Outgoing, ProgressFn, Received, ReceiverInfo,
+    RunOutput, Target, Transport,
 };
 use crate::archive::{alias_target, Alias, Name, PackageVersion, SourceArchive};
 use crate::config::Compression;
@@ -81,6 +82,33 @@ pub fn parse_listing(text: &str) -> Listing {
             ["L", path] => {
                 listing.leftovers.push(path.to_string());
                 Some(())
+            }
+            ["I", "index"] => {
+                listing.source = ListingSource::Index;
+                Some(())
+            }
+            ["I", "scan", why] => {
+                listing.source = ListingSource::Scan {
+                    why: one_line(why),
+                    indexed: false,
+                };
+                Some(())
+            }
+            ["I", "indexed"] => match &mut listing.source {
+                ListingSource::Scan { indexed, .. } => {
+                    *indexed = true;
+                    Some(())
+                }
+                _ => None,
+            },
+            ["I", "not indexed", _why] => Some(()),
+            ["D", kind @ ("missing" | "changed" | "unindexed" | "alias"), package, name] => {
+                Name::new(package)
+                    .ok()
+                    .zip(Name::new(name).ok())
+                    .map(|(p, n)| {
+                        listing.drift.push(format!("{kind} {p} {n}"));
+                    })
             }
             ["A", package, alias, target] => Name::new(package)
                 .ok()
@@ -211,8 +239,15 @@ impl<T: Transport> Target for ReceiverTarget<T> {
         Ok(parse_version_reply(&self.call(&["version"])?))
     }
 
-    fn list(&self) -> Result<Listing> {
-        Ok(parse_listing(&self.call(&["list"])?))
+    fn list_as(&self, how: ListHow) -> Result<Listing> {
+        let mut args = vec!["list"];
+        if how.full {
+            args.push("--full");
+        }
+        if how.read_only {
+            args.push("--read-only");
+        }
+        Ok(parse_listing(&self.call(&args)?))
     }
 
     fn stat(&self, package: &Name) -> Result<Listing> {

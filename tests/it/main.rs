@@ -21,6 +21,7 @@ mod monitoring;
 mod odbc;
 mod package;
 mod release_suite;
+mod rindex;
 #[cfg(feature = "s3")]
 mod s3;
 mod ssh;
