@@ -205,17 +205,31 @@ rsync_az() { rsync -az -e "$SSH" "$1/archive/" "$REMOTE:$ARCH/"; }
 rsync_an() { rsync -a -n -e "$SSH" "$1/archive/" "$REMOTE:$ARCH/"; }
 
 # peak_rss NAME CMD...: the median peak RSS (MiB) of RUNS runs of CMD, in
-# PEAK[NAME].
-declare -A PEAK
+# PEAK[NAME], and the median CPU seconds (user + system) in CPU[NAME]: on
+# a loaded machine the CPU time says what the wall time would be on an
+# idle one.
+declare -A PEAK CPU
 peak_rss() {
-    local name=$1 kb=()
+    local name=$1 kb=() cpu=()
     shift
     for _ in $(seq "$RUNS"); do
-        /usr/bin/time -f %M -o "$WORK/rss" "$@" >/dev/null 2>"$WORK/last.err" ||
+        /usr/bin/time -f '%M %U %S' -o "$WORK/rss" "$@" >/dev/null 2>"$WORK/last.err" ||
             { echo "bench/ssh.sh: failed: $*" >&2; cat "$WORK/last.err" >&2; exit 1; }
-        kb+=("$(cat "$WORK/rss")")
+        kb+=("$(awk '{print $1}' "$WORK/rss")")
+        cpu+=("$(awk '{print $2 + $3}' "$WORK/rss")")
     done
     PEAK[$name]=$(printf '%s\n' "${kb[@]}" | sort -n | awk -v n="$RUNS" '{a[NR]=$1} END {printf "%.1f", a[int((n+1)/2)] / 1024}')
+    CPU[$name]=$(printf '%s\n' "${cpu[@]}" | sort -n | awk -v n="$RUNS" '{a[NR]=$1} END {printf "%.2f", a[int((n+1)/2)]}')
+}
+
+# receiver_cpu ARGS...: the median CPU seconds of the receiver on the
+# target (`blat-receiver ARGS`, over ssh, /usr/bin/time there).
+receiver_cpu() {
+    local cpu=()
+    for _ in $(seq "$RUNS"); do
+        cpu+=("$($SSH "$REMOTE" "/usr/bin/time -f '%U %S' -o /dev/stdout ~/.blat/blat-receiver -a $ARCH $* >/dev/null" | awk '{print $1 + $2}')")
+    done
+    printf '%s\n' "${cpu[@]}" | sort -n | awk -v n="$RUNS" '{a[NR]=$1} END {printf "%.2f", a[int((n+1)/2)]}'
 }
 
 # The big case: the target is made on disk (a copy of the source that keeps
@@ -244,10 +258,13 @@ big_case() {
         "rsync -a -n" "rsync_an $d"
     table "big: $n package-versions on one target, up to date" 0 \
         "blat sync (index)" "blat sync --verify" "rsync -a -n"
-    peak_rss "sync" blat_sync "$d" none
-    peak_rss "verify" blat_verify "$d" none
+    peak_rss "sync" "$BLAT" -q -c "$d/config" sync --target none
+    peak_rss "verify" "$BLAT" -q -c "$d/config" sync --verify --target none
     printf 'master peak RSS (median of %s): blat sync %s MiB, blat sync --verify %s MiB\n' \
         "$RUNS" "${PEAK[sync]}" "${PEAK[verify]}"
+    printf 'CPU seconds (user + sys, medians): master: sync %s, sync --verify %s; receiver: list (index) %s, list --full (no index write) %s\n' \
+        "${CPU[sync]}" "${CPU[verify]}" "$(receiver_cpu list --read-only)" "$(receiver_cpu list --full --read-only)"
+    echo "machine load: $(uptime)"
     awk -v b="${MEDIAN[blat sync (index)]}" -v m="${PEAK[sync]}" -v v="${MEDIAN[blat sync --verify]}" \
         -v r="${MEDIAN[rsync -a -n]}" 'BEGIN {
         printf "goals: no-change sync %.2f s (<= 1 s), master peak %.1f MiB (<= 100 MB); full check %.2f s (%.1fx faster than rsync -a -n)\n",

@@ -60,6 +60,11 @@ fn token() -> String {
 /// field: the descpkg's ctime on the target (its arrival).
 pub fn parse_listing(text: &str) -> Listing {
     let mut listing = Listing::default();
+    // Collected, then sorted and built in bulk: a listing of 100,000
+    // versions comes in hash order from the index, and one BTreeMap insert
+    // per line costs several times more.
+    let mut versions: Vec<(PackageVersion, i64)> = Vec::new();
+    let mut arrivals: Vec<(PackageVersion, i64)> = Vec::new();
     for line in text.lines().filter(|l| !l.is_empty()) {
         let fields: Vec<&str> = line.split('\t').collect();
         let parsed = match fields.as_slice() {
@@ -74,9 +79,9 @@ pub fn parse_listing(text: &str) -> Listing {
                     .zip(arrived)
                     .map(|((pv, m), a)| {
                         if let Some(a) = a {
-                            listing.arrived.insert(pv.clone(), a);
+                            arrivals.push((pv.clone(), a));
                         }
-                        listing.versions.insert(pv, m);
+                        versions.push((pv, m));
                     })
             }
             ["L", path] => {
@@ -130,6 +135,12 @@ pub fn parse_listing(text: &str) -> Listing {
             listing.rejected.push(line.escape_default().to_string());
         }
     }
+    // Later lines win, as with inserts one by one (a stable sort keeps
+    // their order, the bulk build keeps the last of equal keys).
+    versions.sort_by(|a, b| a.0.cmp(&b.0));
+    arrivals.sort_by(|a, b| a.0.cmp(&b.0));
+    listing.versions = versions.into_iter().collect();
+    listing.arrived = arrivals.into_iter().collect();
     listing.aliases.sort();
     listing
 }
