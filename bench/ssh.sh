@@ -227,7 +227,7 @@ peak_rss() {
 receiver_cpu() {
     local cpu=()
     for _ in $(seq "$RUNS"); do
-        cpu+=("$($SSH "$REMOTE" "/usr/bin/time -f '%U %S' -o /dev/stdout ~/.blat/blat-receiver -a $ARCH $* >/dev/null" | awk '{print $1 + $2}')")
+        cpu+=("$($SSH "$REMOTE" "/usr/bin/time -f '%U %S' ~/.blat/blat-receiver -a $ARCH $* 2>&1 >/dev/null" | tail -1 | awk '{print $1 + $2}')")
     done
     printf '%s\n' "${cpu[@]}" | sort -n | awk -v n="$RUNS" '{a[NR]=$1} END {printf "%.2f", a[int((n+1)/2)]}'
 }
