@@ -924,6 +924,23 @@ mod tests {
     }
 
     #[test]
+    fn counts_syncs_since_the_last_full_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = State::open(dir.path()).unwrap();
+        assert_eq!(s.syncs_since_full_check("t").unwrap(), None);
+        s.count_listing("t", false, 10).unwrap();
+        assert_eq!(s.syncs_since_full_check("t").unwrap(), None, "no check yet");
+        s.count_listing("t", true, 20).unwrap();
+        assert_eq!(s.syncs_since_full_check("t").unwrap(), Some(0));
+        s.count_listing("t", false, 30).unwrap();
+        s.count_listing("t", false, 40).unwrap();
+        assert_eq!(s.syncs_since_full_check("t").unwrap(), Some(2));
+        assert_eq!(s.syncs_since_full_check("other").unwrap(), None);
+        s.count_listing("t", true, 50).unwrap();
+        assert_eq!(s.syncs_since_full_check("t").unwrap(), Some(0));
+    }
+
+    #[test]
     fn pruning_keeps_the_last_success() {
         let dir = tempfile::tempdir().unwrap();
         let state = State::open(dir.path()).unwrap();

@@ -363,6 +363,29 @@ mod tests {
     }
 
     #[test]
+    fn listing_says_where_it_came_from_and_what_a_full_check_found() {
+        let l = parse_listing("V\tp\t1\t5\t6\nI\tindex\n");
+        assert_eq!(l.source, ListingSource::Index);
+        let l = parse_listing(
+            "V\tp\t1\t5\t6\nD\tmissing\tq\t2\nD\talias\tq\tcur\nD\tmissing\t..\tx\nD\tgone\tq\t1\nI\tscan\tfull check\nI\tindexed\n",
+        );
+        assert_eq!(
+            l.source,
+            ListingSource::Scan {
+                why: "full check".into(),
+                indexed: true
+            }
+        );
+        assert_eq!(l.drift, ["missing q 2", "alias q cur"]);
+        assert_eq!(l.rejected.len(), 2, "a bad name, an unknown kind");
+        // Later lines win, in bulk as one by one.
+        let l = parse_listing("V\tp\t1\t5\t6\nV\tp\t1\t7\t8\n");
+        assert_eq!(l.versions[&PackageVersion::new("p", "1").unwrap()], 7);
+        assert_eq!(l.arrived[&PackageVersion::new("p", "1").unwrap()], 8);
+        assert_eq!(parse_listing("V\tp\t1\t5\n").source, ListingSource::Unknown);
+    }
+
+    #[test]
     fn listing_takes_an_optional_arrival_time() {
         let l = parse_listing(
             "V\tp\t1.0\t1700000000\t1700000500\nV\tq\t2\t1700000000\nV\tr\t1\t5\tsoon\nV\ts\t1\t5\t6\t7\nV\tt\t1\t5\t\n",

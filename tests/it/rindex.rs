@@ -527,3 +527,53 @@ fn concurrent_writers_keep_the_index_true() {
     assert_eq!(on_disk, want, "b synced (and aged) last");
     assert_eq!(drift(&path), Vec::<String>::new());
 }
+
+/// Without flock(1) on the target no index is kept: `list` walks the
+/// archive, builds nothing, and a change drops an index it finds (one made
+/// while flock was there), so the index can never be stale.
+#[test]
+fn without_flock_the_receiver_keeps_no_index() {
+    let w = world("");
+    let t = w.target_dir("site");
+    sync(&w, &[]);
+    assert!(index_file(&t).is_file());
+    // A PATH with every program of this machine but flock.
+    let bin = w.path().join("bin");
+    fs::create_dir(&bin).unwrap();
+    for dir in ["/usr/local/bin", "/usr/bin", "/bin"] {
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            if name != "flock" && !bin.join(&name).exists() {
+                std::os::unix::fs::symlink(e.path(), bin.join(&name)).unwrap();
+            }
+        }
+    }
+    let run = |args: &[&str]| {
+        let out = Command::new("/bin/sh")
+            .arg(receiver_program())
+            .arg("-a")
+            .arg(&t)
+            .args(args)
+            .env("PATH", &bin)
+            .output()
+            .unwrap();
+        (out.status.code(), stdout(&out))
+    };
+    let (code, out) = run(&["list"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.ends_with("I\tscan\tno flock(1) on the target\n"),
+        "{out}"
+    );
+    assert!(out.contains("V\tp\t3\t"), "{out}");
+    assert!(index_file(&t).is_file(), "a list changes nothing");
+    let (code, out) = run(&["delete", "p", "0"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!index_file(&t).exists(), "the change dropped the index");
+    let (code, out) = run(&["list"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        !out.contains("V\tp\t0\t") && !index_file(&t).exists(),
+        "{out}"
+    );
+}
