@@ -324,9 +324,14 @@ fn list(
         ctx.reporter.warn(
             &target.name,
             &format!(
-                "full check: the target's index was wrong about {} entr{} (changed on the target by hand?), now repaired: {shown}",
+                "full check: the target's index was wrong about {} entr{} (changed on the target by hand?), {}: {shown}",
                 listing.drift.len(),
-                if listing.drift.len() == 1 { "y" } else { "ies" }
+                if listing.drift.len() == 1 { "y" } else { "ies" },
+                if ctx.dry_run {
+                    "a sync without --dry-run repairs it"
+                } else {
+                    "index rebuilt, what is missing is sent"
+                }
             ),
         );
         report.drift = listing.drift.clone();
