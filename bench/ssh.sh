@@ -8,6 +8,11 @@
 #   tiny      2,000 package-versions of 3 files of 1 KiB: blat vs rsync -a
 #   nochange  no-change sync at 5,000 × 40 and 20,000 × 40 files: blat vs
 #             `rsync -a -n` over ssh
+#   big       one target of 100,000 package-versions (4,000 packages × 25
+#             versions, descpkg only; BIG_PACKAGES, BIG_VERSIONS), up to
+#             date: no-change sync (read from the target's index), the full
+#             check (`sync --verify`: a walk of the target), `rsync -a -n`;
+#             and the master's peak RSS of each blat run (/usr/bin/time)
 #
 # Every figure is the median of RUNS runs. The tools take turns, run by run,
 # so that load from elsewhere on a shared machine falls on all of them
@@ -192,11 +197,79 @@ check_copy() { # SRC: the target holds as many files as the source
 }
 
 blat_sync() { "$BLAT" -q -c "$1/config" sync --target "$2"; }
+blat_verify() { "$BLAT" -q -c "$1/config" sync --verify --target "$2"; }
 tar_pipe() { tar -C "$1/archive" -cf - . | $SSH "$REMOTE" "tar -C $ARCH -xpf -"; }
 tarz_pipe() { tar -C "$1/archive" -czf - . | $SSH "$REMOTE" "tar -C $ARCH -xzpf -"; }
 rsync_a() { rsync -a -e "$SSH" "$1/archive/" "$REMOTE:$ARCH/"; }
 rsync_az() { rsync -az -e "$SSH" "$1/archive/" "$REMOTE:$ARCH/"; }
 rsync_an() { rsync -a -n -e "$SSH" "$1/archive/" "$REMOTE:$ARCH/"; }
+
+# peak_rss NAME CMD...: the median peak RSS (MiB) of RUNS runs of CMD, in
+# PEAK[NAME], and the median CPU seconds (user + system) in CPU[NAME]: on
+# a loaded machine the CPU time says what the wall time would be on an
+# idle one.
+declare -A PEAK CPU
+peak_rss() {
+    local name=$1 kb=() cpu=()
+    shift
+    for _ in $(seq "$RUNS"); do
+        /usr/bin/time -f '%M %U %S' -o "$WORK/rss" "$@" >/dev/null 2>"$WORK/last.err" ||
+            { echo "bench/ssh.sh: failed: $*" >&2; cat "$WORK/last.err" >&2; exit 1; }
+        kb+=("$(awk '{print $1}' "$WORK/rss")")
+        cpu+=("$(awk '{print $2 + $3}' "$WORK/rss")")
+    done
+    PEAK[$name]=$(printf '%s\n' "${kb[@]}" | sort -n | awk -v n="$RUNS" '{a[NR]=$1} END {printf "%.1f", a[int((n+1)/2)] / 1024}')
+    CPU[$name]=$(printf '%s\n' "${cpu[@]}" | sort -n | awk -v n="$RUNS" '{a[NR]=$1} END {printf "%.2f", a[int((n+1)/2)]}')
+}
+
+# receiver_cpu ARGS...: the median CPU seconds of the receiver on the
+# target (`blat-receiver ARGS`, over ssh, /usr/bin/time there).
+receiver_cpu() {
+    local cpu=()
+    for _ in $(seq "$RUNS"); do
+        cpu+=("$($SSH "$REMOTE" "/usr/bin/time -f '%U %S' ~/.blat/blat-receiver -a $ARCH $* 2>&1 >/dev/null" | tail -1 | awk '{print $1 + $2}')")
+    done
+    printf '%s\n' "${cpu[@]}" | sort -n | awk -v n="$RUNS" '{a[NR]=$1} END {printf "%.2f", a[int((n+1)/2)]}'
+}
+
+# The big case: the target is made on disk (a copy of the source that keeps
+# modes, mtimes and links, owned by the target user: what a sync leaves),
+# then one unmeasured sync writes the PackageList and builds the target's
+# index (the first sync of a target is a full check). The Release Manager
+# is a SQLite file (a .sql fixture would be loaded at every run).
+# verify_every = 0 so that the no-change runs all read the index: the
+# periodic full check costs what the --verify row says, once every
+# verify_every syncs.
+big_case() {
+    local d=$WORK/big n=$((${BIG_PACKAGES:-4000} * ${BIG_VERSIONS:-25}))
+    gen "$d" --packages "${BIG_PACKAGES:-4000}" --versions "${BIG_VERSIONS:-25}" --files 1 \
+        --size-mix tiny --releases 10
+    [ -f "$d/rm.db" ] || python3 -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[2]); c.executescript(open(sys.argv[1]).read()); c.commit()' "$d/rm.sql" "$d/rm.db"
+    sed -i "s|$d/rm.sql|$d/rm.db|" "$d/config/blat.toml"
+    echo "verify_every = 0" >>"$d/config/targets/none.conf"
+    if [ ! -f "$ARCH/.dpkg_archive/blat-index.txt" ]; then
+        SETTLE=0 reset_target
+        cp -a "$d/archive/." "$ARCH/"
+        [ "$(id -u)" = 0 ] && chown -R "$TUSER:" "$ARCH"
+        blat_sync "$d" none >/dev/null 2>&1
+    fi
+    check_copy "$d/archive"
+    rounds noop "blat sync (index)" "blat_sync $d none" "blat sync --verify" "blat_verify $d none" \
+        "rsync -a -n" "rsync_an $d"
+    table "big: $n package-versions on one target, up to date" 0 \
+        "blat sync (index)" "blat sync --verify" "rsync -a -n"
+    peak_rss "sync" "$BLAT" -q -c "$d/config" sync --target none
+    peak_rss "verify" "$BLAT" -q -c "$d/config" sync --verify --target none
+    printf 'master peak RSS (median of %s): blat sync %s MiB, blat sync --verify %s MiB\n' \
+        "$RUNS" "${PEAK[sync]}" "${PEAK[verify]}"
+    printf 'CPU seconds (user + sys, medians): master: sync %s, sync --verify %s; receiver: list (index) %s, list --full (no index write) %s\n' \
+        "${CPU[sync]}" "${CPU[verify]}" "$(receiver_cpu list --read-only)" "$(receiver_cpu list --full --read-only)"
+    echo "machine load: $(uptime)"
+    awk -v b="${MEDIAN[blat sync (index)]}" -v m="${PEAK[sync]}" -v v="${MEDIAN[blat sync --verify]}" \
+        -v r="${MEDIAN[rsync -a -n]}" 'BEGIN {
+        printf "goals: no-change sync %.2f s (<= 1 s), master peak %.1f MiB (<= 100 MB); full check %.2f s (%.1fx faster than rsync -a -n)\n",
+            b, m, v, r / v }'
+}
 
 echo "blat over SSH: $(nproc) CPUs, sshd on 127.0.0.1:$PORT as $TUSER, RUNS=$RUNS, $(ssh -V 2>&1)"
 
@@ -243,8 +316,11 @@ for c in $CASES; do
                 printf "goal: blat %.1fx faster than rsync -a -n (%s)\n", r / b, (n == "5000x40" ? ">= 4x" : ">= 10x") }'
         done
         ;;
+    big)
+        big_case
+        ;;
     *)
-        echo "bench/ssh.sh: unknown case $c (bulk, tiny, nochange)" >&2
+        echo "bench/ssh.sh: unknown case $c (bulk, tiny, nochange, big)" >&2
         exit 2
         ;;
     esac

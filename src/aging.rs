@@ -28,7 +28,7 @@ use crate::error::Outcome;
 use crate::ops::{Context, Failure, TargetReport};
 use crate::report::Reporter;
 use crate::state::{RunFacts, State};
-use crate::target::{Listing, Target};
+use crate::target::{Listing, ListingSource, Target};
 
 /// The PackageList the master writes, under `<archive>/.dpkg_archive/`.
 pub const PACKAGELIST: &str = crate::packagelist::NAME;
@@ -398,6 +398,9 @@ impl Ager<'_> {
             report.waiting += d.delete.len();
             d.delete.clear();
         }
+        if listing.source == ListingSource::Index {
+            d.delete = self.confirm_on_target(d.delete, &mut d.marks, &mut report);
+        }
         for pv in &d.delete {
             if self.delete(pv, &mut report) {
                 d.marks.remove(pv);
@@ -440,6 +443,45 @@ impl Ager<'_> {
                 false
             }
         }
+    }
+
+    /// A listing read from the target's index cannot see what was changed
+    /// there by hand: before deleting, each package concerned is looked at
+    /// afresh (one `stat` each, at most max_delete of them). A version that
+    /// an alias on the target names is kept, one no longer there is left
+    /// alone; both are unmarked.
+    fn confirm_on_target(
+        &self,
+        delete: Vec<PackageVersion>,
+        marks: &mut BTreeMap<PackageVersion, i64>,
+        report: &mut AgingReport,
+    ) -> Vec<PackageVersion> {
+        let mut fresh: BTreeMap<Name, Option<Listing>> = BTreeMap::new();
+        let mut confirmed = Vec::new();
+        for pv in delete {
+            let listing = fresh
+                .entry(pv.package.clone())
+                .or_insert_with(|| self.dest.stat(&pv.package).ok());
+            let Some(listing) = listing else {
+                // Unreadable now: the delete itself will say why.
+                confirmed.push(pv);
+                continue;
+            };
+            if listing.aliases.iter().any(|a| a.version == pv.version) {
+                self.say(format!(
+                    "unmark {pv}: protected (an alias on the target names it)"
+                ));
+                marks.remove(&pv);
+                report.unmarked.push(pv);
+            } else if listing.versions.contains_key(&pv) {
+                confirmed.push(pv);
+            } else {
+                self.say(format!("unmark {pv}: no longer on the target"));
+                marks.remove(&pv);
+                report.unmarked.push(pv);
+            }
+        }
+        confirmed
     }
 
     /// A line about marks: part of the plan under `--dry-run`, a detail otherwise.

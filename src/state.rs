@@ -76,11 +76,22 @@ const MIGRATIONS: &[&str] = &[
         bytes INTEGER NOT NULL,
         seen INTEGER NOT NULL
     );",
+    // 4: per archive target, the syncs that read the target's index since
+    // its last full check (a walk compared with the index), for
+    // `verify_every`.
+    "CREATE TABLE full_checks (
+        target TEXT PRIMARY KEY,
+        syncs_since INTEGER NOT NULL,
+        last_check INTEGER
+    );",
 ];
 
 /// The first schema version with the per-run facts ([`RunFacts`]) and the
 /// `free_space` table; [`State::open_status`] reads older files without them.
 const FACTS_VERSION: usize = 3;
+
+/// The first schema version with the `full_checks` table.
+const FULL_CHECKS_VERSION: usize = 4;
 
 /// An open state file.
 pub struct State {
@@ -490,6 +501,43 @@ impl State {
                 },
             )
             .optional()?)
+    }
+
+    /// Syncs of `target` that trusted its index since its last full check
+    /// (`None`: no full check recorded yet).
+    pub fn syncs_since_full_check(&self, target: &str) -> Result<Option<u64>> {
+        if self.version < FULL_CHECKS_VERSION {
+            return Ok(None);
+        }
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT syncs_since, last_check FROM full_checks WHERE target = ?1",
+                params![target],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?)),
+            )
+            .optional()?
+            .and_then(|(n, last)| last.map(|_| u64::try_from(n).unwrap_or(0))))
+    }
+
+    /// Counts a sync of `target`: a full check (the target was walked and
+    /// its index rebuilt) starts the count again, a listing from the index
+    /// adds one.
+    pub fn count_listing(&self, target: &str, full_check: bool, now: i64) -> Result<()> {
+        if full_check {
+            self.conn.execute(
+                "INSERT INTO full_checks (target, syncs_since, last_check) VALUES (?1, 0, ?2)
+                 ON CONFLICT (target) DO UPDATE SET syncs_since = 0, last_check = excluded.last_check",
+                params![target, now],
+            )?;
+        } else {
+            self.conn.execute(
+                "INSERT INTO full_checks (target, syncs_since) VALUES (?1, 1)
+                 ON CONFLICT (target) DO UPDATE SET syncs_since = syncs_since + 1",
+                params![target],
+            )?;
+        }
+        Ok(())
     }
 
     /// Forgets a run that turned out not to happen (a target not yet due).
@@ -1003,6 +1051,23 @@ mod tests {
         let runs = state.last_finished_runs("a").unwrap();
         assert_eq!(runs[0].facts.seconds, Some(1.0));
         assert_eq!(runs[0].facts.sent, None);
+    }
+
+    #[test]
+    fn counts_syncs_since_the_last_full_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = State::open(dir.path()).unwrap();
+        assert_eq!(s.syncs_since_full_check("t").unwrap(), None);
+        s.count_listing("t", false, 10).unwrap();
+        assert_eq!(s.syncs_since_full_check("t").unwrap(), None, "no check yet");
+        s.count_listing("t", true, 20).unwrap();
+        assert_eq!(s.syncs_since_full_check("t").unwrap(), Some(0));
+        s.count_listing("t", false, 30).unwrap();
+        s.count_listing("t", false, 40).unwrap();
+        assert_eq!(s.syncs_since_full_check("t").unwrap(), Some(2));
+        assert_eq!(s.syncs_since_full_check("other").unwrap(), None);
+        s.count_listing("t", true, 50).unwrap();
+        assert_eq!(s.syncs_since_full_check("t").unwrap(), Some(0));
     }
 
     #[test]

@@ -569,7 +569,7 @@ _blat() {
             return 0
             ;;
         blat__subcmd__sync)
-            opts="-c -v -q -h --due --force --config --verbose --quiet --dry-run --json --target --all --help"
+            opts="-c -v -q -h --due --force --verify --config --verbose --quiet --dry-run --json --target --all --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

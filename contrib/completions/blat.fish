@@ -49,6 +49,7 @@ complete -c blat -n "__fish_blat_using_subcommand sync" -s c -l config -d 'Confi
 complete -c blat -n "__fish_blat_using_subcommand sync" -l target -d 'Work on this target (repeatable)' -r -f -a "(__fish_blat_targets)"
 complete -c blat -n "__fish_blat_using_subcommand sync" -l due -d 'Only targets whose last successful sync is older than their sync_interval'
 complete -c blat -n "__fish_blat_using_subcommand sync" -l force -d 'Allow more deletions than the target\'s max_delete in this pass'
+complete -c blat -n "__fish_blat_using_subcommand sync" -l verify -d 'Full check: walk each target instead of trusting its index, repair the index and send what was changed on the target by hand (else every verify_every syncs)'
 complete -c blat -n "__fish_blat_using_subcommand sync" -s v -l verbose -d 'More output: -v lists each package, -vv debug'
 complete -c blat -n "__fish_blat_using_subcommand sync" -s q -l quiet -d 'Errors and summaries only'
 complete -c blat -n "__fish_blat_using_subcommand sync" -l dry-run -d 'Show the exact plan and change nothing'

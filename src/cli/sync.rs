@@ -15,6 +15,11 @@ pub struct SyncArgs {
     /// Allow more deletions than the target's max_delete in this pass
     #[arg(long)]
     pub force: bool,
+    /// Full check: walk each target instead of trusting its index, repair the
+    /// index and send what was changed on the target by hand (else every
+    /// verify_every syncs)
+    #[arg(long)]
+    pub verify: bool,
 }
 
 impl SyncArgs {
@@ -23,6 +28,7 @@ impl SyncArgs {
             selection: global.selection(),
             due: self.due,
             force: self.force,
+            verify: self.verify,
         }
     }
 }

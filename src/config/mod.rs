@@ -141,6 +141,9 @@ pub struct ArchiveTarget {
     /// Bytes per second on the wire for all transfers to the target
     /// together (`bwlimit`); `None`: no limit.
     pub bwlimit: Option<u64>,
+    /// Every this many syncs, the target's listing is a full check (a walk
+    /// compared with its index) instead of its index; 0: only `--verify`.
+    pub verify_every: u32,
 }
 
 /// `delta`: how the receiver takes a new version's unchanged files from
@@ -471,6 +474,7 @@ struct RawTarget {
     min_free: Option<SizeValue>,
     delta: Option<Spanned<String>>,
     bwlimit: Option<SizeValue>,
+    verify_every: Option<Spanned<u32>>,
     // s3 targets
     bucket: Option<Spanned<String>>,
     prefix: Option<Spanned<String>>,
@@ -735,7 +739,7 @@ fn target(src: &Source, name: &str, source_archive: &Path, relay: bool) -> Resul
         Some(p) => return Err(src.error(p.span(), "invalid parallel: expected 1 to 64")),
     };
     // Keys that belong to the other kind are errors, not silently ignored.
-    let archive_keys: [(&str, Option<std::ops::Range<usize>>); 9] = [
+    let archive_keys: [(&str, Option<std::ops::Range<usize>>); 10] = [
         ("transport", raw.transport.as_ref().map(|v| v.span())),
         ("path", raw.path.as_ref().map(|v| v.span())),
         ("host", raw.host.as_ref().map(|v| v.span())),
@@ -748,6 +752,7 @@ fn target(src: &Source, name: &str, source_archive: &Path, relay: bool) -> Resul
         ("compression", raw.compression.as_ref().map(|v| v.span())),
         ("delta", raw.delta.as_ref().map(|v| v.span())),
         ("jump", raw.jump.as_ref().map(|v| v.span())),
+        ("verify_every", raw.verify_every.as_ref().map(|v| v.span())),
     ];
     let s3_keys = [
         ("bucket", raw.bucket.as_ref().map(|v| v.span())),
@@ -875,6 +880,9 @@ fn target(src: &Source, name: &str, source_archive: &Path, relay: bool) -> Resul
     })
 }
 
+/// Syncs between two full checks of an archive target (`verify_every`).
+pub const DEFAULT_VERIFY_EVERY: u32 = 24;
+
 fn archive_target(
     src: &Source,
     raw: &RawTarget,
@@ -986,6 +994,10 @@ fn archive_target(
         delta,
         // rsync's --bwlimit=0: no limit.
         bwlimit: raw.bwlimit.map(|s| s.0).filter(|&b| b > 0),
+        verify_every: raw
+            .verify_every
+            .as_ref()
+            .map_or(DEFAULT_VERIFY_EVERY, |v| *v.get_ref()),
     })
 }
 
@@ -1061,6 +1073,7 @@ compression    = "zstd:7"
 min_free       = "2g"
 delta          = "copy"
 bwlimit        = "10m"
+verify_every   = 12
 tag_retries    = 10
 [aging]
 method     = "master"
@@ -1086,6 +1099,7 @@ max_delete = 50
         assert_eq!(a.min_free, 2 << 30);
         assert_eq!(a.delta, DeltaMode::Copy);
         assert_eq!(a.bwlimit, Some(10 << 20));
+        assert_eq!(a.verify_every, 12);
         assert_eq!(t.writable_grace, Duration::from_secs(3600));
         assert_eq!(t.aging.method, AgingMethod::Master);
         assert_eq!(t.aging.after, Duration::from_secs(14 * 86400));

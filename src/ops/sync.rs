@@ -16,7 +16,7 @@ use crate::current;
 use crate::error::Outcome;
 use crate::plan::{self, Plan};
 use crate::state::{RunFacts, State};
-use crate::target::{Listing, Target};
+use crate::target::{ListHow, Listing, ListingSource, Target};
 
 #[derive(Clone, Debug, Default)]
 pub struct SyncOptions {
@@ -25,12 +25,23 @@ pub struct SyncOptions {
     pub due: bool,
     /// Allow more deletions than `max_delete` in one pass.
     pub force: bool,
+    /// A full check of every target: walk it, compare with its index,
+    /// rebuild the index, send what is missing (else every `verify_every`).
+    pub verify: bool,
 }
 
 #[derive(Debug, Default, Serialize)]
 pub struct SyncReport {
     pub releases: Vec<String>,
     pub wanted: usize,
+    /// Where the target's listing came from: `index`, or `scan: <why>`.
+    pub listing: String,
+    /// The listing was a full check (walked and compared with the index).
+    pub full_check: bool,
+    /// What the full check found the index wrong about (`missing P V`,
+    /// `changed P V`, `unindexed P V`, `alias P A`); the sync repairs it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<String>,
     pub up_to_date: usize,
     pub sent: Vec<PackageVersion>,
     pub bytes_sent: u64,
@@ -96,6 +107,13 @@ impl TargetReport for SyncReport {
         if !self.warnings.is_empty() {
             parts.push("leftover temporaries not removed".into());
         }
+        if self.full_check {
+            parts.push(format!(
+                "full check: {} difference{} from the index",
+                self.drift.len(),
+                if self.drift.len() == 1 { "" } else { "s" }
+            ));
+        }
         format!("{} in {:.1}s", parts.join(", "), self.seconds)
     }
 
@@ -129,7 +147,21 @@ pub fn run(ctx: &Context, options: &SyncOptions) -> Result<Outcome> {
         if options.due && !is_due(&state, target)? {
             return Ok(None);
         }
-        sync_target(ctx, target, options.force).map(Some)
+        let full = options.verify || full_check_due(&state, target)?;
+        sync_target(ctx, &state, target, options.force, full).map(Some)
+    })
+}
+
+/// A full check is due when `verify_every` syncs have trusted the target's
+/// index since the last one (or none was ever recorded).
+fn full_check_due(state: &State, target: &TargetConfig) -> Result<bool> {
+    let every = target.archive().map_or(0, |a| a.verify_every);
+    if every == 0 {
+        return Ok(false);
+    }
+    Ok(match state.syncs_since_full_check(&target.name)? {
+        None => true,
+        Some(n) => n + 1 >= u64::from(every),
     })
 }
 
@@ -143,7 +175,13 @@ fn is_due(state: &State, target: &TargetConfig) -> Result<bool> {
     })
 }
 
-fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<SyncReport> {
+fn sync_target(
+    ctx: &Context,
+    state: &State,
+    target: &TargetConfig,
+    force: bool,
+    full: bool,
+) -> Result<SyncReport> {
     let started = Instant::now();
     let archive_cfg = target.archive().expect("selected archive targets only");
     let source = SourceArchive::new(&ctx.config.archive);
@@ -154,7 +192,7 @@ fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<Sync
         wanted: set.versions.len(),
         ..SyncReport::default()
     };
-    let listing = dest.list()?;
+    let listing = list(ctx, state, target, dest.as_ref(), full, &mut report)?;
     if !listing.leftovers.is_empty() {
         remove_leftovers(ctx, target, dest.as_ref(), &mut report);
     }
@@ -259,6 +297,63 @@ fn behind(plan: &Plan, listing: &Listing, sent: usize) -> usize {
                 plan::SkipReason::NotInArchive => !listing.versions.contains_key(&s.pv),
             })
             .count()
+}
+
+/// The target's listing: from its index, or (`full`) a full check that
+/// walks it, says where the index was wrong and rebuilds it. Counted in
+/// the state for `verify_every`: a listing that rebuilt the index (a full
+/// check, or a target that had no valid index) starts the count again.
+fn list(
+    ctx: &Context,
+    state: &State,
+    target: &TargetConfig,
+    dest: &dyn Target,
+    full: bool,
+    report: &mut SyncReport,
+) -> Result<Listing> {
+    let listing = dest.list_as(ListHow {
+        full,
+        read_only: false,
+    })?;
+    let rebuilt = matches!(listing.source, ListingSource::Scan { indexed: true, .. });
+    report.full_check = full;
+    report.listing = match &listing.source {
+        ListingSource::Index => "index".into(),
+        ListingSource::Scan { why, .. } => format!("scan: {why}"),
+        ListingSource::Unknown => "scan".into(),
+    };
+    ctx.reporter
+        .detail(&target.name, &format!("listing from {}", report.listing));
+    if !listing.drift.is_empty() {
+        const SHOWN: usize = 10;
+        let mut shown = listing.drift[..listing.drift.len().min(SHOWN)].join(", ");
+        if listing.drift.len() > SHOWN {
+            shown.push_str(&format!(" and {} more", listing.drift.len() - SHOWN));
+        }
+        ctx.reporter.warn(
+            &target.name,
+            &format!(
+                "full check: the target's index was wrong about {} entr{} (changed on the target by hand?), {}: {shown}",
+                listing.drift.len(),
+                if listing.drift.len() == 1 { "y" } else { "ies" },
+                if ctx.dry_run {
+                    "a sync without --dry-run repairs it"
+                } else {
+                    "index rebuilt, what is missing is sent"
+                }
+            ),
+        );
+        report.drift = listing.drift.clone();
+    }
+    if !ctx.dry_run {
+        if let Err(e) = state.count_listing(&target.name, rebuilt, crate::clock::now()) {
+            ctx.reporter.warn(
+                &target.name,
+                &format!("cannot count the sync for verify_every in the state file: {e:#}"),
+            );
+        }
+    }
+    Ok(listing)
 }
 
 /// Sends the plan's packages with `parallel` workers, in batches; a failed

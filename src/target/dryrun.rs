@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use super::{Deleted, Listing, Outgoing, ProgressFn, Received, ReceiverInfo, Target};
+use super::{Deleted, ListHow, Listing, Outgoing, ProgressFn, Received, ReceiverInfo, Target};
 use crate::archive::{Alias, Name, PackageVersion, SourceArchive};
 use crate::config::Compression;
 use crate::report::Reporter;
@@ -36,8 +36,11 @@ impl Target for DryRun<'_> {
     fn version(&self) -> Result<ReceiverInfo> {
         self.inner.version()
     }
-    fn list(&self) -> Result<Listing> {
-        self.inner.list()
+    fn list_as(&self, how: ListHow) -> Result<Listing> {
+        self.inner.list_as(ListHow {
+            read_only: true,
+            ..how
+        })
     }
     fn stat(&self, package: &Name) -> Result<Listing> {
         self.inner.stat(package)

@@ -29,9 +29,15 @@ impl Transport for LocalTransport {
         // A new local target starts empty: create its directory, so a fresh
         // share or demo needs no preparation (SSH targets must exist). Reads
         // of a missing one see an empty archive and create nothing, so a
-        // --dry-run leaves no trace.
+        // --dry-run leaves no trace; a plain `list` creates it, as it builds
+        // the receiver's index there.
         if !self.archive.exists() {
-            if matches!(args.first().map(String::as_str), Some("list" | "stat")) {
+            let read_only = match args.first().map(String::as_str) {
+                Some("stat") => true,
+                Some("list") => args.iter().any(|a| a == "--read-only"),
+                _ => false,
+            };
+            if read_only {
                 return Ok(RunOutput {
                     status: 0,
                     stdout: String::new(),

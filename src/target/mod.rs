@@ -40,6 +40,34 @@ pub struct Listing {
     pub rejected: Vec<String>,
     /// Leftover temporaries of interrupted runs (relative paths): `gc` work.
     pub leftovers: Vec<String>,
+    /// Where the listing came from: the target's index, or a full scan.
+    pub source: ListingSource,
+    /// What a full check found the index wrong about (`D` lines), as
+    /// `kind package name` (missing, changed, unindexed, alias).
+    pub drift: Vec<String>,
+}
+
+/// How the receiver made a listing (`I` lines, docs/protocol.md).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ListingSource {
+    /// A receiver that does not say (older ones always scan).
+    #[default]
+    Unknown,
+    /// Read from the index `.dpkg_archive/blat-index.txt`: no walk.
+    Index,
+    /// A full scan; `why` (no index, an invalid one, a full check), and
+    /// whether the index was rebuilt from it.
+    Scan { why: String, indexed: bool },
+}
+
+/// What `list` is asked for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListHow {
+    /// A full scan whatever the index says, compared with it (drift), and
+    /// the index rebuilt: `sync --verify` and every `verify_every` runs.
+    pub full: bool,
+    /// Write nothing on the target (no index built): dry runs.
+    pub read_only: bool,
 }
 
 /// One package-version to send, walked once ([`pack::scan`]): its entries go
@@ -88,8 +116,14 @@ pub trait Target: Send + Sync {
     /// The receiver's version line and the decompressors the target has.
     fn version(&self) -> Result<ReceiverInfo>;
 
-    /// Every package-version (with descpkg mtime) and alias on the target.
-    fn list(&self) -> Result<Listing>;
+    /// Every package-version (with descpkg mtime) and alias on the target,
+    /// from its index when it has a valid one.
+    fn list(&self) -> Result<Listing> {
+        self.list_as(ListHow::default())
+    }
+
+    /// [`Target::list`] as `how` says (a full check, read-only).
+    fn list_as(&self, how: ListHow) -> Result<Listing>;
 
     /// Like [`Target::list`], for one package only.
     fn stat(&self, package: &Name) -> Result<Listing>;

@@ -17,7 +17,9 @@ pub const MESSAGE_PREFIX: &str = "blat-receiver: ";
 #[derive(Clone, Copy, Debug)]
 pub enum Command<'a> {
     Version,
-    List,
+    /// `list`, `list --full` (walk and rebuild the index), `--read-only`
+    /// (write nothing, for dry runs).
+    List(super::ListHow),
     Stat(&'a Name),
     /// A batch in one stream; `token` names its temporaries.
     Receive {
@@ -41,7 +43,7 @@ impl Command<'_> {
     pub fn name(&self) -> &'static str {
         match self {
             Command::Version => "version",
-            Command::List => "list",
+            Command::List(_) => "list",
             Command::Stat(_) => "stat",
             Command::Receive { .. } => "receive",
             Command::Link(_) => "link",
@@ -58,7 +60,15 @@ impl Command<'_> {
     pub fn args(&self) -> Vec<String> {
         let mut args = vec![self.name().to_string()];
         match *self {
-            Command::Version | Command::List | Command::Df | Command::Check | Command::Gc => {}
+            Command::Version | Command::Df | Command::Check | Command::Gc => {}
+            Command::List(how) => {
+                if how.full {
+                    args.push("--full".into());
+                }
+                if how.read_only {
+                    args.push("--read-only".into());
+                }
+            }
             Command::Stat(package) => args.push(package.to_string()),
             Command::Receive {
                 compression,

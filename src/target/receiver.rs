@@ -8,8 +8,8 @@ use super::limit::{Limited, RateLimit};
 use super::pack;
 use super::protocol::{self, Command, Exit, PackageFailure, Verdict};
 use super::{
-    Deleted, InputFn, Listing, Outgoing, ProgressFn, Received, ReceiverInfo, RunOutput, Target,
-    Transport,
+    Deleted, InputFn, ListHow, Listing, ListingSource, Outgoing, ProgressFn, Received,
+    ReceiverInfo, RunOutput, Target, Transport,
 };
 use crate::archive::{alias_target, Alias, Name, PackageVersion, SourceArchive};
 use crate::config::Compression;
@@ -91,6 +91,11 @@ fn token() -> String {
 /// field: the descpkg's ctime on the target (its arrival).
 pub fn parse_listing(text: &str) -> Listing {
     let mut listing = Listing::default();
+    // Collected, then sorted and built in bulk: a listing of 100,000
+    // versions comes in hash order from the index, and one BTreeMap insert
+    // per line costs several times more.
+    let mut versions: Vec<(PackageVersion, i64)> = Vec::new();
+    let mut arrivals: Vec<(PackageVersion, i64)> = Vec::new();
     for line in text.lines().filter(|l| !l.is_empty()) {
         let fields: Vec<&str> = line.split('\t').collect();
         let parsed = match fields.as_slice() {
@@ -105,14 +110,41 @@ pub fn parse_listing(text: &str) -> Listing {
                     .zip(arrived)
                     .map(|((pv, m), a)| {
                         if let Some(a) = a {
-                            listing.arrived.insert(pv.clone(), a);
+                            arrivals.push((pv.clone(), a));
                         }
-                        listing.versions.insert(pv, m);
+                        versions.push((pv, m));
                     })
             }
             ["L", path] => {
                 listing.leftovers.push(path.to_string());
                 Some(())
+            }
+            ["I", "index"] => {
+                listing.source = ListingSource::Index;
+                Some(())
+            }
+            ["I", "scan", why] => {
+                listing.source = ListingSource::Scan {
+                    why: one_line(why),
+                    indexed: false,
+                };
+                Some(())
+            }
+            ["I", "indexed"] => match &mut listing.source {
+                ListingSource::Scan { indexed, .. } => {
+                    *indexed = true;
+                    Some(())
+                }
+                _ => None,
+            },
+            ["I", "not indexed", _why] => Some(()),
+            ["D", kind @ ("missing" | "changed" | "unindexed" | "alias"), package, name] => {
+                Name::new(package)
+                    .ok()
+                    .zip(Name::new(name).ok())
+                    .map(|(p, n)| {
+                        listing.drift.push(format!("{kind} {p} {n}"));
+                    })
             }
             ["A", package, alias, target] => Name::new(package)
                 .ok()
@@ -134,6 +166,12 @@ pub fn parse_listing(text: &str) -> Listing {
             listing.rejected.push(line.escape_default().to_string());
         }
     }
+    // Later lines win, as with inserts one by one (a stable sort keeps
+    // their order, the bulk build keeps the last of equal keys).
+    versions.sort_by(|a, b| a.0.cmp(&b.0));
+    arrivals.sort_by(|a, b| a.0.cmp(&b.0));
+    listing.versions = versions.into_iter().collect();
+    listing.arrived = arrivals.into_iter().collect();
     listing.aliases.sort();
     listing
 }
@@ -241,8 +279,8 @@ impl<T: Transport> Target for ReceiverTarget<T> {
         Ok(parse_version_reply(&self.call(Command::Version)?))
     }
 
-    fn list(&self) -> Result<Listing> {
-        Ok(parse_listing(&self.call(Command::List)?))
+    fn list_as(&self, how: ListHow) -> Result<Listing> {
+        Ok(parse_listing(&self.call(Command::List(how))?))
     }
 
     fn stat(&self, package: &Name) -> Result<Listing> {
@@ -334,6 +372,29 @@ mod tests {
         assert_eq!(l.aliases[0].version.as_str(), "1.0");
         assert_eq!(l.rejected.len(), 3);
         assert!(l.arrived.is_empty(), "old receivers report no arrival");
+    }
+
+    #[test]
+    fn listing_says_where_it_came_from_and_what_a_full_check_found() {
+        let l = parse_listing("V\tp\t1\t5\t6\nI\tindex\n");
+        assert_eq!(l.source, ListingSource::Index);
+        let l = parse_listing(
+            "V\tp\t1\t5\t6\nD\tmissing\tq\t2\nD\talias\tq\tcur\nD\tmissing\t..\tx\nD\tgone\tq\t1\nI\tscan\tfull check\nI\tindexed\n",
+        );
+        assert_eq!(
+            l.source,
+            ListingSource::Scan {
+                why: "full check".into(),
+                indexed: true
+            }
+        );
+        assert_eq!(l.drift, ["missing q 2", "alias q cur"]);
+        assert_eq!(l.rejected.len(), 2, "a bad name, an unknown kind");
+        // Later lines win, in bulk as one by one.
+        let l = parse_listing("V\tp\t1\t5\t6\nV\tp\t1\t7\t8\n");
+        assert_eq!(l.versions[&PackageVersion::new("p", "1").unwrap()], 7);
+        assert_eq!(l.arrived[&PackageVersion::new("p", "1").unwrap()], 8);
+        assert_eq!(parse_listing("V\tp\t1\t5\n").source, ListingSource::Unknown);
     }
 
     #[test]

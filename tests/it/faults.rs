@@ -520,9 +520,62 @@ impl Harness {
         killed.is_some()
     }
 
+    /// The receiver's index (docs/protocol.md, *The index*) never claims
+    /// a version that is not there with that descpkg mtime, nor an alias
+    /// that is not there with that target, whatever was killed when: it may
+    /// only be behind.
+    fn check_index(&self, when: &str) {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.target.join(".dpkg_archive/blat-index.txt");
+        let Ok(text) = fs::read_to_string(&path) else {
+            return;
+        };
+        let mut versions: BTreeMap<Pv, i64> = BTreeMap::new();
+        let mut aliases: BTreeMap<Pv, String> = BTreeMap::new();
+        for line in text.lines().skip(1).filter(|l| !l.is_empty()) {
+            let f: Vec<&str> = line.split('\t').collect();
+            let key = || (f[1].to_string(), f[2].to_string());
+            match f.as_slice() {
+                ["V", _, _, m, _, "."] => {
+                    versions.insert(key(), m.parse().unwrap_or(-1));
+                }
+                ["-V", _, _, "."] => {
+                    versions.remove(&key());
+                }
+                ["A", _, _, to, "."] => {
+                    aliases.insert(key(), to.to_string());
+                }
+                ["-A", _, _, "."] => {
+                    aliases.remove(&key());
+                }
+                // A line cut short by the kill: the receiver distrusts the
+                // whole index then (a full scan), so nothing is claimed.
+                _ => return,
+            }
+        }
+        for ((p, v), m) in &versions {
+            let descpkg = self.target.join(p).join(v).join("descpkg");
+            match fs::symlink_metadata(&descpkg) {
+                Ok(d) if d.is_file() && d.mtime() == *m => {}
+                other => self.fail(&format!(
+                    "{when}: the index claims {p}/{v} with descpkg mtime {m}: {other:?}"
+                )),
+            }
+        }
+        for ((p, a), to) in &aliases {
+            match fs::read_link(self.target.join(p).join(a)) {
+                Ok(t) if t == Path::new(to) => {}
+                other => self.fail(&format!(
+                    "{when}: the index claims alias {p}/{a} -> {to}: {other:?}"
+                )),
+            }
+        }
+    }
+
     /// Every visible version directory is complete and equal to a build of
     /// it; every alias points to a version that is there.
     fn check_visible(&self, when: &str) {
+        self.check_index(when);
         let Ok(rd) = fs::read_dir(&self.target) else {
             return;
         };
@@ -584,6 +637,33 @@ impl Harness {
             ));
         }
         self.check_visible("after the converging sync");
+        // The index is true again: it misses nothing of the current set
+        // (the converging sync read it), and claims nothing false.
+        let out = Command::new("sh")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("receiver/blat-receiver"))
+            .arg("-a")
+            .arg(&self.target)
+            .args(["list", "--full", "--read-only"])
+            .output()
+            .unwrap();
+        let release: Vec<String> = self
+            .release
+            .iter()
+            .map(|(p, v)| format!("{p}\t{v}"))
+            .collect();
+        for d in common::stdout(&out)
+            .lines()
+            .filter_map(|l| l.strip_prefix("D\t"))
+        {
+            let excess_unindexed = d
+                .strip_prefix("unindexed\t")
+                .is_some_and(|pv| !release.iter().any(|r| r == pv));
+            if !excess_unindexed {
+                self.fail(&format!(
+                    "after the converging sync, the index is wrong: {d}"
+                ));
+            }
+        }
         for (p, v) in self.release.clone() {
             let dir = self.target.join(&p).join(&v);
             let got = common::picture(&dir).map(|p| lines(&p));

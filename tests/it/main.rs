@@ -26,6 +26,7 @@ mod odbc;
 mod package;
 mod relay;
 mod release_suite;
+mod rindex;
 #[cfg(feature = "s3")]
 mod s3;
 mod ssh;

@@ -442,6 +442,12 @@ const F_RECEIVER: &str = "= `~/.blat/blat-receiver`
   On an SSH target: the receiver program blat installs and keeps up to date (see
   blat-sync(1)). Its temporaries in the target archive are named `.blat-tmp-<pid>-*` and
   `.blat-del-*`.";
+const F_RINDEX: &str = "= `<archive>/.dpkg_archive/blat-index.txt`
+  On the target: the receiver's index of what is installed, so that a sync that changes
+  nothing reads one file instead of every descpkg. Kept by every receive, link and delete
+  (under flock(1) on `.dpkg_archive`); `sync --verify`, and every `verify_every` syncs, walk
+  the target instead, report where it was wrong and rebuild it. Removing it only costs one
+  full walk.";
 const F_LOG: &str = "= `log_file`
   When blat.toml names one, every run but `status` appends its timestamped lines there.";
 const F_INDEX: &str = "= `<archive>/.dpkg_archive/dpkg_archive_list.txt`
@@ -491,7 +497,7 @@ const PAGES: &[Page] = &[
         exit: "3 when some package-versions, aliases, the PackageList or aging failed and the rest \
 went through; 1 when the target could not be reached, the release source failed, or nothing \
 went through. A target not yet due under `--due` is 0 and not recorded as a run.",
-        files: &[F_CONFIG, F_STATE, F_LOCK, F_PLIST, F_RECEIVER, F_LOG],
+        files: &[F_CONFIG, F_STATE, F_LOCK, F_PLIST, F_RINDEX, F_RECEIVER, F_LOG],
         environment: &[E_CONFIG, E_PASSWORD, E_NOW],
         examples: "From cron, every 5 minutes, each target whose `sync_interval` has passed:
 
@@ -785,6 +791,7 @@ const CONF_KEYS: &[(&str, &str, &str, &str)] = &[
     ("targets/<name>.conf", "min_free", "`0`", "Refuse to send a package that would leave the target with less free space (a size)."),
     ("targets/<name>.conf", "delta", "`link`", "A new version reuses the unchanged files of an older version the target holds: `link` (hard link read-only files of equal mode and mtime, copy the others), `copy` or `off` (send every file)."),
     ("targets/<name>.conf", "bwlimit", "none", "Bytes per second for all transfers to the target together, after compression (a size: a plain number is KiB/s, as rsync's `--bwlimit`; `0`: no limit)."),
+    ("targets/<name>.conf", "verify_every", "`24`", "Archive targets: every this many syncs, a full check: the target is walked instead of trusting its index of what is installed, the index is rebuilt, and what was changed on the target by hand is sent again (`0`: only `sync --verify`)."),
     ("targets/<name>.conf", "bucket", "", "S3: the bucket."),
     ("targets/<name>.conf", "prefix", "empty", "S3: the key prefix, e.g. `packages/`."),
     ("targets/<name>.conf", "region", "the AWS chain", "S3: the region."),
@@ -902,6 +909,7 @@ fn top_page() -> String {
             F_TAGS,
             F_REJECTED,
             F_PLIST,
+            F_RINDEX,
             F_RECEIVER,
             F_LOG,
             F_INDEX,

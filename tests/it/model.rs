@@ -1118,6 +1118,61 @@ impl Case {
             .is_some_and(|&a| self.now - a <= grace && a - self.now <= grace)
     }
 
+    /// The receiver's index (docs/protocol.md, *The index*), read as the
+    /// receiver reads it, claims exactly the model's versions (with their
+    /// descpkg mtimes) and aliases.
+    fn check_index(&self, path: &Path) -> Result<(), String> {
+        let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut lines = text.lines();
+        if lines.next() != Some("blat-index 1") {
+            return Err(format!("the index has no header: {text:.200}"));
+        }
+        let mut versions: BTreeMap<Pv, i64> = BTreeMap::new();
+        let mut aliases: BTreeMap<Pv, String> = BTreeMap::new();
+        for line in lines.filter(|l| !l.is_empty()) {
+            let f: Vec<&str> = line.split('\t').collect();
+            let key = (f[1].to_string(), f.get(2).unwrap_or(&"").to_string());
+            match f.as_slice() {
+                ["V", _, _, m, _, "."] => {
+                    versions.insert(key, m.parse().map_err(|_| format!("index: {line}"))?);
+                }
+                ["-V", _, _, "."] => {
+                    versions.remove(&key);
+                }
+                ["A", _, _, to, "."] => {
+                    aliases.insert(key, to.to_string());
+                }
+                ["-A", _, _, "."] => {
+                    aliases.remove(&key);
+                }
+                _ => return Err(format!("invalid index line {line:?}")),
+            }
+        }
+        let want: BTreeMap<Pv, i64> = self
+            .model
+            .versions
+            .iter()
+            .map(|(pv, (m, _))| (pv.clone(), *m))
+            .collect();
+        if versions != want || aliases != self.model.aliases {
+            let show = |v: &BTreeMap<Pv, i64>, a: &BTreeMap<Pv, String>| -> Vec<String> {
+                v.iter()
+                    .map(|((p, v), m)| format!("{p}/{v} {m}"))
+                    .chain(a.iter().map(|((p, a), v)| format!("{p}/{a} -> {v}")))
+                    .collect()
+            };
+            return Err(format!(
+                "the index differs from the target:\n{}",
+                common::diff(
+                    &show(&want, &self.model.aliases),
+                    &show(&versions, &aliases),
+                    12
+                )
+            ));
+        }
+        Ok(())
+    }
+
     fn expected_lines(&self) -> Vec<String> {
         let mut lines = Vec::new();
         let mut pkgs = BTreeSet::new();
@@ -1332,15 +1387,18 @@ impl Case {
                 common::diff(&want, &got, 12)
             ));
         }
-        // The PackageList, exactly, and nothing else in .dpkg_archive/.
+        // The PackageList and the receiver's index, and nothing else in
+        // .dpkg_archive/; the index says exactly what the target holds.
         let dpkg = self.target.join(".dpkg_archive");
-        let names: Vec<String> = fs::read_dir(&dpkg)
+        let mut names: Vec<String> = fs::read_dir(&dpkg)
             .map_err(|e| format!("{}: {e}", dpkg.display()))?
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        if names != ["packagelist.txt"] {
+        names.sort();
+        if names != ["blat-index.txt", "packagelist.txt"] {
             return Err(format!(".dpkg_archive holds {names:?}"));
         }
+        self.check_index(&dpkg.join("blat-index.txt"))?;
         let text = fs::read_to_string(dpkg.join("packagelist.txt")).map_err(|e| e.to_string())?;
         let mut want = vec![
             format!(

@@ -294,10 +294,23 @@ fn leftovers_of_a_failed_receive_are_cleared_by_the_next_sync() {
     fs::remove_file(tmp.join("descpkg")).unwrap();
     common::make_read_only(&tmp);
     fs::create_dir(t.join(format!("a/.blat-del-{dead}-q-1"))).unwrap();
+    // And what that writer left in .dpkg_archive (docs/protocol.md, *The
+    // index*): its marker, and b/2.0 recorded gone before the swap.
+    fs::create_dir(t.join(format!(".dpkg_archive/.blat-tmp-{dead}-writer"))).unwrap();
+    let mut index = fs::OpenOptions::new()
+        .append(true)
+        .open(t.join(".dpkg_archive/blat-index.txt"))
+        .unwrap();
+    std::io::Write::write_all(
+        &mut index,
+        b"
+-V	b	2.0	.",
+    )
+    .unwrap();
     let out = w.blat(&["sync", "--all", "--json"]);
     assert_exit(&out, 0);
     assert_eq!(sent(&json(&out)), ["b/2.0"]);
-    assert_eq!(json(&out)["targets"][0]["report"]["leftovers_removed"], 2);
+    assert_eq!(json(&out)["targets"][0]["report"]["leftovers_removed"], 3);
     common::assert_no_leftovers(&t);
     assert_eq!(
         common::snapshot(&w.archive().join("b/2.0")),
