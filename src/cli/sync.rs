@@ -15,6 +15,9 @@ pub struct SyncArgs {
     /// Allow more deletions than the target's max_delete in this pass
     #[arg(long)]
     pub force: bool,
+    /// Targets worked on at once (default: `jobs` in blat.toml, else 4)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=crate::config::MAX_JOBS as i64))]
+    pub jobs: Option<u16>,
 }
 
 impl SyncArgs {
@@ -23,6 +26,7 @@ impl SyncArgs {
             selection: global.selection(),
             due: self.due,
             force: self.force,
+            jobs: self.jobs.map(usize::from),
         }
     }
 }

@@ -30,7 +30,7 @@ impl TargetReport for PlistReport {
 
 pub fn run(ctx: &Context, selection: &Selection) -> Result<Outcome> {
     let targets = ctx.select(selection, |t| t.archive().is_some(), "archive")?;
-    super::for_each_target(ctx, "plist", &targets, |ctx, target| {
+    super::for_each_target(ctx, "plist", &targets, |ctx, target, _state| {
         let source = SourceArchive::new(&ctx.config.archive);
         let set = ctx.with_source(|s| current::load(target, s, &source))?;
         let dest = ctx.open_target(target)?;

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{Context, Failure, Selection, TargetReport};
+use super::{Context, Failure, Passes, Selection, TargetReport};
 use crate::archive::{Alias, PackageVersion, SourceArchive};
 use crate::config::units::human_bytes;
 use crate::config::{ArchiveTarget, TargetConfig};
@@ -25,6 +25,8 @@ pub struct SyncOptions {
     pub due: bool,
     /// Allow more deletions than `max_delete` in one pass.
     pub force: bool,
+    /// Targets synced at once; `None`: the configuration's `jobs`.
+    pub jobs: Option<usize>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -124,12 +126,12 @@ impl TargetReport for SyncReport {
 
 pub fn run(ctx: &Context, options: &SyncOptions) -> Result<Outcome> {
     let targets = ctx.select(&options.selection, |t| t.archive().is_some(), "archive")?;
-    let state = ctx.state()?;
-    super::for_each_target(ctx, "sync", &targets, |ctx, target| {
-        if options.due && !is_due(&state, target)? {
+    let passes = Passes::new("sync").jobs(options.jobs.unwrap_or(ctx.config.jobs));
+    super::for_each_target_with(ctx, passes, &targets, |ctx, target, state| {
+        if options.due && !is_due(state, target)? {
             return Ok(None);
         }
-        sync_target(ctx, target, options.force).map(Some)
+        Ok(Some(sync_target(ctx, target, state, options.force)?))
     })
 }
 
@@ -143,7 +145,12 @@ fn is_due(state: &State, target: &TargetConfig) -> Result<bool> {
     })
 }
 
-fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<SyncReport> {
+fn sync_target(
+    ctx: &Context,
+    target: &TargetConfig,
+    state: &State,
+    force: bool,
+) -> Result<SyncReport> {
     let started = Instant::now();
     let archive_cfg = target.archive().expect("selected archive targets only");
     let source = SourceArchive::new(&ctx.config.archive);
@@ -238,6 +245,7 @@ fn sync_target(ctx: &Context, target: &TargetConfig, force: bool) -> Result<Sync
     if let Some(aging) = crate::aging::after_sync(
         ctx,
         target,
+        state,
         dest.as_ref(),
         &set,
         &listing,

@@ -12,7 +12,7 @@ use crate::archive::PackageVersion;
 use crate::config::{Config, ReleaseManagerConfig, ReleaseName};
 
 /// Read-only access to the Release Manager.
-pub trait ReleaseSource {
+pub trait ReleaseSource: Send {
     /// Where the data comes from, for messages (never with a password).
     fn describe(&self) -> String;
 

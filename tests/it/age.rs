@@ -75,7 +75,7 @@ fn pvs(list: &serde_json::Value) -> Vec<String> {
 }
 
 fn marks(w: &World) -> Vec<(String, String, i64)> {
-    blat::state::State::open(&w.state())
+    blat::state::State::open_target(&w.state(), "t")
         .unwrap()
         .marks("t")
         .unwrap()
