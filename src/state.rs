@@ -845,7 +845,10 @@ mod tests {
         conn.execute_batch(MIGRATIONS[0]).unwrap();
         conn.pragma_update(None, "user_version", 1).unwrap();
         drop(conn);
-        let err = format!("{:#}", State::open_read_only(dir.path(), "a").err().unwrap());
+        let err = format!(
+            "{:#}",
+            State::open_read_only(dir.path(), "a").err().unwrap()
+        );
         assert!(err.contains("older than this blat's"), "{err}");
     }
 
@@ -993,7 +996,9 @@ mod tests {
             .map(|_| {
                 let path = path.clone();
                 std::thread::spawn(move || {
-                    State::open_target(&path, "a").map(|_| ()).map_err(|e| format!("{e:#}"))
+                    State::open_target(&path, "a")
+                        .map(|_| ())
+                        .map_err(|e| format!("{e:#}"))
                 })
             })
             .collect();

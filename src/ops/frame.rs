@@ -282,7 +282,11 @@ fn recorded<R: TargetReport>(
         let _ = state.discard_run(id);
         return frame;
     }
-    let summary = frame.report.as_ref().map(|r| r.summary()).unwrap_or_default();
+    let summary = frame
+        .report
+        .as_ref()
+        .map(|r| r.summary())
+        .unwrap_or_default();
     let facts = RunFacts {
         seconds: Some(seconds),
         ..frame.report.as_ref().map(|r| r.facts()).unwrap_or_default()

@@ -105,10 +105,7 @@ impl Context {
         for why in &split.skipped {
             self.reporter.warn(
                 "",
-                &format!(
-                    "state rows left in {}: {why}",
-                    split.kept_as.display()
-                ),
+                &format!("state rows left in {}: {why}", split.kept_as.display()),
             );
         }
         Ok(())

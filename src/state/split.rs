@@ -76,8 +76,7 @@ fn split_locked(state_dir: &Path, legacy: &Path) -> Result<Split> {
             ));
             continue;
         }
-        copy_target(legacy, &tables, &name, &dest)
-            .with_context(|| format!("target '{name}'"))?;
+        copy_target(legacy, &tables, &name, &dest).with_context(|| format!("target '{name}'"))?;
         split.targets.push(name);
     }
     // Back to a rollback journal, so the file is whole without its -wal
@@ -161,13 +160,8 @@ fn keep_aside(legacy: &Path) -> Result<PathBuf> {
         kept = legacy.with_file_name(format!("{LEGACY_FILE}.migrated.{n}"));
         n += 1;
     }
-    std::fs::rename(legacy, &kept).with_context(|| {
-        format!(
-            "cannot rename {} to {}",
-            legacy.display(),
-            kept.display()
-        )
-    })?;
+    std::fs::rename(legacy, &kept)
+        .with_context(|| format!("cannot rename {} to {}", legacy.display(), kept.display()))?;
     for suffix in ["-wal", "-shm"] {
         let mut from = legacy.as_os_str().to_owned();
         from.push(suffix);
@@ -187,7 +181,11 @@ fn remove_dead_temporaries(dir: &Path) {
         return;
     };
     for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(".blat-tmp-") {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".blat-tmp-")
+        {
             let _ = std::fs::remove_file(entry.path());
         }
     }

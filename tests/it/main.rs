@@ -14,6 +14,7 @@ mod faults;
 mod fuzz;
 mod hostile;
 mod index;
+mod jobs;
 mod man;
 mod model;
 mod monitoring;
