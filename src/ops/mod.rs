@@ -284,3 +284,9 @@ impl ReleaseSource for SharedSource<'_> {
         self.with(|s| s.s3_releases())
     }
 }
+
+/// The context crosses threads: passes on several targets share it.
+const _: () = {
+    const fn shared<T: Send + Sync>() {}
+    shared::<Context>();
+};
