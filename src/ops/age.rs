@@ -12,9 +12,7 @@ use super::{Context, Passes, Selection};
 use crate::aging::{
     Ager, AgingReport, DryRunMarks, FileMarks, MasterPass, Rules, MARKS_FILE, PACKAGELIST,
 };
-use crate::archive::SourceArchive;
 use crate::config::{AgingMethod, TargetConfig};
-use crate::current;
 use crate::error::{Outcome, UsageError};
 use crate::plan;
 use crate::report::Reporter;
@@ -73,8 +71,7 @@ fn age_target(
     }
     // The current set first: a release source error stops the pass here,
     // before anything on the target is touched.
-    let source = SourceArchive::new(&ctx.config.archive);
-    let set = ctx.with_source(|s| current::load(target, s, &source))?;
+    let set = ctx.current_set(target)?;
     let dest = ctx.open_target(target)?;
     let listing = dest.list()?;
     for bad in &listing.rejected {

@@ -340,3 +340,84 @@ fn finish<R: Serialize>(
     }
     Ok(outcome)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Serialize)]
+    struct Done(usize);
+
+    impl TargetReport for Done {
+        fn outcome(&self) -> Outcome {
+            Outcome::Done
+        }
+        fn summary(&self) -> String {
+            format!("item {}", self.0)
+        }
+    }
+
+    #[test]
+    fn frames_keep_the_item_order_and_a_panic_fails_only_its_item() {
+        let reporter = Reporter::new(0, false);
+        let items: Vec<usize> = (0..12).collect();
+        let running = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let frames = run_frames(&reporter, "test", &items, 3, |&i| {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            // Later items finish first: the order is the items', not the ends'.
+            std::thread::sleep(Duration::from_millis(5 * (12 - i as u64)));
+            running.fetch_sub(1, Ordering::SeqCst);
+            recorded(&reporter, &format!("t{i}"), "test", None, || {
+                if i == 4 {
+                    panic!("a bug in one pass");
+                }
+                Ok(Some(Done(i)))
+            })
+        });
+        assert!(most.load(Ordering::SeqCst) <= 3);
+        assert_eq!(most.load(Ordering::SeqCst), 3, "three at once");
+        let names: Vec<&str> = frames.iter().map(|f| f.target.as_str()).collect();
+        assert_eq!(
+            names,
+            items.iter().map(|i| format!("t{i}")).collect::<Vec<_>>()
+        );
+        for (i, f) in frames.iter().enumerate() {
+            if i == 4 {
+                assert_eq!(f.outcome, Outcome::Failed);
+                assert_eq!(
+                    f.error.as_deref(),
+                    Some("internal error: the test pass on t4 panicked")
+                );
+            } else {
+                assert_eq!(f.outcome, Outcome::Done);
+                assert_eq!(f.report.as_ref().map(|r| r.0), Some(i));
+            }
+        }
+        // One at a time, on this thread.
+        let caller = std::thread::current().id();
+        let frames = run_frames(&reporter, "test", &items[..3], 1, |&i| {
+            assert_eq!(std::thread::current().id(), caller);
+            recorded(&reporter, &format!("t{i}"), "test", None, || {
+                Ok(Some(Done(i)))
+            })
+        });
+        assert_eq!(frames.len(), 3);
+    }
+
+    #[test]
+    fn a_stopped_pass_keeps_what_it_did_and_its_exit_code() {
+        let reporter = Reporter::new(0, false);
+        let frame: Frame<Done> = recorded(&reporter, "t", "test", None, || {
+            Err(Stopped {
+                error: anyhow::Error::new(LockHeld("t".into())),
+                report: Some(Box::new(Done(7))),
+            })
+        });
+        assert_eq!(frame.outcome, Outcome::Locked);
+        assert_eq!(frame.exit_code, 4);
+        assert_eq!(frame.report.map(|r| r.0), Some(7));
+    }
+}

@@ -16,7 +16,8 @@ pub mod status;
 pub mod sync;
 pub mod tag;
 
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use serde::Serialize;
@@ -26,7 +27,9 @@ pub use frame::{
     Stopped,
 };
 
-use crate::config::{Config, ReleaseName, TargetConfig};
+use crate::archive::{PackageVersion, SourceArchive};
+use crate::config::{Config, ReleaseName, TargetConfig, TargetKind};
+use crate::current::{self, CurrentSet};
 use crate::error::{Outcome, UsageError};
 use crate::lock::{Probe, TargetLock};
 use crate::release::{self, ReleaseSource};
@@ -58,6 +61,21 @@ pub struct Context {
     pub reporter: Reporter,
     pub dry_run: bool,
     source: Mutex<Option<Box<dyn ReleaseSource>>>,
+    /// The current sets loaded so far, by what they are made of.
+    sets: Mutex<BTreeMap<SetKey, Arc<SetSlot>>>,
+}
+
+/// One current set: empty until loaded (and while a load failed).
+type SetSlot = Mutex<Option<Arc<CurrentSet>>>;
+
+/// What a target's current set is made of ([`current::load`]): targets
+/// that agree on it share one set per run.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct SetKey {
+    s3: bool,
+    releases: Vec<ReleaseName>,
+    projects: Vec<String>,
+    packages: Vec<PackageVersion>,
 }
 
 impl Context {
@@ -67,6 +85,7 @@ impl Context {
             reporter,
             dry_run,
             source: Mutex::new(None),
+            sets: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -136,6 +155,34 @@ impl Context {
             }
         }
         f(&mut SharedSource(&self.source))
+    }
+
+    /// The current set of `target`: loaded from the release source and the
+    /// source archive once per run for all targets with the same releases,
+    /// projects and pins (a hundred targets of one release ask once, not a
+    /// hundred times; the run works from one look at both). A failed load
+    /// is not kept: the next target asks again.
+    pub fn current_set(&self, target: &TargetConfig) -> Result<Arc<CurrentSet>> {
+        let key = SetKey {
+            s3: matches!(target.kind, TargetKind::S3(_)),
+            releases: target.releases.clone(),
+            projects: target.projects.clone(),
+            packages: target.packages.clone(),
+        };
+        let slot = {
+            let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
+            sets.entry(key).or_default().clone()
+        };
+        // Held while loading: a target with the same set waits for this
+        // load instead of doing it again.
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(set) = slot.as_ref() {
+            return Ok(set.clone());
+        }
+        let source = SourceArchive::new(&self.config.archive);
+        let set = Arc::new(self.with_source(|s| current::load(target, s, &source))?);
+        *slot = Some(set.clone());
+        Ok(set)
     }
 
     /// The targets a selection names, checked against the configuration.

@@ -23,7 +23,7 @@ use crate::aging::{self, DryRunMarks, MarkStore, StateMarks};
 use crate::archive::{Alias, Name, PackageVersion, SourceArchive, SourceEntry};
 use crate::config::units::{human_bytes, human_duration};
 use crate::config::{AgingMethod, S3Target, TargetConfig, TargetKind};
-use crate::current::{self, CurrentSet};
+use crate::current::CurrentSet;
 use crate::error::Outcome;
 use crate::plan::{self, SkipReason, Skipped};
 use crate::report::{Reporter, TransferProgress};
@@ -349,7 +349,7 @@ fn s3sync_target(
     let started = Instant::now();
     let source = SourceArchive::new(&ctx.config.archive);
     // A release source that fails stops the pass here: nothing is deleted.
-    let set = ctx.with_source(|s| current::load(target, s, &source))?;
+    let set = ctx.current_set(target)?;
     // Read even under --dry-run (the plan depends on it); written only without.
     let writer = if ctx.dry_run {
         None

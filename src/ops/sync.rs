@@ -12,7 +12,6 @@ use super::{Context, Failure, Passes, Selection, TargetReport};
 use crate::archive::{Alias, PackageVersion, SourceArchive};
 use crate::config::units::human_bytes;
 use crate::config::{ArchiveTarget, TargetConfig};
-use crate::current;
 use crate::error::Outcome;
 use crate::plan::{self, Plan};
 use crate::state::{RunFacts, State};
@@ -154,7 +153,7 @@ fn sync_target(
     let started = Instant::now();
     let archive_cfg = target.archive().expect("selected archive targets only");
     let source = SourceArchive::new(&ctx.config.archive);
-    let set = ctx.with_source(|s| current::load(target, s, &source))?;
+    let set = ctx.current_set(target)?;
     let dest = ctx.open_target(target)?;
     let mut report = SyncReport {
         releases: set.releases.iter().map(|r| r.to_string()).collect(),
