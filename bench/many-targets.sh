@@ -22,6 +22,7 @@
 #   bench/many-targets.sh
 #   RUNS=5 JOBS=4 FANOUT_SERIAL=1 bench/many-targets.sh
 #   BLAT=/tmp/other/blat TARGETS=20 bench/many-targets.sh
+#   KEEP=1 bench/many-targets.sh; FANOUT=0 bench/many-targets.sh   # nochange again on the same targets
 #
 # Needs python3, rsync, /usr/bin/time.
 set -euo pipefail
@@ -52,7 +53,12 @@ trap cleanup EXIT
 
 # ---------------------------------------------------------------- fixture
 
-rm -rf "$TARGET_DIR"
+FANOUT=${FANOUT:-1}
+if [ "$FANOUT" = 0 ] && [ ! -d "$TARGET_DIR/t000" ]; then
+    echo "FANOUT=0 needs the targets of an earlier KEEP=1 run in $TARGET_DIR" >&2
+    exit 1
+fi
+[ "$FANOUT" = 1 ] && rm -rf "$TARGET_DIR"
 if [ ! -f "$WORK/config/blat.toml" ]; then
     bench/gen-archive --out "$WORK" --packages "$PACKAGES" --versions "$VERSIONS" \
         --files 1 --alias-every 0 --size-mix tiny -q --force >&2
@@ -70,7 +76,8 @@ for p in os.listdir(root):
         os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
 EOF
 fi
-rm -rf "$WORK/config/targets" "$WORK/state"
+rm -rf "$WORK/config/targets"
+[ "$FANOUT" = 1 ] && rm -rf "$WORK/state"
 mkdir -p "$WORK/config/targets" "$WORK/state" "$TARGET_DIR"
 for i in $(seq -f '%03g' 0 $((TARGETS - 1))); do
     mkdir -p "$TARGET_DIR/t$i"
@@ -116,16 +123,18 @@ empty_targets() {
     rm -rf "$WORK/state"
 }
 
-if [ "${FANOUT_SERIAL:-0}" = 1 ]; then
+if [ "$FANOUT" = 1 ] && [ "${FANOUT_SERIAL:-0}" = 1 ]; then
     empty_targets
     read -r w u s < <(timed "$BLAT" -q -c "$WORK/config" sync --all --jobs 1)
     printf 'fanout   --jobs 1   %s' "$(utilisation "$w" "$u" "$s")"
     echo
     empty_targets
 fi
-read -r w u s < <(timed "$BLAT" -q -c "$WORK/config" sync --all --jobs "$JOBS")
-printf 'fanout   --jobs %-3s %s' "$JOBS" "$(utilisation "$w" "$u" "$s")"
-echo
+if [ "$FANOUT" = 1 ]; then
+    read -r w u s < <(timed "$BLAT" -q -c "$WORK/config" sync --all --jobs "$JOBS")
+    printf 'fanout   --jobs %-3s %s' "$JOBS" "$(utilisation "$w" "$u" "$s")"
+    echo
+fi
 # Every target got every package-version.
 for d in "$TARGET_DIR"/t*; do
     n=$(find "$d" -mindepth 3 -maxdepth 3 -name descpkg | wc -l)
