@@ -535,6 +535,7 @@ impl MasterPass<'_> {
 pub fn after_sync(
     ctx: &Context,
     target: &TargetConfig,
+    state: &State,
     dest: &dyn Target,
     set: &CurrentSet,
     listing: &Listing,
@@ -546,22 +547,11 @@ pub fn after_sync(
     if matches!(method, AgingMethod::None | AgingMethod::Target) {
         return None;
     }
-    let state = match ctx.state() {
-        Ok(s) => s,
-        Err(e) => {
-            let mut r = AgingReport::new(method);
-            r.failed.push(Failure {
-                item: "aging".into(),
-                error: format!("{e:#}"),
-            });
-            return Some(r);
-        }
-    };
     let pass = MasterPass {
         ctx,
         target,
         dest,
-        state: &state,
+        state,
         force,
     };
     Some(pass.apply(set, listing, excess, now).unwrap_or_else(|e| {

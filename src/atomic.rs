@@ -54,6 +54,11 @@ impl AtomicFile {
         })
     }
 
+    /// The temporary's path, for a writer that opens it by name (SQLite).
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
     pub fn file(&mut self) -> &mut File {
         self.file.as_mut().expect("an uncommitted file")
     }

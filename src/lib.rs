@@ -12,8 +12,9 @@
 //!   what the Release Manager answered nothing for.
 //! - [`plan`]: pure diff of current set × target listing (send, link, excess).
 //! - [`ops`]: one pass of each command, one file each, none importing
-//!   another; `ops/mod.rs` is the per-target frame (lock, run record, error
-//!   capture, summary, JSON, exit code) they all use.
+//!   another; `ops/frame.rs` is the frame (lock, run record, error capture,
+//!   summary, JSON, exit code) they all use, serial or several targets at
+//!   once, and `ops/mod.rs` the [`ops::Context`] the passes share.
 //! - Shared by the commands: [`transfer`] (the send path of sync and fast,
 //!   with [`delta`]: new versions as the files changed since a base),
 //!   [`mod@aging`] (the one aging policy and its guards, for sites and buckets),

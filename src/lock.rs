@@ -74,6 +74,27 @@ fn take(state_dir: &Path, target: &str, suffix: &str) -> Result<TargetLock> {
     }
 }
 
+/// Waits for and takes `<state_dir>/locks/<name>`: for short work that
+/// runs must do one at a time whatever their targets (splitting the state
+/// file of an earlier version). `name` never ends in `.lock` or `.watch`
+/// unless it starts with `.`, so no target's lock is ever taken here.
+pub fn wait_for(state_dir: &Path, name: &str) -> Result<TargetLock> {
+    let dir = state_dir.join("locks");
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create lock directory {}", dir.display()))?;
+    let path = dir.join(name);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    file.lock()
+        .with_context(|| format!("cannot lock {}", path.display()))?;
+    Ok(TargetLock { _file: file })
+}
+
 /// What [`TargetLock::probe`] found.
 #[derive(Debug)]
 pub enum Probe {

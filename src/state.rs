@@ -1,8 +1,14 @@
-//! blat's own state, one SQLite file in `state_dir`: the runs of each command
-//! per target (for `sync --due` and `status`), tag retry counts, aging marks.
+//! blat's own state, one SQLite file per target in `state_dir`
+//! (`targets/<target>.db`): the runs of each command on the target (for
+//! `sync --due` and `status`), tag retry counts, aging marks, S3 uploads.
+//! One file per target, so that targets can be split across machines and no
+//! target's writes wait on another's; the single `blat.db` of earlier
+//! versions is split once by the first run that may write ([`split`]).
 //!
 //! The schema evolves by `user_version` migrations that are only ever
 //! appended, never edited or removed, so any older state file upgrades.
+//! Every file keeps the `target` column of the single-file schema, so a
+//! row means the same wherever it lives.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +17,30 @@ use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::error::Outcome;
+
+mod split;
+pub use split::{split_legacy, Split};
+
+/// The state file of blat before per-target files, in `state_dir`.
+pub const LEGACY_FILE: &str = "blat.db";
+/// The directory of the per-target state files, in `state_dir`.
+pub const TARGETS_DIR: &str = "targets";
+
+/// `<state_dir>/targets/<target>.db`, the state file of `target`. Target
+/// names come from the configuration's file names and are checked there;
+/// checked again here, as anything that becomes a path.
+pub fn target_file(state_dir: &Path, target: &str) -> Result<PathBuf> {
+    crate::archive::Name::new(target)
+        .map_err(|e| anyhow::anyhow!("no state file for this target: {e}"))?;
+    // NAME_MAX is 255 bytes; the `-wal` and `-shm` files add 4 to `.db`.
+    if target.len() > 255 - ".db-wal".len() {
+        anyhow::bail!(
+            "no state file for target '{target}': its name is longer than {} characters",
+            255 - ".db-wal".len()
+        );
+    }
+    Ok(state_dir.join(TARGETS_DIR).join(format!("{target}.db")))
+}
 
 /// Schema steps; entry `i` upgrades `user_version` i to i+1.
 const MIGRATIONS: &[&str] = &[
@@ -198,11 +228,20 @@ pub struct Upload {
 }
 
 impl State {
-    /// Opens (creating and migrating as needed) `<state_dir>/blat.db`.
-    pub fn open(state_dir: &Path) -> Result<State> {
-        std::fs::create_dir_all(state_dir)
-            .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
-        let path = state_dir.join("blat.db");
+    /// Opens (creating and migrating as needed) the state file of `target`.
+    /// The caller has split a `blat.db` of an earlier version first
+    /// ([`split_legacy`]), or its rows would not be seen.
+    pub fn open_target(state_dir: &Path, target: &str) -> Result<State> {
+        let path = target_file(state_dir, target)?;
+        let dir = state_dir.join(TARGETS_DIR);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create state directory {}", dir.display()))?;
+        State::open_file(&path)
+    }
+
+    /// Opens (creating and migrating as needed) the state file `path`.
+    pub fn open_file(path: &Path) -> Result<State> {
+        let path = path.to_path_buf();
         let conn = Connection::open(&path)
             .with_context(|| format!("cannot open state file {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
@@ -251,19 +290,36 @@ impl State {
     /// which could lock the real runs out), or fail where it cannot. A
     /// read-only open that fails for another reason falls back to
     /// `immutable` too (then a writer's last commits may not show yet).
-    pub fn open_read_only(state_dir: &Path) -> Result<State> {
-        State::read_only(state_dir, false)
+    ///
+    /// Until a run that may write has split the `blat.db` of an earlier
+    /// version, a target without its own file is read from that file.
+    pub fn open_read_only(state_dir: &Path, target: &str) -> Result<State> {
+        State::read_only(&State::readable_file(state_dir, target)?, false)
     }
 
     /// [`State::open_read_only`] for `status`, which also reads a state
     /// file an older blat wrote (not yet upgraded by a run that may write
     /// it): what that schema lacks reads as not known.
-    pub fn open_status(state_dir: &Path) -> Result<State> {
-        State::read_only(state_dir, true)
+    pub fn open_status(state_dir: &Path, target: &str) -> Result<State> {
+        State::read_only(&State::readable_file(state_dir, target)?, true)
     }
 
-    fn read_only(state_dir: &Path, older_too: bool) -> Result<State> {
-        let path = state_dir.join("blat.db");
+    /// The file a read-only open of `target` reads: its own, else the
+    /// `blat.db` not yet split, else its own (that does not exist).
+    fn readable_file(state_dir: &Path, target: &str) -> Result<PathBuf> {
+        let own = target_file(state_dir, target)?;
+        if std::fs::symlink_metadata(&own).is_err() {
+            let legacy = state_dir.join(LEGACY_FILE);
+            if std::fs::symlink_metadata(&legacy).is_ok() {
+                return Ok(legacy);
+            }
+        }
+        Ok(own)
+    }
+
+    /// Reads the state file `path` (see [`State::open_read_only`]).
+    pub fn read_only(path: &Path, older_too: bool) -> Result<State> {
+        let path = path.to_path_buf();
         match std::fs::metadata(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return State::empty(),
             Err(e) => {
@@ -320,12 +376,12 @@ impl State {
         })
     }
 
-    /// [`State::open_read_only`] or [`State::open`].
-    pub fn open_for(state_dir: &Path, read_only: bool) -> Result<State> {
+    /// [`State::open_read_only`] or [`State::open_target`].
+    pub fn open_for(state_dir: &Path, target: &str, read_only: bool) -> Result<State> {
         if read_only {
-            State::open_read_only(state_dir)
+            State::open_read_only(state_dir, target)
         } else {
-            State::open(state_dir)
+            State::open_target(state_dir, target)
         }
     }
 
@@ -917,19 +973,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state_dir = dir.path().join("odd ?#% name");
         // No state file: an empty state, and nothing created.
-        let state = State::open_read_only(&state_dir).unwrap();
+        let state = State::open_read_only(&state_dir, "a").unwrap();
         assert!(!state.recorded());
         assert!(state.last_runs("a").unwrap().is_empty());
         assert!(!state_dir.exists());
         drop(state);
-        let writer = State::open(&state_dir).unwrap();
+        let writer = State::open_target(&state_dir, "a").unwrap();
         let id = writer.start_run("a", "sync", 100).unwrap();
         writer
             .finish_run(id, 110, Outcome::Done, "ok", None)
             .unwrap();
         // While the writer is open (WAL and -shm present) and after it closed.
         for open_writer in [true, false] {
-            let state = State::open_read_only(&state_dir).unwrap();
+            let state = State::open_read_only(&state_dir, "a").unwrap();
             assert!(state.recorded());
             assert_eq!(state.last_success("a", "sync").unwrap(), Some(110));
             let err = state.start_run("a", "sync", 200).unwrap_err();
@@ -947,12 +1003,15 @@ mod tests {
             n.sort();
             n
         };
-        assert_eq!(names(&state_dir), ["blat.db"]);
-        let state = State::open_read_only(&state_dir).unwrap();
+        let targets = state_dir.join(TARGETS_DIR);
+        assert_eq!(names(&state_dir), [TARGETS_DIR]);
+        assert_eq!(names(&targets), ["a.db"]);
+        assert!(!State::open_read_only(&state_dir, "b").unwrap().recorded());
+        let state = State::open_read_only(&state_dir, "a").unwrap();
         assert_eq!(state.last_success("a", "sync").unwrap(), Some(110));
         assert_eq!(
-            names(&state_dir),
-            ["blat.db"],
+            names(&targets),
+            ["a.db"],
             "a read-only open leaves no -wal/-shm"
         );
     }
@@ -964,14 +1023,17 @@ mod tests {
         conn.execute_batch(MIGRATIONS[0]).unwrap();
         conn.pragma_update(None, "user_version", 1).unwrap();
         drop(conn);
-        let err = format!("{:#}", State::open_read_only(dir.path()).err().unwrap());
+        let err = format!(
+            "{:#}",
+            State::open_read_only(dir.path(), "a").err().unwrap()
+        );
         assert!(err.contains("older than this blat's"), "{err}");
     }
 
     #[test]
     fn migrates_and_records_runs() {
         let dir = tempfile::tempdir().unwrap();
-        let state = State::open(dir.path()).unwrap();
+        let state = State::open_target(dir.path(), "a").unwrap();
         let v: i64 = state
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -992,14 +1054,14 @@ mod tests {
         assert_eq!(runs[0].error.as_deref(), Some("boom"));
         drop(state);
         // Reopening an up-to-date file runs no migration again.
-        let state = State::open(dir.path()).unwrap();
+        let state = State::open_target(dir.path(), "a").unwrap();
         assert_eq!(state.last_success("a", "sync").unwrap(), Some(110));
     }
 
     #[test]
     fn records_what_each_run_did_and_the_free_space() {
         let dir = tempfile::tempdir().unwrap();
-        let state = State::open(dir.path()).unwrap();
+        let state = State::open_target(dir.path(), "a").unwrap();
         let id = state.start_run("a", "sync", 100).unwrap();
         state
             .finish_run(id, 110, Outcome::Partial, "1 sent", None)
@@ -1056,7 +1118,7 @@ mod tests {
     #[test]
     fn counts_syncs_since_the_last_full_check() {
         let dir = tempfile::tempdir().unwrap();
-        let s = State::open(dir.path()).unwrap();
+        let s = State::open_target(dir.path(), "t").unwrap();
         assert_eq!(s.syncs_since_full_check("t").unwrap(), None);
         s.count_listing("t", false, 10).unwrap();
         assert_eq!(s.syncs_since_full_check("t").unwrap(), None, "no check yet");
@@ -1073,7 +1135,7 @@ mod tests {
     #[test]
     fn pruning_keeps_the_last_success() {
         let dir = tempfile::tempdir().unwrap();
-        let state = State::open(dir.path()).unwrap();
+        let state = State::open_target(dir.path(), "a").unwrap();
         let id = state.start_run("a", "sync", 1).unwrap();
         state.finish_run(id, 2, Outcome::Done, "ok", None).unwrap();
         for t in 10..260 {
@@ -1106,8 +1168,8 @@ mod tests {
         )
         .unwrap();
         drop(conn);
-        assert!(State::open_read_only(dir.path()).is_err());
-        let state = State::open_status(dir.path()).unwrap();
+        assert!(State::open_read_only(dir.path(), "a").is_err());
+        let state = State::open_status(dir.path(), "a").unwrap();
         let runs = state.last_runs("a").unwrap();
         assert_eq!(runs[0].facts, RunFacts::default());
         assert_eq!(state.last_finished_runs("a").unwrap().len(), 1);
@@ -1117,7 +1179,7 @@ mod tests {
         assert_eq!(state.last_success("a", "sync").unwrap(), Some(110));
         drop(state);
         // The first run that may write upgrades it.
-        let state = State::open(dir.path()).unwrap();
+        let state = State::open_file(&dir.path().join(LEGACY_FILE)).unwrap();
         assert_eq!(state.last_runs("a").unwrap()[0].facts.seconds, None);
     }
 
@@ -1129,14 +1191,16 @@ mod tests {
             .map(|_| {
                 let path = path.clone();
                 std::thread::spawn(move || {
-                    State::open(&path).map(|_| ()).map_err(|e| format!("{e:#}"))
+                    State::open_target(&path, "a")
+                        .map(|_| ())
+                        .map_err(|e| format!("{e:#}"))
                 })
             })
             .collect();
         for t in threads {
             t.join().unwrap().unwrap();
         }
-        let state = State::open(&path).unwrap();
+        let state = State::open_target(&path, "a").unwrap();
         let v: i64 = state
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -1147,7 +1211,7 @@ mod tests {
     #[test]
     fn counts_tag_attempts_per_target() {
         let dir = tempfile::tempdir().unwrap();
-        let state = State::open(dir.path()).unwrap();
+        let state = State::open_target(dir.path(), "a").unwrap();
         assert_eq!(state.tag_failed("a", "p::1", "first").unwrap(), 1);
         assert_eq!(state.tag_failed("a", "p::1", "second").unwrap(), 2);
         assert_eq!(state.tag_failed("b", "p::1", "other target").unwrap(), 1);

@@ -48,6 +48,9 @@ pub struct AgeArgs {
     /// With --local: refuse a pass that would delete more than this many package-versions
     #[arg(long, value_name = "N", default_value_t = 50, requires = "local")]
     pub max_delete: usize,
+    /// Targets worked on at once (default: `jobs` in blat.toml, else 4)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=crate::config::MAX_JOBS as i64), conflicts_with = "local")]
+    pub jobs: Option<u16>,
 }
 
 impl AgeArgs {
@@ -55,6 +58,7 @@ impl AgeArgs {
         AgeOptions {
             selection: global.selection(),
             force: self.force,
+            jobs: self.jobs.map(usize::from),
         }
     }
 

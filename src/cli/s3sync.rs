@@ -13,6 +13,9 @@ pub struct S3syncArgs {
     /// Allow more deletions than the target's max_delete in this pass
     #[arg(long)]
     pub force: bool,
+    /// Buckets worked on at once (default: `jobs` in blat.toml, else 4)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=crate::config::MAX_JOBS as i64))]
+    pub jobs: Option<u16>,
 }
 
 impl S3syncArgs {
@@ -20,6 +23,7 @@ impl S3syncArgs {
         S3SyncOptions {
             selection: global.selection(),
             force: self.force,
+            jobs: self.jobs.map(usize::from),
         }
     }
 }

@@ -20,6 +20,9 @@ pub struct SyncArgs {
     /// verify_every syncs)
     #[arg(long)]
     pub verify: bool,
+    /// Targets worked on at once (default: `jobs` in blat.toml, else 4)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=crate::config::MAX_JOBS as i64))]
+    pub jobs: Option<u16>,
 }
 
 impl SyncArgs {
@@ -29,6 +32,7 @@ impl SyncArgs {
             due: self.due,
             force: self.force,
             verify: self.verify,
+            jobs: self.jobs.map(usize::from),
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct Config {
     pub verbose: u8,
     pub log_file: Option<PathBuf>,
     pub fast_poll: Duration,
+    /// Targets worked on at once by `sync`, `s3sync` and `age` (`--jobs`).
+    pub jobs: usize,
     pub release_manager: ReleaseManagerConfig,
     /// All targets, sorted by name.
     pub targets: Vec<TargetConfig>,
@@ -431,8 +433,14 @@ struct RawGlobal {
     verbose: u8,
     log_file: Option<Spanned<String>>,
     fast_poll: Option<DurationValue>,
+    jobs: Option<Spanned<i64>>,
     release_manager: RawReleaseManager,
 }
+
+/// The most targets worked on at once (`jobs`, `--jobs`).
+pub const MAX_JOBS: usize = 256;
+/// `jobs` when blat.toml does not say.
+pub const DEFAULT_JOBS: usize = 4;
 
 fn default_verbose() -> u8 {
     1
@@ -606,6 +614,13 @@ impl Config {
         let log_file = raw.log_file.as_ref().map(|l| src.resolve(l)).transpose()?;
         let release_manager = release_manager(&src, raw.release_manager)?;
         let relay = matches!(release_manager, ReleaseManagerConfig::PackageList);
+        let jobs = match &raw.jobs {
+            None => DEFAULT_JOBS,
+            Some(j) if (1..=MAX_JOBS as i64).contains(j.get_ref()) => *j.get_ref() as usize,
+            Some(j) => {
+                return Err(src.error(j.span(), format!("invalid jobs: expected 1 to {MAX_JOBS}")))
+            }
+        };
 
         let mut targets = Vec::new();
         let targets_dir = dir.join("targets");
@@ -647,6 +662,7 @@ impl Config {
             verbose: raw.verbose,
             log_file,
             fast_poll: raw.fast_poll.map_or(Duration::from_secs(5), |d| d.0),
+            jobs,
             release_manager,
             targets,
         })
@@ -1090,6 +1106,7 @@ max_delete = 50
             ],
         );
         let c = Config::load(dir.path()).unwrap();
+        assert_eq!(c.jobs, DEFAULT_JOBS);
         assert_eq!(c.state_dir, dir.path().join("state"));
         assert_eq!(c.tag_dir, dir.path().join("state/tags"));
         assert_eq!(c.targets.len(), 2);
@@ -1253,6 +1270,16 @@ max_delete = 50
         // Before the [release_manager] table, or it would be one of its keys.
         let err = load_err(&format!("fast_poll = \"soon\"\n{GLOBAL}"), &[]);
         assert!(err.contains("invalid duration 'soon'"), "{err}");
+        let dir = write_config(&format!("jobs = 256\n{GLOBAL}"), &[]);
+        assert_eq!(Config::load(dir.path()).unwrap().jobs, 256);
+        for bad in ["0", "-1", "257", "\"4\""] {
+            let err = load_err(&format!("jobs = {bad}\n{GLOBAL}"), &[]);
+            assert!(err.contains("blat.toml:1:8:"), "{bad}: {err}");
+            assert!(
+                err.contains("invalid jobs: expected 1 to 256") || err.contains("invalid type"),
+                "{bad}: {err}"
+            );
+        }
         let dir = tempfile::tempdir().unwrap();
         let err = format!("{:#}", Config::load(dir.path()).unwrap_err());
         assert!(err.contains("blat.toml: cannot read"), "{err}");

@@ -7,15 +7,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
-use serde::Serialize;
 
-use super::{Context, Selection, TargetReport};
+use super::{Context, Passes, Selection};
 use crate::aging::{
     Ager, AgingReport, DryRunMarks, FileMarks, MasterPass, Rules, MARKS_FILE, PACKAGELIST,
 };
-use crate::archive::SourceArchive;
 use crate::config::{AgingMethod, TargetConfig};
-use crate::current;
 use crate::error::{Outcome, UsageError};
 use crate::plan;
 use crate::report::Reporter;
@@ -28,6 +25,8 @@ pub struct AgeOptions {
     pub selection: Selection,
     /// Allow more deletions than `max_delete` in one pass.
     pub force: bool,
+    /// Targets aged at once; `None`: the configuration's `jobs`.
+    pub jobs: Option<usize>,
 }
 
 /// `blat age --local` on a target: no configuration, only these.
@@ -47,9 +46,9 @@ pub struct LocalAgeOptions {
 /// `blat age` on the master, for each selected archive target.
 pub fn run(ctx: &Context, options: &AgeOptions) -> Result<Outcome> {
     let targets = ctx.select(&options.selection, |t| t.archive().is_some(), "archive")?;
-    let state = ctx.state()?;
-    super::for_each_target(ctx, "age", &targets, |ctx, target| {
-        age_target(ctx, &state, target, options.force).map(Some)
+    let passes = Passes::new("age").jobs(options.jobs.unwrap_or(ctx.config.jobs));
+    super::for_each_target_with(ctx, passes, &targets, |ctx, target, state| {
+        Ok(Some(age_target(ctx, state, target, options.force)?))
     })
 }
 
@@ -72,8 +71,7 @@ fn age_target(
     }
     // The current set first: a release source error stops the pass here,
     // before anything on the target is touched.
-    let source = SourceArchive::new(&ctx.config.archive);
-    let set = ctx.with_source(|s| current::load(target, s, &source))?;
+    let set = ctx.current_set(target)?;
     let dest = ctx.open_target(target)?;
     let listing = dest.list()?;
     for bad in &listing.rejected {
@@ -92,17 +90,6 @@ fn age_target(
         force,
     };
     pass.apply(&set, &listing, &excess, now)
-}
-
-/// `--json` output of `age --local`.
-#[derive(Serialize)]
-struct LocalJson<'a> {
-    command: &'static str,
-    archive: &'a Path,
-    dry_run: bool,
-    outcome: Outcome,
-    exit_code: u8,
-    report: &'a AgingReport,
 }
 
 /// `blat age --local`: on the target itself, from cron, with no
@@ -132,81 +119,71 @@ pub fn run_local(reporter: &Reporter, options: &LocalAgeOptions) -> Result<Outco
     let dpkg = archive.join(".dpkg_archive");
     // No PackageList, nothing to do: not even a lock file is created (this
     // may not be a target at all).
-    if std::fs::symlink_metadata(&dpkg).is_ok_and(|m| m.file_type().is_symlink()) {
-        anyhow::bail!(
-            "{} is a symlink: refused (blat never writes through one)",
-            dpkg.display()
+    let lock = || {
+        if std::fs::symlink_metadata(&dpkg).is_ok_and(|m| m.file_type().is_symlink()) {
+            anyhow::bail!(
+                "{} is a symlink: refused (blat never writes through one)",
+                dpkg.display()
+            );
+        }
+        let has_list = std::fs::symlink_metadata(dpkg.join(PACKAGELIST)).is_ok();
+        if options.dry_run || !has_list {
+            Ok(None)
+        } else {
+            crate::lock::archive_lock(&archive, "age", &place).map(Some)
+        }
+    };
+    super::for_archive(reporter, options.dry_run, "age", &place, lock, || {
+        Ok(Some(age_local(reporter, options, &archive, &place)?))
+    })
+}
+
+fn age_local(
+    reporter: &Reporter,
+    options: &LocalAgeOptions,
+    archive: &Path,
+    place: &str,
+) -> Result<AgingReport> {
+    let dpkg = archive.join(".dpkg_archive");
+    let method = AgingMethod::Target;
+    let Some(set) = crate::packagelist::read(&dpkg.join(PACKAGELIST))? else {
+        reporter.warn(
+            place,
+            &format!("no .dpkg_archive/{PACKAGELIST} (has the master synced?): nothing is aged"),
+        );
+        return Ok(AgingReport::skipped(method, "no packagelist"));
+    };
+    let real = ReceiverTarget::new(place, LocalTransport::new(archive.to_path_buf()));
+    let dest: Box<dyn Target + '_> = if options.dry_run {
+        Box::new(DryRun::new(Box::new(real), place, reporter))
+    } else {
+        Box::new(real)
+    };
+    let listing = dest.list()?;
+    for bad in &listing.rejected {
+        reporter.warn(
+            place,
+            &format!("archive entry ignored (invalid name): {bad}"),
         );
     }
-    let has_list = std::fs::symlink_metadata(dpkg.join(PACKAGELIST)).is_ok();
-    let _lock = if options.dry_run || !has_list {
-        None
-    } else {
-        Some(crate::lock::archive_lock(&archive, "age", &place)?)
+    let now = crate::clock::now();
+    let excess = plan::excess(&set, &listing, now, options.grace);
+    let marks = FileMarks {
+        path: dpkg.join(MARKS_FILE),
     };
-    let method = AgingMethod::Target;
-    let report = match crate::packagelist::read(&dpkg.join(PACKAGELIST))? {
-        None => {
-            reporter.warn(
-                &place,
-                &format!(
-                    "no .dpkg_archive/{PACKAGELIST} (has the master synced?): nothing is aged"
-                ),
-            );
-            AgingReport::skipped(method, "no packagelist")
-        }
-        Some(set) => {
-            let real = ReceiverTarget::new(&place, LocalTransport::new(archive.clone()));
-            let dest: Box<dyn Target + '_> = if options.dry_run {
-                Box::new(DryRun::new(Box::new(real), &place, reporter))
-            } else {
-                Box::new(real)
-            };
-            let listing = dest.list()?;
-            for bad in &listing.rejected {
-                reporter.warn(
-                    &place,
-                    &format!("archive entry ignored (invalid name): {bad}"),
-                );
-            }
-            let now = crate::clock::now();
-            let excess = plan::excess(&set, &listing, now, options.grace);
-            let marks = FileMarks {
-                path: dpkg.join(MARKS_FILE),
-            };
-            let dry = DryRunMarks(&marks);
-            let ager = Ager {
-                reporter,
-                name: &place,
-                dry_run: options.dry_run,
-                dest: dest.as_ref(),
-                marks: if options.dry_run { &dry } else { &marks },
-                rules: Rules {
-                    method,
-                    after: options.after,
-                    max_delete: options.max_delete,
-                    force: options.force,
-                },
-            };
-            ager.apply(&set, &listing, &excess, now)?
-        }
+    let dry = DryRunMarks(&marks);
+    let ager = Ager {
+        reporter,
+        name: place,
+        dry_run: options.dry_run,
+        dest: dest.as_ref(),
+        marks: if options.dry_run { &dry } else { &marks },
+        rules: Rules {
+            method,
+            after: options.after,
+            max_delete: options.max_delete,
+            force: options.force,
+        },
     };
-    let outcome = report.outcome();
-    reporter.summary(&format!(
-        "{place}: age {}: {}",
-        outcome.word(),
-        report.summary()
-    ));
-    if reporter.json() {
-        let json = LocalJson {
-            command: "age",
-            archive: &archive,
-            dry_run: options.dry_run,
-            outcome,
-            exit_code: outcome.code(),
-            report: &report,
-        };
-        println!("{}", serde_json::to_string_pretty(&json)?);
-    }
-    Ok(outcome)
+    ager.apply(&set, &listing, &excess, now)
 }

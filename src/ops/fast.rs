@@ -1,8 +1,9 @@
 //! `blat fast`: consume tags, so a released package reaches its targets in
 //! seconds instead of at the next full sync (docs/archive.md, Tags).
 //!
-//! Each selected archive target gets its own thread for the whole run, so a
-//! slow or unreachable target never delays the others. A thread holds the
+//! Each selected archive target gets its own thread for the whole run (the
+//! concurrent frame of [`super::frame`], one job per target), so a slow or
+//! unreachable target never delays the others. A thread holds the
 //! target's watcher lock (`locks/<target>.watch`) for the run and takes the
 //! target lock only for a poll that found tags: a minute-long `--watch` thus
 //! keeps out a second watcher (exit code 4) without shutting `sync` out.
@@ -23,11 +24,11 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{CommandReport, Context, Frame, LockKind, Selection, TargetReport};
+use super::{Context, LockKind, PassResult, Passes, Selection, Stopped, TargetReport};
 use crate::archive::{past_grace, Alias, Name, PackageVersion, SourceArchive, SourceEntry};
 use crate::config::units::human_bytes;
 use crate::config::{ArchiveTarget, Config, TargetConfig};
-use crate::error::{outcome_of, LockHeld, Outcome, UsageError};
+use crate::error::{LockHeld, Outcome, UsageError};
 use crate::report::Reporter;
 use crate::state::State;
 use crate::tags as tag;
@@ -39,10 +40,6 @@ pub struct FastOptions {
     /// Keep polling for this long, then exit; `None`: one pass.
     pub watch: Option<Duration>,
 }
-
-/// How often a run whose target's watcher lock is held tries again (under
-/// `--watch`), so it takes over within a moment of the previous run's end.
-const LOCK_RETRY: Duration = Duration::from_millis(250);
 
 /// The shortest pause between polls, whatever `fast_poll` says: with
 /// `fast_poll = 0` a watch would spin on the tag directory.
@@ -147,127 +144,34 @@ pub fn run(ctx: &Context, options: &FastOptions) -> Result<Outcome> {
         .into());
     }
     let targets = ctx.select(&options.selection, |t| t.archive().is_some(), "archive")?;
-    if !ctx.dry_run {
-        // Created and migrated once here, so the threads, which each open
-        // their own connection, never race to migrate a new state file.
-        State::open(&ctx.config.state_dir)?;
-    }
     // --watch is at most 100 years (units::MAX_DURATION): this cannot fail.
     let deadline = Instant::now()
         .checked_add(options.watch.unwrap_or_default())
         .ok_or_else(|| UsageError("--watch: too long".into()))?;
-    let (config, reporter, dry_run) = (&ctx.config, &ctx.reporter, ctx.dry_run);
-    let frames: Vec<Frame<FastReport>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = targets
-            .iter()
-            .map(|target| {
-                scope.spawn(move || {
-                    let frame = run_target(
-                        config,
-                        reporter,
-                        dry_run,
-                        target,
-                        options.watch.is_some(),
-                        deadline,
-                    );
-                    print_frame(reporter, &frame);
-                    frame
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .zip(&targets)
-            .map(|(h, t)| {
-                h.join().unwrap_or_else(|_| {
-                    let outcome = Outcome::Failed;
-                    let error = Some("internal error: the target's thread panicked".to_string());
-                    Frame {
-                        target: t.name.clone(),
-                        outcome,
-                        exit_code: outcome.code(),
-                        error,
-                        report: None,
-                    }
-                })
-            })
-            .collect()
-    });
-    let outcome = frames
-        .iter()
-        .map(|f| f.outcome)
-        .max()
-        .unwrap_or(Outcome::Done);
-    if reporter.json() {
-        let report = CommandReport {
-            command: "fast".into(),
-            dry_run,
-            outcome,
-            exit_code: outcome.code(),
-            targets: frames,
-        };
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    }
-    Ok(outcome)
+    // Every target at once, each under its watcher lock; under --watch a
+    // held one is waited for (the previous minute's run ending) rather than
+    // leaving the target unwatched.
+    let passes = Passes {
+        command: "fast",
+        jobs: targets.len(),
+        lock: LockKind::Watch,
+        lock_wait: options.watch.is_some().then_some(deadline),
+    };
+    super::for_each_target_with(ctx, passes, &targets, |ctx, target, state| {
+        let state = (!ctx.dry_run).then_some(state);
+        watch_target(ctx, target, state, deadline)
+    })
 }
 
-/// The per-target summary line, as `ops::for_each_target` prints it.
-fn print_frame(reporter: &Reporter, frame: &Frame<FastReport>) {
-    match (&frame.report, &frame.error) {
-        (_, Some(e)) => reporter.error(
-            "",
-            &format!("{}: fast {}: {e}", frame.target, frame.outcome.word()),
-        ),
-        (Some(r), None) => reporter.summary(&format!(
-            "{}: fast {}: {}",
-            frame.target,
-            frame.outcome.word(),
-            r.summary()
-        )),
-        (None, None) => {}
-    }
-}
-
-/// One target's whole run: watcher lock, polls until the deadline, record.
-fn run_target(
-    config: &Config,
-    reporter: &Reporter,
-    dry_run: bool,
+/// One target's polls until the deadline, summed up in one report.
+fn watch_target(
+    ctx: &Context,
     target: &TargetConfig,
-    watching: bool,
+    state: Option<&State>,
     deadline: Instant,
-) -> Frame<FastReport> {
-    let frame = |outcome: Outcome, error: Option<String>, report: Option<FastReport>| Frame {
-        target: target.name.clone(),
-        outcome,
-        exit_code: outcome.code(),
-        error,
-        report,
-    };
-    let _watch_lock = loop {
-        match super::take_lock(config, reporter, dry_run, &target.name, LockKind::Watch) {
-            Ok(lock) => break lock,
-            // Under --watch, wait for the previous run (cron's last minute)
-            // to finish instead of leaving the target unwatched.
-            Err(e)
-                if watching
-                    && e.downcast_ref::<LockHeld>().is_some()
-                    && Instant::now() < deadline =>
-            {
-                std::thread::sleep(LOCK_RETRY.min(deadline - Instant::now()));
-            }
-            Err(e) => return frame(outcome_of(&e), Some(format!("{e:#}")), None),
-        }
-    };
+) -> PassResult<FastReport> {
     let started = Instant::now();
-    let mut poller = match Poller::new(config, reporter, dry_run, target) {
-        Ok(p) => p,
-        Err(e) => return frame(outcome_of(&e), Some(format!("{e:#}")), None),
-    };
-    let run_id = poller
-        .state
-        .as_ref()
-        .and_then(|s| s.start_run(&target.name, "fast", crate::clock::now()).ok());
+    let mut poller = Poller::new(&ctx.config, &ctx.reporter, ctx.dry_run, target, state)?;
     let wake = Wake::new(&poller.dir);
     let result = loop {
         if let Err(e) = poller.poll() {
@@ -277,29 +181,16 @@ fn run_target(
         if now >= deadline {
             break Ok(());
         }
-        wake.wait(config.fast_poll.max(MIN_POLL).min(deadline - now));
+        wake.wait(ctx.config.fast_poll.max(MIN_POLL).min(deadline - now));
     };
     poller.report.seconds = started.elapsed().as_secs_f64();
-    let Poller { report, state, .. } = poller;
-    let (outcome, error, report) = match result {
-        Ok(()) => (report.outcome(), None, Some(report)),
-        Err(e) => (outcome_of(&e), Some(format!("{e:#}")), Some(report)),
-    };
-    if let (Some(state), Some(id)) = (&state, run_id) {
-        let summary = report.as_ref().map(|r| r.summary()).unwrap_or_default();
-        let facts = report.as_ref().map(|r| r.facts()).unwrap_or_default();
-        let now = crate::clock::now();
-        if let Err(e) = state
-            .finish_run(id, now, outcome, &summary, error.as_deref())
-            .and_then(|()| state.record_facts(id, now, &facts))
-        {
-            reporter.warn(
-                &target.name,
-                &format!("cannot record the run in the state file: {e:#}"),
-            );
-        }
+    match result {
+        Ok(()) => Ok(Some(poller.report)),
+        Err(error) => Err(Stopped {
+            error,
+            report: Some(Box::new(poller.report)),
+        }),
     }
-    frame(outcome, error, report)
 }
 
 /// A tag that names a valid package-version, with what it needs.
@@ -325,7 +216,7 @@ struct Poller<'a> {
     /// followed: see `tag::TagDir`).
     tags: Option<tag::TagDir>,
     /// `None` under `--dry-run`: nothing is counted or recorded.
-    state: Option<State>,
+    state: Option<&'a State>,
     /// Opened on the first poll with work, kept while it works.
     dest: Option<Box<dyn Target + 'a>>,
     /// Tags whose failure this run already counted (once per run, so a
@@ -343,6 +234,7 @@ impl<'a> Poller<'a> {
         reporter: &'a Reporter,
         dry_run: bool,
         target: &'a TargetConfig,
+        state: Option<&'a State>,
     ) -> Result<Poller<'a>> {
         let dir = tag::tag_dir(config, &target.name);
         if !dry_run {
@@ -357,11 +249,7 @@ impl<'a> Poller<'a> {
             source: SourceArchive::new(&config.archive),
             dir,
             tags: None,
-            state: if dry_run {
-                None
-            } else {
-                Some(State::open(&config.state_dir)?)
-            },
+            state,
             dest: None,
             counted: HashMap::new(),
             announced: HashSet::new(),

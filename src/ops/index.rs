@@ -3,11 +3,11 @@
 //! target from cron with only `--archive`, or on the master for its own
 //! archive; either way under a lock in `.dpkg_archive/locks/index.lock`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use serde::Serialize;
 
+use super::TargetReport;
 use crate::error::{Outcome, UsageError};
 use crate::index::{self, IndexReport};
 use crate::report::Reporter;
@@ -20,14 +20,18 @@ pub struct IndexOptions {
     pub dry_run: bool,
 }
 
-/// `--json` output.
-#[derive(Serialize)]
-struct JsonReport<'a> {
-    command: &'static str,
-    dry_run: bool,
-    outcome: Outcome,
-    exit_code: u8,
-    report: &'a IndexReport,
+impl TargetReport for IndexReport {
+    fn outcome(&self) -> Outcome {
+        if self.errors.is_empty() {
+            Outcome::Done
+        } else {
+            Outcome::Partial
+        }
+    }
+
+    fn summary(&self) -> String {
+        summary(self)
+    }
 }
 
 pub fn run(reporter: &Reporter, options: &IndexOptions) -> Result<Outcome> {
@@ -41,16 +45,29 @@ pub fn run(reporter: &Reporter, options: &IndexOptions) -> Result<Outcome> {
     }
     let place = archive.display().to_string();
     // A dry run only reads: no lock, nothing created.
-    let _lock = if options.dry_run {
-        None
-    } else {
-        Some(crate::lock::archive_lock(&archive, "index", &place)?)
+    let lock = || {
+        if options.dry_run {
+            Ok(None)
+        } else {
+            crate::lock::archive_lock(&archive, "index", &place).map(Some)
+        }
     };
+    super::for_archive(reporter, options.dry_run, "index", &place, lock, || {
+        Ok(Some(index_archive(reporter, options, &archive, &place)?))
+    })
+}
+
+fn index_archive(
+    reporter: &Reporter,
+    options: &IndexOptions,
+    archive: &Path,
+    place: &str,
+) -> Result<IndexReport> {
     let started = std::time::Instant::now();
     let threads = options.threads.unwrap_or_else(index::default_threads);
-    let scan = index::scan(&archive, threads)?;
+    let scan = index::scan(archive, threads)?;
     if let Some(why) = &scan.rebuild {
-        reporter.detail(&place, &format!("walking every package-version: {why}"));
+        reporter.detail(place, &format!("walking every package-version: {why}"));
     }
     let mut report = if options.dry_run {
         let r = scan.preview();
@@ -65,42 +82,22 @@ pub fn run(reporter: &Reporter, options: &IndexOptions) -> Result<Outcome> {
                 r.dropped
             )
         };
-        reporter.plan_line(&place, &line);
+        reporter.plan_line(place, &line);
         r
     } else {
         scan.write(threads)?
     };
     report.seconds = started.elapsed().as_secs_f64();
     for e in &report.errors {
-        reporter.warn(&place, e);
+        reporter.warn(place, e);
     }
     for u in &report.unlisted {
         reporter.warn(
-            &place,
+            place,
             &format!("not listed (its name holds a newline): {u}"),
         );
     }
-    let outcome = if report.errors.is_empty() {
-        Outcome::Done
-    } else {
-        Outcome::Partial
-    };
-    reporter.summary(&format!(
-        "{place}: index {}: {}",
-        outcome.word(),
-        summary(&report)
-    ));
-    if reporter.json() {
-        let json = JsonReport {
-            command: "index",
-            dry_run: options.dry_run,
-            outcome,
-            exit_code: outcome.code(),
-            report: &report,
-        };
-        println!("{}", serde_json::to_string_pretty(&json)?);
-    }
-    Ok(outcome)
+    Ok(report)
 }
 
 fn summary(r: &IndexReport) -> String {

@@ -1,10 +1,12 @@
 //! One pass of each job. Each `ops::<command>::run` takes validated options
-//! and a [`Context`]; the per-target frame (selection, lock, state record,
-//! error capture, summary, exit code) is shared here in [`for_each_target`].
+//! and a [`Context`]; target selection is here, and the per-target frame
+//! (lock, state record, error capture, summary, JSON, exit code), serial or
+//! concurrent, is [`frame`]'s [`for_each_target`].
 
 pub mod age;
 pub mod check;
 pub mod fast;
+pub mod frame;
 pub mod index;
 pub mod plist;
 #[cfg(feature = "s3")]
@@ -14,13 +16,21 @@ pub mod status;
 pub mod sync;
 pub mod tag;
 
-use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::config::{Config, TargetConfig};
-use crate::error::{outcome_of, Outcome, UsageError};
+pub use frame::{
+    for_archive, for_each_target, for_each_target_with, CommandReport, Frame, PassResult, Passes,
+    Stopped,
+};
+
+use crate::archive::{PackageVersion, SourceArchive};
+use crate::config::{Config, ReleaseName, TargetConfig, TargetKind};
+use crate::current::{self, CurrentSet};
+use crate::error::{Outcome, UsageError};
 use crate::lock::{Probe, TargetLock};
 use crate::release::{self, ReleaseSource};
 use crate::report::Reporter;
@@ -53,12 +63,30 @@ impl Selection {
     }
 }
 
-/// Everything a pass needs besides its own options.
+/// Everything a pass needs besides its own options. It is shared by the
+/// passes of targets worked on at once (`Sync`): each target's state is
+/// its own ([`Context::state_of`]), and the release source is taken by one
+/// query at a time.
 pub struct Context {
     pub config: Config,
     pub reporter: Reporter,
     pub dry_run: bool,
-    source: RefCell<Option<Box<dyn ReleaseSource>>>,
+    source: Mutex<Option<Box<dyn ReleaseSource>>>,
+    /// The current sets loaded so far, by what they are made of.
+    sets: Mutex<BTreeMap<SetKey, Arc<SetSlot>>>,
+}
+
+/// One current set: empty until loaded (and while a load failed).
+type SetSlot = Mutex<Option<Arc<CurrentSet>>>;
+
+/// What a target's current set is made of ([`current::load`]): targets
+/// that agree on it share one set per run.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct SetKey {
+    s3: bool,
+    releases: Vec<ReleaseName>,
+    projects: Vec<String>,
+    packages: Vec<PackageVersion>,
 }
 
 impl Context {
@@ -67,7 +95,8 @@ impl Context {
             config,
             reporter,
             dry_run,
-            source: RefCell::new(None),
+            source: Mutex::new(None),
+            sets: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -81,10 +110,35 @@ impl Context {
         })
     }
 
-    /// The state file: read-only under `--dry-run` (nothing is created,
-    /// nothing written; a missing file is an empty state).
-    pub fn state(&self) -> Result<State> {
-        State::open_for(&self.config.state_dir, self.dry_run)
+    /// The state file of `target`: read-only under `--dry-run` (nothing is
+    /// created, nothing written; a missing file is an empty state).
+    pub fn state_of(&self, target: &str) -> Result<State> {
+        State::open_for(&self.config.state_dir, target, self.dry_run)
+    }
+
+    /// Splits the state file of an earlier blat into one file per target,
+    /// once (see [`crate::state::split_legacy`]); before any pass that may
+    /// write a target's state.
+    pub fn split_state(&self) -> Result<()> {
+        let Some(split) = crate::state::split_legacy(&self.config.state_dir)? else {
+            return Ok(());
+        };
+        self.reporter.info(
+            "",
+            &format!(
+                "state split into one file per target in {} ({} targets); the old file is kept as {}",
+                self.config.state_dir.join(crate::state::TARGETS_DIR).display(),
+                split.targets.len(),
+                split.kept_as.display()
+            ),
+        );
+        for why in &split.skipped {
+            self.reporter.warn(
+                "",
+                &format!("state rows left in {}: {why}", split.kept_as.display()),
+            );
+        }
+        Ok(())
     }
 
     /// The target lock for a pass. Under `--dry-run` it creates nothing: an
@@ -101,12 +155,45 @@ impl Context {
     }
 
     /// The release source, opened on first use and shared by all targets.
+    /// `f` gets a handle that takes the source for each query alone, so
+    /// passes running at once wait for each other's queries only, never
+    /// for each other's archive lookups.
     pub fn with_source<T>(&self, f: impl FnOnce(&mut dyn ReleaseSource) -> Result<T>) -> Result<T> {
-        let mut slot = self.source.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(release::open(&self.config)?);
+        {
+            let mut slot = self.source.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.is_none() {
+                *slot = Some(release::open(&self.config)?);
+            }
         }
-        f(slot.as_mut().expect("opened above").as_mut())
+        f(&mut SharedSource(&self.source))
+    }
+
+    /// The current set of `target`: loaded from the release source and the
+    /// source archive once per run for all targets with the same releases,
+    /// projects and pins (a hundred targets of one release ask once, not a
+    /// hundred times; the run works from one look at both). A failed load
+    /// is not kept: the next target asks again.
+    pub fn current_set(&self, target: &TargetConfig) -> Result<Arc<CurrentSet>> {
+        let key = SetKey {
+            s3: matches!(target.kind, TargetKind::S3(_)),
+            releases: target.releases.clone(),
+            projects: target.projects.clone(),
+            packages: target.packages.clone(),
+        };
+        let slot = {
+            let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
+            sets.entry(key).or_default().clone()
+        };
+        // Held while loading: a target with the same set waits for this
+        // load instead of doing it again.
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(set) = slot.as_ref() {
+            return Ok(set.clone());
+        }
+        let source = SourceArchive::new(&self.config.archive);
+        let set = Arc::new(self.with_source(|s| current::load(target, s, &source))?);
+        *slot = Some(set.clone());
+        Ok(set)
     }
 
     /// The targets a selection names, checked against the configuration.
@@ -225,135 +312,39 @@ pub fn first_problem(
     })
 }
 
-/// The frame of every per-target pass: lock, run, record, summarise.
-#[derive(Serialize)]
-pub struct Frame<R: Serialize> {
-    pub target: String,
-    pub outcome: Outcome,
-    pub exit_code: u8,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub report: Option<R>,
-}
+/// The release source of a [`Context`], taken for one query at a time.
+struct SharedSource<'a>(&'a Mutex<Option<Box<dyn ReleaseSource>>>);
 
-/// The whole command's report (`--json`).
-#[derive(Serialize)]
-pub struct CommandReport<R: Serialize> {
-    pub command: String,
-    pub dry_run: bool,
-    pub outcome: Outcome,
-    pub exit_code: u8,
-    pub targets: Vec<Frame<R>>,
-}
-
-/// Runs `pass` on each target in turn, under its lock; one failing target
-/// never stops the others. Returns the command's outcome (the worst one).
-pub fn for_each_target<R: TargetReport>(
-    ctx: &Context,
-    command: &str,
-    targets: &[TargetConfig],
-    mut pass: impl FnMut(&Context, &TargetConfig) -> Result<Option<R>>,
-) -> Result<Outcome> {
-    let state = ctx.state()?;
-    let mut frames = Vec::new();
-    for target in targets {
-        let frame = run_one(ctx, &state, command, target, &mut pass);
-        let line = match (&frame.report, &frame.error) {
-            (_, Some(e)) => format!("{}: {command} {}: {e}", target.name, frame.outcome.word()),
-            (Some(r), None) => format!(
-                "{}: {command} {}: {}",
-                target.name,
-                frame.outcome.word(),
-                r.summary()
-            ),
-            (None, None) => format!("{}: {command} skipped: not due", target.name),
-        };
-        if frame.error.is_some() {
-            ctx.reporter.error("", &line);
-        } else {
-            ctx.reporter.summary(&line);
-        }
-        frames.push(frame);
-    }
-    let outcome = frames
-        .iter()
-        .map(|f| f.outcome)
-        .max()
-        .unwrap_or(Outcome::Done);
-    if ctx.reporter.json() {
-        let report = CommandReport {
-            command: command.to_string(),
-            dry_run: ctx.dry_run,
-            outcome,
-            exit_code: outcome.code(),
-            targets: frames,
-        };
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    }
-    Ok(outcome)
-}
-
-fn run_one<R: TargetReport>(
-    ctx: &Context,
-    state: &State,
-    command: &str,
-    target: &TargetConfig,
-    pass: &mut impl FnMut(&Context, &TargetConfig) -> Result<Option<R>>,
-) -> Frame<R> {
-    let frame = |outcome: Outcome, error: Option<String>, report: Option<R>| Frame {
-        target: target.name.clone(),
-        outcome,
-        exit_code: outcome.code(),
-        error,
-        report,
-    };
-    let _lock = match ctx.lock(&target.name) {
-        Ok(lock) => lock,
-        Err(e) => return frame(outcome_of(&e), Some(format!("{e:#}")), None),
-    };
-    let record = !ctx.dry_run;
-    let run_id = if record {
-        state
-            .start_run(&target.name, command, crate::clock::now())
-            .ok()
-    } else {
-        None
-    };
-    let started = std::time::Instant::now();
-    let result = pass(ctx, target);
-    let seconds = started.elapsed().as_secs_f64();
-    let (outcome, error, report) = match result {
-        Ok(Some(r)) => (r.outcome(), None, Some(r)),
-        Ok(None) => (Outcome::Done, None, None),
-        Err(e) => (outcome_of(&e), Some(format!("{e:#}")), None),
-    };
-    if let (Some(id), Ok(None)) = (run_id, &result_kind(&report, &error)) {
-        let _ = state.discard_run(id);
-    } else if let Some(id) = run_id {
-        let summary = report.as_ref().map(|r| r.summary()).unwrap_or_default();
-        let facts = RunFacts {
-            seconds: Some(seconds),
-            ..report.as_ref().map(|r| r.facts()).unwrap_or_default()
-        };
-        let now = crate::clock::now();
-        if let Err(e) = state
-            .finish_run(id, now, outcome, &summary, error.as_deref())
-            .and_then(|()| state.record_facts(id, now, &facts))
-        {
-            ctx.reporter.warn(
-                &target.name,
-                &format!("cannot record the run in the state file: {e:#}"),
-            );
-        }
-    }
-    frame(outcome, error, report)
-}
-
-/// `Ok(None)` when the pass decided not to run (not due): no run is recorded.
-fn result_kind<R>(report: &Option<R>, error: &Option<String>) -> Result<Option<()>, ()> {
-    match (report, error) {
-        (None, None) => Ok(None),
-        _ => Ok(Some(())),
+impl SharedSource<'_> {
+    fn with<T>(&self, f: impl FnOnce(&mut dyn ReleaseSource) -> T) -> T {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        f(slot
+            .as_mut()
+            .expect("opened by Context::with_source")
+            .as_mut())
     }
 }
+
+impl ReleaseSource for SharedSource<'_> {
+    fn describe(&self) -> String {
+        self.with(|s| s.describe())
+    }
+
+    fn release_rows(&mut self, release: &ReleaseName) -> Result<Vec<(String, String)>> {
+        self.with(|s| s.release_rows(release))
+    }
+
+    fn open_releases(&mut self, project: &str) -> Result<Vec<ReleaseName>> {
+        self.with(|s| s.open_releases(project))
+    }
+
+    fn s3_releases(&mut self) -> Result<Vec<ReleaseName>> {
+        self.with(|s| s.s3_releases())
+    }
+}
+
+/// The context crosses threads: passes on several targets share it.
+const _: () = {
+    const fn shared<T: Send + Sync>() {}
+    shared::<Context>();
+};

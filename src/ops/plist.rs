@@ -5,8 +5,6 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::{Context, Selection, TargetReport};
-use crate::archive::SourceArchive;
-use crate::current;
 use crate::error::Outcome;
 
 #[derive(Serialize)]
@@ -30,9 +28,8 @@ impl TargetReport for PlistReport {
 
 pub fn run(ctx: &Context, selection: &Selection) -> Result<Outcome> {
     let targets = ctx.select(selection, |t| t.archive().is_some(), "archive")?;
-    super::for_each_target(ctx, "plist", &targets, |ctx, target| {
-        let source = SourceArchive::new(&ctx.config.archive);
-        let set = ctx.with_source(|s| current::load(target, s, &source))?;
+    super::for_each_target(ctx, "plist", &targets, |ctx, target, _state| {
+        let set = ctx.current_set(target)?;
         let dest = ctx.open_target(target)?;
         crate::packagelist::write(dest.as_ref(), &set, crate::clock::now())?;
         Ok(Some(PlistReport {

@@ -24,12 +24,12 @@ mod upload;
 pub use judge::{bucket_listing, judge, Judgement, UploadReason};
 
 use super::Failure;
-use super::{Context, Selection, TargetReport};
+use super::{Context, Passes, Selection, TargetReport};
 use crate::aging::{self, DryRunMarks, MarkStore, StateMarks};
 use crate::archive::{Alias, PackageVersion, SourceArchive, SourceEntry};
 use crate::config::units::{human_bytes, human_duration};
 use crate::config::{AgingMethod, S3Target, TargetConfig, TargetKind};
-use crate::current::{self, CurrentSet};
+use crate::current::CurrentSet;
 use crate::error::Outcome;
 use crate::plan::{self, SkipReason, Skipped};
 use crate::state::{RunFacts, State, Upload};
@@ -44,6 +44,8 @@ pub struct S3SyncOptions {
     pub selection: Selection,
     /// Allow more deletions than `max_delete` in one pass.
     pub force: bool,
+    /// Buckets synced at once; `None`: the configuration's `jobs`.
+    pub jobs: Option<usize>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -156,7 +158,8 @@ pub fn run(ctx: &Context, options: &S3SyncOptions) -> Result<Outcome> {
         |t| matches!(t.kind, TargetKind::S3(_)),
         "s3",
     )?;
-    super::for_each_target(ctx, "s3sync", &targets, |ctx, target| {
+    let passes = Passes::new("s3sync").jobs(options.jobs.unwrap_or(ctx.config.jobs));
+    super::for_each_target_with(ctx, passes, &targets, |ctx, target, state| {
         let TargetKind::S3(s3) = &target.kind else {
             unreachable!("selected s3 targets only")
         };
@@ -170,7 +173,14 @@ pub fn run(ctx: &Context, options: &S3SyncOptions) -> Result<Outcome> {
         } else {
             Box::new(store)
         };
-        s3sync_target(ctx, target, s3, store.as_ref(), options.force).map(Some)
+        Ok(Some(s3sync_target(
+            ctx,
+            target,
+            s3,
+            store.as_ref(),
+            state,
+            options.force,
+        )?))
     })
 }
 
@@ -188,11 +198,11 @@ struct Ledger<'a> {
 /// per commit: a power cut may forget the last rows, which costs one HEAD
 /// each at the next pass, while a pass of thousands of small uploads would
 /// otherwise spend more time in fsync than in uploading.
-fn open_state(state_dir: Option<&std::path::Path>) -> Result<Option<State>> {
+fn open_state(state_dir: Option<&std::path::Path>, target: &str) -> Result<Option<State>> {
     let Some(dir) = state_dir else {
         return Ok(None);
     };
-    let state = State::open(dir)?;
+    let state = State::open_target(dir, target)?;
     state.relax_sync()?;
     Ok(Some(state))
 }
@@ -238,22 +248,27 @@ fn s3sync_target(
     target: &TargetConfig,
     s3: &S3Target,
     store: &dyn ObjectStore,
+    state: &State,
     force: bool,
 ) -> Result<S3SyncReport> {
     let started = Instant::now();
     let source = SourceArchive::new(&ctx.config.archive);
     // A release source that fails stops the pass here: nothing is deleted.
-    let set = ctx.with_source(|s| current::load(target, s, &source))?;
+    let set = ctx.current_set(target)?;
     // Read even under --dry-run (the plan depends on it); written only without.
-    let state = ctx.state()?;
-    let writer = open_state((!ctx.dry_run).then_some(ctx.config.state_dir.as_path()))?;
+    let writer = if ctx.dry_run {
+        None
+    } else {
+        state.relax_sync()?;
+        Some(state)
+    };
     let pass = Pass {
         ctx,
         target,
         s3,
         store,
         ledger: Ledger {
-            state: writer.as_ref(),
+            state: writer,
             target: &target.name,
         },
     };
@@ -263,13 +278,13 @@ fn s3sync_target(
         wanted: set.versions.len(),
         ..S3SyncReport::default()
     };
-    pass.abort_interrupted(&state, &mut report)?;
+    pass.abort_interrupted(state, &mut report)?;
     let listing: BTreeMap<String, ObjectInfo> = store
         .list(&s3.prefix)?
         .into_iter()
         .map(|o| (o.key.clone(), o))
         .collect();
-    let mut known = pass.known_objects(&state, &listing)?;
+    let mut known = pass.known_objects(state, &listing)?;
     let now = crate::clock::now();
     let (queue, mut present) = pass.decide(&set, &listing, &mut known, now, &mut report)?;
 
@@ -279,7 +294,7 @@ fn s3sync_target(
         aliases::aliases(&pass, &set, &listing, &mut known, &present, &mut report)?;
     age(
         &pass,
-        &state,
+        state,
         &set,
         &bucket_listing(&s3.prefix, &listing, &known, alias_objects, &unreadable),
         now,

@@ -115,11 +115,15 @@ pub fn run(ctx: &Context, options: &StatusOptions) -> Result<Outcome> {
     // Reads only: a user who may only read state_dir can run it, and a
     // missing state file (no run yet) creates nothing. A state file of an
     // older blat is read as far as it goes.
-    let state = State::open_status(&ctx.config.state_dir)?;
     let now = crate::clock::now();
+    let mut recorded = false;
     let statuses = targets
         .iter()
-        .map(|t| target_status(&state, &ctx.config.tag_dir, t, now))
+        .map(|t| {
+            let state = State::open_status(&ctx.config.state_dir, &t.name)?;
+            recorded |= state.recorded();
+            target_status(&state, &ctx.config.tag_dir, t, now)
+        })
         .collect::<Result<Vec<_>>>()?;
     if let Some(path) = &options.metrics {
         write_metrics(path, &statuses)?;
@@ -127,10 +131,13 @@ pub fn run(ctx: &Context, options: &StatusOptions) -> Result<Outcome> {
     if ctx.reporter.json() {
         println!("{}", serde_json::to_string_pretty(&statuses)?);
     } else {
-        if !state.recorded() {
+        if !recorded {
             println!(
-                "no runs recorded: no state file {}",
-                ctx.config.state_dir.join("blat.db").display()
+                "no runs recorded: no state file in {}",
+                ctx.config
+                    .state_dir
+                    .join(crate::state::TARGETS_DIR)
+                    .display()
             );
         }
         if statuses.is_empty() {

@@ -8,11 +8,10 @@ use std::time::Instant;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{Context, Failure, Selection, TargetReport};
+use super::{Context, Failure, Passes, Selection, TargetReport};
 use crate::archive::{Alias, PackageVersion, SourceArchive};
 use crate::config::units::human_bytes;
 use crate::config::{ArchiveTarget, TargetConfig};
-use crate::current;
 use crate::error::Outcome;
 use crate::plan::{self, Plan};
 use crate::state::{RunFacts, State};
@@ -28,6 +27,8 @@ pub struct SyncOptions {
     /// A full check of every target: walk it, compare with its index,
     /// rebuild the index, send what is missing (else every `verify_every`).
     pub verify: bool,
+    /// Targets synced at once; `None`: the configuration's `jobs`.
+    pub jobs: Option<usize>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -142,13 +143,13 @@ impl TargetReport for SyncReport {
 
 pub fn run(ctx: &Context, options: &SyncOptions) -> Result<Outcome> {
     let targets = ctx.select(&options.selection, |t| t.archive().is_some(), "archive")?;
-    let state = ctx.state()?;
-    super::for_each_target(ctx, "sync", &targets, |ctx, target| {
-        if options.due && !is_due(&state, target)? {
+    let passes = Passes::new("sync").jobs(options.jobs.unwrap_or(ctx.config.jobs));
+    super::for_each_target_with(ctx, passes, &targets, |ctx, target, state| {
+        if options.due && !is_due(state, target)? {
             return Ok(None);
         }
-        let full = options.verify || full_check_due(&state, target)?;
-        sync_target(ctx, &state, target, options.force, full).map(Some)
+        let full = options.verify || full_check_due(state, target)?;
+        Ok(Some(sync_target(ctx, state, target, options.force, full)?))
     })
 }
 
@@ -185,7 +186,7 @@ fn sync_target(
     let started = Instant::now();
     let archive_cfg = target.archive().expect("selected archive targets only");
     let source = SourceArchive::new(&ctx.config.archive);
-    let set = ctx.with_source(|s| current::load(target, s, &source))?;
+    let set = ctx.current_set(target)?;
     let dest = ctx.open_target(target)?;
     let mut report = SyncReport {
         releases: set.releases.iter().map(|r| r.to_string()).collect(),
@@ -244,6 +245,7 @@ fn sync_target(
     if let Some(aging) = crate::aging::after_sync(
         ctx,
         target,
+        state,
         dest.as_ref(),
         &set,
         &listing,

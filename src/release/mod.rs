@@ -15,7 +15,7 @@ use crate::config::{Config, ReleaseManagerConfig, ReleaseName};
 use crate::current::CurrentSet;
 
 /// Read-only access to the Release Manager.
-pub trait ReleaseSource {
+pub trait ReleaseSource: Send {
     /// Where the data comes from, for messages (never with a password).
     fn describe(&self) -> String;
 

@@ -56,7 +56,7 @@ fn report(out: &Output) -> serde_json::Value {
 }
 
 fn marks(w: &World) -> Vec<(String, String, i64)> {
-    blat::state::State::open(&w.state())
+    blat::state::State::open_target(&w.state(), "t")
         .unwrap()
         .marks("t")
         .unwrap()
@@ -363,7 +363,9 @@ fn target_method_leaves_aging_to_age_local_on_the_target() {
     let marks_file = w.target_dir("t").join(".dpkg_archive/blat-age-marks.txt");
     let out = local(&w, NOW, &["--after", "14d", "--json"]);
     assert_exit(&out, 0);
-    let r = json(&out)["report"].clone();
+    let target = w.target_dir("t");
+    assert_eq!(json(&out)["targets"][0]["target"], target.to_str().unwrap());
+    let r = report(&out);
     assert_eq!(pvs(&r["marked"]), ["b/1", "c/1", "d/1"], "{r}");
     let text = fs::read_to_string(&marks_file).unwrap();
     assert!(
@@ -373,7 +375,7 @@ fn target_method_leaves_aging_to_age_local_on_the_target() {
 
     let out = local(&w, NOW + 14 * DAY + 1, &["--after", "14d", "--json"]);
     assert_exit(&out, 0);
-    let r = json(&out)["report"].clone();
+    let r = report(&out);
     assert_eq!(pvs(&r["deleted"]), ["b/1", "c/1", "d/1"], "{r}");
     assert!(r["bytes_freed"].as_u64().unwrap() > 0);
     // y/1 was young at the first pass: only marked now.
@@ -555,7 +557,7 @@ fn a_package_fast_sent_before_the_release_lists_it_is_young_for_the_grace() {
     // On the target itself (age --local lists through the same receiver).
     let out = local(&w, now + 60, &["--after", "0s", "--grace", "1h", "--json"]);
     assert_exit(&out, 0);
-    let r = json(&out)["report"].clone();
+    let r = report(&out);
     assert!(pvs(&r["marked"]).is_empty(), "{r}");
     assert_eq!(r["excess"], 0, "{r}");
 

@@ -50,7 +50,17 @@ fn index(w: &World, extra: &[&str]) -> serde_json::Value {
     args.extend_from_slice(extra);
     let out = w.blat(&args);
     assert_exit(&out, 0);
-    json(&out)["report"].clone()
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)));
+    // The frame every command reports in: the archive in the target's place.
+    assert_eq!(json["command"], "index", "{json}");
+    assert_eq!(
+        json["targets"][0]["target"],
+        archive.to_str().unwrap(),
+        "{json}"
+    );
+    assert_eq!(json["exit_code"], 0, "{json}");
+    json["targets"][0]["report"].clone()
 }
 
 /// An archive with what real ones hold: released versions, aliases, a

@@ -15,6 +15,7 @@ mod faults;
 mod fuzz;
 mod hostile;
 mod index;
+mod jobs;
 mod jump;
 mod kubernetes;
 mod man;

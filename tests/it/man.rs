@@ -420,11 +420,14 @@ fn see_also(refs: &[&str]) -> String {
 const F_CONFIG: &str = "= `/etc/blat/blat.toml`, `/etc/blat/targets/<name>.conf`
   The configuration: the directory given by `-c`, else `$BLAT_CONFIG`, else `/etc/blat`.
   One TOML file per target, named after it; see blat.conf(5). Every run reads it afresh.";
-const F_STATE: &str = "= `<state_dir>/blat.db`
-  The state (SQLite): the runs of each command on each target (outcome, duration, what was
-  sent and failed, how far behind the target was after a sync), tag attempts, aging marks,
-  the S3 uploads, each target's free space as last read. Read-only runs (`status`,
-  `--dry-run`) open it read-only and create nothing.";
+const F_STATE: &str = "= `<state_dir>/targets/<target>.db`
+  The state of one target (SQLite): the runs of each command on it (outcome, duration, what
+  was sent and failed, how far behind the target was after a sync), tag attempts, aging marks,
+  the S3 uploads, its free space as last read. One file per target, so no target waits on
+  another's writes and a target can move to another master with its file. The first run
+  that may write splits the single `blat.db` of earlier versions into these files and keeps it
+  as `blat.db.migrated`. Read-only runs (`status`, `--dry-run`) open it read-only and create
+  nothing.";
 const F_LOCK: &str = "= `<state_dir>/locks/<target>.lock`
   The lock every pass on a target holds; a run that finds it held does nothing there (exit
   status 4). A dry run takes an existing lock file read-only and creates none.";
@@ -716,15 +719,16 @@ cron or systemd timers schedule them (see EXAMPLES).
 A command that works on targets needs `--target NAME` (repeatable) or `--all`. Every pass \
 on a target holds the target's lock; a run that finds it held says so in one line and does \
 nothing there. One target failing never stops the others; with several targets the most \
-severe outcome decides the exit status.
+severe outcome decides the exit status. `sync`, `s3sync` and `age` work on up to `jobs` \
+targets at once (`--jobs N`), so a slow or unreachable target holds up only itself.
 
 `blat status` and every `--dry-run` change nothing and create nothing (no state file, no \
 lock file, no log line), so a user who may only read `state_dir` can run them. A dry run \
 prints the exact plan as `would ...` lines.
 
 On a terminal blat shows progress bars; elsewhere (cron, systemd) timestamped lines, and a \
-progress line every 30 seconds during long transfers. Always one summary line per target at \
-the end, e.g.
+progress line every 30 seconds during long transfers. Always one summary line per target \
+when it is done (in the order the targets finish when several run at once), e.g.
 
     site-a: sync done: 5 sent (20.3 KiB), 0 up to date, 1 aliases linked, packagelist written in 0.1s";
 
@@ -754,11 +758,12 @@ Signal a released package to every target at once:
 /// blat.conf(5): (file or table, key, default, meaning).
 const CONF_KEYS: &[(&str, &str, &str, &str)] = &[
     ("blat.toml", "archive", "required", "The package archive. When it is missing (a share not mounted, a typo), `sync`, `fast`, `plist`, `age` and `s3sync` fail the target with `source archive ... does not exist`."),
-    ("blat.toml", "state_dir", "required", "The state file `blat.db` and `locks/`."),
+    ("blat.toml", "state_dir", "required", "The state files `targets/<target>.db` (one per target) and `locks/`."),
     ("blat.toml", "tag_dir", "`<state_dir>/tags`", "The tag directories, one subdirectory per target."),
     ("blat.toml", "verbose", "`1`", "0 errors and summaries only, 1 normal, 2 each package, 3 debug; each `-v` adds one, `-q` means 0."),
     ("blat.toml", "log_file", "none", "Also append timestamped lines here (stderr always)."),
     ("blat.toml", "fast_poll", "`5s`", "How often `fast --watch` polls the tag directories (besides waking when a tag appears)."),
+    ("blat.toml", "jobs", "`4`", "Targets `sync`, `s3sync` and `age` work on at once (1 to 256; `--jobs N` overrides it); `fast` always works on all its targets at once."),
     ("blat.toml", "release_manager", "required", "The table below."),
     ("[release_manager]", "kind", "required", "`sqlite` (the built-in SQLite source), `odbc` (a blat built with the `odbc` feature), or `packagelist`: a relay, whose `archive` is a site a master syncs and whose targets get that site's PackageList, `<archive>/.dpkg_archive/packagelist.txt`, aliases included; no list, an empty one or one that does not parse sends, deletes and ages nothing."),
     ("[release_manager]", "path", "", "`kind = \"sqlite\"`: the database file; a path ending in `.sql` is executed into an in-memory database at each run (demos, fixtures)."),

@@ -204,9 +204,7 @@ fn keys(b: &Bucket) -> Vec<String> {
 }
 
 fn forget_state(w: &World) {
-    for f in ["blat.db", "blat.db-wal", "blat.db-shm"] {
-        let _ = fs::remove_file(w.state().join(f));
-    }
+    let _ = fs::remove_dir_all(w.state().join("targets"));
 }
 
 #[test]
@@ -488,7 +486,7 @@ fn interrupted_multipart_upload_is_aborted_by_the_next_pass() {
                 .send(),
         )
         .unwrap();
-    let state = blat::state::State::open(&w.state()).unwrap();
+    let state = blat::state::State::open_target(&w.state(), "ci").unwrap();
     state
         .multipart_started("ci", "packages/a/a_2.zip", started.upload_id().unwrap(), 1)
         .unwrap();

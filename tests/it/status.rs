@@ -204,8 +204,8 @@ fn status_and_dry_runs_without_any_state_create_nothing() {
     let text = stdout(&out);
     assert!(
         text.starts_with(&format!(
-            "no runs recorded: no state file {}\n",
-            w.state().join("blat.db").display()
+            "no runs recorded: no state file in {}\n",
+            w.state().join("targets").display()
         )),
         "{text}"
     );

@@ -80,7 +80,7 @@ impl Uploader<'_> {
         let mut results = Vec::new();
         // Each worker its own connection: SQLite connections are not shared
         // across threads, and rows are written as uploads end.
-        let state = match open_state(self.state_dir) {
+        let state = match open_state(self.state_dir, self.target) {
             Ok(state) => state,
             Err(e) => {
                 self.reporter.error(self.target, &format!("{e:#}"));
