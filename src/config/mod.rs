@@ -150,6 +150,33 @@ pub struct SshConfig {
     pub remote_archive: String,
     pub connect_timeout: Duration,
     pub io_timeout: Duration,
+    /// The SSH client that carries the receiver's streams.
+    pub client: SshClient,
+}
+
+/// `ssh_client`: which SSH implementation reaches the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SshClient {
+    /// The system's OpenSSH client (`ssh`) over one multiplexed connection
+    /// per run: about twice libssh2's throughput (bench/ssh.sh, case big),
+    /// and the user's ~/.ssh/config applies.
+    #[default]
+    Openssh,
+    /// libssh2, in process.
+    Libssh2,
+}
+
+impl SshClient {
+    fn parse(text: &str) -> Result<SshClient, String> {
+        match text {
+            "openssh" => Ok(SshClient::Openssh),
+            "libssh2" => Ok(SshClient::Libssh2),
+            other => Err(format!(
+                "invalid ssh_client '{other}': expected \"openssh\" or \"libssh2\""
+            )),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -283,6 +310,7 @@ struct RawGlobal {
     verbose: u8,
     log_file: Option<Spanned<String>>,
     fast_poll: Option<DurationValue>,
+    ssh_client: Option<Spanned<String>>,
     release_manager: RawReleaseManager,
 }
 
@@ -321,6 +349,7 @@ struct RawTarget {
     remote_archive: Option<Spanned<String>>,
     connect_timeout: Option<DurationValue>,
     io_timeout: Option<DurationValue>,
+    ssh_client: Option<Spanned<String>>,
     compression: Option<Spanned<String>>,
     min_free: Option<SizeValue>,
     // s3 targets
@@ -452,6 +481,10 @@ impl Config {
             None => state_dir.join("tags"),
         };
         let log_file = raw.log_file.as_ref().map(|l| src.resolve(l)).transpose()?;
+        let ssh_client = match &raw.ssh_client {
+            None => SshClient::default(),
+            Some(c) => SshClient::parse(c.get_ref()).map_err(|e| src.error(c.span(), e))?,
+        };
         let release_manager = release_manager(&src, raw.release_manager)?;
 
         let mut targets = Vec::new();
@@ -482,7 +515,7 @@ impl Config {
                     path: &path,
                     text: &text,
                 };
-                targets.push(target(&src, name, &archive)?);
+                targets.push(target(&src, name, &archive, ssh_client)?);
             }
         }
         targets.sort_by(|a, b| a.name.cmp(&b.name));
@@ -559,7 +592,12 @@ fn release_manager(src: &Source, raw: RawReleaseManager) -> Result<ReleaseManage
     }
 }
 
-fn target(src: &Source, name: &str, source_archive: &Path) -> Result<TargetConfig> {
+fn target(
+    src: &Source,
+    name: &str,
+    source_archive: &Path,
+    ssh_client: SshClient,
+) -> Result<TargetConfig> {
     let raw: RawTarget = src.parse()?;
     let parallel = match &raw.parallel {
         None => 4,
@@ -591,7 +629,13 @@ fn target(src: &Source, name: &str, source_archive: &Path) -> Result<TargetConfi
                     format!("`{key}` is for kind = \"s3\" targets"),
                 ));
             }
-            TargetKind::Archive(archive_target(src, &raw, parallel, source_archive)?)
+            TargetKind::Archive(archive_target(
+                src,
+                &raw,
+                parallel,
+                source_archive,
+                ssh_client,
+            )?)
         }
         "s3" => {
             if let Some((key, Some(span))) = archive_keys.iter().find(|(_, s)| s.is_some()) {
@@ -697,6 +741,7 @@ fn archive_target(
     raw: &RawTarget,
     parallel: usize,
     source_archive: &Path,
+    ssh_client: SshClient,
 ) -> Result<ArchiveTarget> {
     let transport_name = raw
         .transport
@@ -712,6 +757,7 @@ fn archive_target(
                     "remote_archive",
                     raw.remote_archive.as_ref().map(|v| v.span()),
                 ),
+                ("ssh_client", raw.ssh_client.as_ref().map(|v| v.span())),
             ] {
                 if let Some(span) = span {
                     return Err(src.error(span, format!("`{key}` is for transport = \"ssh\"")));
@@ -770,6 +816,10 @@ fn archive_target(
                     .map_or("dpkg_archive".to_string(), |r| r.get_ref().clone()),
                 connect_timeout: raw.connect_timeout.map_or(Duration::from_secs(15), |d| d.0),
                 io_timeout: raw.io_timeout.map_or(Duration::from_secs(60), |d| d.0),
+                client: match &raw.ssh_client {
+                    None => ssh_client,
+                    Some(c) => SshClient::parse(c.get_ref()).map_err(|e| src.error(c.span(), e))?,
+                },
             })
         }
         other => {

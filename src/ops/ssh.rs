@@ -2,7 +2,6 @@
 //! blat reaches it (its user, identity, port and known_hosts, host keys
 //! checked strictly), so an operator never retypes them.
 
-use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
@@ -14,42 +13,7 @@ use crate::error::UsageError;
 /// The ssh command line for `ssh` (host keys only from `known_hosts`, only
 /// the configured identity), running `command` when it is not empty.
 pub fn command(ssh: &SshConfig, command: &[String]) -> Command {
-    let mut cmd = Command::new("ssh");
-    cmd.arg("-p")
-        .arg(ssh.port.to_string())
-        .arg("-l")
-        .arg(&ssh.user)
-        .arg("-i")
-        .arg(&ssh.identity)
-        .arg("-o")
-        .arg("IdentitiesOnly=yes")
-        .arg("-o")
-        .arg(option("UserKnownHostsFile", ssh.known_hosts.as_os_str()))
-        .arg("-o")
-        .arg("GlobalKnownHostsFile=/dev/null")
-        .arg("-o")
-        .arg("StrictHostKeyChecking=yes");
-    if !ssh.connect_timeout.is_zero() {
-        cmd.arg("-o").arg(format!(
-            "ConnectTimeout={}",
-            ssh.connect_timeout.as_secs().max(1)
-        ));
-    }
-    // `--`: nothing after the host is taken as an ssh option.
-    cmd.arg("--").arg(&ssh.host).args(command);
-    cmd
-}
-
-/// `-o NAME=VALUE`, the value quoted when ssh would split it.
-fn option(name: &str, value: &std::ffi::OsStr) -> OsString {
-    let mut out = OsString::from(format!("{name}="));
-    let text = value.to_string_lossy();
-    if text.contains(char::is_whitespace) || text.contains('"') {
-        out.push(format!("\"{}\"", text.replace('"', "\\\"")));
-    } else {
-        out.push(value);
-    }
-    out
+    crate::target::openssh::command(ssh, &[], command)
 }
 
 /// The SSH settings of target `name`.
@@ -91,6 +55,7 @@ mod tests {
             remote_archive: "dpkg_archive".into(),
             connect_timeout: Duration::from_secs(15),
             io_timeout: Duration::from_secs(60),
+            client: Default::default(),
         };
         let cmd = command(&ssh, &["ls".into(), "-l".into()]);
         let args: Vec<String> = cmd

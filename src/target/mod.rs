@@ -9,6 +9,7 @@
 pub mod dryrun;
 pub mod facts;
 pub mod local;
+pub mod openssh;
 pub mod pack;
 pub mod receiver;
 pub mod ssh;
@@ -19,7 +20,7 @@ use std::io::Write;
 use anyhow::Result;
 
 use crate::archive::{Alias, Name, PackageVersion};
-use crate::config::{Compression, Config, TargetConfig, Transport as TransportConfig};
+use crate::config::{Compression, Config, SshClient, TargetConfig, Transport as TransportConfig};
 
 /// What a target holds: one cheap listing, never a walk of package files.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -159,11 +160,18 @@ pub fn open(config: &Config, target: &TargetConfig) -> Result<Box<dyn Target>> {
         ))),
         TransportConfig::Ssh(ssh) => {
             let _ = config;
-            Ok(Box::new(receiver::ReceiverTarget::new(
-                &target.name,
-                ssh::SshTransport::new(ssh.clone())?,
-                archive.parallel,
-            )))
+            Ok(match ssh.client {
+                SshClient::Openssh => Box::new(receiver::ReceiverTarget::new(
+                    &target.name,
+                    openssh::OpensshTransport::new(ssh.clone()),
+                    archive.parallel,
+                )),
+                SshClient::Libssh2 => Box::new(receiver::ReceiverTarget::new(
+                    &target.name,
+                    ssh::SshTransport::new(ssh.clone())?,
+                    archive.parallel,
+                )),
+            })
         }
     }
 }

@@ -10,10 +10,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use blat::config::SshConfig;
+use blat::config::{SshClient, SshConfig};
+use blat::target::openssh::OpensshTransport;
 use blat::target::receiver::ReceiverTarget;
 use blat::target::ssh::{receiver_sha256, SshTransport};
-use blat::target::{Transport, RECEIVER};
+use blat::target::{InputFn, RunOutput, Transport, RECEIVER};
 
 use crate::common::{self, assert_exit, stderr, stdout, World};
 use crate::sshd::{give_to, keygen, public_key, sh, Fault, Proxy, Sshd};
@@ -106,6 +107,42 @@ fn ssh_config(sshd: &Sshd) -> SshConfig {
         remote_archive: "dpkg_archive".into(),
         connect_timeout: Duration::from_secs(10),
         io_timeout: Duration::from_secs(30),
+        client: SshClient::default(),
+    }
+}
+
+/// Either SSH client, for running the shared suite over each.
+enum AnyClient {
+    Openssh(OpensshTransport),
+    Libssh2(SshTransport),
+}
+
+impl AnyClient {
+    fn new(sshd: &Sshd, client: SshClient) -> AnyClient {
+        let config = SshConfig {
+            client,
+            ..ssh_config(sshd)
+        };
+        match client {
+            SshClient::Openssh => AnyClient::Openssh(OpensshTransport::new(config)),
+            SshClient::Libssh2 => AnyClient::Libssh2(SshTransport::new(config).unwrap()),
+        }
+    }
+}
+
+impl Transport for AnyClient {
+    fn describe(&self) -> String {
+        match self {
+            AnyClient::Openssh(t) => t.describe(),
+            AnyClient::Libssh2(t) => t.describe(),
+        }
+    }
+
+    fn run(&self, args: &[String], input: Option<InputFn>) -> anyhow::Result<RunOutput> {
+        match self {
+            AnyClient::Openssh(t) => t.run(args, input),
+            AnyClient::Libssh2(t) => t.run(args, input),
+        }
     }
 }
 
@@ -114,9 +151,9 @@ fn ssh_config(sshd: &Sshd) -> SshConfig {
 mod suite {
     use super::*;
 
-    fn make(world: World, sshd: &Sshd) -> Harness {
-        let target = ReceiverTarget::new("ssh", SshTransport::new(ssh_config(sshd)).unwrap(), 2);
-        let raw_transport = SshTransport::new(ssh_config(sshd)).unwrap();
+    fn make(world: World, sshd: &Sshd, client: SshClient) -> Harness {
+        let target = ReceiverTarget::new("ssh", AnyClient::new(sshd, client), 2);
+        let raw_transport = AnyClient::new(sshd, client);
         let raw: RawFn = Box::new(move |args, input| {
             let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
             match input {
@@ -140,16 +177,27 @@ mod suite {
         }
     }
 
-    /// The suite's cases, each on a server of its own.
+    /// The suite's cases, each on a server of its own, over each client
+    /// (`suite::libssh2::CASE` for libssh2).
     macro_rules! over_ssh {
         ($($case:ident)*) => {
             $(
                 #[test]
                 fn $case() {
                     let Some(sshd) = Sshd::start() else { return };
-                    crate::target_suite::$case(&|w| make(w, &sshd));
+                    crate::target_suite::$case(&|w| make(w, &sshd, SshClient::Openssh));
                 }
             )*
+            mod libssh2 {
+                use super::*;
+                $(
+                    #[test]
+                    fn $case() {
+                        let Some(sshd) = Sshd::start() else { return };
+                        crate::target_suite::$case(&|w| make(w, &sshd, SshClient::Libssh2));
+                    }
+                )*
+            }
             const CASES: &[&str] = &[$(stringify!($case)),*];
         };
     }
