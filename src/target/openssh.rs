@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::ssh::{ensure_receiver, receiver_command, LAST_WORDS};
+use super::ssh::{check_identity, connect_error, ensure_receiver, receiver_command, LAST_WORDS};
 use super::{InputFn, RunOutput, Transport};
 use crate::config::SshConfig;
 
@@ -64,7 +64,9 @@ pub fn command(ssh: &SshConfig, options: &[OsString], remote: &[String]) -> Comm
         .arg("-o")
         .arg("GlobalKnownHostsFile=/dev/null")
         .arg("-o")
-        .arg("StrictHostKeyChecking=yes");
+        .arg("StrictHostKeyChecking=yes")
+        .arg("-o")
+        .arg(option("HostKeyAlias", OsStr::new(&host_key_name(ssh))));
     if !ssh.connect_timeout.is_zero() {
         cmd.arg("-o").arg(format!(
             "ConnectTimeout={}",
@@ -75,6 +77,17 @@ pub fn command(ssh: &SshConfig, options: &[OsString], remote: &[String]) -> Comm
     // `--`: nothing after the host is taken as an ssh option.
     cmd.arg("--").arg(&ssh.host).args(remote);
     cmd
+}
+
+/// The name the host's key is looked up under in known_hosts: `[HOST]:PORT`,
+/// or `HOST` on port 22, exactly (OpenSSH would also accept a key recorded
+/// for HOST alone on another port; the libssh2 client does not).
+fn host_key_name(ssh: &SshConfig) -> String {
+    if ssh.port == 22 {
+        ssh.host.clone()
+    } else {
+        format!("[{}]:{}", ssh.host, ssh.port)
+    }
 }
 
 /// `NAME=VALUE` for `-o`, the value quoted when ssh would split it.
@@ -121,6 +134,7 @@ impl OpensshTransport {
         }
         // Dropping a dead master removes its directory.
         *master = None;
+        check_identity(&self.config.identity)?;
         let started = Master::start(&self.config, &self.endpoint())?;
         let socket = started.socket.clone();
         *master = Some(started);
@@ -398,14 +412,17 @@ impl Master {
             if !self.alive() {
                 let said = fs::read_to_string(log).unwrap_or_default();
                 let said = last_line(&said);
-                bail!(
-                    "cannot connect to {endpoint} with ssh: {}",
-                    if said.is_empty() {
-                        "ssh ended without a word"
-                    } else {
-                        &said
-                    }
-                );
+                let said = if said.is_empty() {
+                    "ssh ended without a word"
+                } else {
+                    &said
+                };
+                // The libssh2 client names the failing step and the fix;
+                // ssh's own words follow (it may know more: ~/.ssh/config).
+                match connect_error(config) {
+                    Some(e) => bail!("{e:#} (ssh said: {said})"),
+                    None => bail!("cannot connect to {endpoint} with ssh: {said}"),
+                }
             }
             if limit.is_some_and(|l| Instant::now() > l) {
                 bail!(

@@ -550,6 +550,15 @@ pub(super) fn ensure_receiver(
     }
 }
 
+/// Why connecting and logging in to `config`'s target fails, in this
+/// client's words (one clear line per cause), or `None` when it succeeds.
+pub(super) fn connect_error(config: &SshConfig) -> Option<anyhow::Error> {
+    match SshTransport::new(config.clone()) {
+        Ok(t) => t.connect().err(),
+        Err(e) => Some(e),
+    }
+}
+
 /// Forwards writes to the channel and remembers a transport failure, so a
 /// broken connection can be told from a failure of the input itself.
 struct ChannelWriter<'a> {
@@ -595,7 +604,7 @@ fn collect(channel: &mut Channel) -> io::Result<(String, String, i32)> {
 
 /// Refuses a private key that OpenSSH would refuse: one that belongs to the
 /// user blat runs as and that group or others may read or write.
-fn check_identity(path: &Path) -> Result<()> {
+pub(super) fn check_identity(path: &Path) -> Result<()> {
     let meta = std::fs::metadata(path)
         .with_context(|| format!("cannot read identity {}", path.display()))?;
     if meta.is_dir() {
