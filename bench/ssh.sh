@@ -4,6 +4,9 @@
 #
 #   big       one package-version of 4 x 200 MiB of random bytes: blat
 #             (compression none) vs `tar | ssh tar` vs `tar | ssh cat >/dev/null`
+#   text      200 package-versions of text-like files (gen-archive --content
+#             text, ~210 MiB, ~3x under gzip): blat's defaults and each
+#             compression vs rsync -a, rsync -az, tar -z | ssh tar -z
 #   bulk      ~1 GiB in 500 package-versions (gen-archive, 550 files each) to
 #             an empty target: blat (compression none, gzip) vs
 #             `tar -cf - | ssh … tar -xpf -` (and with -z) vs `rsync -a` (-az)
@@ -20,6 +23,11 @@
 #   bench/ssh.sh                          # RUNS=5, everything
 #   RUNS=5 CASES="tiny nochange" NOCHANGE="5000x40" bench/ssh.sh
 #   BLAT=/tmp/other/blat BLAT_PARALLEL=2 CASES=tiny bench/ssh.sh   # another build, parallel = 2
+#
+# SLOWLINK=1 runs against the sshd of bench/slowlink (brought up when it
+# is not), over a 100 Mbit/s link, instead of a private one on loopback:
+#
+#   SLOWLINK=1 CASES=text bench/ssh.sh    # then: bench/slowlink down
 #
 # Needs root (to run sshd for the unprivileged target user, `blattest`,
 # created when missing) or runs sshd as yourself; openssh-server, rsync.
@@ -45,27 +53,41 @@ mkdir -p "$WORK"
 
 # ---------------------------------------------------------------- sshd
 
-if [ "$(id -u)" = 0 ]; then
-    TUSER=${BLAT_TEST_SSH_USER:-blattest}
-    id "$TUSER" >/dev/null 2>&1 || useradd -m -s /bin/sh "$TUSER"
-    usermod -p '*' "$TUSER"
-    install -d -m755 /run/sshd
+# A private sshd on 127.0.0.1 (loopback), or with SLOWLINK=1 the one of
+# bench/slowlink, in a network namespace behind a 100 Mbit/s veth pair.
+HOST=127.0.0.1
+if [ "${SLOWLINK:-0}" = 1 ]; then
+    [ -f "${SLOWLINK_DIR:-/tmp/blat-slowlink}/env" ] || bench/slowlink up
+    # shellcheck disable=SC1090
+    source <(bench/slowlink env)
+    TUSER=$SLOWLINK_USER HOST=$SLOWLINK_HOST PORT=$SLOWLINK_PORT KEY=$SLOWLINK_IDENTITY
+    KH=$SLOWLINK_KNOWN_HOSTS ARCH=$SLOWLINK_ARCHIVE THOME=$SLOWLINK_HOME
+    # That sshd offers every cipher: the pipelines ask for CIPHER.
+    SSH="$SLOWLINK_SSH -c $CIPHER"
+    REMOTE=$TUSER@$HOST
+    LINK="slow link ($SLOWLINK_RATE, veth + tbf) to $HOST:$PORT"
 else
-    TUSER=$(id -un)
-fi
-SRV=$WORK/sshd
-rm -rf "$SRV"
-install -d -m755 "$SRV"
-for k in ed25519 ecdsa; do ssh-keygen -q -t "$k" -N '' -f "$SRV/host_$k"; done
-KEY=$SRV/id_ed25519
-ssh-keygen -q -t ed25519 -N '' -f "$KEY"
-install -m644 "$KEY.pub" "$SRV/authorized_keys"
-THOME=$SRV/home
-ARCH=$THOME/dpkg_archive
-install -d -m755 "$THOME" "$ARCH"
-[ "$(id -u)" = 0 ] && chown -R "$TUSER:" "$THOME"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat >"$SRV/sshd_config" <<EOF
+    if [ "$(id -u)" = 0 ]; then
+        TUSER=${BLAT_TEST_SSH_USER:-blattest}
+        id "$TUSER" >/dev/null 2>&1 || useradd -m -s /bin/sh "$TUSER"
+        usermod -p '*' "$TUSER"
+        install -d -m755 /run/sshd
+    else
+        TUSER=$(id -un)
+    fi
+    SRV=$WORK/sshd
+    rm -rf "$SRV"
+    install -d -m755 "$SRV"
+    for k in ed25519 ecdsa; do ssh-keygen -q -t "$k" -N '' -f "$SRV/host_$k"; done
+    KEY=$SRV/id_ed25519
+    ssh-keygen -q -t ed25519 -N '' -f "$KEY"
+    install -m644 "$KEY.pub" "$SRV/authorized_keys"
+    THOME=$SRV/home
+    ARCH=$THOME/dpkg_archive
+    install -d -m755 "$THOME" "$ARCH"
+    [ "$(id -u)" = 0 ] && chown -R "$TUSER:" "$THOME"
+    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    cat >"$SRV/sshd_config" <<EOF
 Port $PORT
 ListenAddress 127.0.0.1
 HostKey $SRV/host_ed25519
@@ -81,19 +103,21 @@ SetEnv HOME=$THOME
 MaxStartups 100
 Ciphers $CIPHER
 EOF
-/usr/sbin/sshd -D -e -f "$SRV/sshd_config" 2>"$SRV/sshd.log" &
-SSHD_PID=$!
-cleanup() { kill "$SSHD_PID" 2>/dev/null || true; }
-trap cleanup EXIT
-for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-    sleep 0.1
-done
-KH=$SRV/known_hosts
-echo "[127.0.0.1]:$PORT $(cut -d' ' -f1,2 "$SRV/host_ed25519.pub")" >"$KH"
-SSH="ssh -p $PORT -i $KEY -o UserKnownHostsFile=$KH -o StrictHostKeyChecking=yes -o BatchMode=yes -o IdentitiesOnly=yes"
-REMOTE=$TUSER@127.0.0.1
-$SSH "$REMOTE" true || { cat "$SRV/sshd.log" >&2; exit 1; }
+    /usr/sbin/sshd -D -e -f "$SRV/sshd_config" 2>"$SRV/sshd.log" &
+    SSHD_PID=$!
+    cleanup() { kill "$SSHD_PID" 2>/dev/null || true; }
+    trap cleanup EXIT
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+        sleep 0.1
+    done
+    KH=$SRV/known_hosts
+    echo "[127.0.0.1]:$PORT $(cut -d' ' -f1,2 "$SRV/host_ed25519.pub")" >"$KH"
+    SSH="ssh -p $PORT -i $KEY -o UserKnownHostsFile=$KH -o StrictHostKeyChecking=yes -o BatchMode=yes -o IdentitiesOnly=yes"
+    REMOTE=$TUSER@127.0.0.1
+    $SSH "$REMOTE" true || { cat "$SRV/sshd.log" >&2; exit 1; }
+    LINK="sshd on 127.0.0.1:$PORT"
+fi
 
 # ---------------------------------------------------------------- helpers
 
@@ -113,19 +137,19 @@ reset_target() {
 }
 
 # ssh_target DIR NAME COMPRESSION [SSH_CLIENT]: a target conf for the
-# generated world in DIR.
+# generated world in DIR; an empty COMPRESSION leaves blat's default.
 ssh_target() {
     cat >"$1/config/targets/$2.conf" <<EOF
 kind = "archive"
 transport = "ssh"
-host = "127.0.0.1"
+host = "$HOST"
 port = $PORT
 user = "$TUSER"
 identity = "$KEY"
 known_hosts = "$KH"
 remote_archive = "$ARCH"
 projects = ["BENCH"]
-compression = "$3"
+${3:+compression = \"$3\"}
 ${4:+ssh_client = \"$4\"}
 ${BLAT_PARALLEL:+parallel = $BLAT_PARALLEL}
 EOF
@@ -206,7 +230,7 @@ rsync_a() { rsync -a -e "$SSH" "$1/archive/" "$REMOTE:$ARCH/"; }
 rsync_az() { rsync -az -e "$SSH" "$1/archive/" "$REMOTE:$ARCH/"; }
 rsync_an() { rsync -a -n -e "$SSH" "$1/archive/" "$REMOTE:$ARCH/"; }
 
-echo "blat over SSH: $(nproc) CPUs, sshd on 127.0.0.1:$PORT as $TUSER, RUNS=$RUNS, $(ssh -V 2>&1)"
+echo "blat over SSH: $(nproc) CPUs, $LINK as $TUSER, RUNS=$RUNS, $(ssh -V 2>&1), load: $(uptime | sed 's/.*load average: //')"
 
 # ---------------------------------------------------------------- cases
 
@@ -227,6 +251,27 @@ for c in $CASES; do
             -v bz="${MEDIAN[blat (gzip)]}" -v tz="${MEDIAN[tar -z | ssh tar -z]}" 'BEGIN {
             printf "goals: blat none vs tar: %.2fx (<= 1), vs rsync -a: %.2fx (< 1); blat gzip vs tar -z: %.2fx (< 1)\n",
                 b / t, b / r, bz / tz }'
+        ;;
+    text)
+        # Text-like, compressible content: blat's defaults against each
+        # compression and what a user would run instead.
+        d=$WORK/text
+        [ -f "$d/config/blat.toml" ] || bench/gen-archive --out "$d" --force -q --packages "${TEXT_PACKAGES:-200}" \
+            --versions 1 --files "${TEXT_FILES:-275}" --size-mix mixed --content text >&2
+        ssh_target "$d" default ""
+        for c in none gzip:1 gzip:6 zstd:1 zstd:3; do ssh_target "$d" "${c/:/}" "$c"; done
+        bytes=$(tree_bytes "$d/archive")
+        reset_target; blat_sync "$d" default >/dev/null 2>&1; check_copy "$d/archive"
+        rounds reset_target "blat (defaults)" "blat_sync $d default" "blat (none)" "blat_sync $d none" \
+            "blat (gzip:1)" "blat_sync $d gzip1" "blat (gzip:6)" "blat_sync $d gzip6" \
+            "blat (zstd:1)" "blat_sync $d zstd1" "blat (zstd:3)" "blat_sync $d zstd3" \
+            "rsync -a" "rsync_a $d" "rsync -az" "rsync_az $d" "tar -z | ssh tar -z" "tarz_pipe $d"
+        table "text: $(find "$d/archive" -mindepth 2 -maxdepth 2 | wc -l) package-versions, $((bytes >> 20)) MiB of text-like files, empty target, $LINK" \
+            "$bytes" "blat (defaults)" "blat (none)" "blat (gzip:1)" "blat (gzip:6)" "blat (zstd:1)" "blat (zstd:3)" \
+            "rsync -a" "rsync -az" "tar -z | ssh tar -z"
+        best=$(printf '%s\n' "${MEDIAN[rsync -a]}" "${MEDIAN[rsync -az]}" "${MEDIAN[tar -z | ssh tar -z]}" | sort -n | head -1)
+        awk -v b="${MEDIAN[blat (defaults)]}" -v t="$best" -v n="${MEDIAN[blat (none)]}" 'BEGIN {
+            printf "goals: blat defaults vs the best other tool: %.2fx (<= 1); vs blat none: %.2fx (<= 1)\n", b / t, b / n }'
         ;;
     big)
         # One package-version of 4 x 200 MiB of random bytes.
@@ -273,7 +318,7 @@ for c in $CASES; do
         done
         ;;
     *)
-        echo "bench/ssh.sh: unknown case $c (big, bulk, tiny, nochange)" >&2
+        echo "bench/ssh.sh: unknown case $c (big, text, bulk, tiny, nochange)" >&2
         exit 2
         ;;
     esac

@@ -951,6 +951,41 @@ max_delete = 50
     }
 
     #[test]
+    fn ssh_client_per_target_over_the_global_default() {
+        let ssh = "kind = \"archive\"\nhost = \"h\"\nuser = \"u\"\nidentity = \"/k\"\nknown_hosts = \"/kh\"\n";
+        let client =
+            |c: &Config, name: &str| match &c.target(name).unwrap().archive().unwrap().transport {
+                Transport::Ssh(s) => s.client,
+                other => panic!("{other:?}"),
+            };
+        let pinned = format!("{ssh}ssh_client = \"openssh\"\n");
+        let dir = write_config(GLOBAL, &[("a.conf", ssh), ("b.conf", &pinned)]);
+        let c = Config::load(dir.path()).unwrap();
+        assert_eq!(client(&c, "a"), SshClient::Openssh, "the default");
+        let global = GLOBAL.replacen(
+            "[release_manager]",
+            "ssh_client = \"libssh2\"\n[release_manager]",
+            1,
+        );
+        let dir = write_config(&global, &[("a.conf", ssh), ("b.conf", &pinned)]);
+        let c = Config::load(dir.path()).unwrap();
+        assert_eq!(client(&c, "a"), SshClient::Libssh2, "blat.toml's default");
+        assert_eq!(client(&c, "b"), SshClient::Openssh, "the target's own");
+        let e = load_err(
+            GLOBAL,
+            &[("c.conf", &format!("{ssh}ssh_client = \"putty\"\n"))],
+        );
+        assert!(
+            e.contains("c.conf:6:14") && e.contains("expected \"openssh\" or \"libssh2\""),
+            "{e}"
+        );
+        let local =
+            "kind = \"archive\"\ntransport = \"local\"\npath = \"/t\"\nssh_client = \"openssh\"\n";
+        let e = load_err(GLOBAL, &[("d.conf", local)]);
+        assert!(e.contains("`ssh_client` is for transport = \"ssh\""), "{e}");
+    }
+
+    #[test]
     fn unknown_key_names_file_line_column() {
         let err = load_err(
             GLOBAL,
