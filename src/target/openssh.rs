@@ -466,14 +466,9 @@ fn keep(
         }
     };
     let _ = spawned.send(Ok(()));
-    loop {
-        match stop.recv_timeout(Duration::from_millis(50)) {
-            Err(RecvTimeoutError::Timeout) => {
-                if !matches!(child.try_wait(), Ok(None)) {
-                    ended.store(true, Ordering::Release);
-                }
-            }
-            _ => break,
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(Duration::from_millis(50)) {
+        if !matches!(child.try_wait(), Ok(None)) {
+            ended.store(true, Ordering::Release);
         }
     }
     if matches!(child.try_wait(), Ok(None)) {
