@@ -81,6 +81,8 @@ mod tests {
                 "-o",
                 "StrictHostKeyChecking=yes",
                 "-o",
+                "HostKeyAlias=[site-a.example.com]:2222",
+                "-o",
                 "ConnectTimeout=15",
                 "--",
                 "site-a.example.com",

@@ -639,3 +639,42 @@ fn last_line(text: &str) -> String {
         .trim()
         .to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(host: &str, port: u16) -> SshConfig {
+        SshConfig {
+            host: host.into(),
+            port,
+            user: "u".into(),
+            identity: "/k".into(),
+            known_hosts: "/kh".into(),
+            remote_archive: "dpkg_archive".into(),
+            connect_timeout: Duration::from_secs(1),
+            io_timeout: Duration::from_secs(1),
+            client: crate::config::SshClient::Openssh,
+        }
+    }
+
+    #[test]
+    fn host_keys_are_looked_up_as_libssh2_does() {
+        assert_eq!(host_key_name(&config("site", 22)), "site");
+        assert_eq!(host_key_name(&config("10.1.2.3", 2222)), "[10.1.2.3]:2222");
+    }
+
+    #[test]
+    fn the_control_directory_is_private_and_fresh() {
+        let a = private_dir().unwrap();
+        let b = private_dir().unwrap();
+        assert_ne!(a, b);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&a).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        fs::remove_dir(&a).unwrap();
+        fs::remove_dir(&b).unwrap();
+    }
+}

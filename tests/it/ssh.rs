@@ -310,6 +310,51 @@ fn sync_over_ssh_copies_exactly_and_installs_the_receiver() {
     );
 }
 
+/// The OpenSSH client's master connection, its control socket and its
+/// private directory are gone when the run ends, whether it succeeded or
+/// failed at the target; and its socket was private while it lived.
+#[test]
+fn the_openssh_master_ends_with_the_run_and_leaves_nothing() {
+    let Some(sshd) = Sshd::start() else { return };
+    let w = world(&sshd, "ssh_client = \"openssh\"\n");
+    let runtime = tempfile::tempdir().unwrap();
+    let rt = runtime.path().to_str().unwrap().to_string();
+    let mentions_runtime = |a: &[String]| a.iter().any(|x| x.contains(&rt));
+    // A run that works, then one the receiver fails (its archive is a file).
+    let out = w.blat_env(&["sync", "--target", "site"], &[("XDG_RUNTIME_DIR", &rt)]);
+    assert_exit(&out, 0);
+    assert_same_version(&w, &sshd, "b/2.0");
+    sshd.write_target(
+        &w,
+        "site",
+        "projects = [\"P\"]\nssh_client = \"openssh\"\nremote_archive = \".blat/blat-receiver\"\n",
+    );
+    let out = w.blat_env(&["sync", "--target", "site"], &[("XDG_RUNTIME_DIR", &rt)]);
+    assert_exit(&out, 1);
+    for _ in 0..50 {
+        if common::processes(mentions_runtime).is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        common::processes(mentions_runtime).is_empty(),
+        "an ssh master outlived its run: {:?}",
+        common::processes(mentions_runtime)
+    );
+    let left: Vec<_> = fs::read_dir(runtime.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_eq!(
+        sshd.log().matches("Accepted publickey").count(),
+        2,
+        "one login per run"
+    );
+}
+
 #[test]
 fn parallel_senders_use_sessions_of_their_own() {
     let Some(sshd) = Sshd::start() else { return };
