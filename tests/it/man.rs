@@ -782,7 +782,7 @@ const CONF_KEYS: &[(&str, &str, &str, &str)] = &[
     ("targets/<name>.conf", "connect_timeout", "`15s`", "SSH: give up connecting and the handshake after this long."),
     ("targets/<name>.conf", "io_timeout", "`60s`", "SSH: give up on any wait for the target after this long (`0`: none)."),
     ("targets/<name>.conf", "ssh_client", "blat.toml's", "SSH: `openssh` (the system's `ssh`, one multiplexed connection per run; `~/.ssh/config` applies, the keys above win) or `libssh2` (built in)."),
-    ("targets/<name>.conf", "compression", "`gzip`", "`none`, `gzip[:1-9]` or `zstd[:1-19]` (gzip, with a warning, when the target has no zstd)."),
+    ("targets/<name>.conf", "compression", "`zstd:1`", "`none`, `gzip[:1-9]` or `zstd[:1-19]` (gzip, with a warning, when the target has no zstd; unset: `zstd:1`, or `gzip:1` without a warning)."),
     ("targets/<name>.conf", "min_free", "`0`", "Refuse to send a package that would leave the target with less free space (a size)."),
     ("targets/<name>.conf", "bucket", "", "S3: the bucket."),
     ("targets/<name>.conf", "prefix", "empty", "S3: the key prefix, e.g. `packages/`."),
