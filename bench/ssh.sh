@@ -174,7 +174,7 @@ time_of() {
 # rounds RESET NAME CMD [NAME CMD]...: RUNS rounds of every tool in turn,
 # RESET before each run, so that load from elsewhere falls on all tools
 # alike; leaves the median seconds of each in MEDIAN[NAME].
-declare -A MEDIAN
+declare -A MEDIAN SPREAD
 rounds() {
     local reset=$1 i
     shift
@@ -192,9 +192,12 @@ rounds() {
             times[i]+="$(time_of ${cmds[i]}) "
         done
     done
+    echo "load after the runs: $(uptime | sed 's/.*load average: //')"
     for i in "${!names[@]}"; do
         # shellcheck disable=SC2086 # a list of numbers
         MEDIAN[${names[i]}]=$(printf '%s\n' ${times[i]} | sort -n | awk -v n="$RUNS" '{a[NR]=$1} END {print a[int((n+1)/2)]}')
+        # shellcheck disable=SC2086 # a list of numbers
+        SPREAD[${names[i]}]=$(printf '%s\n' ${times[i]} | sort -n | awk '{a[NR]=$1} END {printf "%.1f-%.1f", a[1], a[NR]}')
     done
 }
 
@@ -205,11 +208,11 @@ noop() { :; }
 table() {
     local title=$1 bytes=$2 n
     shift 2
-    printf '\n%s\n%-28s %9s %9s %s\n' "$title" tool median_s MB/s "time vs blat"
+    printf '\n%s\n%-28s %9s %11s %9s %s\n' "$title" tool median_s spread_s MB/s "time vs blat"
     local base=${MEDIAN[$1]}
     for n in "$@"; do
-        awk -v n="$n" -v t="${MEDIAN[$n]}" -v b="$base" -v bytes="$bytes" \
-            'BEGIN {printf "%-28s %9.3f %9.1f %6.2fx\n", n, t, (bytes > 0 ? bytes / t / 1e6 : 0), t / b}'
+        awk -v n="$n" -v t="${MEDIAN[$n]}" -v s="${SPREAD[$n]}" -v b="$base" -v bytes="$bytes" \
+            'BEGIN {printf "%-28s %9.3f %11s %9.1f %6.2fx\n", n, t, s, (bytes > 0 ? bytes / t / 1e6 : 0), t / b}'
     done
 }
 
@@ -266,7 +269,7 @@ for c in $CASES; do
             "blat (gzip:1)" "blat_sync $d gzip1" "blat (gzip:6)" "blat_sync $d gzip6" \
             "blat (zstd:1)" "blat_sync $d zstd1" "blat (zstd:3)" "blat_sync $d zstd3" \
             "rsync -a" "rsync_a $d" "rsync -az" "rsync_az $d" "tar -z | ssh tar -z" "tarz_pipe $d"
-        table "text: $(find "$d/archive" -mindepth 2 -maxdepth 2 | wc -l) package-versions, $((bytes >> 20)) MiB of text-like files, empty target, $LINK" \
+        table "text: $(find "$d/archive" -mindepth 2 -maxdepth 2 -type d | wc -l) package-versions, $((bytes >> 20)) MiB of text-like files, empty target, $LINK" \
             "$bytes" "blat (defaults)" "blat (none)" "blat (gzip:1)" "blat (gzip:6)" "blat (zstd:1)" "blat (zstd:3)" \
             "rsync -a" "rsync -az" "tar -z | ssh tar -z"
         best=$(printf '%s\n' "${MEDIAN[rsync -a]}" "${MEDIAN[rsync -az]}" "${MEDIAN[tar -z | ssh tar -z]}" | sort -n | head -1)
