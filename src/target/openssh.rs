@@ -189,6 +189,15 @@ impl OpensshTransport {
             return Err(self.failed_feed(e, broken, &stderr));
         }
         match status.code() {
+            // What ssh's mux client says when sshd refuses another session.
+            Some(SSH_ERROR) if stderr.contains("Session open refused by peer") => {
+                Err(anyhow!(
+                    "{} refused one more session on blat's connection: its sshd allows fewer at once \
+                     (MaxSessions, 10 by default) than blat opens (parallel); raise MaxSessions there, \
+                     lower parallel, or set ssh_client = \"libssh2\" (a connection per session)",
+                    self.endpoint()
+                ))
+            }
             Some(SSH_ERROR) if self.master_survives() => {
                 // The connection is up, so the remote command ended without
                 // an exit status: killed by a signal (ssh does not say which).
