@@ -97,7 +97,7 @@ pub fn send_with_free(
     if pvs.is_empty() {
         return Vec::new();
     }
-    let compression = usable_compression(reporter, target, archive_cfg.compression, dest);
+    let compression = usable_compression(reporter, target, archive_cfg, dest);
     let archive_cfg = &ArchiveTarget {
         compression,
         ..archive_cfg.clone()
@@ -260,20 +260,29 @@ fn sent_note(bytes: u64, outgoing: Option<&Outgoing>) -> String {
 }
 
 /// The configured compression, or gzip (with a warning) when it is zstd and
-/// the target's receiver reports no zstd.
+/// the target's receiver reports no zstd; without `compression` in the conf,
+/// zstd:1 or, on a target without zstd, gzip:1 (no warning: nothing to fix).
 fn usable_compression(
     reporter: &crate::report::Reporter,
     target: &TargetConfig,
-    wanted: crate::config::Compression,
+    archive_cfg: &ArchiveTarget,
     dest: &dyn Target,
 ) -> crate::config::Compression {
     use crate::config::Compression;
+    let wanted = archive_cfg.compression;
     if !matches!(wanted, Compression::Zstd(_)) {
         return wanted;
     }
-    match dest.version() {
-        Ok(info) if info.decompressors.iter().any(|d| d == "zstd") => wanted,
-        Ok(_) => {
+    let has_zstd = dest
+        .version()
+        .map(|info| info.decompressors.iter().any(|d| d == "zstd"));
+    match has_zstd {
+        Ok(true) => wanted,
+        _ if !archive_cfg.compression_set => {
+            reporter.detail(&target.name, "the target has no zstd; sending with gzip:1");
+            Compression::DEFAULT_WITHOUT_ZSTD
+        }
+        Ok(false) => {
             reporter.warn(
                 &target.name,
                 "the target has no zstd; sending with gzip instead",

@@ -136,6 +136,9 @@ pub struct ArchiveTarget {
     pub transport: Transport,
     pub parallel: usize,
     pub compression: Compression,
+    /// `compression` was set in the conf; else it is [`Compression::DEFAULT`],
+    /// and a target without zstd gets gzip:1 without a warning.
+    pub compression_set: bool,
     pub min_free: u64,
     /// How a new version reuses the unchanged files of an older one that
     /// the target already holds (`delta`).
@@ -201,6 +204,33 @@ pub struct SshConfig {
     pub io_timeout: Duration,
     /// Jump hosts to pass through, first to last (`jump`); empty: direct.
     pub jump: Vec<JumpHost>,
+    /// The SSH client that carries the receiver's streams.
+    pub client: SshClient,
+}
+
+/// `ssh_client`: which SSH implementation reaches the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SshClient {
+    /// The system's OpenSSH client (`ssh`) over one multiplexed connection
+    /// per run: about twice libssh2's throughput (bench/ssh.sh, case big),
+    /// and the user's ~/.ssh/config applies.
+    #[default]
+    Openssh,
+    /// libssh2, in process.
+    Libssh2,
+}
+
+impl SshClient {
+    fn parse(text: &str) -> Result<SshClient, String> {
+        match text {
+            "openssh" => Ok(SshClient::Openssh),
+            "libssh2" => Ok(SshClient::Libssh2),
+            other => Err(format!(
+                "invalid ssh_client '{other}': expected \"openssh\" or \"libssh2\""
+            )),
+        }
+    }
 }
 
 /// One jump host (bastion) on the way to an SSH target.
@@ -319,6 +349,14 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// Without `compression`: zstd at level 1 shrinks text-like packages
+    /// about as much as gzip -6 at a tenth of its CPU, so it wins on a slow
+    /// link and costs nothing on a fast one (bench/ssh.sh, case text).
+    pub const DEFAULT: Compression = Compression::Zstd(1);
+
+    /// What a target without zstd gets instead of [`Compression::DEFAULT`].
+    pub const DEFAULT_WITHOUT_ZSTD: Compression = Compression::Gzip(1);
+
     pub fn parse(text: &str) -> Result<Compression, String> {
         let bad = || {
             format!(
@@ -434,6 +472,7 @@ struct RawGlobal {
     log_file: Option<Spanned<String>>,
     fast_poll: Option<DurationValue>,
     jobs: Option<Spanned<i64>>,
+    ssh_client: Option<Spanned<String>>,
     release_manager: RawReleaseManager,
 }
 
@@ -478,6 +517,7 @@ struct RawTarget {
     connect_timeout: Option<DurationValue>,
     io_timeout: Option<DurationValue>,
     jump: Option<Spanned<String>>,
+    ssh_client: Option<Spanned<String>>,
     compression: Option<Spanned<String>>,
     min_free: Option<SizeValue>,
     delta: Option<Spanned<String>>,
@@ -612,6 +652,10 @@ impl Config {
             None => state_dir.join("tags"),
         };
         let log_file = raw.log_file.as_ref().map(|l| src.resolve(l)).transpose()?;
+        let ssh_client = match &raw.ssh_client {
+            None => SshClient::default(),
+            Some(c) => SshClient::parse(c.get_ref()).map_err(|e| src.error(c.span(), e))?,
+        };
         let release_manager = release_manager(&src, raw.release_manager)?;
         let relay = matches!(release_manager, ReleaseManagerConfig::PackageList);
         let jobs = match &raw.jobs {
@@ -650,7 +694,7 @@ impl Config {
                     path: &path,
                     text: &text,
                 };
-                targets.push(target(&src, name, &archive, relay)?);
+                targets.push(target(&src, name, &archive, relay, ssh_client)?);
             }
         }
         targets.sort_by(|a, b| a.name.cmp(&b.name));
@@ -747,7 +791,13 @@ fn release_manager(src: &Source, raw: RawReleaseManager) -> Result<ReleaseManage
     }
 }
 
-fn target(src: &Source, name: &str, source_archive: &Path, relay: bool) -> Result<TargetConfig> {
+fn target(
+    src: &Source,
+    name: &str,
+    source_archive: &Path,
+    relay: bool,
+    ssh_client: SshClient,
+) -> Result<TargetConfig> {
     let raw: RawTarget = src.parse()?;
     let parallel = match &raw.parallel {
         None => 4,
@@ -755,7 +805,7 @@ fn target(src: &Source, name: &str, source_archive: &Path, relay: bool) -> Resul
         Some(p) => return Err(src.error(p.span(), "invalid parallel: expected 1 to 64")),
     };
     // Keys that belong to the other kind are errors, not silently ignored.
-    let archive_keys: [(&str, Option<std::ops::Range<usize>>); 10] = [
+    let archive_keys: [(&str, Option<std::ops::Range<usize>>); 11] = [
         ("transport", raw.transport.as_ref().map(|v| v.span())),
         ("path", raw.path.as_ref().map(|v| v.span())),
         ("host", raw.host.as_ref().map(|v| v.span())),
@@ -769,6 +819,7 @@ fn target(src: &Source, name: &str, source_archive: &Path, relay: bool) -> Resul
         ("delta", raw.delta.as_ref().map(|v| v.span())),
         ("jump", raw.jump.as_ref().map(|v| v.span())),
         ("verify_every", raw.verify_every.as_ref().map(|v| v.span())),
+        ("ssh_client", raw.ssh_client.as_ref().map(|v| v.span())),
     ];
     let s3_keys = [
         ("bucket", raw.bucket.as_ref().map(|v| v.span())),
@@ -782,7 +833,13 @@ fn target(src: &Source, name: &str, source_archive: &Path, relay: bool) -> Resul
                     format!("`{key}` is for kind = \"s3\" targets"),
                 ));
             }
-            TargetKind::Archive(archive_target(src, &raw, parallel, source_archive)?)
+            TargetKind::Archive(archive_target(
+                src,
+                &raw,
+                parallel,
+                source_archive,
+                ssh_client,
+            )?)
         }
         "s3" => {
             if let Some((key, Some(span))) = archive_keys.iter().find(|(_, s)| s.is_some()) {
@@ -904,6 +961,7 @@ fn archive_target(
     raw: &RawTarget,
     parallel: usize,
     source_archive: &Path,
+    ssh_client: SshClient,
 ) -> Result<ArchiveTarget> {
     let transport_name = raw
         .transport
@@ -920,6 +978,7 @@ fn archive_target(
                     "remote_archive",
                     raw.remote_archive.as_ref().map(|v| v.span()),
                 ),
+                ("ssh_client", raw.ssh_client.as_ref().map(|v| v.span())),
             ] {
                 if let Some(span) = span {
                     return Err(src.error(span, format!("`{key}` is for transport = \"ssh\"")));
@@ -984,6 +1043,10 @@ fn archive_target(
                 connect_timeout: raw.connect_timeout.map_or(Duration::from_secs(15), |d| d.0),
                 io_timeout: raw.io_timeout.map_or(Duration::from_secs(60), |d| d.0),
                 jump,
+                client: match &raw.ssh_client {
+                    None => ssh_client,
+                    Some(c) => SshClient::parse(c.get_ref()).map_err(|e| src.error(c.span(), e))?,
+                },
             })
         }
         other => {
@@ -995,7 +1058,7 @@ fn archive_target(
         }
     };
     let compression = match &raw.compression {
-        None => Compression::Gzip(6),
+        None => Compression::DEFAULT,
         Some(c) => Compression::parse(c.get_ref()).map_err(|e| src.error(c.span(), e))?,
     };
     let delta = match &raw.delta {
@@ -1006,6 +1069,7 @@ fn archive_target(
         transport,
         parallel,
         compression,
+        compression_set: raw.compression.is_some(),
         min_free: raw.min_free.map_or(0, |s| s.0),
         delta,
         // rsync's --bwlimit=0: no limit.
@@ -1130,6 +1194,46 @@ max_delete = 50
             c.target("ci-bucket").unwrap().kind,
             TargetKind::S3(_)
         ));
+    }
+
+    #[test]
+    fn ssh_client_per_target_over_the_global_default() {
+        let ssh = "kind = \"archive\"\nhost = \"h\"\nuser = \"u\"\nidentity = \"/k\"\nknown_hosts = \"/kh\"\n";
+        let client =
+            |c: &Config, name: &str| match &c.target(name).unwrap().archive().unwrap().transport {
+                Transport::Ssh(s) => s.client,
+                other => panic!("{other:?}"),
+            };
+        let pinned = format!("{ssh}ssh_client = \"openssh\"\n");
+        let dir = write_config(GLOBAL, &[("a.conf", ssh), ("b.conf", &pinned)]);
+        let c = Config::load(dir.path()).unwrap();
+        assert_eq!(client(&c, "a"), SshClient::Openssh, "the default");
+        let a = c.target("a").unwrap().archive().unwrap();
+        assert_eq!(
+            (a.compression, a.compression_set),
+            (Compression::Zstd(1), false)
+        );
+        let global = GLOBAL.replacen(
+            "[release_manager]",
+            "ssh_client = \"libssh2\"\n[release_manager]",
+            1,
+        );
+        let dir = write_config(&global, &[("a.conf", ssh), ("b.conf", &pinned)]);
+        let c = Config::load(dir.path()).unwrap();
+        assert_eq!(client(&c, "a"), SshClient::Libssh2, "blat.toml's default");
+        assert_eq!(client(&c, "b"), SshClient::Openssh, "the target's own");
+        let e = load_err(
+            GLOBAL,
+            &[("c.conf", &format!("{ssh}ssh_client = \"putty\"\n"))],
+        );
+        assert!(
+            e.contains("c.conf:6:14") && e.contains("expected \"openssh\" or \"libssh2\""),
+            "{e}"
+        );
+        let local =
+            "kind = \"archive\"\ntransport = \"local\"\npath = \"/t\"\nssh_client = \"openssh\"\n";
+        let e = load_err(GLOBAL, &[("d.conf", local)]);
+        assert!(e.contains("`ssh_client` is for transport = \"ssh\""), "{e}");
     }
 
     #[test]

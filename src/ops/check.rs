@@ -730,6 +730,13 @@ fn check_facts(
     if let Compression::Zstd(_) = archive.compression {
         if facts.decompressors.iter().any(|d| d == "zstd") {
             checks.add(name, "zstd", Status::Ok, "the target has zstd");
+        } else if !archive.compression_set {
+            checks.add(
+                name,
+                "zstd",
+                Status::Ok,
+                "the target has no zstd: sync sends with gzip:1 (the default is zstd:1)",
+            );
         } else {
             checks.fail(
                 name,

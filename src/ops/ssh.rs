@@ -2,7 +2,6 @@
 //! blat reaches it (its user, identity, port and known_hosts, host keys
 //! checked strictly), so an operator never retypes them.
 
-use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
@@ -18,100 +17,7 @@ use crate::error::UsageError;
 /// the last jump host with the very same options, itself behind the one
 /// before, so that every hop is checked as the target is.
 pub fn command(ssh: &SshConfig, command: &[String]) -> Command {
-    let mut cmd = Command::new("ssh");
-    cmd.args(options(ssh, ssh.port, &ssh.user));
-    if let Some(proxy) = proxy_command(ssh, ssh.jump.len()) {
-        cmd.arg("-o").arg(format!("ProxyCommand={proxy}"));
-    }
-    // `--`: nothing after the host is taken as an ssh option.
-    cmd.arg("--").arg(&ssh.host).args(command);
-    cmd
-}
-
-/// The options for one connection: port, user, the target's identity and
-/// known_hosts, strict host key checking, connect_timeout.
-fn options(ssh: &SshConfig, port: u16, user: &str) -> Vec<OsString> {
-    let mut args: Vec<OsString> = vec![
-        "-p".into(),
-        port.to_string().into(),
-        "-l".into(),
-        user.into(),
-        "-i".into(),
-        ssh.identity.clone().into(),
-        "-o".into(),
-        "IdentitiesOnly=yes".into(),
-        "-o".into(),
-        option("UserKnownHostsFile", ssh.known_hosts.as_os_str()),
-        "-o".into(),
-        "GlobalKnownHostsFile=/dev/null".into(),
-        "-o".into(),
-        "StrictHostKeyChecking=yes".into(),
-    ];
-    if !ssh.connect_timeout.is_zero() {
-        args.push("-o".into());
-        args.push(format!("ConnectTimeout={}", ssh.connect_timeout.as_secs().max(1)).into());
-    }
-    args
-}
-
-/// The ProxyCommand reaching what comes after the first `hops` jump hosts:
-/// `ssh OPTIONS [-o ProxyCommand=<the one before>] -W NEXT -- JUMP_HOST`,
-/// as one shell line (ssh runs it with `sh -c`) in which `%` is doubled
-/// (ssh expands `%h`-style tokens in it, once per level).
-fn proxy_command(ssh: &SshConfig, hops: usize) -> Option<String> {
-    let hop = ssh.jump.get(hops.checked_sub(1)?)?;
-    let (next_host, next_port) = match ssh.jump.get(hops) {
-        Some(next) => (next.host.as_str(), next.port),
-        None => (ssh.host.as_str(), ssh.port),
-    };
-    let next = if next_host.contains(':') {
-        format!("[{next_host}]:{next_port}")
-    } else {
-        format!("{next_host}:{next_port}")
-    };
-    let mut words: Vec<String> = vec!["ssh".into()];
-    words.extend(
-        options(ssh, hop.port, &hop.user)
-            .iter()
-            .map(|w| w.to_string_lossy().into_owned()),
-    );
-    if let Some(before) = proxy_command(ssh, hops - 1) {
-        words.push("-o".into());
-        words.push(format!("ProxyCommand={before}"));
-    }
-    words.extend(["-W".into(), next, "--".into(), hop.host.clone()]);
-    let line = words
-        .iter()
-        .map(|w| sh_quote(w))
-        .collect::<Vec<_>>()
-        .join(" ");
-    Some(line.replace('%', "%%"))
-}
-
-/// A word for `sh -c`: as is when nothing in it is special to a shell,
-/// else single-quoted.
-fn sh_quote(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./,:=@+%".contains(&b));
-    if plain {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}
-
-/// `-o NAME=VALUE`, the value quoted when ssh would split it.
-fn option(name: &str, value: &std::ffi::OsStr) -> OsString {
-    let mut out = OsString::from(format!("{name}="));
-    let text = value.to_string_lossy();
-    if text.contains(char::is_whitespace) || text.contains('"') {
-        out.push(format!("\"{}\"", text.replace('"', "\\\"")));
-    } else {
-        out.push(value);
-    }
-    out
+    crate::target::openssh::command(ssh, &[], command)
 }
 
 /// The SSH settings of target `name`.
@@ -154,6 +60,7 @@ mod tests {
             connect_timeout: Duration::from_secs(15),
             io_timeout: Duration::from_secs(60),
             jump: Vec::new(),
+            client: Default::default(),
         };
         let cmd = command(&ssh, &["ls".into(), "-l".into()]);
         let args: Vec<String> = cmd
@@ -178,6 +85,8 @@ mod tests {
                 "GlobalKnownHostsFile=/dev/null",
                 "-o",
                 "StrictHostKeyChecking=yes",
+                "-o",
+                "HostKeyAlias=[site-a.example.com]:2222",
                 "-o",
                 "ConnectTimeout=15",
                 "--",
@@ -205,6 +114,7 @@ mod tests {
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(60),
             jump: vec![hop("ops", "bastion", 2222)],
+            client: Default::default(),
         };
         let args = |ssh: &SshConfig| -> Vec<String> {
             command(ssh, &[])
@@ -212,10 +122,17 @@ mod tests {
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect()
         };
-        let opts = "-o IdentitiesOnly=yes -o UserKnownHostsFile=/etc/blat/ssh/known_hosts \
-                    -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o ConnectTimeout=5";
+        // Every hop's host key is looked up under its exact [HOST]:PORT.
+        let opts = |alias: &str| {
+            format!(
+                "-o IdentitiesOnly=yes -o UserKnownHostsFile=/etc/blat/ssh/known_hosts \
+                 -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes \
+                 -o {alias} -o ConnectTimeout=5"
+            )
+        };
+        let bastion = opts("'HostKeyAlias=[bastion]:2222'");
         let one = format!(
-            "ProxyCommand=ssh -p 2222 -l ops -i '/etc/blat/ssh/id 100%%' {opts} -W 10.0.2.2:22 -- bastion"
+            "ProxyCommand=ssh -p 2222 -l ops -i '/etc/blat/ssh/id 100%%' {bastion} -W 10.0.2.2:22 -- bastion"
         );
         let got = args(&ssh);
         assert_eq!(got[got.len() - 4..], ["-o", one.as_str(), "--", "10.0.2.2"]);
@@ -225,10 +142,11 @@ mod tests {
         // shell and its `%` doubled once more.
         ssh.jump.insert(0, hop("gw", "fe80::1", 22));
         let inner = format!(
-            "ssh -p 22 -l gw -i '/etc/blat/ssh/id 100%%' {opts} -W bastion:2222 -- fe80::1"
+            "ssh -p 22 -l gw -i '/etc/blat/ssh/id 100%%' {} -W bastion:2222 -- fe80::1",
+            opts("HostKeyAlias=fe80::1")
         );
         let two = format!(
-            "ProxyCommand=ssh -p 2222 -l ops -i '/etc/blat/ssh/id 100%%' {opts} -o '{}' -W 10.0.2.2:22 -- bastion",
+            "ProxyCommand=ssh -p 2222 -l ops -i '/etc/blat/ssh/id 100%%' {bastion} -o '{}' -W 10.0.2.2:22 -- bastion",
             format!("ProxyCommand={inner}")
                 .replace('%', "%%")
                 .replace('\'', r"'\''")

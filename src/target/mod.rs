@@ -10,6 +10,7 @@ pub mod dryrun;
 pub mod facts;
 pub mod limit;
 pub mod local;
+pub mod openssh;
 pub mod pack;
 pub mod protocol;
 pub mod receiver;
@@ -21,7 +22,7 @@ use std::io::Write;
 use anyhow::Result;
 
 use crate::archive::{Alias, Name, PackageVersion};
-use crate::config::{Compression, TargetConfig, Transport as TransportConfig};
+use crate::config::{Compression, SshClient, TargetConfig, Transport as TransportConfig};
 
 /// What a target holds: one cheap listing, never a walk of package files.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -199,9 +200,20 @@ pub fn open(target: &TargetConfig) -> Result<Box<dyn Target>> {
             receiver::ReceiverTarget::new(&target.name, local::LocalTransport::new(path.clone()))
                 .with_bwlimit(archive.bwlimit),
         )),
+        // Jump hosts are crossed by the libssh2 client's relays, which check
+        // each hop and name it in every error (docs/configuration.md).
+        TransportConfig::Ssh(ssh) if ssh.client == SshClient::Libssh2 || !ssh.jump.is_empty() => {
+            Ok(Box::new(
+                receiver::ReceiverTarget::new(&target.name, ssh::SshTransport::new(ssh.clone())?)
+                    .with_bwlimit(archive.bwlimit),
+            ))
+        }
         TransportConfig::Ssh(ssh) => Ok(Box::new(
-            receiver::ReceiverTarget::new(&target.name, ssh::SshTransport::new(ssh.clone())?)
-                .with_bwlimit(archive.bwlimit),
+            receiver::ReceiverTarget::new(
+                &target.name,
+                openssh::OpensshTransport::new(ssh.clone()),
+            )
+            .with_bwlimit(archive.bwlimit),
         )),
     }
 }

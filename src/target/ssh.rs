@@ -146,7 +146,7 @@ const CIPHERS: &[&str] = &[
 ];
 
 /// After a failed write, how long to wait for the receiver's last words.
-const LAST_WORDS: Duration = Duration::from_secs(5);
+pub(super) const LAST_WORDS: Duration = Duration::from_secs(5);
 
 pub struct SshTransport {
     config: SshConfig,
@@ -172,19 +172,8 @@ impl SshTransport {
         )
     }
 
-    /// The login shell's command line for `blat-receiver -a ARCHIVE ARGS`.
-    /// Words are quoted only when they need it: a forced command sees the
-    /// line split on blanks, without shell unquoting.
     fn command_line(&self, args: &[&str]) -> String {
-        let archive = self.config.remote_archive.as_str();
-        // `~/x` is the receiver's relative `x`, which needs no shell.
-        let archive = archive.strip_prefix("~/").unwrap_or(archive);
-        let mut line = format!("{RECEIVER_PATH} -a {}", shell_word(archive));
-        for a in args {
-            line.push(' ');
-            line.push_str(&shell_word(a));
-        }
-        line
+        receiver_command(&self.config.remote_archive, args)
     }
 
     /// A session for one run and whether it was used before: an idle one,
@@ -398,57 +387,11 @@ impl SshTransport {
 
     /// Makes sure the target runs exactly the embedded receiver.
     fn ensure_receiver(&self, session: &Session) -> Result<()> {
-        let want = receiver_sha256();
-        let installed = |out: &RunOutput| -> Option<String> {
-            (out.status == 0)
-                .then(|| version_sha(&out.stdout))
-                .flatten()
-        };
-        let probe = self.exec(session, &self.command_line(&["version"]), None)?;
-        let found = installed(&probe);
-        if found.as_deref() == Some(want.as_str()) {
-            return Ok(());
-        }
-        let mut why = Vec::new();
-        let mut feed = |w: &mut dyn Write| -> Result<()> { Ok(w.write_all(RECEIVER.as_bytes())?) };
-        if found.is_some() {
-            // A receiver answers (perhaps as the key's forced command): it
-            // can replace itself, wherever it lives.
-            let out = self.exec(
-                session,
-                &self.command_line(&["install", &want]),
-                Some(&mut feed),
-            )?;
-            if out.status != 0 {
-                why.push(first_line(&out.stderr, out.status));
-            }
-        }
-        if found.is_none() || !why.is_empty() {
-            // mktemp: an unpredictable name, created exclusively.
-            let script = format!(
-                "umask 022 && mkdir -p ~/.blat && tmp=$(mktemp ~/.blat/.blat-tmp-$$-receiver-XXXXXXXX) && \
-                 {{ cat > \"$tmp\" && chmod 755 \"$tmp\" && mv -f \"$tmp\" {RECEIVER_PATH} || {{ rm -f \"$tmp\"; exit 1; }}; }}"
-            );
-            let out = self.exec(session, &script, Some(&mut feed))?;
-            if out.status != 0 {
-                why.push(first_line(&out.stderr, out.status));
-            }
-        }
-        let check = self.exec(session, &self.command_line(&["version"]), None)?;
-        match installed(&check) {
-            Some(sha) if sha == want => Ok(()),
-            Some(sha) => bail!(
-                "the receiver on {} could not be updated (it has sha256 {sha}, blat needs {want}){}",
-                self.endpoint(),
-                reasons(&why)
-            ),
-            None => bail!(
-                "cannot install the receiver as {RECEIVER_PATH} on {}: {}{}",
-                self.endpoint(),
-                first_line(&check.stderr, check.status),
-                reasons(&why)
-            ),
-        }
+        ensure_receiver(
+            &self.endpoint(),
+            &self.config.remote_archive,
+            &mut |line, input| self.exec(session, line, input),
+        )
     }
 
     /// Runs one command on an exec channel. `Err` means the session is no
@@ -588,6 +531,89 @@ impl Drop for SshTransport {
     }
 }
 
+/// The login shell's command line for `blat-receiver -a ARCHIVE ARGS`.
+/// Words are quoted only when they need it: a forced command sees the
+/// line split on blanks, without shell unquoting.
+pub(super) fn receiver_command(remote_archive: &str, args: &[&str]) -> String {
+    let archive = remote_archive;
+    // `~/x` is the receiver's relative `x`, which needs no shell.
+    let archive = archive.strip_prefix("~/").unwrap_or(archive);
+    let mut line = format!("{RECEIVER_PATH} -a {}", shell_word(archive));
+    for a in args {
+        line.push(' ');
+        line.push_str(&shell_word(a));
+    }
+    line
+}
+
+/// Makes sure the target runs exactly the embedded receiver; `exec` runs
+/// one remote command line (the transport's own way).
+pub(super) fn ensure_receiver(
+    endpoint: &str,
+    remote_archive: &str,
+    exec: &mut dyn FnMut(&str, Option<InputFn>) -> Result<RunOutput>,
+) -> Result<()> {
+    let want = receiver_sha256();
+    let installed = |out: &RunOutput| -> Option<String> {
+        (out.status == 0)
+            .then(|| version_sha(&out.stdout))
+            .flatten()
+    };
+    let probe = exec(&receiver_command(remote_archive, &["version"]), None)?;
+    let found = installed(&probe);
+    if found.as_deref() == Some(want.as_str()) {
+        return Ok(());
+    }
+    let mut why = Vec::new();
+    let mut feed = |w: &mut dyn Write| -> Result<()> { Ok(w.write_all(RECEIVER.as_bytes())?) };
+    if found.is_some() {
+        // A receiver answers (perhaps as the key's forced command): it
+        // can replace itself, wherever it lives.
+        let out = exec(
+            &receiver_command(remote_archive, &["install", &want]),
+            Some(&mut feed),
+        )?;
+        if out.status != 0 {
+            why.push(first_line(&out.stderr, out.status));
+        }
+    }
+    if found.is_none() || !why.is_empty() {
+        // mktemp: an unpredictable name, created exclusively.
+        let script = format!(
+            "umask 022 && mkdir -p ~/.blat && tmp=$(mktemp ~/.blat/.blat-tmp-$$-receiver-XXXXXXXX) && \
+             {{ cat > \"$tmp\" && chmod 755 \"$tmp\" && mv -f \"$tmp\" {RECEIVER_PATH} || {{ rm -f \"$tmp\"; exit 1; }}; }}"
+        );
+        let out = exec(&script, Some(&mut feed))?;
+        if out.status != 0 {
+            why.push(first_line(&out.stderr, out.status));
+        }
+    }
+    let check = exec(&receiver_command(remote_archive, &["version"]), None)?;
+    match installed(&check) {
+        Some(sha) if sha == want => Ok(()),
+        Some(sha) => bail!(
+            "the receiver on {} could not be updated (it has sha256 {sha}, blat needs {want}){}",
+            endpoint,
+            reasons(&why)
+        ),
+        None => bail!(
+            "cannot install the receiver as {RECEIVER_PATH} on {}: {}{}",
+            endpoint,
+            first_line(&check.stderr, check.status),
+            reasons(&why)
+        ),
+    }
+}
+
+/// Why connecting and logging in to `config`'s target fails, in this
+/// client's words (one clear line per cause), or `None` when it succeeds.
+pub(super) fn connect_error(config: &SshConfig) -> Option<anyhow::Error> {
+    match SshTransport::new(config.clone()) {
+        Ok(t) => t.connect().err(),
+        Err(e) => Some(e),
+    }
+}
+
 /// Forwards writes to the channel and remembers a transport failure, so a
 /// broken connection can be told from a failure of the input itself.
 struct ChannelWriter<'a> {
@@ -633,7 +659,7 @@ fn collect(channel: &mut Channel) -> io::Result<(String, String, i32)> {
 
 /// Refuses a private key that OpenSSH would refuse: one that belongs to the
 /// user blat runs as and that group or others may read or write.
-fn check_identity(path: &Path) -> Result<()> {
+pub(super) fn check_identity(path: &Path) -> Result<()> {
     let meta = std::fs::metadata(path)
         .with_context(|| format!("cannot read identity {}", path.display()))?;
     if meta.is_dir() {
@@ -760,6 +786,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             io_timeout: Duration::from_secs(1),
             jump: Vec::new(),
+            client: crate::config::SshClient::Libssh2,
         })
         .unwrap()
     }

@@ -93,6 +93,7 @@ impl Site {
             remote_archive: "dpkg_archive".into(),
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(20),
+            client: blat::config::SshClient::Libssh2,
             jump: self
                 .hops
                 .iter()

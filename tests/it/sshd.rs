@@ -299,10 +299,19 @@ impl Sshd {
 
     /// The SSH target lines of a `targets/*.conf`, reaching this server at
     /// `port` (the server's own, or a proxy's).
+    /// A target conf for this server. `$BLAT_TEST_SSH_CLIENT` (`openssh`
+    /// or `libssh2`), when set, picks the SSH client of every test that
+    /// runs blat, so the suite can run against each (the default else).
     pub fn target_conf(&self, port: u16, extra: &str) -> String {
+        let client = match std::env::var("BLAT_TEST_SSH_CLIENT") {
+            Ok(c) if !c.is_empty() && !extra.contains("ssh_client") => {
+                format!("ssh_client = \"{c}\"\n")
+            }
+            _ => String::new(),
+        };
         format!(
             "kind = \"archive\"\ntransport = \"ssh\"\nhost = \"{}\"\nport = {port}\nuser = \"{}\"\n\
-             identity = \"{}\"\nknown_hosts = \"{}\"\n{extra}\n",
+             identity = \"{}\"\nknown_hosts = \"{}\"\n{client}{extra}\n",
             self.host,
             self.user,
             self.identity.display(),

@@ -418,6 +418,36 @@ fn zstd_falls_back_to_gzip_when_the_target_lacks_it() {
     assert!(w.target_dir("site").join("b/2.0/descpkg").is_file());
 }
 
+/// Without `compression`, a target without zstd gets gzip:1 and no warning
+/// (there is nothing to fix); `-vv` says so.
+#[test]
+fn the_default_compression_needs_no_zstd_on_the_target() {
+    let w = world();
+    w.local_target("site", "projects = [\"P\"]\n");
+    let bin = w.path().join("bin-without-zstd");
+    fs::create_dir(&bin).unwrap();
+    for dir in ["/usr/bin", "/bin"] {
+        for entry in fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name();
+            if name != "zstd" && !bin.join(&name).exists() {
+                std::os::unix::fs::symlink(entry.path(), bin.join(&name)).unwrap();
+            }
+        }
+    }
+    let path = bin.display().to_string();
+    let out = w.blat_env(&["-vv", "sync", "--all", "--json"], &[("PATH", &path)]);
+    assert_exit(&out, 0);
+    let err = stderr(&out);
+    assert!(!err.contains("warning"), "{err}");
+    assert!(
+        err.contains("the target has no zstd; sending with gzip:1"),
+        "{err}"
+    );
+    assert_eq!(sent(&json(&out)), ["a/1.0", "b/2.0"]);
+    assert!(w.target_dir("site").join("b/2.0/descpkg").is_file());
+}
+
 /// A target file system that fills up half-way through a package: the
 /// receive fails, nothing partial is visible, and once there is room again
 /// the next sync completes. Needs root for the small tmpfs (CI runs as root).
