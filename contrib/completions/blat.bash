@@ -121,7 +121,7 @@ _blat() {
             return 0
             ;;
         blat__subcmd__age)
-            opts="-c -v -q -h --force --local --archive --after --grace --max-delete --config --verbose --quiet --dry-run --json --target --all --help"
+            opts="-c -v -q -h --force --local --archive --after --grace --max-delete --jobs --config --verbose --quiet --dry-run --json --target --all --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -140,6 +140,10 @@ _blat() {
                     return 0
                     ;;
                 --max-delete)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --jobs)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -487,12 +491,16 @@ _blat() {
             return 0
             ;;
         blat__subcmd__s3sync)
-            opts="-c -v -q -h --force --config --verbose --quiet --dry-run --json --target --all --help"
+            opts="-c -v -q -h --force --jobs --config --verbose --quiet --dry-run --json --target --all --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --jobs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -569,12 +577,16 @@ _blat() {
             return 0
             ;;
         blat__subcmd__sync)
-            opts="-c -v -q -h --due --force --verify --config --verbose --quiet --dry-run --json --target --all --help"
+            opts="-c -v -q -h --due --force --verify --jobs --config --verbose --quiet --dry-run --json --target --all --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --jobs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -45,6 +45,7 @@ complete -c blat -n "__fish_blat_needs_command" -f -a "check" -d 'Verify everyth
 complete -c blat -n "__fish_blat_needs_command" -f -a "ssh" -d 'Run the system\'s ssh to an SSH target as blat reaches it: its user, identity, port and known_hosts (host keys checked strictly)'
 complete -c blat -n "__fish_blat_needs_command" -f -a "completions" -d 'Print a shell completion script (bash, zsh or fish) on stdout'
 complete -c blat -n "__fish_blat_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c blat -n "__fish_blat_using_subcommand sync" -l jobs -d 'Targets worked on at once (default: `jobs` in blat.toml, else 4)' -r
 complete -c blat -n "__fish_blat_using_subcommand sync" -s c -l config -d 'Configuration directory (blat.toml and targets/*.conf)' -r -F
 complete -c blat -n "__fish_blat_using_subcommand sync" -l target -d 'Work on this target (repeatable)' -r -f -a "(__fish_blat_targets)"
 complete -c blat -n "__fish_blat_using_subcommand sync" -l due -d 'Only targets whose last successful sync is older than their sync_interval'
@@ -64,6 +65,7 @@ complete -c blat -n "__fish_blat_using_subcommand plist" -l dry-run -d 'Show the
 complete -c blat -n "__fish_blat_using_subcommand plist" -l json -d 'Print a machine-readable report on stdout'
 complete -c blat -n "__fish_blat_using_subcommand plist" -l all -d 'Work on every configured target of the right kind'
 complete -c blat -n "__fish_blat_using_subcommand plist" -s h -l help -d 'Print help'
+complete -c blat -n "__fish_blat_using_subcommand s3sync" -l jobs -d 'Buckets worked on at once (default: `jobs` in blat.toml, else 4)' -r
 complete -c blat -n "__fish_blat_using_subcommand s3sync" -s c -l config -d 'Configuration directory (blat.toml and targets/*.conf)' -r -F
 complete -c blat -n "__fish_blat_using_subcommand s3sync" -l target -d 'Work on this target (repeatable)' -r -f -a "(__fish_blat_targets)"
 complete -c blat -n "__fish_blat_using_subcommand s3sync" -l force -d 'Allow more deletions than the target\'s max_delete in this pass'
@@ -104,6 +106,7 @@ complete -c blat -n "__fish_blat_using_subcommand age" -l archive -d 'With --loc
 complete -c blat -n "__fish_blat_using_subcommand age" -l after -d 'With --local: delete once marked for longer than this' -r
 complete -c blat -n "__fish_blat_using_subcommand age" -l grace -d 'With --local: a package-version whose descpkg is younger than this, or that arrived less than this ago, is never excess' -r
 complete -c blat -n "__fish_blat_using_subcommand age" -l max-delete -d 'With --local: refuse a pass that would delete more than this many package-versions' -r
+complete -c blat -n "__fish_blat_using_subcommand age" -l jobs -d 'Targets worked on at once (default: `jobs` in blat.toml, else 4)' -r
 complete -c blat -n "__fish_blat_using_subcommand age" -s c -l config -d 'Configuration directory (blat.toml and targets/*.conf)' -r -F
 complete -c blat -n "__fish_blat_using_subcommand age" -l target -d 'Work on this target (repeatable)' -r -f -a "(__fish_blat_targets)"
 complete -c blat -n "__fish_blat_using_subcommand age" -l force -d 'Allow more deletions than max_delete in this pass'

@@ -341,6 +341,10 @@ impl ReleaseSource for SharedSource<'_> {
     fn s3_releases(&mut self) -> Result<Vec<ReleaseName>> {
         self.with(|s| s.s3_releases())
     }
+
+    fn relayed(&mut self) -> Result<Option<CurrentSet>> {
+        self.with(|s| s.relayed())
+    }
 }
 
 /// The context crosses threads: passes on several targets share it.

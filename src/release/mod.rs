@@ -33,9 +33,9 @@ pub trait ReleaseSource: Send {
     /// A relay's whole current set (a site's PackageList: versions, aliases,
     /// what was unanswered upstream), not yet resolved against the archive;
     /// `None` for a Release Manager, which answers release by release.
-    fn relayed(&mut self) -> Result<Option<CurrentSet>> {
-        Ok(None)
-    }
+    /// No default: a wrapper that forgot to forward it would turn a relay
+    /// into an empty Release Manager.
+    fn relayed(&mut self) -> Result<Option<CurrentSet>>;
 }
 
 /// Opens the source the configuration names.

@@ -20,6 +20,7 @@ use odbc_api::{
 
 use super::ReleaseSource;
 use crate::config::{OdbcConfig, ReleaseName};
+use crate::current::CurrentSet;
 use crate::error::UsageError;
 
 /// Rows per block fetch: large enough that round trips do not dominate,
@@ -325,6 +326,10 @@ impl ReleaseSource for OdbcSource {
             .into_iter()
             .map(|[project, release]| ReleaseName { project, release })
             .collect())
+    }
+
+    fn relayed(&mut self) -> Result<Option<CurrentSet>> {
+        Ok(None)
     }
 }
 

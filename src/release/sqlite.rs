@@ -9,6 +9,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::ReleaseSource;
 use crate::config::ReleaseName;
+use crate::current::CurrentSet;
 
 pub struct SqliteSource {
     conn: Connection,
@@ -102,5 +103,9 @@ impl ReleaseSource for SqliteSource {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn relayed(&mut self) -> Result<Option<CurrentSet>> {
+        Ok(None)
     }
 }
