@@ -30,9 +30,11 @@ impl Transport for LocalTransport {
         // share or demo needs no preparation (SSH targets must exist). Reads
         // of a missing one see an empty archive and create nothing, so a
         // --dry-run leaves no trace; a plain `list` creates it, as it builds
-        // the receiver's index there.
-        if !self.archive.exists() {
-            let read_only = match args.first().map(String::as_str) {
+        // the receiver's index there. `version` (asked under --dry-run too,
+        // for the target's decompressors) needs no directory.
+        let command = args.first().map(String::as_str);
+        if !self.archive.exists() && command != Some("version") {
+            let read_only = match command {
                 Some("stat") => true,
                 Some("list") => args.iter().any(|a| a == "--read-only"),
                 _ => false,
