@@ -666,38 +666,7 @@ impl Config {
             }
         };
 
-        let mut targets = Vec::new();
-        let targets_dir = dir.join("targets");
-        if targets_dir.is_dir() {
-            let entries = std::fs::read_dir(&targets_dir)
-                .with_context(|| format!("cannot list {}", targets_dir.display()))?;
-            for entry in entries {
-                let path = entry?.path();
-                let Some(name) = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.strip_suffix(".conf"))
-                else {
-                    continue; // other suffixes (x.conf.new) are ignored on purpose
-                };
-                if name.starts_with('.') {
-                    continue;
-                }
-                if crate::archive::Name::new(name).is_err() {
-                    bail!(UsageError(format!(
-                        "{}: invalid target name '{name}': expected letters, digits and ._+~-",
-                        path.display()
-                    )));
-                }
-                let text = read(&path)?;
-                let src = Source {
-                    path: &path,
-                    text: &text,
-                };
-                targets.push(target(&src, name, &archive, relay, ssh_client)?);
-            }
-        }
-        targets.sort_by(|a, b| a.name.cmp(&b.name));
+        let targets = load_targets(dir, &archive, relay, ssh_client)?;
         Ok(Config {
             dir: dir.to_path_buf(),
             archive,
@@ -715,6 +684,49 @@ impl Config {
     pub fn target(&self, name: &str) -> Option<&TargetConfig> {
         self.targets.iter().find(|t| t.name == name)
     }
+}
+
+/// Reads every `DIR/targets/*.conf`, sorted by name: apart from `load` so
+/// that the global file's parsing and the targets' listing read on their own.
+fn load_targets(
+    dir: &Path,
+    archive: &Path,
+    relay: bool,
+    ssh_client: SshClient,
+) -> Result<Vec<TargetConfig>> {
+    let mut targets = Vec::new();
+    let targets_dir = dir.join("targets");
+    if targets_dir.is_dir() {
+        let entries = std::fs::read_dir(&targets_dir)
+            .with_context(|| format!("cannot list {}", targets_dir.display()))?;
+        for entry in entries {
+            let path = entry?.path();
+            let Some(name) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".conf"))
+            else {
+                continue; // other suffixes (x.conf.new) are ignored on purpose
+            };
+            if name.starts_with('.') {
+                continue;
+            }
+            if crate::archive::Name::new(name).is_err() {
+                bail!(UsageError(format!(
+                    "{}: invalid target name '{name}': expected letters, digits and ._+~-",
+                    path.display()
+                )));
+            }
+            let text = read(&path)?;
+            let src = Source {
+                path: &path,
+                text: &text,
+            };
+            targets.push(target(&src, name, archive, relay, ssh_client)?);
+        }
+    }
+    targets.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(targets)
 }
 
 fn release_manager(src: &Source, raw: RawReleaseManager) -> Result<ReleaseManagerConfig> {
@@ -804,6 +816,37 @@ fn target(
         Some(p) if (1..=64).contains(p.get_ref()) => *p.get_ref() as usize,
         Some(p) => return Err(src.error(p.span(), "invalid parallel: expected 1 to 64")),
     };
+    let kind = target_kind(src, &raw, parallel, source_archive, ssh_client)?;
+
+    let (releases, projects, packages) = selection(src, &raw, relay)?;
+    let aging = aging(src, raw.aging.as_ref(), &kind)?;
+    Ok(TargetConfig {
+        name: name.to_string(),
+        file: src.path.to_path_buf(),
+        kind,
+        releases,
+        projects,
+        packages,
+        writable_grace: raw
+            .writable_grace
+            .map_or(Duration::from_secs(3600), |d| d.0),
+        sync_interval: raw
+            .sync_interval
+            .map_or(Duration::from_secs(4 * 3600), |d| d.0),
+        tag_retries: raw.tag_retries.unwrap_or(10),
+        aging,
+    })
+}
+
+/// The target's kind with its own keys, refusing the other kind's keys:
+/// apart from `target` so that the kind-specific half reads on its own.
+fn target_kind(
+    src: &Source,
+    raw: &RawTarget,
+    parallel: usize,
+    source_archive: &Path,
+    ssh_client: SshClient,
+) -> Result<TargetKind> {
     // Keys that belong to the other kind are errors, not silently ignored.
     let archive_keys: [(&str, Option<std::ops::Range<usize>>); 11] = [
         ("transport", raw.transport.as_ref().map(|v| v.span())),
@@ -825,7 +868,7 @@ fn target(
         ("bucket", raw.bucket.as_ref().map(|v| v.span())),
         ("prefix", raw.prefix.as_ref().map(|v| v.span())),
     ];
-    let kind = match raw.kind.get_ref().as_str() {
+    Ok(match raw.kind.get_ref().as_str() {
         "archive" => {
             if let Some((key, Some(span))) = s3_keys.iter().find(|(_, s)| s.is_some()) {
                 return Err(src.error(
@@ -835,7 +878,7 @@ fn target(
             }
             TargetKind::Archive(archive_target(
                 src,
-                &raw,
+                raw,
                 parallel,
                 source_archive,
                 ssh_client,
@@ -870,8 +913,16 @@ fn target(
                 format!("unknown target kind '{other}': expected \"archive\" or \"s3\""),
             ))
         }
-    };
+    })
+}
 
+/// The target's releases, projects and packages (what it gets), each
+/// checked: apart from `target` as one step of it.
+fn selection(
+    src: &Source,
+    raw: &RawTarget,
+    relay: bool,
+) -> Result<(Vec<ReleaseName>, Vec<String>, Vec<PackageVersion>)> {
     // A relay passes its site's whole list on: it has no releases to pick.
     if let Some((key, span)) = relay
         .then(|| {
@@ -903,7 +954,13 @@ fn target(
     for p in &raw.packages {
         packages.push(PackageVersion::parse(p.get_ref(), "/").map_err(|e| src.error(p.span(), e))?);
     }
-    let aging = match &raw.aging {
+    Ok((releases, projects, packages))
+}
+
+/// The target's `[aging]` table, defaults filled in: apart from `target`
+/// as one step of it.
+fn aging(src: &Source, aging: Option<&RawAging>, kind: &TargetKind) -> Result<Aging> {
+    Ok(match aging {
         None => Aging {
             method: AgingMethod::None,
             after: Duration::from_secs(14 * 86400),
@@ -934,23 +991,94 @@ fn target(
                 max_delete: a.max_delete.unwrap_or(50),
             }
         }
-    };
-    Ok(TargetConfig {
-        name: name.to_string(),
-        file: src.path.to_path_buf(),
-        kind,
-        releases,
-        projects,
-        packages,
-        writable_grace: raw
-            .writable_grace
-            .map_or(Duration::from_secs(3600), |d| d.0),
-        sync_interval: raw
-            .sync_interval
-            .map_or(Duration::from_secs(4 * 3600), |d| d.0),
-        tag_retries: raw.tag_retries.unwrap_or(10),
-        aging,
     })
+}
+
+/// `transport = "local"`: the target archive's path, which must not
+/// overlap the source archive; apart from `archive_target` per transport.
+fn local_transport(src: &Source, raw: &RawTarget, source_archive: &Path) -> Result<Transport> {
+    for (key, span) in [
+        ("host", raw.host.as_ref().map(|v| v.span())),
+        ("user", raw.user.as_ref().map(|v| v.span())),
+        ("identity", raw.identity.as_ref().map(|v| v.span())),
+        ("jump", raw.jump.as_ref().map(|v| v.span())),
+        (
+            "remote_archive",
+            raw.remote_archive.as_ref().map(|v| v.span()),
+        ),
+        ("ssh_client", raw.ssh_client.as_ref().map(|v| v.span())),
+    ] {
+        if let Some(span) = span {
+            return Err(src.error(span, format!("`{key}` is for transport = \"ssh\"")));
+        }
+    }
+    let path = raw.path.as_ref().ok_or_else(|| {
+        let span = raw.transport.as_ref().map_or(raw.kind.span(), |t| t.span());
+        src.error(
+            span,
+            "transport = \"local\" needs `path` (the target archive directory)",
+        )
+    })?;
+    let resolved = src.resolve(path)?;
+    // Aging on a target deletes there: a target inside the source
+    // archive, or holding it, would delete from the source.
+    if paths_overlap(&resolved, source_archive) {
+        return Err(src.error(
+            path.span(),
+            format!(
+                "path {} overlaps the source archive {}: a local target must be outside it and must not contain it",
+                resolved.display(),
+                source_archive.display()
+            ),
+        ));
+    }
+    Ok(Transport::Local { path: resolved })
+}
+
+/// `transport = "ssh"`: host, login, jump chain and client; apart from
+/// `archive_target` per transport.
+fn ssh_transport(src: &Source, raw: &RawTarget, ssh_client: SshClient) -> Result<Transport> {
+    if let Some(p) = &raw.path {
+        return Err(src.error(
+            p.span(),
+            "`path` is for transport = \"local\"; use `remote_archive`",
+        ));
+    }
+    let need = |v: &Option<Spanned<String>>, key: &str| -> Result<Spanned<String>> {
+        v.clone().ok_or_else(|| {
+            src.error(
+                raw.transport.as_ref().map_or(raw.kind.span(), |t| t.span()),
+                format!("transport = \"ssh\" needs `{key}`"),
+            )
+        })
+    };
+    let host = need(&raw.host, "host")?;
+    let user = need(&raw.user, "user")?;
+    let identity = need(&raw.identity, "identity")?;
+    let known_hosts = need(&raw.known_hosts, "known_hosts")?;
+    let jump = match &raw.jump {
+        None => Vec::new(),
+        Some(j) => JumpHost::parse_chain(j.get_ref(), user.get_ref())
+            .map_err(|e| src.error(j.span(), e))?,
+    };
+    Ok(Transport::Ssh(SshConfig {
+        host: host.into_inner(),
+        port: raw.port.unwrap_or(22),
+        user: user.into_inner(),
+        identity: src.resolve(&identity)?,
+        known_hosts: src.resolve(&known_hosts)?,
+        remote_archive: raw
+            .remote_archive
+            .as_ref()
+            .map_or("dpkg_archive".to_string(), |r| r.get_ref().clone()),
+        connect_timeout: raw.connect_timeout.map_or(Duration::from_secs(15), |d| d.0),
+        io_timeout: raw.io_timeout.map_or(Duration::from_secs(60), |d| d.0),
+        jump,
+        client: match &raw.ssh_client {
+            None => ssh_client,
+            Some(c) => SshClient::parse(c.get_ref()).map_err(|e| src.error(c.span(), e))?,
+        },
+    }))
 }
 
 /// Syncs between two full checks of an archive target (`verify_every`).
@@ -968,87 +1096,8 @@ fn archive_target(
         .as_ref()
         .map_or("ssh", |t| t.get_ref().as_str());
     let transport = match transport_name {
-        "local" => {
-            for (key, span) in [
-                ("host", raw.host.as_ref().map(|v| v.span())),
-                ("user", raw.user.as_ref().map(|v| v.span())),
-                ("identity", raw.identity.as_ref().map(|v| v.span())),
-                ("jump", raw.jump.as_ref().map(|v| v.span())),
-                (
-                    "remote_archive",
-                    raw.remote_archive.as_ref().map(|v| v.span()),
-                ),
-                ("ssh_client", raw.ssh_client.as_ref().map(|v| v.span())),
-            ] {
-                if let Some(span) = span {
-                    return Err(src.error(span, format!("`{key}` is for transport = \"ssh\"")));
-                }
-            }
-            let path = raw.path.as_ref().ok_or_else(|| {
-                let span = raw.transport.as_ref().map_or(raw.kind.span(), |t| t.span());
-                src.error(
-                    span,
-                    "transport = \"local\" needs `path` (the target archive directory)",
-                )
-            })?;
-            let resolved = src.resolve(path)?;
-            // Aging on a target deletes there: a target inside the source
-            // archive, or holding it, would delete from the source.
-            if paths_overlap(&resolved, source_archive) {
-                return Err(src.error(
-                    path.span(),
-                    format!(
-                        "path {} overlaps the source archive {}: a local target must be outside it and must not contain it",
-                        resolved.display(),
-                        source_archive.display()
-                    ),
-                ));
-            }
-            Transport::Local { path: resolved }
-        }
-        "ssh" => {
-            if let Some(p) = &raw.path {
-                return Err(src.error(
-                    p.span(),
-                    "`path` is for transport = \"local\"; use `remote_archive`",
-                ));
-            }
-            let need = |v: &Option<Spanned<String>>, key: &str| -> Result<Spanned<String>> {
-                v.clone().ok_or_else(|| {
-                    src.error(
-                        raw.transport.as_ref().map_or(raw.kind.span(), |t| t.span()),
-                        format!("transport = \"ssh\" needs `{key}`"),
-                    )
-                })
-            };
-            let host = need(&raw.host, "host")?;
-            let user = need(&raw.user, "user")?;
-            let identity = need(&raw.identity, "identity")?;
-            let known_hosts = need(&raw.known_hosts, "known_hosts")?;
-            let jump = match &raw.jump {
-                None => Vec::new(),
-                Some(j) => JumpHost::parse_chain(j.get_ref(), user.get_ref())
-                    .map_err(|e| src.error(j.span(), e))?,
-            };
-            Transport::Ssh(SshConfig {
-                host: host.into_inner(),
-                port: raw.port.unwrap_or(22),
-                user: user.into_inner(),
-                identity: src.resolve(&identity)?,
-                known_hosts: src.resolve(&known_hosts)?,
-                remote_archive: raw
-                    .remote_archive
-                    .as_ref()
-                    .map_or("dpkg_archive".to_string(), |r| r.get_ref().clone()),
-                connect_timeout: raw.connect_timeout.map_or(Duration::from_secs(15), |d| d.0),
-                io_timeout: raw.io_timeout.map_or(Duration::from_secs(60), |d| d.0),
-                jump,
-                client: match &raw.ssh_client {
-                    None => ssh_client,
-                    Some(c) => SshClient::parse(c.get_ref()).map_err(|e| src.error(c.span(), e))?,
-                },
-            })
-        }
+        "local" => local_transport(src, raw, source_archive)?,
+        "ssh" => ssh_transport(src, raw, ssh_client)?,
         other => {
             let span = raw.transport.as_ref().map(|t| t.span()).unwrap_or(0..0);
             return Err(src.error(
