@@ -31,7 +31,7 @@ use crate::release;
 use crate::report::Reporter;
 use crate::target::facts::ArchiveFacts;
 use crate::target::protocol::{self, Command, Exit};
-use crate::target::ssh::{self, ReceiverState, SshTransport};
+use crate::target::ssh::{self, ReceiverState, SshProbe, SshTransport};
 
 #[derive(Clone, Debug, Default)]
 pub struct CheckOptions {
@@ -423,6 +423,39 @@ fn check_ssh(target: &TargetConfig, archive: &ArchiveTarget, ssh: &SshConfig, ch
         }
     };
     let probe = transport.probe();
+    login_steps(target, ssh, &probe, checks);
+    let logged_in = probe.steps.iter().all(|s| s.ok);
+    let (home, home_assumed) = match &probe.home {
+        Some(h) => (h.clone(), false),
+        None if ssh.user == "root" => ("/root".to_string(), true),
+        None => (format!("/home/{}", ssh.user), true),
+    };
+    if logged_in {
+        let receiver_ok = check_receiver(name, ssh, &probe, &home, checks);
+        let facts = match &probe.facts {
+            Some(Ok(f)) => Ok(f.clone()),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err("not checked".into()),
+        };
+        check_facts(target, archive, &ssh.user, facts, !receiver_ok, checks);
+    } else {
+        for check in ["receiver", "archive", "free space"] {
+            checks.add(name, check, Status::Skip, "not checked: no login");
+        }
+    }
+    authorized_keys(name, ssh, &home, home_assumed, checks);
+}
+
+/// Where the receiver lives under the login's home.
+fn receiver_path(home: &str) -> String {
+    format!("{home}/.blat/blat-receiver")
+}
+
+/// One check line per login step of the probe (reach, host key, login, for
+/// each jump host and the target), each failure with its fix: apart from
+/// `check_ssh` as its first part.
+fn login_steps(target: &TargetConfig, ssh: &SshConfig, probe: &SshProbe, checks: &mut Checks) {
+    let name = target.name.as_str();
     for step in &probe.steps {
         // A jump host's steps are `jump N reach`, `jump N host key`, ...
         let label = match step.hop {
@@ -440,49 +473,53 @@ fn check_ssh(target: &TargetConfig, archive: &ArchiveTarget, ssh: &SshConfig, ch
             checks.push(name, &label, Status::Fail, step.detail.clone(), fix);
         }
     }
-    let logged_in = probe.steps.iter().all(|s| s.ok);
-    let receiver_path = |home: &str| format!("{home}/.blat/blat-receiver");
-    let (home, home_assumed) = match &probe.home {
-        Some(h) => (h.clone(), false),
-        None if ssh.user == "root" => ("/root".to_string(), true),
-        None => (format!("/home/{}", ssh.user), true),
+}
+
+/// The `receiver` check of a logged-in probe, with how to install it when
+/// it is missing or stale; true when the receiver can serve. Apart from
+/// `check_ssh` as its second part.
+fn check_receiver(
+    name: &str,
+    ssh: &SshConfig,
+    probe: &SshProbe,
+    home: &str,
+    checks: &mut Checks,
+) -> bool {
+    let forced = probe.forced.unwrap_or(false);
+    let allow_install = matches!(&probe.facts, Some(Ok(f)) if f.allow_install);
+    let key_kind = match (forced, allow_install) {
+        (false, _) => "the key is not restricted (no forced command)".to_string(),
+        (true, false) => "the key is a forced command (restricted to the receiver)".to_string(),
+        (true, true) => {
+            "the key is a forced command with --allow-install (restricted to the receiver, which may update itself)"
+                .to_string()
+        }
     };
-    let mut receiver_ok = false;
-    if logged_in {
-        let forced = probe.forced.unwrap_or(false);
-        let allow_install = matches!(&probe.facts, Some(Ok(f)) if f.allow_install);
-        let key_kind = match (forced, allow_install) {
-            (false, _) => "the key is not restricted (no forced command)".to_string(),
-            (true, false) => "the key is a forced command (restricted to the receiver)".to_string(),
-            (true, true) => {
-                "the key is a forced command with --allow-install (restricted to the receiver, which may update itself)"
-                    .to_string()
-            }
-        };
-        match (&probe.receiver, &probe.installable) {
-            (Some(ReceiverState::Current), _) => {
-                receiver_ok = true;
-                checks.add(
-                    name,
-                    "receiver",
-                    Status::Ok,
-                    format!(
-                        "{} is current (sha256 {}…); {key_kind}",
-                        ssh::RECEIVER_PATH,
-                        &ssh::receiver_sha256()[..12]
-                    ),
-                )
-            }
-            (Some(state), Some(Ok(how))) => {
-                receiver_ok = true;
-                checks.add(
-                    name,
-                    "receiver",
-                    Status::Ok,
-                    format!("{}; {how}", receiver_state(state)),
-                )
-            }
-            (Some(state), Some(Err(why))) => checks.fail(
+    match (&probe.receiver, &probe.installable) {
+        (Some(ReceiverState::Current), _) => {
+            checks.add(
+                name,
+                "receiver",
+                Status::Ok,
+                format!(
+                    "{} is current (sha256 {}…); {key_kind}",
+                    ssh::RECEIVER_PATH,
+                    &ssh::receiver_sha256()[..12]
+                ),
+            );
+            true
+        }
+        (Some(state), Some(Ok(how))) => {
+            checks.add(
+                name,
+                "receiver",
+                Status::Ok,
+                format!("{}; {how}", receiver_state(state)),
+            );
+            true
+        }
+        (Some(state), Some(Err(why))) => {
+            checks.fail(
                 name,
                 "receiver",
                 format!("{}; {why}", receiver_state(state)),
@@ -490,35 +527,40 @@ fn check_ssh(target: &TargetConfig, archive: &ArchiveTarget, ssh: &SshConfig, ch
                     "copy this blat's receiver (/usr/share/blat/blat-receiver from the package, receiver/blat-receiver in the sources) to the target, then as root there: \
                      install -d -o {u} -m 755 {home}/.blat && install -o {u} -m 755 blat-receiver {path}{allow}",
                     u = ssh.user,
-                    path = receiver_path(&home),
+                    path = receiver_path(home),
                     allow = if forced && matches!(state, ReceiverState::Stale { .. }) {
                         "; or add --allow-install to the key's forced command"
                     } else {
                         ""
                     }
                 ),
-            ),
-            _ => checks.fail(
+            );
+            false
+        }
+        _ => {
+            checks.fail(
                 name,
                 "receiver",
                 "the target did not answer about its receiver",
                 "run blat check -vv again; see the ssh log on the target",
-            ),
-        }
-        let facts = match &probe.facts {
-            Some(Ok(f)) => Ok(f.clone()),
-            Some(Err(e)) => Err(e.clone()),
-            None => Err("not checked".into()),
-        };
-        check_facts(target, archive, &ssh.user, facts, !receiver_ok, checks);
-    } else {
-        for check in ["receiver", "archive", "free space"] {
-            checks.add(name, check, Status::Skip, "not checked: no login");
+            );
+            false
         }
     }
+}
+
+/// The `public key` check and the authorized_keys lines to append on the
+/// target and its jump hosts: apart from `check_ssh` as its last part.
+fn authorized_keys(
+    name: &str,
+    ssh: &SshConfig,
+    home: &str,
+    home_assumed: bool,
+    checks: &mut Checks,
+) {
     match ssh::public_key(&ssh.identity) {
         Ok(key) => {
-            let line = format!("restrict,command=\"{}\" {}", receiver_path(&home), key.line);
+            let line = format!("restrict,command=\"{}\" {}", receiver_path(home), key.line);
             let file = format!("{home}/.ssh/authorized_keys");
             checks.add(
                 name,
@@ -544,7 +586,7 @@ fn check_ssh(target: &TargetConfig, archive: &ArchiveTarget, ssh: &SshConfig, ch
                 target: name.to_string(),
                 user: ssh.user.clone(),
                 host: ssh.host.clone(),
-                home: home.clone(),
+                home: home.to_string(),
                 home_assumed,
                 file,
                 line,

@@ -203,6 +203,14 @@ struct Wanted {
     alias: Option<Alias>,
 }
 
+/// What `deliver`'s first steps learnt, for its last step (`settle_tags`).
+struct Delivered<'d> {
+    listings: &'d BTreeMap<Name, crate::target::Listing>,
+    stat_errors: &'d BTreeMap<Name, String>,
+    send_errors: &'d BTreeMap<PackageVersion, String>,
+    to_send: &'d [PackageVersion],
+}
+
 /// One target's polls and what they found.
 struct Poller<'a> {
     config: &'a Config,
@@ -418,8 +426,34 @@ impl<'a> Poller<'a> {
                 }
             },
         };
-        let mut healthy = true;
-        // One stat per package, whatever the number of its tags.
+        let (listings, stat_errors) = self.stat_packages(dest.as_ref(), &wanted);
+        let mut healthy = stat_errors.is_empty();
+        let to_send = self.outdated(&wanted, &listings);
+        let send_errors = self.send(dest.as_ref(), &to_send, &listings);
+        let delivered = Delivered {
+            listings: &listings,
+            stat_errors: &stat_errors,
+            send_errors: &send_errors,
+            to_send: &to_send,
+        };
+        healthy &= self.settle_tags(dest.as_ref(), wanted, &delivered);
+        // A target that failed may have a broken connection: open it afresh.
+        if healthy && send_errors.is_empty() {
+            self.dest = Some(dest);
+        }
+    }
+
+    /// The target's listing of each wanted package, one stat per package
+    /// whatever the number of its tags; the packages it could not list map
+    /// to their error. Apart from `deliver` as its first step.
+    fn stat_packages(
+        &self,
+        dest: &dyn Target,
+        wanted: &[Wanted],
+    ) -> (
+        BTreeMap<Name, crate::target::Listing>,
+        BTreeMap<Name, String>,
+    ) {
         let packages: BTreeSet<&Name> = wanted.iter().map(|w| &w.pv.package).collect();
         let mut listings = BTreeMap::new();
         let mut stat_errors = BTreeMap::new();
@@ -435,7 +469,6 @@ impl<'a> Poller<'a> {
                     listings.insert(package.clone(), l);
                 }
                 Err(e) => {
-                    healthy = false;
                     stat_errors.insert(
                         package.clone(),
                         format!("cannot ask the target about {package}: {e:#}"),
@@ -443,8 +476,18 @@ impl<'a> Poller<'a> {
                 }
             }
         }
+        (listings, stat_errors)
+    }
+
+    /// The wanted package-versions the target lacks or holds with another
+    /// descpkg mtime, in order: apart from `deliver` as its second step.
+    fn outdated(
+        &self,
+        wanted: &[Wanted],
+        listings: &BTreeMap<Name, crate::target::Listing>,
+    ) -> Vec<PackageVersion> {
         let mut to_send = BTreeSet::new();
-        for w in &wanted {
+        for w in wanted {
             let Some(listing) = listings.get(&w.pv.package) else {
                 continue;
             };
@@ -463,7 +506,18 @@ impl<'a> Poller<'a> {
                 }
             }
         }
-        let to_send: Vec<PackageVersion> = to_send.into_iter().collect();
+        to_send.into_iter().collect()
+    }
+
+    /// Sends `to_send` (against the delta bases the target holds), counts
+    /// what went; the package-versions that failed map to their error.
+    /// Apart from `deliver` as its third step.
+    fn send(
+        &mut self,
+        dest: &dyn Target,
+        to_send: &[PackageVersion],
+        listings: &BTreeMap<Name, crate::target::Listing>,
+    ) -> BTreeMap<PackageVersion, String> {
         let bases = if to_send.is_empty() {
             crate::delta::Bases::off()
         } else {
@@ -485,8 +539,8 @@ impl<'a> Poller<'a> {
             self.target,
             self.archive_cfg,
             &self.source,
-            dest.as_ref(),
-            &to_send,
+            dest,
+            to_send,
             &bases,
             self.dry_run,
         );
@@ -502,18 +556,28 @@ impl<'a> Poller<'a> {
                 }
             }
         }
+        send_errors
+    }
+
+    /// Links the aliases the target lacks and consumes each tag whose
+    /// package is now in place, failing the others; false when a link
+    /// failed (the connection may be broken). Apart from `deliver` as its
+    /// last step.
+    fn settle_tags(&mut self, dest: &dyn Target, wanted: Vec<Wanted>, done: &Delivered) -> bool {
+        let mut healthy = true;
         let mut linked = BTreeSet::new();
         for w in wanted {
-            if let Some(e) = stat_errors.get(&w.pv.package) {
+            if let Some(e) = done.stat_errors.get(&w.pv.package) {
                 self.fail(&w.tag, e);
                 continue;
             }
-            if let Some(e) = send_errors.get(&w.pv) {
+            if let Some(e) = done.send_errors.get(&w.pv) {
                 self.fail(&w.tag, &format!("{} not sent: {e}", w.pv));
                 continue;
             }
             if let Some(alias) = &w.alias {
-                let there = listings
+                let there = done
+                    .listings
                     .get(&alias.package)
                     .is_some_and(|l| l.aliases.contains(alias));
                 if !there && !linked.contains(alias) {
@@ -527,15 +591,13 @@ impl<'a> Poller<'a> {
                     linked.insert(alias.clone());
                 }
             }
-            if !to_send.contains(&w.pv) && w.alias.as_ref().is_none_or(|a| !linked.contains(a)) {
+            if !done.to_send.contains(&w.pv) && w.alias.as_ref().is_none_or(|a| !linked.contains(a))
+            {
                 self.report.up_to_date.push(w.tag.clone());
             }
             self.consume(&w.tag);
         }
-        // A target that failed may have a broken connection: open it afresh.
-        if healthy && send_errors.is_empty() {
-            self.dest = Some(dest);
-        }
+        healthy
     }
 
     fn detail(&self, message: &str) {
