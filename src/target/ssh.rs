@@ -295,28 +295,7 @@ impl SshTransport {
         if let Some(keyscan) = &at.keyscan {
             host_keys = host_keys.with_keyscan(keyscan.clone());
         }
-        let supported = session
-            .supported_algs(MethodType::HostKey)
-            .unwrap_or_default();
-        if let Some(prefs) = host_keys.algorithm_preference(&supported) {
-            session
-                .method_pref(MethodType::HostKey, &prefs)
-                .with_context(|| format!("cannot ask for host key types {prefs}"))?;
-        }
-        let ciphers = session
-            .supported_algs(MethodType::CryptCs)
-            .unwrap_or_default();
-        let ciphers: Vec<&str> = CIPHERS
-            .iter()
-            .copied()
-            .filter(|c| ciphers.contains(c))
-            .collect();
-        if !ciphers.is_empty() {
-            let ciphers = ciphers.join(",");
-            // Best effort: the defaults work too, only slower.
-            let _ = session.method_pref(MethodType::CryptCs, &ciphers);
-            let _ = session.method_pref(MethodType::CryptSc, &ciphers);
-        }
+        prefer_algorithms(&session, &host_keys)?;
 
         session.handshake().map_err(|e| {
             if e.code() == ssh2::ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) {
@@ -354,6 +333,21 @@ impl SshTransport {
             ),
         );
 
+        self.authenticate(&session, at)?;
+        passed(
+            at.hop,
+            Step::Login,
+            format!("{host} lets {user} in with {}", c.identity.display()),
+        );
+        session.set_timeout(millis(c.io_timeout));
+        Ok(session)
+    }
+
+    /// Key authentication as `at.user`, each refusal said in one line with
+    /// what to check: apart from `login` as its last step.
+    fn authenticate(&self, session: &Session, at: &Login) -> Result<()> {
+        let c = &self.config;
+        let (host, port, user) = (at.host, at.port, at.user);
         if let Err(e) = session.userauth_pubkey_file(user, None, &c.identity, None) {
             let code = e.code();
             if code == ssh2::ErrorCode::Session(LIBSSH2_ERROR_AUTHENTICATION_FAILED)
@@ -376,13 +370,7 @@ impl SshTransport {
                 c.identity.display(),
             );
         }
-        passed(
-            at.hop,
-            Step::Login,
-            format!("{host} lets {user} in with {}", c.identity.display()),
-        );
-        session.set_timeout(millis(c.io_timeout));
-        Ok(session)
+        Ok(())
     }
 
     /// Makes sure the target runs exactly the embedded receiver.
@@ -769,6 +757,34 @@ fn reasons(why: &[String]) -> String {
     } else {
         format!(" ({})", why.join("; "))
     }
+}
+
+/// Asks for the host key types known_hosts holds for this host and for the
+/// fastest ciphers both sides have: apart from `login` as its own step.
+fn prefer_algorithms(session: &Session, host_keys: &known_hosts::HostKeys) -> Result<()> {
+    let supported = session
+        .supported_algs(MethodType::HostKey)
+        .unwrap_or_default();
+    if let Some(prefs) = host_keys.algorithm_preference(&supported) {
+        session
+            .method_pref(MethodType::HostKey, &prefs)
+            .with_context(|| format!("cannot ask for host key types {prefs}"))?;
+    }
+    let ciphers = session
+        .supported_algs(MethodType::CryptCs)
+        .unwrap_or_default();
+    let ciphers: Vec<&str> = CIPHERS
+        .iter()
+        .copied()
+        .filter(|c| ciphers.contains(c))
+        .collect();
+    if !ciphers.is_empty() {
+        let ciphers = ciphers.join(",");
+        // Best effort: the defaults work too, only slower.
+        let _ = session.method_pref(MethodType::CryptCs, &ciphers);
+        let _ = session.method_pref(MethodType::CryptSc, &ciphers);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
