@@ -360,7 +360,7 @@ impl OpensshTransport {
     ) -> anyhow::Error {
         let detail = last_line(stderr);
         if !detail.is_empty() {
-            let detail = detail.strip_prefix("blat-receiver: ").unwrap_or(&detail);
+            let detail = super::protocol::message(&detail);
             return e.context(format!("sending to the receiver failed: {detail}"));
         }
         match broken {
@@ -388,8 +388,7 @@ impl Transport for OpensshTransport {
     }
 
     fn run(&self, args: &[String], input: Option<InputFn>) -> Result<RunOutput> {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let line = receiver_command(&self.config.remote_archive, &args);
+        let line = receiver_command(&self.config.remote_archive, args);
         let socket = self.socket()?;
         self.exec(&socket, &line, input)
     }

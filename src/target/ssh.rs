@@ -34,6 +34,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 use ssh2::{Channel, MethodType, Session};
 
+use super::protocol::{self, Command};
+use super::receiver::parse_version_reply;
 use super::{InputFn, RunOutput, Transport, RECEIVER};
 use crate::config::SshConfig;
 use known_hosts::KnownHosts;
@@ -172,7 +174,7 @@ impl SshTransport {
         )
     }
 
-    fn command_line(&self, args: &[&str]) -> String {
+    fn command_line<S: AsRef<str>>(&self, args: &[S]) -> String {
         receiver_command(&self.config.remote_archive, args)
     }
 
@@ -444,10 +446,7 @@ impl SshTransport {
         match (said, broken) {
             (Ok((_, stderr, _)), _) if !stderr.trim().is_empty() => {
                 let detail = stderr.trim().lines().last().unwrap_or_default().to_string();
-                let detail = detail
-                    .strip_prefix("blat-receiver: ")
-                    .unwrap_or(&detail)
-                    .to_string();
+                let detail = protocol::message(&detail).to_string();
                 e.context(format!("sending to the receiver failed: {detail}"))
             }
             (_, Some(io)) => self.lost(session, io, "sending"),
@@ -485,8 +484,7 @@ impl Transport for SshTransport {
     }
 
     fn run(&self, args: &[String], input: Option<InputFn>) -> Result<RunOutput> {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let command = self.command_line(&args);
+        let command = self.command_line(args);
         let (mut session, reused) = self.take_session()?;
         let channel = match self.open(&session) {
             Ok(channel) => channel,
@@ -522,14 +520,14 @@ impl Drop for SshTransport {
 /// The login shell's command line for `blat-receiver -a ARCHIVE ARGS`.
 /// Words are quoted only when they need it: a forced command sees the
 /// line split on blanks, without shell unquoting.
-pub(super) fn receiver_command(remote_archive: &str, args: &[&str]) -> String {
+pub(super) fn receiver_command<S: AsRef<str>>(remote_archive: &str, args: &[S]) -> String {
     let archive = remote_archive;
     // `~/x` is the receiver's relative `x`, which needs no shell.
     let archive = archive.strip_prefix("~/").unwrap_or(archive);
     let mut line = format!("{RECEIVER_PATH} -a {}", shell_word(archive));
     for a in args {
         line.push(' ');
-        line.push_str(&shell_word(a));
+        line.push_str(&shell_word(a.as_ref()));
     }
     line
 }
@@ -547,7 +545,10 @@ pub(super) fn ensure_receiver(
             .then(|| version_sha(&out.stdout))
             .flatten()
     };
-    let probe = exec(&receiver_command(remote_archive, &["version"]), None)?;
+    let probe = exec(
+        &receiver_command(remote_archive, &Command::Version.args()),
+        None,
+    )?;
     let found = installed(&probe);
     if found.as_deref() == Some(want.as_str()) {
         return Ok(());
@@ -558,7 +559,7 @@ pub(super) fn ensure_receiver(
         // A receiver answers (perhaps as the key's forced command): it
         // can replace itself, wherever it lives.
         let out = exec(
-            &receiver_command(remote_archive, &["install", &want]),
+            &receiver_command(remote_archive, &Command::Install(&want).args()),
             Some(&mut feed),
         )?;
         if out.status != 0 {
@@ -576,7 +577,10 @@ pub(super) fn ensure_receiver(
             why.push(first_line(&out.stderr, out.status));
         }
     }
-    let check = exec(&receiver_command(remote_archive, &["version"]), None)?;
+    let check = exec(
+        &receiver_command(remote_archive, &Command::Version.args()),
+        None,
+    )?;
     match installed(&check) {
         Some(sha) if sha == want => Ok(()),
         Some(sha) => bail!(
@@ -734,16 +738,15 @@ pub fn receiver_sha256() -> String {
     hex::encode(Sha256::digest(RECEIVER.as_bytes()))
 }
 
+/// The sha256 a `version` reply names, if it names one.
 fn version_sha(stdout: &str) -> Option<String> {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("sha256 "))
-        .map(|s| s.trim().to_string())
+    let info = parse_version_reply(stdout);
+    (!info.sha256.is_empty()).then_some(info.sha256)
 }
 
 fn first_line(stderr: &str, status: i32) -> String {
     let line = stderr.trim().lines().next().unwrap_or_default();
-    let line = line.strip_prefix("blat-receiver: ").unwrap_or(line);
+    let line = protocol::message(line);
     if line.is_empty() {
         format!("exit code {status}")
     } else {

@@ -14,6 +14,7 @@ use super::{
     first_line, known_hosts, receiver_sha256, shell_word, version_sha, SshTransport, Step,
 };
 use crate::target::facts::ArchiveFacts;
+use crate::target::protocol;
 use crate::target::{RunOutput, RECEIVER};
 
 /// One connection step and how it went.
@@ -117,7 +118,11 @@ impl SshTransport {
             lines.next().map(String::from)
         };
 
-        let version = self.exec(session, &self.command_line(&["version"]), None)?;
+        let version = self.exec(
+            session,
+            &self.command_line(&protocol::Command::Version.args()),
+            None,
+        )?;
         let found = (version.status == 0)
             .then(|| version_sha(&version.stdout))
             .flatten();
@@ -151,9 +156,11 @@ impl SshTransport {
         }
 
         let check = match (&state, forced) {
-            (ReceiverState::Current, _) => {
-                Some(self.exec(session, &self.command_line(&["check"]), None)?)
-            }
+            (ReceiverState::Current, _) => Some(self.exec(
+                session,
+                &self.command_line(&protocol::Command::Check.args()),
+                None,
+            )?),
             // The embedded receiver, run as a script read from stdin:
             // what the next sync would install, installing nothing.
             (_, false) => {
@@ -190,7 +197,11 @@ impl SshTransport {
     /// beside itself, finds the mismatch and removes it again.
     fn install_allowed(&self, session: &Session) -> Result<Result<String, String>> {
         let zeros = "0".repeat(64);
-        let out = self.exec(session, &self.command_line(&["install", &zeros]), None)?;
+        let out = self.exec(
+            session,
+            &self.command_line(&protocol::Command::Install(&zeros).args()),
+            None,
+        )?;
         let said = first_line(&out.stderr, out.status);
         Ok(if said.contains("sha256 mismatch") {
             Ok("its forced command says --allow-install: the next sync updates it".into())
