@@ -15,8 +15,8 @@
 //!   another; `ops/frame.rs` is the frame (lock, run record, error capture,
 //!   summary, JSON, exit code) they all use, serial or several targets at
 //!   once, and `ops/mod.rs` the [`ops::Context`] the passes share. A large
-//!   command has its parts below its own folder (`ops/check/{releases,s3,
-//!   ssh}.rs`, `ops/s3sync/`), used by it alone.
+//!   command keeps its parts in its own folder (`ops/check/`,
+//!   `ops/s3sync/`, `ops/status/`), used by it alone.
 //! - Shared by the commands: [`transfer`] (the send path of sync and fast,
 //!   with [`delta`]: new versions as the files changed since a base),
 //!   [`mod@aging`] (the one aging policy and its guards, for sites and buckets),
