@@ -4,7 +4,9 @@
 //!
 //! Architecture map (the contract is in `docs/`):
 //! - [`cli`]: clap types → plain options structs (the core never sees clap).
-//! - [`config`]: `blat.toml` + `targets/*.conf` → validated [`config::Config`].
+//! - [`config`]: `blat.toml` + `targets/*.conf` → validated [`config::Config`]
+//!   (a target's file in `config/target.rs`, SSH and jump hosts in
+//!   `config/ssh.rs`, sizes and durations in [`config::units`]).
 //! - [`archive`]: names, package-versions, descpkg mtimes, the alias rule, grace.
 //! - [`release`]: `ReleaseSource` trait (SQLite; ODBC behind a feature; a
 //!   relay's source, a site's PackageList).
