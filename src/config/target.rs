@@ -176,12 +176,7 @@ fn target_kind(
     ];
     Ok(match raw.kind.get_ref().as_str() {
         "archive" => {
-            if let Some((key, Some(span))) = s3_keys.iter().find(|(_, s)| s.is_some()) {
-                return Err(src.error(
-                    span.clone(),
-                    format!("`{key}` is for kind = \"s3\" targets"),
-                ));
-            }
+            refuse_keys(src, &s3_keys, "kind = \"s3\" targets")?;
             TargetKind::Archive(archive_target(
                 src,
                 raw,
@@ -191,12 +186,7 @@ fn target_kind(
             )?)
         }
         "s3" => {
-            if let Some((key, Some(span))) = archive_keys.iter().find(|(_, s)| s.is_some()) {
-                return Err(src.error(
-                    span.clone(),
-                    format!("`{key}` is for kind = \"archive\" targets"),
-                ));
-            }
+            refuse_keys(src, &archive_keys, "kind = \"archive\" targets")?;
             let bucket = raw
                 .bucket
                 .as_ref()
@@ -300,10 +290,27 @@ fn aging(src: &Source, aging: Option<&RawAging>, kind: &TargetKind) -> Result<Ag
     })
 }
 
+/// The first of `keys` that is set, as an error: it belongs to `whose`
+/// (another kind or transport), and is refused rather than ignored. One
+/// rule for the three places that refuse keys.
+fn refuse_keys(
+    src: &Source,
+    keys: &[(&str, Option<std::ops::Range<usize>>)],
+    whose: &str,
+) -> Result<()> {
+    match keys
+        .iter()
+        .find_map(|(key, span)| Some((key, span.clone()?)))
+    {
+        Some((key, span)) => Err(src.error(span, format!("`{key}` is for {whose}"))),
+        None => Ok(()),
+    }
+}
+
 /// `transport = "local"`: the target archive's path, which must not
 /// overlap the source archive; apart from `archive_target` per transport.
 fn local_transport(src: &Source, raw: &RawTarget, source_archive: &Path) -> Result<Transport> {
-    for (key, span) in [
+    let ssh_keys = [
         ("host", raw.host.as_ref().map(|v| v.span())),
         ("user", raw.user.as_ref().map(|v| v.span())),
         ("identity", raw.identity.as_ref().map(|v| v.span())),
@@ -313,11 +320,8 @@ fn local_transport(src: &Source, raw: &RawTarget, source_archive: &Path) -> Resu
             raw.remote_archive.as_ref().map(|v| v.span()),
         ),
         ("ssh_client", raw.ssh_client.as_ref().map(|v| v.span())),
-    ] {
-        if let Some(span) = span {
-            return Err(src.error(span, format!("`{key}` is for transport = \"ssh\"")));
-        }
-    }
+    ];
+    refuse_keys(src, &ssh_keys, "transport = \"ssh\"")?;
     let path = raw.path.as_ref().ok_or_else(|| {
         let span = raw.transport.as_ref().map_or(raw.kind.span(), |t| t.span());
         src.error(

@@ -147,6 +147,39 @@ impl World {
         self.blat_env(args, &[])
     }
 
+    /// Starts the built blat in the background, its output piped: for the
+    /// tests that watch a run while it goes (`fast --watch`, `--jobs`).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_blat"))
+            .arg("-c")
+            .arg(self.config())
+            .args(args)
+            .env_remove("BLAT_CONFIG")
+            .env_remove("BLAT_NOW")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// A released package with one file of `size` bytes that do not
+    /// compress: for the tests of big transfers (timeouts, slow links).
+    pub fn big_package(&self, package: &str, version: &str, mtime: i64, size: usize) {
+        let dir = self.build(package, version, mtime, &[]);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let data: Vec<u8> = (0..size)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        fs::write(dir.join("blob.bin"), data).unwrap();
+        set_mtime(&dir, mtime);
+        make_read_only(&dir);
+    }
+
     /// Runs the built blat as an unprivileged user: `nobody` when the tests
     /// run as root (from a link to the binary inside the world, a path
     /// nobody can reach), else as ourselves.
