@@ -26,7 +26,9 @@
 //!   layout, never followed), [`exec`] (the one executor), [`atomic`] (the one
 //!   atomic write, the one random token), [`lock`], [`state`], [`report`].
 //! - [`target`]: `Target` trait, the receiver protocol (its types in
-//!   [`target::protocol`], spoken by [`target::receiver`]), transports,
+//!   [`target::protocol`], spoken by [`target::receiver`]), transports
+//!   (libssh2's [`target::ssh`] and OpenSSH's [`target::openssh`], which
+//!   share `ssh/remote.rs`: the receiver's command lines and installation),
 //!   packing; what the receiver's `check` reports ([`target::facts`]).
 //! - `store` (feature `s3`): `ObjectStore` trait, S3, a bucket in memory
 //!   (the contract's second implementation), key layout, dry run,
