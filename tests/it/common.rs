@@ -142,6 +142,23 @@ impl World {
         );
     }
 
+    /// Project P (a/1.0, and b/2.0 with a nested file and a symlink) and
+    /// j/1 with the alias j/cur from `t0` on, the Release Manager holding
+    /// P/R1: the packages the SSH and jump suites send.
+    pub fn release_project_p(&self, t0: i64) {
+        self.release("a", "1.0", t0);
+        self.release_with(
+            "b",
+            "2.0",
+            t0 + 20,
+            &[("deep/er/x.txt", "x"), ("run.sh", "->deep/er/x.txt")],
+        );
+        self.release("j", "1", t0 + 40);
+        self.alias("j", "cur", "1");
+        self.write_global("");
+        self.write_rm(&[("P/R1", "open", 0, &["a/1.0", "b/2.0"])]);
+    }
+
     /// Runs the built blat with `-c <config>` and `args`.
     pub fn blat(&self, args: &[&str]) -> Output {
         self.blat_env(args, &[])

@@ -111,17 +111,7 @@ impl Site {
 /// jump hosts, and `mirror`, a local target with the same content.
 fn world(site: &Site, extra: &str) -> World {
     let w = World::new();
-    w.release("a", "1.0", T0);
-    w.release_with(
-        "b",
-        "2.0",
-        T0 + 20,
-        &[("deep/er/x.txt", "x"), ("run.sh", "->deep/er/x.txt")],
-    );
-    w.release("j", "1", T0 + 40);
-    w.alias("j", "cur", "1");
-    w.write_global("");
-    w.write_rm(&[("P/R1", "open", 0, &["a/1.0", "b/2.0"])]);
+    w.release_project_p(T0);
     w.write_target("site", &site.conf(extra));
     w.local_target("mirror", "projects = [\"P\"]\npackages = [\"j/cur\"]");
     w

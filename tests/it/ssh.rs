@@ -26,17 +26,7 @@ const T0: i64 = 1_700_000_000;
 /// target `site` on `sshd`.
 fn world(sshd: &Sshd, extra: &str) -> World {
     let w = World::new();
-    w.release("a", "1.0", T0);
-    w.release_with(
-        "b",
-        "2.0",
-        T0 + 20,
-        &[("deep/er/x.txt", "x"), ("run.sh", "->deep/er/x.txt")],
-    );
-    w.release("j", "1", T0 + 40);
-    w.alias("j", "cur", "1");
-    w.write_global("");
-    w.write_rm(&[("P/R1", "open", 0, &["a/1.0", "b/2.0"])]);
+    w.release_project_p(T0);
     sshd.write_target(
         &w,
         "site",
