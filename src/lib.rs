@@ -4,7 +4,9 @@
 //!
 //! Architecture map (the contract is in `docs/`):
 //! - [`cli`]: clap types → plain options structs (the core never sees clap).
-//! - [`config`]: `blat.toml` + `targets/*.conf` → validated [`config::Config`].
+//! - [`config`]: `blat.toml` + `targets/*.conf` → validated [`config::Config`]
+//!   (a target's file in `config/target.rs`, SSH and jump hosts in
+//!   `config/ssh.rs`, sizes and durations in [`config::units`]).
 //! - [`archive`]: names, package-versions, descpkg mtimes, the alias rule, grace.
 //! - [`release`]: `ReleaseSource` trait (SQLite; ODBC behind a feature; a
 //!   relay's source, a site's PackageList).
@@ -14,7 +16,9 @@
 //! - [`ops`]: one pass of each command, one file each, none importing
 //!   another; `ops/frame.rs` is the frame (lock, run record, error capture,
 //!   summary, JSON, exit code) they all use, serial or several targets at
-//!   once, and `ops/mod.rs` the [`ops::Context`] the passes share.
+//!   once, and `ops/mod.rs` the [`ops::Context`] the passes share. A large
+//!   command keeps its parts in its own folder (`ops/check/`,
+//!   `ops/s3sync/`, `ops/status/`), used by it alone.
 //! - Shared by the commands: [`transfer`] (the send path of sync and fast,
 //!   with [`delta`]: new versions as the files changed since a base),
 //!   [`mod@aging`] (the one aging policy and its guards, for sites and buckets),
@@ -22,7 +26,9 @@
 //!   layout, never followed), [`exec`] (the one executor), [`atomic`] (the one
 //!   atomic write, the one random token), [`lock`], [`state`], [`report`].
 //! - [`target`]: `Target` trait, the receiver protocol (its types in
-//!   [`target::protocol`], spoken by [`target::receiver`]), transports,
+//!   [`target::protocol`], spoken by [`target::receiver`]), transports
+//!   (libssh2's [`target::ssh`] and OpenSSH's [`target::openssh`], which
+//!   share `ssh/remote.rs`: the receiver's command lines and installation),
 //!   packing; what the receiver's `check` reports ([`target::facts`]).
 //! - `store` (feature `s3`): `ObjectStore` trait, S3, a bucket in memory
 //!   (the contract's second implementation), key layout, dry run,

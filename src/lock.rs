@@ -54,17 +54,7 @@ impl TargetLock {
 /// Takes `<state_dir>/locks/<target>.<suffix>` without waiting (created when
 /// missing, never through a symlink); [`LockHeld`] when another run holds it.
 fn take(state_dir: &Path, target: &str, suffix: &str) -> Result<TargetLock> {
-    let dir = state_dir.join("locks");
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create lock directory {}", dir.display()))?;
-    let path = dir.join(format!("{target}.{suffix}"));
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    let (path, file) = open_lock_file(state_dir, &format!("{target}.{suffix}"))?;
     match file.try_lock() {
         Ok(()) => Ok(TargetLock { _file: file }),
         Err(TryLockError::WouldBlock) => Err(LockHeld(target.to_string()).into()),
@@ -79,6 +69,16 @@ fn take(state_dir: &Path, target: &str, suffix: &str) -> Result<TargetLock> {
 /// file of an earlier version). `name` never ends in `.lock` or `.watch`
 /// unless it starts with `.`, so no target's lock is ever taken here.
 pub fn wait_for(state_dir: &Path, name: &str) -> Result<TargetLock> {
+    let (path, file) = open_lock_file(state_dir, name)?;
+    file.lock()
+        .with_context(|| format!("cannot lock {}", path.display()))?;
+    Ok(TargetLock { _file: file })
+}
+
+/// Opens `<state_dir>/locks/<name>` for locking, created when missing
+/// (with its directory), never through a symlink: the one way `take` and
+/// `wait_for` open their lock files.
+fn open_lock_file(state_dir: &Path, name: &str) -> Result<(std::path::PathBuf, File)> {
     let dir = state_dir.join("locks");
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create lock directory {}", dir.display()))?;
@@ -90,9 +90,7 @@ pub fn wait_for(state_dir: &Path, name: &str) -> Result<TargetLock> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
         .with_context(|| format!("cannot open lock file {}", path.display()))?;
-    file.lock()
-        .with_context(|| format!("cannot lock {}", path.display()))?;
-    Ok(TargetLock { _file: file })
+    Ok((path, file))
 }
 
 /// What [`TargetLock::probe`] found.

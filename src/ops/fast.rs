@@ -18,14 +18,17 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use serde::Serialize;
 
+mod deliver;
+mod wake;
+
 use super::{Context, LockKind, PassResult, Passes, Selection, Stopped, TargetReport};
-use crate::archive::{past_grace, Alias, Name, PackageVersion, SourceArchive, SourceEntry};
+use crate::archive::{past_grace, Alias, PackageVersion, SourceArchive, SourceEntry};
 use crate::config::units::human_bytes;
 use crate::config::{ArchiveTarget, Config, TargetConfig};
 use crate::error::{LockHeld, Outcome, UsageError};
@@ -33,6 +36,7 @@ use crate::report::Reporter;
 use crate::state::State;
 use crate::tags as tag;
 use crate::target::{self, dryrun::DryRun, Target};
+use wake::Wake;
 
 #[derive(Clone, Debug, Default)]
 pub struct FastOptions {
@@ -402,142 +406,6 @@ impl<'a> Poller<'a> {
         wanted
     }
 
-    /// Asks the target about the wanted packages, sends what it lacks, links
-    /// aliases, and consumes the tags whose package is in place.
-    fn deliver(&mut self, wanted: Vec<Wanted>) {
-        let dest = match self.dest.take() {
-            Some(d) => d,
-            None => match open_target(self.reporter, self.dry_run, self.target) {
-                Ok(d) => d,
-                Err(e) => {
-                    let e = format!("{e:#}");
-                    for w in &wanted {
-                        self.fail(&w.tag, &e);
-                    }
-                    return;
-                }
-            },
-        };
-        let mut healthy = true;
-        // One stat per package, whatever the number of its tags.
-        let packages: BTreeSet<&Name> = wanted.iter().map(|w| &w.pv.package).collect();
-        let mut listings = BTreeMap::new();
-        let mut stat_errors = BTreeMap::new();
-        for package in packages {
-            match dest.stat(package) {
-                Ok(l) => {
-                    for bad in &l.rejected {
-                        self.reporter.warn(
-                            self.name(),
-                            &format!("target listing line ignored (invalid name): {bad}"),
-                        );
-                    }
-                    listings.insert(package.clone(), l);
-                }
-                Err(e) => {
-                    healthy = false;
-                    stat_errors.insert(
-                        package.clone(),
-                        format!("cannot ask the target about {package}: {e:#}"),
-                    );
-                }
-            }
-        }
-        let mut to_send = BTreeSet::new();
-        for w in &wanted {
-            let Some(listing) = listings.get(&w.pv.package) else {
-                continue;
-            };
-            match listing.versions.get(&w.pv) {
-                Some(&m) if m == w.descpkg_mtime => {}
-                Some(&m) => {
-                    self.detail(&format!(
-                        "send {} (descpkg mtime {m} on target, {} here)",
-                        w.pv, w.descpkg_mtime
-                    ));
-                    to_send.insert(w.pv.clone());
-                }
-                None => {
-                    self.detail(&format!("send {} (missing)", w.pv));
-                    to_send.insert(w.pv.clone());
-                }
-            }
-        }
-        let to_send: Vec<PackageVersion> = to_send.into_iter().collect();
-        let bases = if to_send.is_empty() {
-            crate::delta::Bases::off()
-        } else {
-            let on_target: BTreeMap<PackageVersion, i64> = listings
-                .values()
-                .flat_map(|l: &crate::target::Listing| l.versions.clone())
-                .collect();
-            crate::delta::Bases::for_target(
-                self.reporter,
-                self.target,
-                self.archive_cfg,
-                &self.config.state_dir,
-                &on_target,
-                self.dry_run,
-            )
-        };
-        let results = crate::transfer::send_packages(
-            self.reporter,
-            self.target,
-            self.archive_cfg,
-            &self.source,
-            dest.as_ref(),
-            &to_send,
-            &bases,
-            self.dry_run,
-        );
-        let mut send_errors = BTreeMap::new();
-        for (pv, bytes, result) in results {
-            match result {
-                Ok(()) => {
-                    self.report.bytes_sent += bytes;
-                    self.report.sent.push(pv);
-                }
-                Err(e) => {
-                    send_errors.insert(pv, e);
-                }
-            }
-        }
-        let mut linked = BTreeSet::new();
-        for w in wanted {
-            if let Some(e) = stat_errors.get(&w.pv.package) {
-                self.fail(&w.tag, e);
-                continue;
-            }
-            if let Some(e) = send_errors.get(&w.pv) {
-                self.fail(&w.tag, &format!("{} not sent: {e}", w.pv));
-                continue;
-            }
-            if let Some(alias) = &w.alias {
-                let there = listings
-                    .get(&alias.package)
-                    .is_some_and(|l| l.aliases.contains(alias));
-                if !there && !linked.contains(alias) {
-                    if let Err(e) = dest.link(alias) {
-                        healthy = false;
-                        self.fail(&w.tag, &format!("{e:#}"));
-                        continue;
-                    }
-                    self.detail(&format!("linked {alias}"));
-                    self.report.linked.push(alias.clone());
-                    linked.insert(alias.clone());
-                }
-            }
-            if !to_send.contains(&w.pv) && w.alias.as_ref().is_none_or(|a| !linked.contains(a)) {
-                self.report.up_to_date.push(w.tag.clone());
-            }
-            self.consume(&w.tag);
-        }
-        // A target that failed may have a broken connection: open it afresh.
-        if healthy && send_errors.is_empty() {
-            self.dest = Some(dest);
-        }
-    }
-
     fn detail(&self, message: &str) {
         if !self.dry_run {
             self.reporter.detail(self.name(), message);
@@ -682,82 +550,6 @@ fn open_target<'a>(
     })
 }
 
-/// Sleeps until a tag may have arrived: an entry created, moved into or
-/// written in the tag directory, or the timeout. Without inotify (another
-/// OS, a directory that vanished) it is a plain sleep, so polling still
-/// finds every tag, only later.
-struct Wake {
-    #[cfg(target_os = "linux")]
-    fd: Option<std::os::fd::OwnedFd>,
-}
-
-impl Wake {
-    #[cfg(target_os = "linux")]
-    fn new(dir: &Path) -> Wake {
-        use std::os::fd::{FromRawFd, OwnedFd};
-        use std::os::unix::ffi::OsStrExt;
-        let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-            return Wake { fd: None };
-        };
-        // SAFETY: inotify_init1 takes flags only; a non-negative result is a
-        // new descriptor that nothing else owns.
-        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if raw < 0 {
-            return Wake { fd: None };
-        }
-        // SAFETY: `raw` is a fresh descriptor owned by no one else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // A tag directory that is a symlink is refused, not watched.
-        let mask = libc::IN_CREATE
-            | libc::IN_MOVED_TO
-            | libc::IN_CLOSE_WRITE
-            | libc::IN_ATTRIB
-            | libc::IN_DONT_FOLLOW
-            | libc::IN_ONLYDIR;
-        // SAFETY: `fd` is a valid inotify descriptor, `path` a NUL-terminated string.
-        let watch = unsafe {
-            libc::inotify_add_watch(std::os::fd::AsRawFd::as_raw_fd(&fd), path.as_ptr(), mask)
-        };
-        Wake {
-            fd: (watch >= 0).then_some(fd),
-        }
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn new(_dir: &Path) -> Wake {
-        Wake {}
-    }
-
-    #[cfg(target_os = "linux")]
-    fn wait(&self, timeout: Duration) {
-        use std::os::fd::AsRawFd;
-        let Some(fd) = &self.fd else {
-            return std::thread::sleep(timeout);
-        };
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd, count 1.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if n < 0 {
-            // Interrupted or worse: do not spin, fall back to sleeping.
-            return std::thread::sleep(timeout);
-        }
-        let mut buf = [0u8; 4096];
-        // SAFETY: reads into a buffer we own, of the length we pass; the
-        // descriptor is non-blocking, so this ends when the queue is empty.
-        while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn wait(&self, timeout: Duration) {
-        std::thread::sleep(timeout)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -786,26 +578,5 @@ mod tests {
             "{}",
             r.summary()
         );
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn wake_returns_when_a_tag_arrives() {
-        let dir = tempfile::tempdir().unwrap();
-        let wake = Wake::new(dir.path());
-        assert!(wake.fd.is_some());
-        let path = dir.path().join("p::1");
-        let writer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(100));
-            std::fs::write(path, "").unwrap();
-        });
-        let started = Instant::now();
-        wake.wait(Duration::from_secs(20));
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "woke after {:?}",
-            started.elapsed()
-        );
-        writer.join().unwrap();
     }
 }

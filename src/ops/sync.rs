@@ -230,18 +230,7 @@ fn sync_target(
     );
     report.behind = behind(&plan, &listing, report.sent.len());
     link_aliases(ctx, target, dest.as_ref(), &plan, &present, &mut report);
-    match crate::packagelist::write(dest.as_ref(), &set, now) {
-        Ok(()) => report.packagelist = true,
-        Err(e) => {
-            let error = format!("{e:#}");
-            ctx.reporter
-                .error(&target.name, &format!("packagelist: {error}"));
-            report.failed.push(Failure {
-                item: "packagelist".into(),
-                error,
-            })
-        }
-    }
+    write_packagelist(ctx, target, dest.as_ref(), &set, now, &mut report);
     if let Some(aging) = crate::aging::after_sync(
         ctx,
         target,
@@ -258,6 +247,30 @@ fn sync_target(
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Writes the target's `.dpkg_archive/packagelist.txt` for the current set; a
+/// failure is the sync's, not fatal to it. Apart from `sync_target`.
+fn write_packagelist(
+    ctx: &Context,
+    target: &TargetConfig,
+    dest: &dyn Target,
+    set: &crate::current::CurrentSet,
+    now: i64,
+    report: &mut SyncReport,
+) {
+    match crate::packagelist::write(dest, set, now) {
+        Ok(()) => report.packagelist = true,
+        Err(e) => {
+            let error = format!("{e:#}");
+            ctx.reporter
+                .error(&target.name, &format!("packagelist: {error}"));
+            report.failed.push(Failure {
+                item: "packagelist".into(),
+                error,
+            })
+        }
+    }
 }
 
 /// The listing shows leftovers of interrupted runs; only then is gc run.

@@ -23,12 +23,12 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, DirBuilder, File};
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -36,9 +36,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+mod watch;
+
 use super::ssh::{check_identity, connect_error, ensure_receiver, receiver_command, LAST_WORDS};
 use super::{InputFn, RunOutput, Transport};
 use crate::config::SshConfig;
+use watch::{enlarge_pipe, PipeWriter, Watch};
 
 /// ssh's exit status for its own errors (the receiver never uses it).
 const SSH_ERROR: i32 = 255;
@@ -360,7 +363,7 @@ impl OpensshTransport {
     ) -> anyhow::Error {
         let detail = last_line(stderr);
         if !detail.is_empty() {
-            let detail = detail.strip_prefix("blat-receiver: ").unwrap_or(&detail);
+            let detail = super::protocol::message(&detail);
             return e.context(format!("sending to the receiver failed: {detail}"));
         }
         match broken {
@@ -388,8 +391,7 @@ impl Transport for OpensshTransport {
     }
 
     fn run(&self, args: &[String], input: Option<InputFn>) -> Result<RunOutput> {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let line = receiver_command(&self.config.remote_archive, &args);
+        let line = receiver_command(&self.config.remote_archive, args);
         let socket = self.socket()?;
         self.exec(&socket, &line, input)
     }
@@ -571,132 +573,6 @@ fn private_dir() -> Result<PathBuf> {
             )
         })?;
     Ok(dir)
-}
-
-/// Progress of one run: when its input or output last moved, and the
-/// watchdog that ends it (SIGKILL to its ssh) when that is too long ago.
-struct Watch {
-    start: Instant,
-    /// Milliseconds since `start` of the last progress.
-    moved: AtomicU64,
-    /// Allowed stillness in milliseconds (0: no limit).
-    limit: AtomicU64,
-    done: Mutex<bool>,
-    wake: std::sync::Condvar,
-    fired: AtomicBool,
-}
-
-impl Watch {
-    fn new(io_timeout: Duration) -> Watch {
-        Watch {
-            start: Instant::now(),
-            moved: AtomicU64::new(0),
-            limit: AtomicU64::new(io_timeout.as_millis() as u64),
-            done: Mutex::new(false),
-            wake: std::sync::Condvar::new(),
-            fired: AtomicBool::new(false),
-        }
-    }
-
-    fn now(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
-    }
-
-    fn moved(&self) {
-        self.moved.store(self.now(), Ordering::Relaxed);
-    }
-
-    /// From now on, allow at most `d` more of stillness.
-    fn shorten(&self, d: Duration) {
-        self.moved();
-        let d = d.as_millis() as u64;
-        let _ = self
-            .limit
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
-                Some(if l == 0 { d } else { l.min(d) })
-            });
-    }
-
-    fn stop(&self) {
-        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        self.wake.notify_all();
-    }
-
-    /// Runs until [`Watch::stop`]; kills `pid` (not yet reaped: the caller
-    /// waits for it only after this returns) when nothing moved for too long.
-    fn guard(&self, pid: libc::pid_t) {
-        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
-        while !*done {
-            let limit = self.limit.load(Ordering::Relaxed);
-            if limit > 0
-                && self
-                    .now()
-                    .saturating_sub(self.moved.load(Ordering::Relaxed))
-                    > limit
-            {
-                self.fired.store(true, Ordering::Relaxed);
-                // SAFETY: the child is ours and not yet reaped.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                return;
-            }
-            done = self
-                .wake
-                .wait_timeout(done, Duration::from_millis(250))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-    }
-
-    fn read_all(&self, from: &mut dyn Read) -> Vec<u8> {
-        let mut all = Vec::new();
-        let mut buf = [0u8; 64 << 10];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) => return all,
-                Ok(n) => {
-                    all.extend_from_slice(&buf[..n]);
-                    self.moved();
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return all,
-            }
-        }
-    }
-}
-
-/// Writes into ssh's stdin, marking progress, and remembers a broken pipe,
-/// so a failed connection can be told from a failure of the input itself.
-struct PipeWriter<'a> {
-    stdin: ChildStdin,
-    watch: &'a Watch,
-    broken: Option<io::Error>,
-}
-
-impl Write for PipeWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self.stdin.write(buf) {
-            Ok(n) => {
-                self.watch.moved();
-                Ok(n)
-            }
-            Err(e) => {
-                self.broken = Some(io::Error::new(e.kind(), e.to_string()));
-                Err(e)
-            }
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// A 1 MiB pipe to ssh instead of 64 KiB: fewer wake-ups of both sides per
-/// megabyte. Best effort (the limit is /proc/sys/fs/pipe-max-size).
-fn enlarge_pipe(stdin: &ChildStdin) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid fd we own; F_SETPIPE_SZ only resizes its buffer.
-    unsafe { libc::fcntl(stdin.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
 }
 
 fn lossy(bytes: Vec<u8>) -> String {

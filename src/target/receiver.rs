@@ -100,20 +100,12 @@ pub fn parse_listing(text: &str) -> Listing {
         let fields: Vec<&str> = line.split('\t').collect();
         let parsed = match fields.as_slice() {
             ["V", package, version, mtime, arrived @ ..] if arrived.len() <= 1 => {
-                let arrived = match arrived.first() {
-                    None => Some(None),
-                    Some(a) => a.parse::<i64>().ok().map(Some),
-                };
-                PackageVersion::new(package, version)
-                    .ok()
-                    .zip(mtime.parse::<i64>().ok())
-                    .zip(arrived)
-                    .map(|((pv, m), a)| {
-                        if let Some(a) = a {
-                            arrivals.push((pv.clone(), a));
-                        }
-                        versions.push((pv, m));
-                    })
+                version_line(package, version, mtime, arrived.first().copied()).map(|(pv, m, a)| {
+                    if let Some(a) = a {
+                        arrivals.push((pv.clone(), a));
+                    }
+                    versions.push((pv, m));
+                })
             }
             ["L", path] => {
                 listing.leftovers.push(path.to_string());
@@ -146,20 +138,9 @@ pub fn parse_listing(text: &str) -> Listing {
                         listing.drift.push(format!("{kind} {p} {n}"));
                     })
             }
-            ["A", package, alias, target] => Name::new(package)
-                .ok()
-                .zip(Name::new(alias).ok())
-                .and_then(|(package, alias)| {
-                    let version = alias_target(&package, std::path::Path::new(target)).ok()?;
-                    Some(((package, alias), version))
-                })
-                .map(|((package, alias), version)| {
-                    listing.aliases.push(Alias {
-                        package,
-                        alias,
-                        version,
-                    })
-                }),
+            ["A", package, alias, target] => {
+                alias_line(package, alias, target).map(|a| listing.aliases.push(a))
+            }
             _ => None,
         };
         if parsed.is_none() {
@@ -174,6 +155,38 @@ pub fn parse_listing(text: &str) -> Listing {
     listing.arrived = arrivals.into_iter().collect();
     listing.aliases.sort();
     listing
+}
+
+/// A `V P V MTIME [ARRIVED]` line's package-version, descpkg mtime and
+/// arrival, or `None` when a field is invalid: apart from `parse_listing`
+/// to keep its one match readable.
+fn version_line(
+    package: &str,
+    version: &str,
+    mtime: &str,
+    arrived: Option<&str>,
+) -> Option<(PackageVersion, i64, Option<i64>)> {
+    let arrived = match arrived {
+        None => Some(None),
+        Some(a) => a.parse::<i64>().ok().map(Some),
+    };
+    PackageVersion::new(package, version)
+        .ok()
+        .zip(mtime.parse::<i64>().ok())
+        .zip(arrived)
+        .map(|((pv, m), a)| (pv, m, a))
+}
+
+/// An `A P ALIAS TARGET` line's alias, or `None` when a name is invalid
+/// or the link's target is not a version of P: apart from `parse_listing`.
+fn alias_line(package: &str, alias: &str, target: &str) -> Option<Alias> {
+    let (package, alias) = Name::new(package).ok().zip(Name::new(alias).ok())?;
+    let version = alias_target(&package, std::path::Path::new(target)).ok()?;
+    Some(Alias {
+        package,
+        alias,
+        version,
+    })
 }
 
 /// Parses `version`'s reply: `blat-receiver <protocol>`, `sha256 <hex>`,

@@ -20,6 +20,7 @@ mod jump;
 mod known_hosts;
 mod probe;
 mod relay;
+mod remote;
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -31,13 +32,16 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use sha2::{Digest, Sha256};
 use ssh2::{Channel, MethodType, Session};
 
-use super::{InputFn, RunOutput, Transport, RECEIVER};
+use super::protocol;
+use super::{InputFn, RunOutput, Transport};
 use crate::config::SshConfig;
 use known_hosts::KnownHosts;
 pub use probe::{public_key, PublicKey, ReceiverState, SshProbe, StepResult};
+pub use remote::receiver_sha256;
+pub(super) use remote::{ensure_receiver, receiver_command};
+use remote::{first_line, shell_word, version_sha};
 
 /// The steps of connecting to an SSH target, in order. `blat check` shows
 /// each one; a failure names the first that did not pass.
@@ -172,7 +176,7 @@ impl SshTransport {
         )
     }
 
-    fn command_line(&self, args: &[&str]) -> String {
+    fn command_line<S: AsRef<str>>(&self, args: &[S]) -> String {
         receiver_command(&self.config.remote_archive, args)
     }
 
@@ -295,28 +299,7 @@ impl SshTransport {
         if let Some(keyscan) = &at.keyscan {
             host_keys = host_keys.with_keyscan(keyscan.clone());
         }
-        let supported = session
-            .supported_algs(MethodType::HostKey)
-            .unwrap_or_default();
-        if let Some(prefs) = host_keys.algorithm_preference(&supported) {
-            session
-                .method_pref(MethodType::HostKey, &prefs)
-                .with_context(|| format!("cannot ask for host key types {prefs}"))?;
-        }
-        let ciphers = session
-            .supported_algs(MethodType::CryptCs)
-            .unwrap_or_default();
-        let ciphers: Vec<&str> = CIPHERS
-            .iter()
-            .copied()
-            .filter(|c| ciphers.contains(c))
-            .collect();
-        if !ciphers.is_empty() {
-            let ciphers = ciphers.join(",");
-            // Best effort: the defaults work too, only slower.
-            let _ = session.method_pref(MethodType::CryptCs, &ciphers);
-            let _ = session.method_pref(MethodType::CryptSc, &ciphers);
-        }
+        prefer_algorithms(&session, &host_keys)?;
 
         session.handshake().map_err(|e| {
             if e.code() == ssh2::ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) {
@@ -354,6 +337,21 @@ impl SshTransport {
             ),
         );
 
+        self.authenticate(&session, at)?;
+        passed(
+            at.hop,
+            Step::Login,
+            format!("{host} lets {user} in with {}", c.identity.display()),
+        );
+        session.set_timeout(millis(c.io_timeout));
+        Ok(session)
+    }
+
+    /// Key authentication as `at.user`, each refusal said in one line with
+    /// what to check: apart from `login` as its last step.
+    fn authenticate(&self, session: &Session, at: &Login) -> Result<()> {
+        let c = &self.config;
+        let (host, port, user) = (at.host, at.port, at.user);
         if let Err(e) = session.userauth_pubkey_file(user, None, &c.identity, None) {
             let code = e.code();
             if code == ssh2::ErrorCode::Session(LIBSSH2_ERROR_AUTHENTICATION_FAILED)
@@ -376,13 +374,7 @@ impl SshTransport {
                 c.identity.display(),
             );
         }
-        passed(
-            at.hop,
-            Step::Login,
-            format!("{host} lets {user} in with {}", c.identity.display()),
-        );
-        session.set_timeout(millis(c.io_timeout));
-        Ok(session)
+        Ok(())
     }
 
     /// Makes sure the target runs exactly the embedded receiver.
@@ -456,10 +448,7 @@ impl SshTransport {
         match (said, broken) {
             (Ok((_, stderr, _)), _) if !stderr.trim().is_empty() => {
                 let detail = stderr.trim().lines().last().unwrap_or_default().to_string();
-                let detail = detail
-                    .strip_prefix("blat-receiver: ")
-                    .unwrap_or(&detail)
-                    .to_string();
+                let detail = protocol::message(&detail).to_string();
                 e.context(format!("sending to the receiver failed: {detail}"))
             }
             (_, Some(io)) => self.lost(session, io, "sending"),
@@ -497,8 +486,7 @@ impl Transport for SshTransport {
     }
 
     fn run(&self, args: &[String], input: Option<InputFn>) -> Result<RunOutput> {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let command = self.command_line(&args);
+        let command = self.command_line(args);
         let (mut session, reused) = self.take_session()?;
         let channel = match self.open(&session) {
             Ok(channel) => channel,
@@ -528,80 +516,6 @@ impl Drop for SshTransport {
         {
             let _ = session.disconnect(None, "blat done", None);
         }
-    }
-}
-
-/// The login shell's command line for `blat-receiver -a ARCHIVE ARGS`.
-/// Words are quoted only when they need it: a forced command sees the
-/// line split on blanks, without shell unquoting.
-pub(super) fn receiver_command(remote_archive: &str, args: &[&str]) -> String {
-    let archive = remote_archive;
-    // `~/x` is the receiver's relative `x`, which needs no shell.
-    let archive = archive.strip_prefix("~/").unwrap_or(archive);
-    let mut line = format!("{RECEIVER_PATH} -a {}", shell_word(archive));
-    for a in args {
-        line.push(' ');
-        line.push_str(&shell_word(a));
-    }
-    line
-}
-
-/// Makes sure the target runs exactly the embedded receiver; `exec` runs
-/// one remote command line (the transport's own way).
-pub(super) fn ensure_receiver(
-    endpoint: &str,
-    remote_archive: &str,
-    exec: &mut dyn FnMut(&str, Option<InputFn>) -> Result<RunOutput>,
-) -> Result<()> {
-    let want = receiver_sha256();
-    let installed = |out: &RunOutput| -> Option<String> {
-        (out.status == 0)
-            .then(|| version_sha(&out.stdout))
-            .flatten()
-    };
-    let probe = exec(&receiver_command(remote_archive, &["version"]), None)?;
-    let found = installed(&probe);
-    if found.as_deref() == Some(want.as_str()) {
-        return Ok(());
-    }
-    let mut why = Vec::new();
-    let mut feed = |w: &mut dyn Write| -> Result<()> { Ok(w.write_all(RECEIVER.as_bytes())?) };
-    if found.is_some() {
-        // A receiver answers (perhaps as the key's forced command): it
-        // can replace itself, wherever it lives.
-        let out = exec(
-            &receiver_command(remote_archive, &["install", &want]),
-            Some(&mut feed),
-        )?;
-        if out.status != 0 {
-            why.push(first_line(&out.stderr, out.status));
-        }
-    }
-    if found.is_none() || !why.is_empty() {
-        // mktemp: an unpredictable name, created exclusively.
-        let script = format!(
-            "umask 022 && mkdir -p ~/.blat && tmp=$(mktemp ~/.blat/.blat-tmp-$$-receiver-XXXXXXXX) && \
-             {{ cat > \"$tmp\" && chmod 755 \"$tmp\" && mv -f \"$tmp\" {RECEIVER_PATH} || {{ rm -f \"$tmp\"; exit 1; }}; }}"
-        );
-        let out = exec(&script, Some(&mut feed))?;
-        if out.status != 0 {
-            why.push(first_line(&out.stderr, out.status));
-        }
-    }
-    let check = exec(&receiver_command(remote_archive, &["version"]), None)?;
-    match installed(&check) {
-        Some(sha) if sha == want => Ok(()),
-        Some(sha) => bail!(
-            "the receiver on {} could not be updated (it has sha256 {sha}, blat needs {want}){}",
-            endpoint,
-            reasons(&why)
-        ),
-        None => bail!(
-            "cannot install the receiver as {RECEIVER_PATH} on {}: {}{}",
-            endpoint,
-            first_line(&check.stderr, check.status),
-            reasons(&why)
-        ),
     }
 }
 
@@ -726,49 +640,32 @@ fn millis(d: Duration) -> u32 {
     d.as_millis().min(u32::MAX as u128) as u32
 }
 
-/// A word for the remote login shell: as is when it holds only characters
-/// no shell treats specially, else single-quoted.
-fn shell_word(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./+,:=@%~".contains(&b))
-        && !word.starts_with('~');
-    if plain {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
+/// Asks for the host key types known_hosts holds for this host and for the
+/// fastest ciphers both sides have: apart from `login` as its own step.
+fn prefer_algorithms(session: &Session, host_keys: &known_hosts::HostKeys) -> Result<()> {
+    let supported = session
+        .supported_algs(MethodType::HostKey)
+        .unwrap_or_default();
+    if let Some(prefs) = host_keys.algorithm_preference(&supported) {
+        session
+            .method_pref(MethodType::HostKey, &prefs)
+            .with_context(|| format!("cannot ask for host key types {prefs}"))?;
     }
-}
-
-/// The sha256 of the embedded receiver, as `version` prints it.
-pub fn receiver_sha256() -> String {
-    hex::encode(Sha256::digest(RECEIVER.as_bytes()))
-}
-
-fn version_sha(stdout: &str) -> Option<String> {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("sha256 "))
-        .map(|s| s.trim().to_string())
-}
-
-fn first_line(stderr: &str, status: i32) -> String {
-    let line = stderr.trim().lines().next().unwrap_or_default();
-    let line = line.strip_prefix("blat-receiver: ").unwrap_or(line);
-    if line.is_empty() {
-        format!("exit code {status}")
-    } else {
-        line.to_string()
+    let ciphers = session
+        .supported_algs(MethodType::CryptCs)
+        .unwrap_or_default();
+    let ciphers: Vec<&str> = CIPHERS
+        .iter()
+        .copied()
+        .filter(|c| ciphers.contains(c))
+        .collect();
+    if !ciphers.is_empty() {
+        let ciphers = ciphers.join(",");
+        // Best effort: the defaults work too, only slower.
+        let _ = session.method_pref(MethodType::CryptCs, &ciphers);
+        let _ = session.method_pref(MethodType::CryptSc, &ciphers);
     }
-}
-
-fn reasons(why: &[String]) -> String {
-    if why.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", why.join("; "))
-    }
+    Ok(())
 }
 
 #[cfg(test)]

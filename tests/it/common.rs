@@ -142,9 +142,59 @@ impl World {
         );
     }
 
+    /// Project P (a/1.0, and b/2.0 with a nested file and a symlink) and
+    /// j/1 with the alias j/cur from `t0` on, the Release Manager holding
+    /// P/R1: the packages the SSH and jump suites send.
+    pub fn release_project_p(&self, t0: i64) {
+        self.release("a", "1.0", t0);
+        self.release_with(
+            "b",
+            "2.0",
+            t0 + 20,
+            &[("deep/er/x.txt", "x"), ("run.sh", "->deep/er/x.txt")],
+        );
+        self.release("j", "1", t0 + 40);
+        self.alias("j", "cur", "1");
+        self.write_global("");
+        self.write_rm(&[("P/R1", "open", 0, &["a/1.0", "b/2.0"])]);
+    }
+
     /// Runs the built blat with `-c <config>` and `args`.
     pub fn blat(&self, args: &[&str]) -> Output {
         self.blat_env(args, &[])
+    }
+
+    /// Starts the built blat in the background, its output piped: for the
+    /// tests that watch a run while it goes (`fast --watch`, `--jobs`).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_blat"))
+            .arg("-c")
+            .arg(self.config())
+            .args(args)
+            .env_remove("BLAT_CONFIG")
+            .env_remove("BLAT_NOW")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// A released package with one file of `size` bytes that do not
+    /// compress: for the tests of big transfers (timeouts, slow links).
+    pub fn big_package(&self, package: &str, version: &str, mtime: i64, size: usize) {
+        let dir = self.build(package, version, mtime, &[]);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let data: Vec<u8> = (0..size)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        fs::write(dir.join("blob.bin"), data).unwrap();
+        set_mtime(&dir, mtime);
+        make_read_only(&dir);
     }
 
     /// Runs the built blat as an unprivileged user: `nobody` when the tests

@@ -5,7 +5,6 @@ use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{self, assert_exit, json, stderr, stdout, World};
@@ -79,20 +78,6 @@ fn same_tree(w: &World, target: &str, pv: &str) {
         common::snapshot(&w.target_dir(target).join(pv)),
         "{pv}"
     );
-}
-
-/// Starts the built blat in the background.
-fn spawn(w: &World, args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_blat"))
-        .arg("-c")
-        .arg(w.config())
-        .args(args)
-        .env_remove("BLAT_CONFIG")
-        .env_remove("BLAT_NOW")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
 }
 
 /// Waits until a `fast` run holds the watcher lock of `target` (a loaded
@@ -462,7 +447,7 @@ fn one_target_down_does_not_stop_the_others() {
 fn watch_picks_up_a_tag_written_while_it_runs() {
     let w = world();
     let started = Instant::now();
-    let mut child = spawn(&w, &["fast", "--all", "--watch", "15s"]);
+    let mut child = w.spawn(&["fast", "--all", "--watch", "15s"]);
     wait_until_watching(&w, "site");
     assert_exit(&w.blat(&["tag", "p", "1.0"]), 0);
     // No latency figure here (that is bench/fast.sh's job): the point is
@@ -494,7 +479,7 @@ fn watch_picks_up_a_tag_written_while_it_runs() {
 #[test]
 fn overlapping_runs_are_refused_but_sync_is_not_shut_out() {
     let w = world();
-    let child = spawn(&w, &["fast", "--target", "site", "--watch", "8s"]);
+    let child = w.spawn(&["fast", "--target", "site", "--watch", "8s"]);
     wait_until_watching(&w, "site");
     let out = w.blat(&["fast", "--target", "site"]);
     assert_exit(&out, 4);
@@ -512,10 +497,10 @@ fn overlapping_runs_are_refused_but_sync_is_not_shut_out() {
 #[test]
 fn a_late_watcher_takes_over_when_the_previous_one_ends() {
     let w = world();
-    let first = spawn(&w, &["fast", "--target", "site", "--watch", "2s"]);
+    let first = w.spawn(&["fast", "--target", "site", "--watch", "2s"]);
     wait_until_watching(&w, "site");
     // Started while the first watches: it waits for the lock, not exit 4.
-    let second = spawn(&w, &["fast", "--target", "site", "--watch", "12s"]);
+    let second = w.spawn(&["fast", "--target", "site", "--watch", "12s"]);
     let first = first.wait_with_output().unwrap();
     assert_exit(&first, 0);
     std::thread::sleep(Duration::from_millis(700));
@@ -680,7 +665,7 @@ mod over_ssh {
     fn watch_over_ssh_picks_up_a_tag_in_moments() {
         let Some(sshd) = Sshd::start() else { return };
         let w = ssh_world(&sshd, "");
-        let mut child = spawn(&w, &["fast", "--all", "--watch", "15s"]);
+        let mut child = w.spawn(&["fast", "--all", "--watch", "15s"]);
         wait_until_watching(&w, "site");
         assert_exit(&w.blat(&["tag", "p", "1.0"]), 0);
         let arrived = wait_for(
@@ -717,7 +702,7 @@ mod over_ssh {
         w.write_target("closed", &sshd.target_conf(closed, ""));
         assert_exit(&w.blat(&["tag", "p", "1.0"]), 0);
         let started = Instant::now();
-        let mut child = spawn(&w, &["fast", "--all", "--json"]);
+        let mut child = w.spawn(&["fast", "--all", "--json"]);
         // An ordering, not a stopwatch: the reachable target is served while
         // the run still waits on the frozen one (connect_timeout 30 s).
         let served = wait_for(

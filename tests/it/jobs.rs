@@ -5,7 +5,6 @@
 //! `blat.db` of earlier versions is split on first use.
 
 use std::fs;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{assert_exit, stderr, stdout, World};
@@ -236,19 +235,6 @@ ALTER TABLE runs ADD COLUMN problem TEXT;
 CREATE TABLE free_space (target TEXT PRIMARY KEY, bytes INTEGER NOT NULL, seen INTEGER NOT NULL);
 ";
 
-fn spawn(w: &World, args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_blat"))
-        .arg("-c")
-        .arg(w.config())
-        .args(args)
-        .env_remove("BLAT_CONFIG")
-        .env_remove("BLAT_NOW")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 #[test]
 fn the_state_file_of_an_earlier_blat_is_split_by_the_first_runs() {
     let w = world(&["s1", "s2"], "");
@@ -277,8 +263,8 @@ fn the_state_file_of_an_earlier_blat_is_split_by_the_first_runs() {
 
     // Two first runs at once, one per target: both see their old runs
     // (--due: synced a minute ago, so not due).
-    let one = spawn(&w, &["sync", "--target", "s1", "--due"]);
-    let two = spawn(&w, &["sync", "--target", "s2", "--due"]);
+    let one = w.spawn(&["sync", "--target", "s1", "--due"]);
+    let two = w.spawn(&["sync", "--target", "s2", "--due"]);
     for (child, name) in [(one, "s1"), (two, "s2")] {
         let out = child.wait_with_output().unwrap();
         assert_exit(&out, 0);
@@ -359,7 +345,7 @@ mod ssh {
             &sshd.target_conf(closed, "projects = [\"P\"]\n"),
         );
         let started = Instant::now();
-        let mut child = spawn(&w, &["sync", "--all", "--json"]);
+        let mut child = w.spawn(&["sync", "--all", "--json"]);
         // An ordering, not a stopwatch: every other target is synced while
         // the run still waits on the frozen one.
         let mut served = vec![sshd.archive().join("b/1/descpkg")];
@@ -414,7 +400,7 @@ mod ssh {
                 "projects = [\"P\"]\nconnect_timeout = \"3s\"\n",
             ),
         );
-        let mut child = spawn(&w, &["sync", "--all", "--jobs", "1"]);
+        let mut child = w.spawn(&["sync", "--all", "--jobs", "1"]);
         let started = Instant::now();
         let l1 = w.target_dir("l1").join("b/1/descpkg");
         while !l1.exists() && child.try_wait().unwrap().is_none() {

@@ -111,17 +111,7 @@ impl Site {
 /// jump hosts, and `mirror`, a local target with the same content.
 fn world(site: &Site, extra: &str) -> World {
     let w = World::new();
-    w.release("a", "1.0", T0);
-    w.release_with(
-        "b",
-        "2.0",
-        T0 + 20,
-        &[("deep/er/x.txt", "x"), ("run.sh", "->deep/er/x.txt")],
-    );
-    w.release("j", "1", T0 + 40);
-    w.alias("j", "cur", "1");
-    w.write_global("");
-    w.write_rm(&[("P/R1", "open", 0, &["a/1.0", "b/2.0"])]);
+    w.release_project_p(T0);
     w.write_target("site", &site.conf(extra));
     w.local_target("mirror", "projects = [\"P\"]\npackages = [\"j/cur\"]");
     w
@@ -467,23 +457,6 @@ fn a_jump_host_that_refuses_the_key_or_the_forwarding_fails_cleanly() {
     assert!(!stdout(&out).contains("hello"), "{out:?}");
 }
 
-/// A released package with one file of `size` bytes that do not compress.
-fn big_package(w: &World, package: &str, version: &str, mtime: i64, size: usize) {
-    let dir = w.build(package, version, mtime, &[]);
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let data: Vec<u8> = (0..size)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    fs::write(dir.join("blob.bin"), data).unwrap();
-    common::set_mtime(&dir, mtime);
-    common::make_read_only(&dir);
-}
-
 /// The bytes of the big package's blob staged on the target so far.
 fn staged_bytes(archive: &Path) -> u64 {
     let Ok(rd) = fs::read_dir(archive) else {
@@ -539,7 +512,7 @@ fn a_jump_host_that_freezes_fails_at_io_timeout() {
         &site,
         "compression = \"none\"\nparallel = 1\nio_timeout = \"3s\"",
     );
-    big_package(&w, "big", "1", T0 + 60, 96 << 20);
+    w.big_package("big", "1", T0 + 60, 96 << 20);
     w.write_rm(&[("P/R1", "open", 0, &["a/1.0", "b/2.0", "big/1"])]);
     let child = sync_until_streaming(&w, &site);
     // The jump host stops: connections open, nothing moves.
@@ -583,7 +556,7 @@ fn a_jump_host_killed_mid_sync_leaves_no_partial_package() {
         &site,
         "compression = \"none\"\nparallel = 1\nio_timeout = \"10s\"",
     );
-    big_package(&w, "big", "1", T0 + 60, 96 << 20);
+    w.big_package("big", "1", T0 + 60, 96 << 20);
     w.write_rm(&[("P/R1", "open", 0, &["a/1.0", "b/2.0", "big/1"])]);
 
     let child = sync_until_streaming(&w, &site);

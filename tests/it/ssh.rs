@@ -26,17 +26,7 @@ const T0: i64 = 1_700_000_000;
 /// target `site` on `sshd`.
 fn world(sshd: &Sshd, extra: &str) -> World {
     let w = World::new();
-    w.release("a", "1.0", T0);
-    w.release_with(
-        "b",
-        "2.0",
-        T0 + 20,
-        &[("deep/er/x.txt", "x"), ("run.sh", "->deep/er/x.txt")],
-    );
-    w.release("j", "1", T0 + 40);
-    w.alias("j", "cur", "1");
-    w.write_global("");
-    w.write_rm(&[("P/R1", "open", 0, &["a/1.0", "b/2.0"])]);
+    w.release_project_p(T0);
     sshd.write_target(
         &w,
         "site",
@@ -47,23 +37,6 @@ fn world(sshd: &Sshd, extra: &str) -> World {
 
 fn sync(w: &World) -> Output {
     w.blat(&["sync", "--target", "site"])
-}
-
-/// A released package with one file of `size` bytes that do not compress.
-fn big_package(w: &World, package: &str, version: &str, mtime: i64, size: usize) {
-    let dir = w.build(package, version, mtime, &[]);
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let data: Vec<u8> = (0..size)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    fs::write(dir.join("blob.bin"), data).unwrap();
-    common::set_mtime(&dir, mtime);
-    common::make_read_only(&dir);
 }
 
 fn assert_same_version(w: &World, sshd: &Sshd, pv: &str) {
@@ -573,7 +546,7 @@ fn silent_server_times_out_at_connect_timeout() {
 /// uncompressed so the bytes on the wire are predictable.
 fn world_with_big_package(sshd: &Sshd) -> World {
     let w = world(sshd, "compression = \"none\"\n");
-    big_package(&w, "big", "1", T0 + 60, 24 << 20);
+    w.big_package("big", "1", T0 + 60, 24 << 20);
     w.write_rm(&[("P/R1", "open", 0, &["a/1.0", "b/2.0", "big/1"])]);
     w
 }

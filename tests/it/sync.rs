@@ -384,11 +384,9 @@ fn target_selection_is_checked() {
     );
 }
 
-#[test]
-fn zstd_falls_back_to_gzip_when_the_target_lacks_it() {
-    let w = world();
-    w.local_target("site", "projects = [\"P\"]\ncompression = \"zstd:5\"\n");
-    // A PATH holding every tool of /usr/bin and /bin except zstd.
+/// A PATH holding every tool of /usr/bin and /bin except zstd: a target
+/// without zstd, for the compression fallbacks.
+fn path_without_zstd(w: &World) -> String {
     let bin = w.path().join("bin-without-zstd");
     fs::create_dir(&bin).unwrap();
     for dir in ["/usr/bin", "/bin"] {
@@ -401,6 +399,14 @@ fn zstd_falls_back_to_gzip_when_the_target_lacks_it() {
         }
     }
     let path = bin.display().to_string();
+    path
+}
+
+#[test]
+fn zstd_falls_back_to_gzip_when_the_target_lacks_it() {
+    let w = world();
+    w.local_target("site", "projects = [\"P\"]\ncompression = \"zstd:5\"\n");
+    let path = path_without_zstd(&w);
     let out = w.blat_env(&["sync", "--all", "--json"], &[("PATH", &path)]);
     assert_exit(&out, 0);
     assert!(
@@ -424,18 +430,7 @@ fn zstd_falls_back_to_gzip_when_the_target_lacks_it() {
 fn the_default_compression_needs_no_zstd_on_the_target() {
     let w = world();
     w.local_target("site", "projects = [\"P\"]\n");
-    let bin = w.path().join("bin-without-zstd");
-    fs::create_dir(&bin).unwrap();
-    for dir in ["/usr/bin", "/bin"] {
-        for entry in fs::read_dir(dir).unwrap() {
-            let entry = entry.unwrap();
-            let name = entry.file_name();
-            if name != "zstd" && !bin.join(&name).exists() {
-                std::os::unix::fs::symlink(entry.path(), bin.join(&name)).unwrap();
-            }
-        }
-    }
-    let path = bin.display().to_string();
+    let path = path_without_zstd(&w);
     let out = w.blat_env(&["-vv", "sync", "--all", "--json"], &[("PATH", &path)]);
     assert_exit(&out, 0);
     let err = stderr(&out);

@@ -14,6 +14,7 @@ use super::{
     first_line, known_hosts, receiver_sha256, shell_word, version_sha, SshTransport, Step,
 };
 use crate::target::facts::ArchiveFacts;
+use crate::target::protocol;
 use crate::target::{RunOutput, RECEIVER};
 
 /// One connection step and how it went.
@@ -105,6 +106,11 @@ impl SshTransport {
         probe
     }
 
+    /// Runs one receiver command with no input, as the probe does.
+    fn call(&self, session: &Session, command: protocol::Command) -> Result<RunOutput> {
+        self.exec(session, &self.command_line(&command.args()), None)
+    }
+
     fn probe_receiver(&self, session: &Session, probe: &mut SshProbe) -> Result<()> {
         let shell = self.exec(session, SHELL_PROBE, None)?;
         let mut lines = shell.stdout.lines();
@@ -117,7 +123,7 @@ impl SshTransport {
             lines.next().map(String::from)
         };
 
-        let version = self.exec(session, &self.command_line(&["version"]), None)?;
+        let version = self.call(session, protocol::Command::Version)?;
         let found = (version.status == 0)
             .then(|| version_sha(&version.stdout))
             .flatten();
@@ -151,9 +157,7 @@ impl SshTransport {
         }
 
         let check = match (&state, forced) {
-            (ReceiverState::Current, _) => {
-                Some(self.exec(session, &self.command_line(&["check"]), None)?)
-            }
+            (ReceiverState::Current, _) => Some(self.call(session, protocol::Command::Check)?),
             // The embedded receiver, run as a script read from stdin:
             // what the next sync would install, installing nothing.
             (_, false) => {
@@ -190,7 +194,7 @@ impl SshTransport {
     /// beside itself, finds the mismatch and removes it again.
     fn install_allowed(&self, session: &Session) -> Result<Result<String, String>> {
         let zeros = "0".repeat(64);
-        let out = self.exec(session, &self.command_line(&["install", &zeros]), None)?;
+        let out = self.call(session, protocol::Command::Install(&zeros))?;
         let said = first_line(&out.stderr, out.status);
         Ok(if said.contains("sha256 mismatch") {
             Ok("its forced command says --allow-install: the next sync updates it".into())
