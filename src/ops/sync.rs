@@ -62,6 +62,9 @@ pub struct SyncReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     pub packagelist: bool,
+    /// The target's PackageList had the same content: not rewritten.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub packagelist_unchanged: bool,
     /// What aging did after the PackageList (methods `immediate`, `master`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aging: Option<crate::aging::AgingReport>,
@@ -100,7 +103,9 @@ impl TargetReport for SyncReport {
             None if self.excess > 0 => parts.push(format!("{} excess left alone", self.excess)),
             None => {}
         }
-        parts.push(if self.packagelist {
+        parts.push(if self.packagelist_unchanged {
+            "packagelist unchanged".into()
+        } else if self.packagelist {
             "packagelist written".into()
         } else {
             "packagelist not written".into()
@@ -230,8 +235,12 @@ fn sync_target(
     );
     report.behind = behind(&plan, &listing, report.sent.len());
     link_aliases(ctx, target, dest.as_ref(), &plan, &present, &mut report);
-    match crate::packagelist::write(dest.as_ref(), &set, now) {
-        Ok(()) => report.packagelist = true,
+    let same = listing.packagelist_body.as_deref();
+    match crate::packagelist::write_unless_same(dest.as_ref(), &set, now, same) {
+        Ok(wrote) => {
+            report.packagelist = true;
+            report.packagelist_unchanged = !wrote;
+        }
         Err(e) => {
             let error = format!("{e:#}");
             ctx.reporter
