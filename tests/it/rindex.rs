@@ -270,13 +270,14 @@ fn the_packagelist_is_rewritten_only_when_its_content_differs() {
     // A symlink to a list of the same content is never read through: the
     // sync replaces the link by the list and leaves its target alone.
     let elsewhere = w.path().join("elsewhere.txt");
+    let moved = fs::read_to_string(&plist).unwrap();
     fs::rename(&plist, &elsewhere).unwrap();
     std::os::unix::fs::symlink(&elsewhere, &plist).unwrap();
     let linked = sync(&w, &[]);
     assert_eq!(linked["packagelist_unchanged"], serde_json::Value::Null);
     assert!(fs::symlink_metadata(&plist).unwrap().is_file());
     assert_eq!(body(&fs::read_to_string(&plist).unwrap()), body(&written));
-    assert_eq!(fs::read_to_string(&elsewhere).unwrap(), written);
+    assert_eq!(fs::read_to_string(&elsewhere).unwrap(), moved);
 
     // The current set changes: the list follows it.
     w.write_rm(&[("P/R1", "open", 0, &["p/0", "p/1", "p/2", "p/4", "p/5"])]);
