@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -182,6 +182,55 @@ impl SourceArchive {
         })
     }
 
+    /// [`inspect`](Self::inspect) of many package-versions at once, for a
+    /// current set of 100,000 (issue 14): each package directory is opened
+    /// once and its versions and descpkgs are looked up relative to it (a
+    /// walk of two names instead of the whole path, twice per version), on
+    /// up to two threads. Anything but a plain version directory (an alias,
+    /// an error) is looked up by `inspect` itself, so the entries and the
+    /// errors are the same. Results in the order of `pvs`.
+    pub fn inspect_all(&self, pvs: &[PackageVersion]) -> Vec<Result<SourceEntry>> {
+        const PER_THREAD: usize = 2_000;
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 2)
+            .min(pvs.len().div_ceil(PER_THREAD).max(1));
+        let chunk = pvs.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = pvs
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || self.inspect_run(part)))
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|p| p.join().expect("an inspect thread panicked"))
+                .collect()
+        })
+    }
+
+    /// One thread's part of [`inspect_all`](Self::inspect_all): the package
+    /// directory stays open while the next version is of the same package.
+    fn inspect_run(&self, pvs: &[PackageVersion]) -> Vec<Result<SourceEntry>> {
+        let mut open: Option<(&Name, Option<fs::File>)> = None;
+        pvs.iter()
+            .map(|pv| {
+                if open.as_ref().is_none_or(|(p, _)| *p != &pv.package) {
+                    let dir = fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+                        .open(self.root.join(pv.package.as_str()))
+                        .ok();
+                    open = Some((&pv.package, dir));
+                }
+                let fast = open
+                    .as_ref()
+                    .and_then(|(_, dir)| dir.as_ref())
+                    .and_then(|dir| inspect_at(dir, &pv.version));
+                fast.map_or_else(|| self.inspect(pv), Ok)
+            })
+            .collect()
+    }
+
     /// Lists the versions and aliases of one package (names that fail
     /// validation are skipped: they can never be packages).
     pub fn package_entries(&self, package: &Name) -> Result<Vec<(Name, SourceEntry)>> {
@@ -206,6 +255,54 @@ impl SourceArchive {
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
+}
+
+/// [`SourceArchive::inspect`] of `version` in the open package directory
+/// `dir`, for a version directory or nothing at all; `None` for anything
+/// else (an alias, an error), which `inspect` then looks at itself.
+fn inspect_at(dir: &fs::File, version: &Name) -> Option<SourceEntry> {
+    let meta = match lstat_at(dir, version.as_str()) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(SourceEntry::Missing),
+        Err(_) => return None,
+    };
+    match meta.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => {}
+        libc::S_IFLNK => return None,
+        _ => return Some(SourceEntry::Missing),
+    }
+    let descpkg = match lstat_at(dir, &format!("{version}/descpkg")) {
+        Ok(m) if m.st_mode & libc::S_IFMT == libc::S_IFREG => m,
+        Ok(_) => return Some(SourceEntry::Missing),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(SourceEntry::Missing),
+        Err(_) => return None,
+    };
+    let writable = meta.st_mode & 0o222 != 0;
+    Some(SourceEntry::Version {
+        descpkg_mtime: descpkg.st_mtime,
+        writable_since: writable.then(|| meta.st_mtime.max(descpkg.st_mtime)),
+    })
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`: lstat relative to `dir`.
+fn lstat_at(dir: &fs::File, name: &str) -> std::io::Result<libc::stat> {
+    use std::os::fd::AsRawFd;
+    let name = std::ffi::CString::new(name).map_err(std::io::Error::other)?;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: a valid fd, a NUL-terminated name and room for one stat.
+    let rc = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            st.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fstatat succeeded, so it filled the stat.
+    Ok(unsafe { st.assume_init() })
 }
 
 /// The version an alias symlink of `package` points to. The one rule of

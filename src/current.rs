@@ -78,12 +78,17 @@ pub fn load(
         ..CurrentSet::default()
     };
     let mut answered: BTreeMap<&ReleaseName, usize> = BTreeMap::new();
+    let mut wanted = Vec::new();
     for rel in &releases {
         let content = release::release_content(source, rel)?;
         answered.insert(rel, content.len());
-        for pv in content {
-            add(&mut set, archive, pv, false)?;
-        }
+        wanted.extend(content);
+    }
+    // Looked up in bulk, in the order the releases listed them (a version
+    // in two releases is looked up twice: cheaper than sorting 100,000).
+    let found = archive.inspect_all(&wanted);
+    for (pv, entry) in wanted.into_iter().zip(found) {
+        add_found(&mut set, archive, pv, false, Some(entry))?;
     }
     for rel in &target.releases {
         if answered.get(rel).copied().unwrap_or(0) == 0 {
@@ -160,13 +165,29 @@ pub fn add(
     pv: PackageVersion,
     pinned: bool,
 ) -> Result<()> {
+    add_found(set, archive, pv, pinned, None)
+}
+
+/// [`add`], with what the archive holds for `pv` when it was looked up
+/// already (`found`, [`SourceArchive::inspect_all`]).
+fn add_found(
+    set: &mut CurrentSet,
+    archive: &SourceArchive,
+    pv: PackageVersion,
+    pinned: bool,
+    found: Option<Result<SourceEntry>>,
+) -> Result<()> {
     if set.versions.contains_key(&pv) {
         if pinned {
             set.protected.insert(pv);
         }
         return Ok(());
     }
-    match archive.inspect(&pv)? {
+    let entry = match found {
+        Some(entry) => entry?,
+        None => archive.inspect(&pv)?,
+    };
+    match entry {
         SourceEntry::Alias(version) => {
             let target = PackageVersion {
                 package: pv.package.clone(),

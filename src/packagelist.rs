@@ -65,6 +65,34 @@ pub fn write(dest: &dyn crate::target::Target, set: &CurrentSet, now: i64) -> Re
     dest.put(NAME, text(set, now).as_bytes())
 }
 
+/// Writes the PackageList of `set` unless the target's has the same body
+/// (`body`: the sha256 the target reported of its list past the header
+/// line). True when it wrote. The header then keeps the time the content
+/// was last written: a no-change sync of 100,000 package-versions spares
+/// a 1.5 MB upload (issue 14). A list missing on the target, or changed
+/// there by hand, reports another sum (or none) and is rewritten.
+pub fn write_unless_same(
+    dest: &dyn crate::target::Target,
+    set: &CurrentSet,
+    now: i64,
+    body: Option<&str>,
+) -> Result<bool> {
+    let text = text(set, now);
+    if body.is_some_and(|b| b == body_sha256(&text)) {
+        return Ok(false);
+    }
+    dest.put(NAME, text.as_bytes())?;
+    Ok(true)
+}
+
+/// The sha256 (hex) of a PackageList's text past its first line, as the
+/// receiver reports it (`tail -n +2 | sha256sum`).
+pub fn body_sha256(text: &str) -> String {
+    use sha2::Digest;
+    let body = text.split_once('\n').map_or("", |(_, rest)| rest);
+    hex::encode(sha2::Sha256::digest(body.as_bytes()))
+}
+
 /// Reads a PackageList as a current set (membership only: what the master's
 /// archive held is not known here). `None` when there is none; a line that
 /// is not `package version` with valid names is an error naming the line.

@@ -62,6 +62,9 @@ pub struct SyncReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     pub packagelist: bool,
+    /// The target's PackageList had the same content: not rewritten.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub packagelist_unchanged: bool,
     /// What aging did after the PackageList (methods `immediate`, `master`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aging: Option<crate::aging::AgingReport>,
@@ -100,7 +103,9 @@ impl TargetReport for SyncReport {
             None if self.excess > 0 => parts.push(format!("{} excess left alone", self.excess)),
             None => {}
         }
-        parts.push(if self.packagelist {
+        parts.push(if self.packagelist_unchanged {
+            "packagelist unchanged".into()
+        } else if self.packagelist {
             "packagelist written".into()
         } else {
             "packagelist not written".into()
@@ -230,7 +235,8 @@ fn sync_target(
     );
     report.behind = behind(&plan, &listing, report.sent.len());
     link_aliases(ctx, target, dest.as_ref(), &plan, &present, &mut report);
-    write_packagelist(ctx, target, dest.as_ref(), &set, now, &mut report);
+    let same = listing.packagelist_body.as_deref();
+    write_packagelist(ctx, target, dest.as_ref(), &set, now, same, &mut report);
     if let Some(aging) = crate::aging::after_sync(
         ctx,
         target,
@@ -257,10 +263,14 @@ fn write_packagelist(
     dest: &dyn Target,
     set: &crate::current::CurrentSet,
     now: i64,
+    same: Option<&str>,
     report: &mut SyncReport,
 ) {
-    match crate::packagelist::write(dest, set, now) {
-        Ok(()) => report.packagelist = true,
+    match crate::packagelist::write_unless_same(dest, set, now, same) {
+        Ok(wrote) => {
+            report.packagelist = true;
+            report.packagelist_unchanged = !wrote;
+        }
         Err(e) => {
             let error = format!("{e:#}");
             ctx.reporter

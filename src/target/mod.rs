@@ -46,6 +46,10 @@ pub struct Listing {
     /// What a full check found the index wrong about (`D` lines), as
     /// `kind package name` (missing, changed, unindexed, alias).
     pub drift: Vec<String>,
+    /// The sha256 (hex) of the target's PackageList past its header line,
+    /// when the receiver reports it (`P` line): a sync whose list has the
+    /// same body leaves it as it is.
+    pub packagelist_body: Option<String>,
 }
 
 /// How the receiver made a listing (`I` lines, docs/protocol.md).

@@ -130,6 +130,10 @@ pub fn parse_listing(text: &str) -> Listing {
                 _ => None,
             },
             ["I", "not indexed", _why] => Some(()),
+            ["P", "body-sha256", sum] if is_sha256(sum) => {
+                listing.packagelist_body = Some(sum.to_string());
+                Some(())
+            }
             ["D", kind @ ("missing" | "changed" | "unindexed" | "alias"), package, name] => {
                 Name::new(package)
                     .ok()
@@ -187,6 +191,11 @@ fn alias_line(package: &str, alias: &str, target: &str) -> Option<Alias> {
         alias,
         version,
     })
+}
+
+/// 64 lowercase hex digits, as sha256sum prints them.
+fn is_sha256(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Parses `version`'s reply: `blat-receiver <protocol>`, `sha256 <hex>`,
@@ -427,5 +436,22 @@ mod tests {
         );
         // A bad arrival, six fields, or an empty fifth field: the line is refused.
         assert_eq!(l.rejected.len(), 3, "{:?}", l.rejected);
+    }
+
+    #[test]
+    fn listing_takes_the_packagelist_sum_only_as_a_sha256() {
+        let sum = "0123456789abcdef".repeat(4);
+        let l = parse_listing(&format!("V\tp\t1\t5\nP\tbody-sha256\t{sum}\n"));
+        assert_eq!(l.packagelist_body.as_deref(), Some(sum.as_str()));
+        for bad in [
+            sum.to_uppercase(),
+            sum[1..].to_string(),
+            format!("{sum}0"),
+            format!("{}../", &sum[3..]),
+        ] {
+            let l = parse_listing(&format!("P\tbody-sha256\t{bad}\n"));
+            assert_eq!(l.packagelist_body, None, "{bad}");
+            assert_eq!(l.rejected.len(), 1, "{bad}");
+        }
     }
 }

@@ -230,6 +230,63 @@ fn a_no_change_sync_trusts_the_index_and_verify_repairs_hand_drift() {
     assert_eq!(names(&after, "sent"), Vec::<String>::new());
 }
 
+/// The PackageList past its header line (the time it was written).
+fn body(text: &str) -> &str {
+    text.split_once('\n').map_or("", |(_, rest)| rest)
+}
+
+#[test]
+fn the_packagelist_is_rewritten_only_when_its_content_differs() {
+    let w = world("");
+    let t = w.target_dir("site");
+    let plist = t.join(".dpkg_archive/packagelist.txt");
+    let first = sync(&w, &[]);
+    assert_eq!(first["packagelist"], true);
+    assert_eq!(first["packagelist_unchanged"], serde_json::Value::Null);
+    let written = fs::read_to_string(&plist).unwrap();
+    assert!(written.contains("\np 3\n"), "{written}");
+    let inode = fs::metadata(&plist).unwrap().ino();
+
+    // Same content: the file is left as it is (a put renames a new one in).
+    let same = sync(&w, &[]);
+    assert_eq!(same["packagelist"], true);
+    assert_eq!(same["packagelist_unchanged"], true);
+    assert_eq!(fs::metadata(&plist).unwrap().ino(), inode);
+    assert_eq!(fs::read_to_string(&plist).unwrap(), written);
+
+    // A line removed by hand: rewritten.
+    fs::write(&plist, written.replace("\np 3\n", "\n")).unwrap();
+    let fixed = sync(&w, &[]);
+    assert_eq!(fixed["packagelist"], true);
+    assert_eq!(fixed["packagelist_unchanged"], serde_json::Value::Null);
+    assert_eq!(body(&fs::read_to_string(&plist).unwrap()), body(&written));
+
+    // Removed by hand: written again.
+    fs::remove_file(&plist).unwrap();
+    let again = sync(&w, &[]);
+    assert_eq!(again["packagelist_unchanged"], serde_json::Value::Null);
+    assert_eq!(body(&fs::read_to_string(&plist).unwrap()), body(&written));
+
+    // A symlink to a list of the same content is never read through: the
+    // sync replaces the link by the list and leaves its target alone.
+    let elsewhere = w.path().join("elsewhere.txt");
+    let moved = fs::read_to_string(&plist).unwrap();
+    fs::rename(&plist, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &plist).unwrap();
+    let linked = sync(&w, &[]);
+    assert_eq!(linked["packagelist_unchanged"], serde_json::Value::Null);
+    assert!(fs::symlink_metadata(&plist).unwrap().is_file());
+    assert_eq!(body(&fs::read_to_string(&plist).unwrap()), body(&written));
+    assert_eq!(fs::read_to_string(&elsewhere).unwrap(), moved);
+
+    // The current set changes: the list follows it.
+    w.write_rm(&[("P/R1", "open", 0, &["p/0", "p/1", "p/2", "p/4", "p/5"])]);
+    let changed = sync(&w, &[]);
+    assert_eq!(changed["packagelist_unchanged"], serde_json::Value::Null);
+    let now = fs::read_to_string(&plist).unwrap();
+    assert!(!now.contains("\np 3\n") && now.contains("\np 4\n"), "{now}");
+}
+
 #[test]
 fn every_receive_link_and_delete_keeps_the_index_exact() {
     let w = world("writable_grace = \"0\"\n[aging]\nmethod = \"immediate\"\n");
