@@ -14,9 +14,16 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 /// A package, version or alias name: `^[A-Za-z0-9_][A-Za-z0-9._+~-]{0,254}$`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
-pub struct Name(String);
+/// Held inline when it fits in 23 bytes (every real name does): the sets
+/// and listings of a target hold hundreds of thousands of them.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Name(smol_str::SmolStr);
+
+impl Serialize for Name {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
 
 impl Name {
     /// Validates `text` as a package, version or alias name.
@@ -29,7 +36,7 @@ impl Name {
                 .iter()
                 .all(|&b| b.is_ascii_alphanumeric() || b"._+~-".contains(&b));
         if valid {
-            Ok(Name(text.to_string()))
+            Ok(Name(smol_str::SmolStr::new(text)))
         } else {
             Err(format!(
                 "invalid name '{}': expected letters, digits and ._+~- (not starting with . + ~ -), at most 255 characters",

@@ -53,9 +53,11 @@ pub fn text(set: &CurrentSet, now: i64) -> String {
     for a in &set.aliases {
         text.push_str(&format!("{ALIAS}{} {} {}\n", a.package, a.alias, a.version));
     }
-    for line in set.package_list() {
-        text.push_str(&line);
-        text.push('\n');
+    text.reserve(set.versions.len() * 24);
+    for pv in set.versions.keys() {
+        for part in [pv.package.as_str(), " ", pv.version.as_str(), "\n"] {
+            text.push_str(part);
+        }
     }
     text
 }

@@ -79,8 +79,11 @@ impl std::fmt::Display for SkipReason {
 /// them before the Release Manager lists them).
 pub fn plan(set: &CurrentSet, listing: &Listing, now: i64, grace: Duration) -> Plan {
     let mut plan = Plan::default();
+    // Both maps are in key order: one walk through the listing alongside,
+    // instead of a search per package-version.
+    let mut listed = Cursor::new(&listing.versions);
     for (pv, entry) in &set.versions {
-        let on_target = listing.versions.get(pv).copied();
+        let on_target = listed.get(pv).copied();
         match entry {
             SourceEntry::Missing | SourceEntry::Alias(_) => {
                 plan.skipped.push(Skipped {
@@ -163,18 +166,49 @@ pub fn excess(
     let grace = crate::config::units::secs_i64(grace);
     let young = |t: i64| now.saturating_sub(t) <= grace;
     let arrived_young = |t: i64| young(t) && t.saturating_sub(now) <= grace;
+    let mut wanted = Cursor::new(&set.versions);
+    let mut arrived = Cursor::new(&listing.arrived);
     listing
         .versions
         .iter()
         .filter(|(pv, mtime)| {
-            !set.versions.contains_key(*pv)
+            wanted.get(pv).is_none()
                 && !set.protected.contains(*pv)
                 && !aliased.contains(&(pv.package.as_str(), pv.version.as_str()))
                 && !young(**mtime)
-                && !listing.arrived.get(*pv).is_some_and(|&a| arrived_young(a))
+                && !arrived.get(pv).is_some_and(|&a| arrived_young(a))
         })
         .map(|(pv, _)| pv.clone())
         .collect()
+}
+
+/// Looks keys up in a map in ascending order, in one walk through it: for
+/// keys that come in order themselves (another map's), linear instead of a
+/// search per key.
+struct Cursor<'a, K, V> {
+    entries: std::iter::Peekable<std::collections::btree_map::Iter<'a, K, V>>,
+}
+
+impl<'a, K: Ord, V> Cursor<'a, K, V> {
+    fn new(map: &'a std::collections::BTreeMap<K, V>) -> Self {
+        Cursor {
+            entries: map.iter().peekable(),
+        }
+    }
+
+    /// The value of `key`; keys asked for must not decrease.
+    fn get(&mut self, key: &K) -> Option<&'a V> {
+        while let Some((k, v)) = self.entries.peek() {
+            match (*k).cmp(key) {
+                std::cmp::Ordering::Less => {
+                    self.entries.next();
+                }
+                std::cmp::Ordering::Equal => return Some(v),
+                std::cmp::Ordering::Greater => return None,
+            }
+        }
+        None
+    }
 }
 
 #[cfg(test)]
@@ -334,5 +368,63 @@ mod tests {
         assert!(excess(&set, &listing, NOW, GRACE).is_empty());
         listing.arrived.insert(pv("unknown", "1"), NOW + 3601);
         assert_eq!(excess(&set, &listing, NOW, GRACE), vec![pv("unknown", "1")]);
+    }
+
+    /// The walk alongside the listing matches a search per key, whatever
+    /// interleaving the set and the listing have (seeded shapes).
+    #[test]
+    fn walking_alongside_equals_searching() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..200 {
+            let mut set = CurrentSet::default();
+            let mut listing = Listing::default();
+            for _ in 0..next(40) {
+                let key = pv(&format!("p{}", next(8)), &format!("{}", next(6)));
+                set.versions.insert(key, released(next(3) as i64));
+            }
+            for _ in 0..next(40) {
+                let key = pv(&format!("p{}", next(8)), &format!("{}", next(6)));
+                listing.versions.insert(key.clone(), next(3) as i64);
+                if next(2) == 0 {
+                    listing.arrived.insert(key, next(3) as i64);
+                }
+            }
+            let plan = plan(&set, &listing, NOW, GRACE);
+            let searched = set
+                .versions
+                .iter()
+                .filter(|(pv, e)| {
+                    matches!(e, SourceEntry::Version { descpkg_mtime, .. }
+                        if listing.versions.get(*pv) == Some(descpkg_mtime))
+                })
+                .count();
+            assert_eq!(plan.up_to_date, searched);
+            let sent: Vec<&PackageVersion> = plan.send.iter().map(|s| &s.pv).collect();
+            let missing: Vec<&PackageVersion> = set
+                .versions
+                .iter()
+                .filter(|(pv, e)| {
+                    matches!(e, SourceEntry::Version { descpkg_mtime, .. }
+                        if listing.versions.get(*pv) != Some(descpkg_mtime))
+                })
+                .map(|(pv, _)| pv)
+                .collect();
+            assert_eq!(sent, missing);
+            let excess_searched: Vec<PackageVersion> = listing
+                .versions
+                .keys()
+                .filter(|pv| !set.versions.contains_key(*pv) && !set.is_empty())
+                .cloned()
+                .collect();
+            // Every time is long before NOW: nothing is young. An empty set
+            // blocks aging.
+            assert_eq!(excess(&set, &listing, NOW, GRACE), excess_searched);
+        }
     }
 }

@@ -191,14 +191,14 @@ fn sync_target(
     let started = Instant::now();
     let archive_cfg = target.archive().expect("selected archive targets only");
     let source = SourceArchive::new(&ctx.config.archive);
-    let set = ctx.current_set(target)?;
     let dest = ctx.open_target(target)?;
+    let (set, listing) = set_and_listing(ctx, target, dest.as_ref(), full)?;
     let mut report = SyncReport {
         releases: set.releases.iter().map(|r| r.to_string()).collect(),
         wanted: set.versions.len(),
         ..SyncReport::default()
     };
-    let listing = list(ctx, state, target, dest.as_ref(), full, &mut report)?;
+    let listing = note_listing(ctx, state, target, listing, full, &mut report);
     if !listing.leftovers.is_empty() {
         remove_leftovers(ctx, target, dest.as_ref(), &mut report);
     }
@@ -209,17 +209,26 @@ fn sync_target(
         );
     }
     let now = crate::clock::now();
-    let plan = plan::plan(&set, &listing, now, target.writable_grace);
+    // The free space, once per sync (for min_free, and for status), asked
+    // while the plan is made.
+    let (plan, free) = std::thread::scope(|scope| {
+        let free = (!ctx.dry_run).then(|| {
+            scope.spawn(|| {
+                crate::transfer::read_free(&ctx.reporter, target, archive_cfg, dest.as_ref())
+            })
+        });
+        let plan = plan::plan(&set, &listing, now, target.writable_grace);
+        (
+            plan,
+            free.and_then(|f| f.join().expect("the free space thread panicked")),
+        )
+    });
+    report.free_bytes = free;
     report.up_to_date = plan.up_to_date;
     report.excess = plan.excess.len();
     ctx.reporter
         .skipped(&target.name, &plan.skipped, ctx.dry_run);
     report.skipped = plan.skipped.clone();
-    // The free space, once per sync: for min_free, and for status.
-    if !ctx.dry_run {
-        report.free_bytes =
-            crate::transfer::read_free(&ctx.reporter, target, archive_cfg, dest.as_ref());
-    }
 
     let mut present: BTreeSet<PackageVersion> = listing.versions.keys().cloned().collect();
     send_all(
@@ -253,6 +262,44 @@ fn sync_target(
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The target's current set and listing. The set (Release Manager, source
+/// archive) is loaded while the target is reached and lists itself from
+/// its index, read-only: on a big target each takes about half of a
+/// no-change sync, and a set that cannot be loaded must leave the target
+/// as it was. A listing that did not come from the index (none yet, or
+/// not valid) or a full check is taken once the set is loaded, as one
+/// that may write (it rebuilds the index).
+fn set_and_listing(
+    ctx: &Context,
+    target: &TargetConfig,
+    dest: &dyn Target,
+    full: bool,
+) -> Result<(std::sync::Arc<crate::current::CurrentSet>, Listing)> {
+    let (set, early) = std::thread::scope(|scope| {
+        let set = scope.spawn(|| ctx.current_set(target));
+        let early = (!full).then(|| {
+            dest.list_as(ListHow {
+                full: false,
+                read_only: true,
+            })
+        });
+        (
+            set.join().expect("the current set's thread panicked"),
+            early,
+        )
+    });
+    let set = set?;
+    let listing = match early.transpose()? {
+        // A dry run lists read-only anyway.
+        Some(listing) if listing.source == ListingSource::Index || ctx.dry_run => listing,
+        _ => dest.list_as(ListHow {
+            full,
+            read_only: false,
+        })?,
+    };
+    Ok((set, listing))
 }
 
 /// Writes the target's `.dpkg_archive/packagelist.txt` for the current set; a
@@ -324,22 +371,18 @@ fn behind(plan: &Plan, listing: &Listing, sent: usize) -> usize {
             .count()
 }
 
-/// The target's listing: from its index, or (`full`) a full check that
-/// walks it, says where the index was wrong and rebuilds it. Counted in
-/// the state for `verify_every`: a listing that rebuilt the index (a full
-/// check, or a target that had no valid index) starts the count again.
-fn list(
+/// Reports the target's listing: from its index, or (`full`) a full check
+/// that walked it, said where the index was wrong and rebuilt it. Counted
+/// in the state for `verify_every`: a listing that rebuilt the index (a
+/// full check, or a target that had no valid index) starts the count again.
+fn note_listing(
     ctx: &Context,
     state: &State,
     target: &TargetConfig,
-    dest: &dyn Target,
+    listing: Listing,
     full: bool,
     report: &mut SyncReport,
-) -> Result<Listing> {
-    let listing = dest.list_as(ListHow {
-        full,
-        read_only: false,
-    })?;
+) -> Listing {
     let rebuilt = matches!(listing.source, ListingSource::Scan { indexed: true, .. });
     report.full_check = full;
     report.listing = match &listing.source {
@@ -378,7 +421,7 @@ fn list(
             );
         }
     }
-    Ok(listing)
+    listing
 }
 
 /// Sends the plan's packages with `parallel` workers, in batches; a failed

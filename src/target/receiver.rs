@@ -97,8 +97,15 @@ pub fn parse_listing(text: &str) -> Listing {
     let mut versions: Vec<(PackageVersion, i64)> = Vec::new();
     let mut arrivals: Vec<(PackageVersion, i64)> = Vec::new();
     for line in text.lines().filter(|l| !l.is_empty()) {
-        let fields: Vec<&str> = line.split('\t').collect();
-        let parsed = match fields.as_slice() {
+        // Up to six fields, without an allocation per line (a V line has
+        // five): a seventh makes the line match nothing.
+        let mut fields = [""; 7];
+        let mut n = 0;
+        for field in line.splitn(7, '\t') {
+            fields[n] = field;
+            n += 1;
+        }
+        let parsed = match &fields[..n] {
             ["V", package, version, mtime, arrived @ ..] if arrived.len() <= 1 => {
                 version_line(package, version, mtime, arrived.first().copied()).map(|(pv, m, a)| {
                     if let Some(a) = a {
