@@ -24,7 +24,8 @@
 //!   [`mod@aging`] (the one aging policy and its guards, for sites and buckets),
 //!   [`packagelist`] (its writer and reader), [`tags`] (the tag-directory
 //!   layout, never followed), [`exec`] (the one executor), [`atomic`] (the one
-//!   atomic write, the one random token), [`lock`], [`state`], [`report`].
+//!   atomic write, the one random token), [`lock`], [`state`], [`report`],
+//!   [`malloc`] (the allocator settings for blat and its ssh processes).
 //! - [`target`]: `Target` trait, the receiver protocol (its types in
 //!   [`target::protocol`], spoken by [`target::receiver`]), transports
 //!   (libssh2's [`target::ssh`] and OpenSSH's [`target::openssh`], which
@@ -50,6 +51,7 @@ pub mod error;
 pub mod exec;
 pub mod index;
 pub mod lock;
+pub mod malloc;
 pub mod ops;
 pub mod packagelist;
 pub mod plan;

@@ -230,7 +230,6 @@ fn sync_target(
         .skipped(&target.name, &plan.skipped, ctx.dry_run);
     report.skipped = plan.skipped.clone();
 
-    let mut present: BTreeSet<PackageVersion> = listing.versions.keys().cloned().collect();
     send_all(
         ctx,
         target,
@@ -240,9 +239,11 @@ fn sync_target(
         &plan,
         &listing.versions,
         &mut report,
-        &mut present,
     );
     report.behind = behind(&plan, &listing, report.sent.len());
+    // On the target now: listed, or sent by this sync.
+    let sent: BTreeSet<PackageVersion> = report.sent.iter().cloned().collect();
+    let present = |pv: &PackageVersion| listing.versions.contains_key(pv) || sent.contains(pv);
     link_aliases(ctx, target, dest.as_ref(), &plan, &present, &mut report);
     let same = listing.packagelist_body.as_deref();
     write_packagelist(ctx, target, dest.as_ref(), &set, now, same, &mut report);
@@ -436,7 +437,6 @@ fn send_all(
     plan: &Plan,
     on_target: &std::collections::BTreeMap<PackageVersion, i64>,
     report: &mut SyncReport,
-    present: &mut BTreeSet<PackageVersion>,
 ) {
     if plan.send.is_empty() {
         return;
@@ -480,7 +480,6 @@ fn send_all(
         match result {
             Ok(()) => {
                 report.bytes_sent += bytes;
-                present.insert(pv.clone());
                 report.sent.push(pv);
             }
             Err(error) => {
@@ -500,7 +499,7 @@ fn link_aliases(
     target: &TargetConfig,
     dest: &dyn Target,
     plan: &Plan,
-    present: &BTreeSet<PackageVersion>,
+    present: &dyn Fn(&PackageVersion) -> bool,
     report: &mut SyncReport,
 ) {
     for alias in &plan.links {
@@ -508,7 +507,7 @@ fn link_aliases(
             package: alias.package.clone(),
             version: alias.version.clone(),
         };
-        if !present.contains(&version) && !ctx.dry_run {
+        if !present(&version) && !ctx.dry_run {
             ctx.reporter.warn(
                 &target.name,
                 &format!("alias {alias} not linked: {version} is not on the target"),

@@ -234,6 +234,7 @@ impl OpensshTransport {
             "LogLevel=ERROR".into(),
         ];
         let mut cmd = command(&self.config, &options, &[line.to_string()]);
+        crate::malloc::for_child(&mut cmd);
         cmd.stdin(if input.is_some() {
             Stdio::piped()
         } else {
@@ -440,6 +441,7 @@ impl Master {
             ]);
         }
         let mut cmd = command(config, &options, &[]);
+        crate::malloc::for_child(&mut cmd);
         let err = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
         // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
