@@ -73,7 +73,7 @@ impl Bases {
         target: &crate::config::TargetConfig,
         archive_cfg: &crate::config::ArchiveTarget,
         state_dir: &Path,
-        versions: &BTreeMap<PackageVersion, i64>,
+        versions: &BTreeMap<PackageVersion, crate::target::OnTarget>,
         dry_run: bool,
     ) -> Bases {
         if archive_cfg.delta == DeltaMode::Off || dry_run {
@@ -86,7 +86,8 @@ impl Bases {
                 None
             }
         };
-        Bases::new(archive_cfg.delta, versions.clone(), hashes)
+        let mtimes = versions.iter().map(|(pv, on)| (pv.clone(), on.mtime));
+        Bases::new(archive_cfg.delta, mtimes.collect(), hashes)
     }
 
     /// No deltas: every package is sent in full.

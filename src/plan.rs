@@ -83,7 +83,7 @@ pub fn plan(set: &CurrentSet, listing: &Listing, now: i64, grace: Duration) -> P
     // instead of a search per package-version.
     let mut listed = Cursor::new(&listing.versions);
     for (pv, entry) in &set.versions {
-        let on_target = listed.get(pv).copied();
+        let on_target = listed.get(pv).map(|o| o.mtime);
         match entry {
             SourceEntry::Missing | SourceEntry::Alias(_) => {
                 plan.skipped.push(Skipped {
@@ -167,16 +167,15 @@ pub fn excess(
     let young = |t: i64| now.saturating_sub(t) <= grace;
     let arrived_young = |t: i64| young(t) && t.saturating_sub(now) <= grace;
     let mut wanted = Cursor::new(&set.versions);
-    let mut arrived = Cursor::new(&listing.arrived);
     listing
         .versions
         .iter()
-        .filter(|(pv, mtime)| {
+        .filter(|(pv, on)| {
             wanted.get(pv).is_none()
                 && !set.protected.contains(*pv)
                 && !aliased.contains(&(pv.package.as_str(), pv.version.as_str()))
-                && !young(**mtime)
-                && !arrived.get(pv).is_some_and(|&a| arrived_young(a))
+                && !young(on.mtime)
+                && !on.arrived.is_some_and(arrived_young)
         })
         .map(|(pv, _)| pv.clone())
         .collect()
@@ -215,6 +214,7 @@ impl<'a, K: Ord, V> Cursor<'a, K, V> {
 mod tests {
     use super::*;
     use crate::archive::Name;
+    use crate::target::OnTarget;
 
     fn pv(p: &str, v: &str) -> PackageVersion {
         PackageVersion::new(p, v).unwrap()
@@ -237,8 +237,8 @@ mod tests {
         set.versions.insert(pv("b", "1"), released(200));
         set.versions.insert(pv("c", "1"), released(300));
         let mut listing = Listing::default();
-        listing.versions.insert(pv("b", "1"), 200);
-        listing.versions.insert(pv("c", "1"), 299);
+        listing.versions.insert(pv("b", "1"), OnTarget::at(200));
+        listing.versions.insert(pv("c", "1"), OnTarget::at(299));
         let p = plan(&set, &listing, NOW, GRACE);
         assert_eq!(
             p.send,
@@ -296,7 +296,7 @@ mod tests {
         );
         // A writable package already on the target with the same mtime is up to date.
         let mut listing = Listing::default();
-        listing.versions.insert(pv("w", "1"), 5);
+        listing.versions.insert(pv("w", "1"), OnTarget::at(5));
         assert_eq!(plan(&set, &listing, NOW, GRACE).up_to_date, 1);
     }
 
@@ -311,7 +311,7 @@ mod tests {
         set.versions.insert(pv("j", "2"), released(1));
         set.aliases.insert(alias("2"));
         let mut listing = Listing::default();
-        listing.versions.insert(pv("j", "2"), 1);
+        listing.versions.insert(pv("j", "2"), OnTarget::at(1));
         listing.aliases.push(alias("1"));
         assert_eq!(plan(&set, &listing, NOW, GRACE).links, vec![alias("2")]);
         listing.aliases = vec![alias("2")];
@@ -322,15 +322,17 @@ mod tests {
     fn excess_guards() {
         let mut set = CurrentSet::default();
         let mut listing = Listing::default();
-        listing.versions.insert(pv("old", "1"), 10);
+        listing.versions.insert(pv("old", "1"), OnTarget::at(10));
         // Empty current set: nothing is excess.
         assert!(plan(&set, &listing, NOW, GRACE).excess.is_empty());
         set.versions.insert(pv("keep", "1"), released(1));
-        listing.versions.insert(pv("keep", "1"), 1);
-        listing.versions.insert(pv("young", "1"), NOW - 60);
-        listing.versions.insert(pv("pinned", "1"), 10);
+        listing.versions.insert(pv("keep", "1"), OnTarget::at(1));
+        listing
+            .versions
+            .insert(pv("young", "1"), OnTarget::at(NOW - 60));
+        listing.versions.insert(pv("pinned", "1"), OnTarget::at(10));
         set.protected.insert(pv("pinned", "1"));
-        listing.versions.insert(pv("j", "1"), 10);
+        listing.versions.insert(pv("j", "1"), OnTarget::at(10));
         listing.aliases.push(Alias {
             package: Name::new("j").unwrap(),
             alias: Name::new("cur").unwrap(),
@@ -348,25 +350,33 @@ mod tests {
         set.versions.insert(pv("keep", "1"), released(1));
         let mut listing = Listing::default();
         for p in ["fresh", "edge", "stale", "unknown"] {
-            listing.versions.insert(pv(p, "1"), 10);
+            listing.versions.insert(pv(p, "1"), OnTarget::at(10));
         }
         // Delivered (by fast) a minute ago; exactly `grace` ago; long ago;
         // and an old receiver that does not say.
-        listing.arrived.insert(pv("fresh", "1"), NOW - 60);
-        listing.arrived.insert(pv("edge", "1"), NOW - 3600);
-        listing.arrived.insert(pv("stale", "1"), NOW - 3601);
+        listing.versions.get_mut(&pv("fresh", "1")).unwrap().arrived = Some(NOW - 60);
+        listing.versions.get_mut(&pv("edge", "1")).unwrap().arrived = Some(NOW - 3600);
+        listing.versions.get_mut(&pv("stale", "1")).unwrap().arrived = Some(NOW - 3601);
         assert_eq!(
             excess(&set, &listing, NOW, GRACE),
             vec![pv("stale", "1"), pv("unknown", "1")]
         );
         // Either time being young is enough: a young descpkg that arrived long ago.
-        listing.versions.insert(pv("stale", "1"), NOW - 10);
+        listing.versions.get_mut(&pv("stale", "1")).unwrap().mtime = NOW - 10;
         assert_eq!(excess(&set, &listing, NOW, GRACE), vec![pv("unknown", "1")]);
         // An arrival ahead of now (the target's clock ahead) is young up to
         // the grace; further ahead it is not believed.
-        listing.arrived.insert(pv("unknown", "1"), NOW + 3600);
+        listing
+            .versions
+            .get_mut(&pv("unknown", "1"))
+            .unwrap()
+            .arrived = Some(NOW + 3600);
         assert!(excess(&set, &listing, NOW, GRACE).is_empty());
-        listing.arrived.insert(pv("unknown", "1"), NOW + 3601);
+        listing
+            .versions
+            .get_mut(&pv("unknown", "1"))
+            .unwrap()
+            .arrived = Some(NOW + 3601);
         assert_eq!(excess(&set, &listing, NOW, GRACE), vec![pv("unknown", "1")]);
     }
 
@@ -390,9 +400,11 @@ mod tests {
             }
             for _ in 0..next(40) {
                 let key = pv(&format!("p{}", next(8)), &format!("{}", next(6)));
-                listing.versions.insert(key.clone(), next(3) as i64);
+                listing
+                    .versions
+                    .insert(key.clone(), OnTarget::at(next(3) as i64));
                 if next(2) == 0 {
-                    listing.arrived.insert(key, next(3) as i64);
+                    listing.versions.get_mut(&key).unwrap().arrived = Some(next(3) as i64);
                 }
             }
             let plan = plan(&set, &listing, NOW, GRACE);
@@ -401,7 +413,7 @@ mod tests {
                 .iter()
                 .filter(|(pv, e)| {
                     matches!(e, SourceEntry::Version { descpkg_mtime, .. }
-                        if listing.versions.get(*pv) == Some(descpkg_mtime))
+                        if listing.versions.get(*pv).map(|o| &o.mtime) == Some(descpkg_mtime))
                 })
                 .count();
             assert_eq!(plan.up_to_date, searched);
@@ -411,7 +423,7 @@ mod tests {
                 .iter()
                 .filter(|(pv, e)| {
                     matches!(e, SourceEntry::Version { descpkg_mtime, .. }
-                        if listing.versions.get(*pv) != Some(descpkg_mtime))
+                        if listing.versions.get(*pv).map(|o| &o.mtime) != Some(descpkg_mtime))
                 })
                 .map(|(pv, _)| pv)
                 .collect();

@@ -435,7 +435,7 @@ fn send_all(
     source: &SourceArchive,
     dest: &dyn Target,
     plan: &Plan,
-    on_target: &std::collections::BTreeMap<PackageVersion, i64>,
+    on_target: &std::collections::BTreeMap<PackageVersion, crate::target::OnTarget>,
     report: &mut SyncReport,
 ) {
     if plan.send.is_empty() {

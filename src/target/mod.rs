@@ -24,17 +24,34 @@ use anyhow::Result;
 use crate::archive::{Alias, Name, PackageVersion};
 use crate::config::{Compression, SshClient, TargetConfig, Transport as TransportConfig};
 
+/// A package-version's descpkg on a target, as listed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OnTarget {
+    /// Its mtime (whole seconds): the change key, compared with the
+    /// master's.
+    pub mtime: i64,
+    /// When it arrived there (its ctime on the target, epoch seconds), from
+    /// the receivers that report it. Aging keeps a package-version that
+    /// arrived less than `writable_grace` ago, even with an old descpkg
+    /// mtime (`fast` may send it before the Release Manager lists it).
+    pub arrived: Option<i64>,
+}
+
+impl OnTarget {
+    /// Listed with its mtime only (no arrival known).
+    pub fn at(mtime: i64) -> OnTarget {
+        OnTarget {
+            mtime,
+            arrived: None,
+        }
+    }
+}
+
 /// What a target holds: one cheap listing, never a walk of package files.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Listing {
-    /// Package-version → descpkg mtime (whole seconds).
-    pub versions: BTreeMap<PackageVersion, i64>,
-    /// Package-version → when it arrived on the target (the descpkg's ctime
-    /// there, epoch seconds), for the receivers that report it. Aging keeps
-    /// a package-version that arrived less than `writable_grace` ago, even
-    /// with an old descpkg mtime (`fast` may send it before the Release
-    /// Manager lists it).
-    pub arrived: BTreeMap<PackageVersion, i64>,
+    /// Package-version → its descpkg there.
+    pub versions: BTreeMap<PackageVersion, OnTarget>,
     /// Aliases as found (their version may be missing on the target).
     pub aliases: Vec<Alias>,
     /// Lines with names that fail validation: reported, never used.

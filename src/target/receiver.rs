@@ -8,7 +8,7 @@ use super::limit::{Limited, RateLimit};
 use super::pack;
 use super::protocol::{self, Command, Exit, PackageFailure, Verdict};
 use super::{
-    Deleted, InputFn, ListHow, Listing, ListingSource, Outgoing, ProgressFn, Received,
+    Deleted, InputFn, ListHow, Listing, ListingSource, OnTarget, Outgoing, ProgressFn, Received,
     ReceiverInfo, RunOutput, Target, Transport,
 };
 use crate::archive::{alias_target, Alias, Name, PackageVersion, SourceArchive};
@@ -94,8 +94,7 @@ pub fn parse_listing(text: &str) -> Listing {
     // Collected, then sorted and built in bulk: a listing of 100,000
     // versions comes in hash order from the index, and one BTreeMap insert
     // per line costs several times more.
-    let mut versions: Vec<(PackageVersion, i64)> = Vec::new();
-    let mut arrivals: Vec<(PackageVersion, i64)> = Vec::new();
+    let mut versions: Vec<(PackageVersion, OnTarget)> = Vec::new();
     for line in text.lines().filter(|l| !l.is_empty()) {
         // Up to six fields, without an allocation per line (a V line has
         // five): a seventh makes the line match nothing.
@@ -107,12 +106,8 @@ pub fn parse_listing(text: &str) -> Listing {
         }
         let parsed = match &fields[..n] {
             ["V", package, version, mtime, arrived @ ..] if arrived.len() <= 1 => {
-                version_line(package, version, mtime, arrived.first().copied()).map(|(pv, m, a)| {
-                    if let Some(a) = a {
-                        arrivals.push((pv.clone(), a));
-                    }
-                    versions.push((pv, m));
-                })
+                version_line(package, version, mtime, arrived.first().copied())
+                    .map(|(pv, on)| versions.push((pv, on)))
             }
             ["L", path] => {
                 listing.leftovers.push(path.to_string());
@@ -158,12 +153,9 @@ pub fn parse_listing(text: &str) -> Listing {
             listing.rejected.push(line.escape_default().to_string());
         }
     }
-    // Later lines win, as with inserts one by one (a stable sort keeps
-    // their order, the bulk build keeps the last of equal keys).
-    versions.sort_by(|a, b| a.0.cmp(&b.0));
-    arrivals.sort_by(|a, b| a.0.cmp(&b.0));
+    // Later lines win, as with inserts one by one (the bulk build sorts
+    // stably and keeps the last of equal keys).
     listing.versions = versions.into_iter().collect();
-    listing.arrived = arrivals.into_iter().collect();
     listing.aliases.sort();
     listing
 }
@@ -176,7 +168,7 @@ fn version_line(
     version: &str,
     mtime: &str,
     arrived: Option<&str>,
-) -> Option<(PackageVersion, i64, Option<i64>)> {
+) -> Option<(PackageVersion, OnTarget)> {
     let arrived = match arrived {
         None => Some(None),
         Some(a) => a.parse::<i64>().ok().map(Some),
@@ -185,7 +177,7 @@ fn version_line(
         .ok()
         .zip(mtime.parse::<i64>().ok())
         .zip(arrived)
-        .map(|((pv, m), a)| (pv, m, a))
+        .map(|((pv, mtime), arrived)| (pv, OnTarget { mtime, arrived }))
 }
 
 /// An `A P ALIAS TARGET` line's alias, or `None` when a name is invalid
@@ -395,12 +387,15 @@ mod tests {
         assert_eq!(l.versions.len(), 1);
         assert_eq!(
             l.versions[&PackageVersion::new("p", "1.0").unwrap()],
-            1_700_000_000
+            OnTarget::at(1_700_000_000)
         );
         assert_eq!(l.aliases.len(), 1);
         assert_eq!(l.aliases[0].version.as_str(), "1.0");
         assert_eq!(l.rejected.len(), 3);
-        assert!(l.arrived.is_empty(), "old receivers report no arrival");
+        assert!(
+            l.versions.values().all(|on| on.arrived.is_none()),
+            "old receivers report no arrival"
+        );
     }
 
     #[test]
@@ -421,8 +416,13 @@ mod tests {
         assert_eq!(l.rejected.len(), 2, "a bad name, an unknown kind");
         // Later lines win, in bulk as one by one.
         let l = parse_listing("V\tp\t1\t5\t6\nV\tp\t1\t7\t8\n");
-        assert_eq!(l.versions[&PackageVersion::new("p", "1").unwrap()], 7);
-        assert_eq!(l.arrived[&PackageVersion::new("p", "1").unwrap()], 8);
+        assert_eq!(
+            l.versions[&PackageVersion::new("p", "1").unwrap()],
+            OnTarget {
+                mtime: 7,
+                arrived: Some(8)
+            }
+        );
         assert_eq!(parse_listing("V\tp\t1\t5\n").source, ListingSource::Unknown);
     }
 
@@ -436,11 +436,14 @@ mod tests {
             l.versions.keys().cloned().collect::<Vec<_>>(),
             [pv("p", "1.0"), pv("q", "2")]
         );
-        assert_eq!(l.versions[&pv("p", "1.0")], 1_700_000_000);
         assert_eq!(
-            l.arrived,
-            std::collections::BTreeMap::from([(pv("p", "1.0"), 1_700_000_500)])
+            l.versions[&pv("p", "1.0")],
+            OnTarget {
+                mtime: 1_700_000_000,
+                arrived: Some(1_700_000_500)
+            }
         );
+        assert_eq!(l.versions[&pv("q", "2")], OnTarget::at(1_700_000_000));
         // A bad arrival, six fields, or an empty fifth field: the line is refused.
         assert_eq!(l.rejected.len(), 3, "{:?}", l.rejected);
     }

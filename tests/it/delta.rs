@@ -376,7 +376,11 @@ fn a_base_descpkg_changed_after_the_listing_is_refused() {
     let source = SourceArchive::new(w.archive());
     let listing = target.list().unwrap();
     let pv = PackageVersion::new("p", "2.0").unwrap();
-    let bases = Bases::new(DeltaMode::Link, listing.versions.clone(), None);
+    let mtimes = listing
+        .versions
+        .iter()
+        .map(|(pv, on)| (pv.clone(), on.mtime));
+    let bases = Bases::new(DeltaMode::Link, mtimes.collect(), None);
     let mut outgoing = pack::scan(&source, &pv).unwrap();
     bases.plan(&source, &mut outgoing).unwrap();
     assert!(outgoing.delta.is_some(), "2.0 is planned as a delta of 1.0");

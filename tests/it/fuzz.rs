@@ -457,7 +457,8 @@ proptest! {
         }
         want.sort();
         let listing = parse_listing(&text);
-        prop_assert_eq!(listing.versions, versions);
+        let mtimes: std::collections::BTreeMap<_, _> = listing.versions.iter().map(|(pv, on)| (pv.clone(), on.mtime)).collect();
+        prop_assert_eq!(mtimes, versions);
         prop_assert_eq!(listing.aliases, want);
         prop_assert_eq!(listing.leftovers, leftovers);
         prop_assert!(listing.rejected.is_empty());

@@ -98,9 +98,9 @@ impl Poller<'_> {
             let Some(listing) = listings.get(&w.pv.package) else {
                 continue;
             };
-            match listing.versions.get(&w.pv) {
-                Some(&m) if m == w.descpkg_mtime => {}
-                Some(&m) => {
+            match listing.versions.get(&w.pv).map(|on| on.mtime) {
+                Some(m) if m == w.descpkg_mtime => {}
+                Some(m) => {
                     self.detail(&format!(
                         "send {} (descpkg mtime {m} on target, {} here)",
                         w.pv, w.descpkg_mtime
@@ -128,7 +128,7 @@ impl Poller<'_> {
         let bases = if to_send.is_empty() {
             crate::delta::Bases::off()
         } else {
-            let on_target: BTreeMap<PackageVersion, i64> = listings
+            let on_target: BTreeMap<PackageVersion, crate::target::OnTarget> = listings
                 .values()
                 .flat_map(|l: &crate::target::Listing| l.versions.clone())
                 .collect();

@@ -97,7 +97,7 @@ pub fn bucket_listing(
         .filter_map(|(key, o)| match parse_key(prefix, key) {
             Some(KeyKind::Zip(pv)) if !unreadable.contains(&pv.package) => {
                 let mtime = known.get(key).map_or(o.last_modified, |r| r.descpkg_mtime);
-                Some((pv, mtime))
+                Some((pv, crate::target::OnTarget::at(mtime)))
             }
             _ => None,
         })
@@ -256,7 +256,9 @@ mod tests {
         let bucket = bucket_listing("p/", &listing, &known, vec![j.clone()], &unreadable);
         assert_eq!(
             bucket.versions,
-            [(pv("a", "1"), 42), (pv("a", "2"), 500), (pv("j", "1"), 500)].into()
+            [(pv("a", "1"), 42), (pv("a", "2"), 500), (pv("j", "1"), 500)]
+                .map(|(pv, mtime)| (pv, crate::target::OnTarget::at(mtime)))
+                .into()
         );
         assert_eq!(bucket.aliases, vec![j]);
         // With the archive targets' guards: only a/2 is excess.
