@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 
+use super::protocol::ArchiveUse;
 use super::{InputFn, RunOutput, Transport, RECEIVER};
 
 pub struct LocalTransport {
@@ -26,29 +27,26 @@ impl Transport for LocalTransport {
     }
 
     fn run(&self, args: &[String], input: Option<InputFn>) -> Result<RunOutput> {
-        // A new local target starts empty: create its directory, so a fresh
-        // share or demo needs no preparation (SSH targets must exist). Reads
-        // of a missing one see an empty archive and create nothing, so a
-        // --dry-run leaves no trace; a plain `list` creates it, as it builds
-        // the receiver's index there. `version` (asked under --dry-run too,
-        // for the target's decompressors) needs no directory.
-        let command = args.first().map(String::as_str);
-        if !self.archive.exists() && command != Some("version") {
-            let read_only = match command {
-                Some("stat") => true,
-                Some("list") => args.iter().any(|a| a == "--read-only"),
-                _ => false,
-            };
-            if read_only {
-                return Ok(RunOutput {
-                    status: 0,
-                    stdout: String::new(),
-                    stderr: String::new(),
-                });
+        // A new local target starts empty: its directory is created, so a
+        // fresh share or demo needs no preparation (SSH targets must
+        // exist); reads of a missing one see an empty archive and create
+        // nothing, so a --dry-run leaves no trace.
+        if !self.archive.exists() {
+            match ArchiveUse::of(args) {
+                ArchiveUse::None => {}
+                ArchiveUse::Reads => {
+                    return Ok(RunOutput {
+                        status: 0,
+                        stdout: String::new(),
+                        stderr: String::new(),
+                    })
+                }
+                ArchiveUse::Writes => {
+                    std::fs::create_dir_all(&self.archive).with_context(|| {
+                        format!("cannot create target archive {}", self.archive.display())
+                    })?
+                }
             }
-            std::fs::create_dir_all(&self.archive).with_context(|| {
-                format!("cannot create target archive {}", self.archive.display())
-            })?;
         }
         let mut child = Command::new("sh")
             .arg("-c")

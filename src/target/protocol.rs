@@ -98,6 +98,31 @@ impl Command<'_> {
     }
 }
 
+/// What a command, as the receiver's words, needs of a target archive
+/// directory that is not there yet: the local transport creates a new
+/// target's directory for the commands that write, and answers the reads
+/// as an empty archive, so a dry run leaves no trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArchiveUse {
+    /// `version`, `install`: about the receiver, not the archive.
+    None,
+    /// `stat`, `list --read-only`: an archive that is not there is empty.
+    Reads,
+    /// Everything else (a plain `list` builds the index there).
+    Writes,
+}
+
+impl ArchiveUse {
+    pub fn of(args: &[String]) -> ArchiveUse {
+        match args.first().map(String::as_str) {
+            Some("version" | "install") => ArchiveUse::None,
+            Some("stat") => ArchiveUse::Reads,
+            Some("list") if args.iter().any(|a| a == "--read-only") => ArchiveUse::Reads,
+            _ => ArchiveUse::Writes,
+        }
+    }
+}
+
 /// How the receiver ended (docs/protocol.md, "Exit codes").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
@@ -258,5 +283,30 @@ mod tests {
             PackageFailure::Unconfirmed(String::new()).to_string(),
             "not confirmed by the receiver"
         );
+    }
+
+    #[test]
+    fn what_each_command_needs_of_the_archive() {
+        use crate::target::ListHow;
+        let pv = PackageVersion::new("p", "1").unwrap();
+        let name = pv.package.clone();
+        let of = |c: Command| ArchiveUse::of(&c.args());
+        assert_eq!(of(Command::Version), ArchiveUse::None);
+        assert_eq!(of(Command::Install("abc")), ArchiveUse::None);
+        assert_eq!(of(Command::Stat(&name)), ArchiveUse::Reads);
+        let list = |full, read_only| Command::List(ListHow { full, read_only });
+        assert_eq!(of(list(false, true)), ArchiveUse::Reads);
+        assert_eq!(of(list(true, true)), ArchiveUse::Reads);
+        assert_eq!(of(list(false, false)), ArchiveUse::Writes);
+        assert_eq!(of(list(true, false)), ArchiveUse::Writes);
+        for c in [
+            Command::Delete(&pv),
+            Command::Put("x"),
+            Command::Df,
+            Command::Check,
+            Command::Gc,
+        ] {
+            assert_eq!(of(c), ArchiveUse::Writes, "{}", c.name());
+        }
     }
 }
