@@ -37,25 +37,30 @@ impl<T: Transport> ReceiverTarget<T> {
         self
     }
 
-    /// Runs `feed` on the receiver's stdin, through the bandwidth limit.
-    fn run_limited(&self, args: &[String], feed: InputFn) -> Result<RunOutput> {
-        let Some(limit) = &self.limit else {
-            return self.transport.run(args, Some(feed));
-        };
-        let mut limited = |w: &mut dyn std::io::Write| {
-            let mut w = Limited { inner: w, limit };
-            feed(&mut w)
-        };
-        self.transport.run(args, Some(&mut limited))
+    /// Runs one command, its input (if any) through the bandwidth limit:
+    /// the one way every command reaches the transport.
+    fn run(&self, command: &Command, feed: Option<InputFn>) -> Result<RunOutput> {
+        let args = command.args();
+        match (feed, &self.limit) {
+            (Some(feed), Some(limit)) => {
+                let mut limited = |w: &mut dyn std::io::Write| {
+                    let mut w = Limited { inner: w, limit };
+                    feed(&mut w)
+                };
+                self.transport.run(&args, Some(&mut limited))
+            }
+            (feed, _) => self.transport.run(&args, feed),
+        }
     }
 
     pub fn transport(&self) -> &T {
         &self.transport
     }
 
-    /// Runs a command that must succeed; its stderr becomes the error.
+    /// Runs a command without input that must succeed; its stderr becomes
+    /// the error.
     fn call(&self, command: Command) -> Result<String> {
-        let out = self.transport.run(&command.args(), None)?;
+        let out = self.run(&command, None)?;
         check(&out, command)?;
         Ok(out.stdout)
     }
@@ -331,7 +336,7 @@ impl<T: Transport> Target for ReceiverTarget<T> {
             }
             pack::stream(archive, batch, &token, compression, w, progress)
         };
-        let out = self.run_limited(&command.args(), &mut feed)?;
+        let out = self.run(&command, Some(&mut feed))?;
         if Exit::of(out.status) != Exit::Partial {
             check(&out, command)?;
         }
@@ -358,7 +363,7 @@ impl<T: Transport> Target for ReceiverTarget<T> {
             w.write_all(data)?;
             Ok(())
         };
-        let out = self.run_limited(&command.args(), &mut feed)?;
+        let out = self.run(&command, Some(&mut feed))?;
         check(&out, command).with_context(|| format!("cannot write .dpkg_archive/{name}"))
     }
 
