@@ -270,8 +270,9 @@ fn sync_target(
 /// its index, read-only: on a big target each takes about half of a
 /// no-change sync, and a set that cannot be loaded must leave the target
 /// as it was. A listing that did not come from the index (none yet, or
-/// not valid) or a full check is taken once the set is loaded, as one
-/// that may write (it rebuilds the index).
+/// not valid), from an index a plain `list` would tidy (an older format),
+/// or a full check is taken once the set is loaded, as one that may write
+/// (it rebuilds or rewrites the index).
 fn set_and_listing(
     ctx: &Context,
     target: &TargetConfig,
@@ -294,7 +295,11 @@ fn set_and_listing(
     let set = set?;
     let listing = match early.transpose()? {
         // A dry run lists read-only anyway.
-        Some(listing) if listing.source == ListingSource::Index || ctx.dry_run => listing,
+        Some(listing)
+            if ctx.dry_run || (listing.source == ListingSource::Index && !listing.index_untidy) =>
+        {
+            listing
+        }
         _ => dest.list_as(ListHow {
             full,
             read_only: false,

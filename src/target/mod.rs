@@ -63,6 +63,9 @@ pub struct Listing {
     /// What a full check found the index wrong about (`D` lines), as
     /// `kind package name` (missing, changed, unindexed, alias).
     pub drift: Vec<String>,
+    /// A read-only listing from an index that a plain `list` would rewrite
+    /// (an older format, or a long journal): `I<TAB>tidy`.
+    pub index_untidy: bool,
     /// The sha256 (hex) of the target's PackageList past its header line,
     /// when the receiver reports it (`P` line): a sync whose list has the
     /// same body leaves it as it is.

@@ -122,6 +122,10 @@ pub fn parse_listing(text: &str) -> Listing {
                 listing.source = ListingSource::Index;
                 Some(())
             }
+            ["I", "tidy"] => {
+                listing.index_untidy = true;
+                Some(())
+            }
             ["I", "scan", why] => {
                 listing.source = ListingSource::Scan {
                     why: one_line(why),
@@ -407,6 +411,8 @@ mod tests {
     fn listing_says_where_it_came_from_and_what_a_full_check_found() {
         let l = parse_listing("V\tp\t1\t5\t6\nI\tindex\n");
         assert_eq!(l.source, ListingSource::Index);
+        assert!(!l.index_untidy);
+        assert!(parse_listing("V\tp\t1\t5\t6\nI\tindex\nI\ttidy\n").index_untidy);
         let l = parse_listing(
             "V\tp\t1\t5\t6\nD\tmissing\tq\t2\nD\talias\tq\tcur\nD\tmissing\t..\tx\nD\tgone\tq\t1\nI\tscan\tfull check\nI\tindexed\n",
         );
