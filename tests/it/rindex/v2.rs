@@ -60,6 +60,12 @@ fn compacted(listing: &[String]) -> String {
     format!("blat-index 2 {}\n{}\n", records.len(), records.join("\n"))
 }
 
+/// A full check, which rebuilds the index from the scan.
+fn rebuild(t: &std::path::Path) {
+    let (code, out) = receiver(t, &["list", "--full"]);
+    assert!(code == 0 && out.ends_with("I\tindexed\n"), "{out}");
+}
+
 /// A listing from the index, which must say it came from there.
 fn from_index(t: &std::path::Path, args: &[&str]) -> Vec<String> {
     let (code, out) = receiver(t, args);
@@ -130,12 +136,12 @@ fn a_journal_over_the_base_lists_exactly_what_a_scan_finds() {
         "a short journal stays"
     );
     // A writer's records go on top, and the listing follows.
-    let (code, out) = receiver(&t, &["link", "q", "cur", "2"]);
+    let (code, out) = receiver(&t, &["link", "q", "old", "1"]);
     assert_eq!(code, 0, "{out}");
     let truth = self::truth(&t);
-    assert!(truth.contains(&"A\tq\tcur\t2".to_string()), "{truth:?}");
+    assert!(truth.contains(&"A\tq\told\t1".to_string()), "{truth:?}");
     assert_eq!(from_index(&t, &["list", "--read-only"]), truth);
-    assert_eq!(claims_hold(&t), Ok(7));
+    assert_eq!(claims_hold(&t), Ok(6));
     assert_eq!(drift(&t), Vec::<String>::new());
 }
 
@@ -146,6 +152,7 @@ fn a_version_1_index_is_read_and_rewritten_as_version_2() {
     sync(&w, &[]);
     let truth = truth(&t);
     let idx = index_file(&t);
+    rebuild(&t);
     assert_eq!(fs::read_to_string(&idx).unwrap(), compacted(&truth), "a scan's");
     // What an older receiver wrote: records in any order, removals.
     let mut v1 = String::from("blat-index 1\nV\tgone\t1\t1\t1\t.\n");
@@ -278,6 +285,7 @@ fn writers_fold_a_long_journal_into_a_new_base() {
     sync(&w, &[]);
     let idx = index_file(&t);
     let truth = truth(&t);
+    rebuild(&t);
     let scanned = fs::read_to_string(&idx).unwrap();
     assert_eq!(scanned, compacted(&truth));
     // Records that cancel out: PAIRS * 2 journal lines.
@@ -295,7 +303,7 @@ fn writers_fold_a_long_journal_into_a_new_base() {
     assert_eq!(from_index(&t, &["list", "--read-only"]), truth);
     // 1,200: past it, folded by link, then by delete.
     fs::write(&idx, format!("{scanned}{}", noise(600))).unwrap();
-    let (code, out) = receiver(&t, &["link", "q", "cur", "2"]);
+    let (code, out) = receiver(&t, &["link", "q", "new", "1"]);
     assert_eq!(code, 0, "{out}");
     let truth = self::truth(&t);
     assert_eq!(fs::read_to_string(&idx).unwrap(), compacted(&truth));
@@ -307,7 +315,7 @@ fn writers_fold_a_long_journal_into_a_new_base() {
     assert!(!truth.iter().any(|l| l.starts_with("V\tp\t0\t")));
     assert_eq!(fs::read_to_string(&idx).unwrap(), compacted(&truth));
     assert_eq!(from_index(&t, &["list", "--read-only"]), truth);
-    assert_eq!(claims_hold(&t), Ok(7));
+    assert_eq!(claims_hold(&t), Ok(6));
     assert_eq!(drift(&t), Vec::<String>::new());
 }
 
@@ -324,7 +332,7 @@ fn a_list_reads_the_index_as_it_was_under_the_lock() {
         .collect();
     write_index(&t, base.len(), &base, &[]);
     let stop = AtomicBool::new(false);
-    std::thread::scope(|s| {
+    let outs = std::thread::scope(|s| {
         s.spawn(|| {
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) {
@@ -343,13 +351,23 @@ fn a_list_reads_the_index_as_it_was_under_the_lock() {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
         });
-        for _ in 0..8 {
-            let listing = from_index(&t, &["list", "--read-only"]);
-            let p = listing.iter().filter(|l| l.starts_with("V\tp")).count();
-            assert_eq!(p, 30_000);
-        }
+        // Checked once the writer has stopped: a failure must not leave it
+        // running (the scope waits for it).
+        let outs: Vec<(i32, String)> = (0..8)
+            .map(|_| receiver(&t, &["list", "--read-only"]))
+            .collect();
         stop.store(true, Ordering::Relaxed);
+        outs
     });
+    for (code, out) in outs {
+        assert_eq!(code, 0, "{out:.300}");
+        let tail = &out[out.len().saturating_sub(300)..];
+        assert!(
+            out.ends_with("I\tindex\n") && !out.contains("I\trestart"),
+            "{tail}"
+        );
+        assert_eq!(out.matches("V\tp").count(), 30_000, "{tail}");
+    }
     let appended = fs::read_to_string(index_file(&t)).unwrap().matches("\nV\tz\t").count();
     assert!(appended > 8, "the writer ran: {appended}");
 }
