@@ -153,7 +153,11 @@ fn a_version_1_index_is_read_and_rewritten_as_version_2() {
     let truth = truth(&t);
     let idx = index_file(&t);
     rebuild(&t);
-    assert_eq!(fs::read_to_string(&idx).unwrap(), compacted(&truth), "a scan's");
+    assert_eq!(
+        fs::read_to_string(&idx).unwrap(),
+        compacted(&truth),
+        "a scan's"
+    );
     // What an older receiver wrote: records in any order, removals.
     let mut v1 = String::from("blat-index 1\nV\tgone\t1\t1\t1\t.\n");
     for line in truth.iter().rev() {
@@ -200,7 +204,13 @@ fn a_broken_base_or_journal_is_never_trusted() {
         b.push(extra.to_string());
         b
     };
-    let last_key = base.last().unwrap().rsplitn(4, '\t').last().unwrap().to_string();
+    let last_key = base
+        .last()
+        .unwrap()
+        .rsplitn(4, '\t')
+        .last()
+        .unwrap()
+        .to_string();
     type Case = (&'static str, String, Vec<String>, Vec<String>, bool);
     let cases: Vec<Case> = vec![
         ("out of order", n.to_string(), moved, vec![], true),
@@ -218,7 +228,13 @@ fn a_broken_base_or_journal_is_never_trusted() {
             vec![],
             true,
         ),
-        ("fewer lines", (n + 2).to_string(), base.clone(), vec![], true),
+        (
+            "fewer lines",
+            (n + 2).to_string(),
+            base.clone(),
+            vec![],
+            true,
+        ),
         (
             "a journal line counted as base",
             (n + 1).to_string(),
@@ -233,7 +249,13 @@ fn a_broken_base_or_journal_is_never_trusted() {
             vec![format!("V\tp\t4\t{T0}")],
             false,
         ),
-        ("a count that is no number", "0x8".into(), base.clone(), vec![], false),
+        (
+            "a count that is no number",
+            "0x8".into(),
+            base.clone(),
+            vec![],
+            false,
+        ),
         ("no count", String::new(), base.clone(), vec![], false),
     ];
     for (what, count, lines, journal, restart) in cases {
@@ -250,9 +272,15 @@ fn a_broken_base_or_journal_is_never_trusted() {
         assert_eq!(out.contains("I\trestart\n"), restart, "{what}: {out}");
         let (before, after) = out.split_once("I\trestart\n").unwrap_or(("", &out));
         if restart {
-            assert!(before.contains(&format!("{}\n", &p5[..p5.len() - 2])), "{what}: {out}");
+            assert!(
+                before.contains(&format!("{}\n", &p5[..p5.len() - 2])),
+                "{what}: {out}"
+            );
             let p = out.lines().next().unwrap();
-            assert!(p.starts_with("P\t") && after.starts_with(&format!("{p}\n")), "{what}: {out}");
+            assert!(
+                p.starts_with("P\t") && after.starts_with(&format!("{p}\n")),
+                "{what}: {out}"
+            );
         }
         assert!(
             after
@@ -299,7 +327,10 @@ fn writers_fold_a_long_journal_into_a_new_base() {
     let (code, out) = receiver(&t, &["link", "q", "cur", "1"]);
     assert_eq!(code, 0, "{out}");
     let text = fs::read_to_string(&idx).unwrap();
-    assert!(text.starts_with(&format!("{scanned}{}", noise(400))), "kept");
+    assert!(
+        text.starts_with(&format!("{scanned}{}", noise(400))),
+        "kept"
+    );
     assert_eq!(from_index(&t, &["list", "--read-only"]), truth);
     // 1,200: past it, folded by link, then by delete.
     fs::write(&idx, format!("{scanned}{}", noise(600))).unwrap();
@@ -342,7 +373,8 @@ fn a_list_reads_the_index_as_it_was_under_the_lock() {
                     .append(true)
                     .open(index_file(&t))
                     .unwrap();
-                f.write_all(format!("\nV\tz\t{n}\t{T0}").as_bytes()).unwrap();
+                f.write_all(format!("\nV\tz\t{n}\t{T0}").as_bytes())
+                    .unwrap();
                 std::thread::sleep(std::time::Duration::from_millis(3));
                 f.write_all(format!("\t{T0}\t.").as_bytes()).unwrap();
                 drop(f);
@@ -368,6 +400,9 @@ fn a_list_reads_the_index_as_it_was_under_the_lock() {
         );
         assert_eq!(out.matches("V\tp").count(), 30_000, "{tail}");
     }
-    let appended = fs::read_to_string(index_file(&t)).unwrap().matches("\nV\tz\t").count();
+    let appended = fs::read_to_string(index_file(&t))
+        .unwrap()
+        .matches("\nV\tz\t")
+        .count();
     assert!(appended > 8, "the writer ran: {appended}");
 }
