@@ -118,6 +118,14 @@ pub fn parse_listing(text: &str) -> Listing {
                 listing.leftovers.push(path.to_string());
                 Some(())
             }
+            // A listing from the index found invalid after it began:
+            // everything before this line is void, the scan follows.
+            ["I", "restart"] => {
+                listing = Listing::default();
+                versions.clear();
+                arrivals.clear();
+                Some(())
+            }
             ["I", "index"] => {
                 listing.source = ListingSource::Index;
                 Some(())
@@ -435,6 +443,26 @@ mod tests {
             }
         );
         assert_eq!(parse_listing("V\tp\t1\t5\n").source, ListingSource::Unknown);
+    }
+
+    #[test]
+    fn a_restart_voids_what_came_before() {
+        let l = parse_listing(&format!(
+            "P\tbody-sha256\t{}\nV\tp\t1\t5\t6\nA\tp\tcur\t1\nL\tp/.blat-tmp-1-x\nV\tp\t..\t5\nI\trestart\nV\tp\t2\t7\t8\nI\tscan\tinvalid index: line 3\nI\tindexed\n",
+            "a".repeat(64)
+        ));
+        let pv = |v| PackageVersion::new("p", v).unwrap();
+        assert_eq!(l.versions.keys().collect::<Vec<_>>(), [&pv("2")]);
+        assert_eq!(l.arrived.keys().collect::<Vec<_>>(), [&pv("2")]);
+        assert!(l.aliases.is_empty() && l.leftovers.is_empty() && l.rejected.is_empty());
+        assert_eq!(l.packagelist_body, None);
+        assert_eq!(
+            l.source,
+            ListingSource::Scan {
+                why: "invalid index: line 3".into(),
+                indexed: true
+            }
+        );
     }
 
     #[test]

@@ -1140,13 +1140,29 @@ impl Case {
     /// descpkg mtimes) and aliases.
     fn check_index(&self, path: &Path) -> Result<(), String> {
         let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut lines = text.lines();
-        if lines.next() != Some("blat-index 1") {
-            return Err(format!("the index has no header: {text:.200}"));
-        }
+        let base: usize = text
+            .lines()
+            .next()
+            .and_then(|h| h.strip_prefix("blat-index 2 "))
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("the index has no header: {text:.200}"))?;
         let mut versions: BTreeMap<Pv, i64> = BTreeMap::new();
         let mut aliases: BTreeMap<Pv, String> = BTreeMap::new();
-        for line in lines.filter(|l| !l.is_empty()) {
+        // The base: as many V and A records as the header says, keys
+        // strictly increasing.
+        let body: Vec<&str> = text.lines().skip(1).collect();
+        if body.len() < base {
+            return Err(format!("the index holds less than its {base} base lines"));
+        }
+        let mut last = String::new();
+        for (i, line) in body[..base].iter().enumerate() {
+            let key: String = line.splitn(4, '\t').take(3).collect::<Vec<_>>().join("\t");
+            if !(line.starts_with("V\t") || line.starts_with("A\t")) || (i > 0 && key <= last) {
+                return Err(format!("invalid base line {line:?} after {last:?}"));
+            }
+            last = key;
+        }
+        for line in body.iter().filter(|l| !l.is_empty()) {
             let f: Vec<&str> = line.split('\t').collect();
             let key = (f[1].to_string(), f.get(2).unwrap_or(&"").to_string());
             match f.as_slice() {

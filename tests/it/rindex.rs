@@ -634,3 +634,5 @@ fn without_flock_the_receiver_keeps_no_index() {
         "{out}"
     );
 }
+
+mod v2;
