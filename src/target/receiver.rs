@@ -123,7 +123,6 @@ pub fn parse_listing(text: &str) -> Listing {
             ["I", "restart"] => {
                 listing = Listing::default();
                 versions.clear();
-                arrivals.clear();
                 Some(())
             }
             ["I", "index"] => {
@@ -453,7 +452,13 @@ mod tests {
         ));
         let pv = |v| PackageVersion::new("p", v).unwrap();
         assert_eq!(l.versions.keys().collect::<Vec<_>>(), [&pv("2")]);
-        assert_eq!(l.arrived.keys().collect::<Vec<_>>(), [&pv("2")]);
+        assert_eq!(
+            l.versions[&pv("2")],
+            OnTarget {
+                mtime: 7,
+                arrived: Some(8)
+            }
+        );
         assert!(l.aliases.is_empty() && l.leftovers.is_empty() && l.rejected.is_empty());
         assert_eq!(l.packagelist_body, None);
         assert_eq!(
