@@ -956,3 +956,14 @@ pub fn dead_pid() -> u32 {
     child.wait().unwrap();
     pid
 }
+
+/// Sets its flag when dropped, also while a panic unwinds: a watcher thread
+/// that loops until the flag is set then ends, and a scope whose workers
+/// failed reports the failure instead of waiting for the watcher forever.
+pub struct SetOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -149,6 +149,8 @@ fn two_masters_and_target_side_jobs_never_destroy_each_others_work() {
     let done = AtomicBool::new(false);
     let source = w.archive();
     thread::scope(|s| {
+        // Set when the workers are done, or when one of them failed.
+        let stop = common::SetOnDrop(&done);
         let watcher = s.spawn(|| {
             let mut rounds = 0;
             while !done.load(Ordering::Relaxed) {
@@ -196,7 +198,7 @@ fn two_masters_and_target_side_jobs_never_destroy_each_others_work() {
             m.join().unwrap();
         }
         target_jobs.join().unwrap();
-        done.store(true, Ordering::Relaxed);
+        drop(stop);
         assert!(
             watcher.join().unwrap() > 0,
             "the watcher looked at least once"

@@ -521,6 +521,8 @@ fn concurrent_writers_keep_the_index_true() {
     let checks = AtomicUsize::new(0);
     let broken: Mutex<Vec<String>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
+        // Set when the masters are done, or when one of them failed.
+        let _stop = common::SetOnDrop(&done);
         s.spawn(|| {
             let dpkg = path.join(".dpkg_archive");
             while !done.load(Ordering::Relaxed) {
@@ -560,7 +562,6 @@ fn concurrent_writers_keep_the_index_true() {
         for m in masters {
             m.join().unwrap();
         }
-        done.store(true, Ordering::Relaxed);
     });
     assert_eq!(broken.into_inner().unwrap(), Vec::<String>::new());
     assert!(checks.load(Ordering::Relaxed) > 0);
