@@ -433,7 +433,13 @@ fn a_kill_mid_delta_leaves_no_partial_package() {
         sync(&w, "site");
         w.write_rm(&[("P/R1", "open", 0, &["p/1.0", "p/2.0"])]);
         let root = w.target_dir("site");
+        // The receiver's own temporaries (the delta manifest, tar's error
+        // log) live with its writer marker, which gc removes once the
+        // writer is dead: nothing is left in TMPDIR, a SIGKILL included.
+        let tmp = w.path().join("tmp");
+        fs::create_dir_all(&tmp).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_blat"))
+            .env("TMPDIR", &tmp)
             .arg("-c")
             .arg(w.config())
             .args(["sync", "--target", "site"])
@@ -476,6 +482,8 @@ fn a_kill_mid_delta_leaves_no_partial_package() {
             "{victim}"
         );
         assert!(common::blat_names(&root).is_empty(), "{victim}: leftovers");
+        let in_tmp: Vec<_> = fs::read_dir(&tmp).unwrap().collect();
+        assert!(in_tmp.is_empty(), "{victim}: left in TMPDIR: {in_tmp:?}");
     }
 }
 
