@@ -49,7 +49,8 @@ impl CurrentSet {
         }
     }
 
-    /// `package version` lines, sorted: the body of the PackageList.
+    /// `package version` lines, sorted: the body of the PackageList (as
+    /// `packagelist::text` writes it, without a string per line).
     pub fn package_list(&self) -> Vec<String> {
         self.versions
             .keys()

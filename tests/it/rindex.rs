@@ -164,6 +164,22 @@ fn sync_at(w: &World, args: &[&str], env: &[(&str, &str)]) -> serde_json::Value 
     report(&out)
 }
 
+/// A sync over a planted index that claims `p/5`, gone from the target:
+/// it scans instead (the claim is not believed), sends `p/5` again and
+/// leaves an index that agrees with a walk of the target.
+fn sync_distrusts_the_index(w: &World, t: &Path, what: &str) {
+    let r = sync(w, &[]);
+    assert!(
+        r["listing"]
+            .as_str()
+            .unwrap()
+            .starts_with("scan: invalid index"),
+        "{what}: {r}"
+    );
+    assert_eq!(names(&r, "sent"), ["p/5"], "{what}");
+    assert_eq!(drift(t), Vec::<String>::new(), "{what}: rebuilt");
+}
+
 /// A minute from now (`BLAT_NOW`): what arrived by the last sync is no
 /// longer young for aging, even with a zero `writable_grace`.
 fn later() -> String {
@@ -419,16 +435,7 @@ fn a_hostile_index_is_never_trusted() {
         common::remove_tree(&t.join("p/5"));
         let _ = fs::remove_file(&idx);
         fs::write(&idx, text).unwrap();
-        let r = sync(&w, &[]);
-        assert!(
-            r["listing"]
-                .as_str()
-                .unwrap()
-                .starts_with("scan: invalid index"),
-            "{what}: {r}"
-        );
-        assert_eq!(names(&r, "sent"), ["p/5"], "{what}");
-        assert_eq!(drift(&t), Vec::<String>::new(), "{what}: rebuilt");
+        sync_distrusts_the_index(&w, &t, what);
     }
 
     // A symlink as the index is not read, and is replaced, never written

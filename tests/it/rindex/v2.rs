@@ -11,7 +11,7 @@ use std::fs;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{claims_hold, drift, index_file, names, receiver, sync, world, T0};
+use super::{claims_hold, drift, index_file, receiver, sync, sync_distrusts_the_index, world, T0};
 use crate::common::{self, World};
 
 /// The V and A lines of a listing, sorted: what it claims.
@@ -308,16 +308,7 @@ fn a_broken_base_or_journal_is_never_trusted() {
         );
         assert_eq!(claimed(after), truth, "{what}");
         // The master takes the scan only: p/5 is sent again.
-        let r = sync(&w, &[]);
-        assert!(
-            r["listing"]
-                .as_str()
-                .unwrap()
-                .starts_with("scan: invalid index"),
-            "{what}: {r}"
-        );
-        assert_eq!(names(&r, "sent"), ["p/5"], "{what}");
-        assert_eq!(drift(&t), Vec::<String>::new(), "{what}: rebuilt");
+        sync_distrusts_the_index(&w, &t, what);
         common::remove_tree(&t.join("p/5"));
     }
 }
